@@ -1,0 +1,144 @@
+//! The broker: everything an edge or a worker shares with the rest of the cluster.
+//!
+//! Edges and workers never talk to each other directly; they reach shared state only through
+//! the [`Broker`] trait: topic pub/sub for fan-out, append-only logs for ingest and replay,
+//! keys with a TTL (tickets, API keys, cursors), sets (channel membership) and counted leases
+//! (cluster-wide connection quotas). [`memory::MemoryHub`] implements it in-process for
+//! `switchboard serve`; the Redis implementation plugs in behind the same trait, and both run
+//! the same behavioural suite ([`conformance`]).
+//!
+//! Every call is async and fallible (a network broker can be unreachable) and the calls that
+//! usually come in groups take slices, so a network implementation can pipeline them.
+
+pub mod clock;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+mod error;
+pub mod memory;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use clock::{Clock, SystemClock};
+pub use error::BrokerError;
+
+/// Result of every broker call.
+pub type Result<T> = std::result::Result<T, BrokerError>;
+
+/// Receives the messages published to topics this node subscribed to.
+///
+/// Called from the broker's delivery context (the publishing task in memory, the subscriber
+/// connection's task on Redis); implementations must not block: they hand the bytes on to
+/// bounded per-connection queues.
+pub trait DeliverySink: Send + Sync + 'static {
+    /// One message published on `topic`.
+    fn deliver(&self, topic: &str, message: Bytes);
+}
+
+/// Topic pub/sub: at-most-once, per-node subscriptions.
+#[async_trait]
+pub trait PubSub: Send + Sync {
+    /// Publishes one message to every node subscribed to `topic`.
+    async fn publish(&self, topic: &str, message: Bytes) -> Result<()>;
+
+    /// Publishes several messages, in order, in one round trip where the broker allows.
+    async fn publish_many(&self, messages: &[(String, Bytes)]) -> Result<()>;
+
+    /// Subscribes this node to the topics (idempotent): their messages reach the node's sink.
+    async fn subscribe(&self, topics: &[String]) -> Result<()>;
+
+    /// Unsubscribes this node from the topics (idempotent).
+    async fn unsubscribe(&self, topics: &[String]) -> Result<()>;
+}
+
+/// Keys with optional TTL, and sets of strings.
+#[async_trait]
+pub trait KeyValue: Send + Sync {
+    /// Stores `value` under `key`, replacing any previous value.
+    async fn set(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<()>;
+
+    /// Reads a key.
+    async fn get(&self, key: &str) -> Result<Option<Bytes>>;
+
+    /// Reads and deletes a key atomically: of concurrent callers exactly one gets the value
+    /// (single-use tickets).
+    async fn take(&self, key: &str) -> Result<Option<Bytes>>;
+
+    /// Deletes a key; true if it existed.
+    async fn delete(&self, key: &str) -> Result<bool>;
+
+    /// Adds a member to a set; true if it was not there.
+    async fn set_add(&self, key: &str, member: &str) -> Result<bool>;
+
+    /// Removes a member from a set; true if it was there.
+    async fn set_remove(&self, key: &str, member: &str) -> Result<bool>;
+
+    /// Whether `member` is in the set.
+    async fn set_contains(&self, key: &str, member: &str) -> Result<bool>;
+
+    /// All members of a set, in no particular order.
+    async fn set_members(&self, key: &str) -> Result<Vec<String>>;
+}
+
+/// Position of an entry in a log: `<unix ms>-<sequence>`, ordered, as Redis stream IDs are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LogId {
+    /// Milliseconds part.
+    pub ms: u64,
+    /// Sequence within the millisecond.
+    pub seq: u64,
+}
+
+impl LogId {
+    /// Parses `ms-seq` (or a bare `ms`, meaning `ms-0`).
+    pub fn parse(s: &str) -> Option<LogId> {
+        let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
+        Some(LogId { ms: ms.parse().ok()?, seq: seq.parse().ok()? })
+    }
+}
+
+impl std::fmt::Display for LogId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// Append-only logs with time-based retention (the ingest log and per-user replay logs).
+#[async_trait]
+pub trait Log: Send + Sync {
+    /// Appends an entry and drops entries older than `retention`; returns the new entry's id.
+    async fn append(&self, log: &str, entry: Bytes, retention: Duration) -> Result<LogId>;
+
+    /// Up to `limit` entries with id greater than `after` (all if `None`), oldest first.
+    async fn read_after(&self, log: &str, after: Option<LogId>, limit: usize) -> Result<Vec<(LogId, Bytes)>>;
+}
+
+/// Counted leases: at most `limit` holders per key, each expiring unless renewed. Backs the
+/// cluster-wide connection quotas: a crashed node's holders expire on their own.
+#[async_trait]
+pub trait Leases: Send + Sync {
+    /// Takes a slot for `holder` if fewer than `limit` live holders exist; atomic across nodes.
+    async fn try_acquire(&self, key: &str, holder: &str, limit: u32, ttl: Duration) -> Result<bool>;
+
+    /// Extends the holders' leases; returns how many were still held.
+    async fn renew(&self, key: &str, holders: &[String], ttl: Duration) -> Result<usize>;
+
+    /// Releases a slot; true if it was held.
+    async fn release(&self, key: &str, holder: &str) -> Result<bool>;
+}
+
+/// Everything a node needs from shared state, behind one object.
+#[async_trait]
+pub trait Broker: PubSub + KeyValue + Log + Leases {
+    /// Checks that the broker is reachable (`/readyz`).
+    async fn ping(&self) -> Result<()>;
+
+    /// A short name for logs and metrics (`memory`, `redis`, `redis-cluster`).
+    fn name(&self) -> &'static str;
+}
+
+/// The shared handle type nodes pass around.
+pub type SharedBroker = Arc<dyn Broker>;

@@ -1,0 +1,311 @@
+//! The in-process broker used by `switchboard serve` without Redis.
+//!
+//! A [`MemoryHub`] is the shared state (what Redis is in cluster mode); each node gets its own
+//! [`MemoryBroker`] handle from [`MemoryHub::node`], with its own subscriptions and delivery sink,
+//! so several nodes in one process behave like several edges on one Redis. Semantics match the
+//! Redis implementation: per-node topic subscriptions, keys with TTL, single-use `take`, logs
+//! with `ms-seq` ids trimmed by age, and counted leases that expire.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+
+use crate::clock::{Clock, SystemClock};
+use crate::{Broker, DeliverySink, KeyValue, Leases, Log, LogId, PubSub, Result};
+
+/// How many writes between sweeps of expired keys, so unread expired keys cannot pile up.
+const SWEEP_EVERY_WRITES: u64 = 1024;
+
+type NodeId = u64;
+
+/// Shared in-process state: the equivalent of one Redis server.
+#[derive(Clone)]
+pub struct MemoryHub {
+    inner: Arc<HubState>,
+}
+
+struct HubState {
+    clock: Arc<dyn Clock>,
+    next_node: AtomicU64,
+    topics: RwLock<HashMap<String, Vec<(NodeId, Arc<dyn DeliverySink>)>>>,
+    keys: Mutex<Keys>,
+    logs: Mutex<HashMap<String, LogState>>,
+    leases: Mutex<HashMap<String, HashMap<String, u64>>>,
+}
+
+#[derive(Default)]
+struct Keys {
+    values: HashMap<String, (Bytes, Option<u64>)>,
+    sets: HashMap<String, HashSet<String>>,
+    writes: u64,
+}
+
+#[derive(Default)]
+struct LogState {
+    entries: VecDeque<(LogId, Bytes)>,
+    last: Option<LogId>,
+}
+
+impl Default for MemoryHub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryHub {
+    /// A hub on the system clock.
+    pub fn new() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
+
+    /// A hub on an injected clock (tests of retention and expiry).
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        MemoryHub {
+            inner: Arc::new(HubState {
+                clock,
+                next_node: AtomicU64::new(1),
+                topics: RwLock::default(),
+                keys: Mutex::default(),
+                logs: Mutex::default(),
+                leases: Mutex::default(),
+            }),
+        }
+    }
+
+    /// A node's handle: its subscriptions deliver to `sink`.
+    pub fn node(&self, sink: Arc<dyn DeliverySink>) -> MemoryBroker {
+        MemoryBroker {
+            hub: self.inner.clone(),
+            node: self.inner.next_node.fetch_add(1, Ordering::Relaxed),
+            sink,
+        }
+    }
+}
+
+/// One node's view of a [`MemoryHub`].
+pub struct MemoryBroker {
+    hub: Arc<HubState>,
+    node: NodeId,
+    sink: Arc<dyn DeliverySink>,
+}
+
+impl Drop for MemoryBroker {
+    fn drop(&mut self) {
+        let mut topics = self.hub.topics.write();
+        topics.retain(|_, subs| {
+            subs.retain(|(n, _)| *n != self.node);
+            !subs.is_empty()
+        });
+    }
+}
+
+impl HubState {
+    fn deliver(&self, topic: &str, message: &Bytes) {
+        // Copy the sinks out so that delivery (which may take a while for a large fan-out)
+        // never runs under the topic lock.
+        let sinks: Vec<Arc<dyn DeliverySink>> = match self.topics.read().get(topic) {
+            Some(subs) => subs.iter().map(|(_, s)| s.clone()).collect(),
+            None => return,
+        };
+        for sink in sinks {
+            sink.deliver(topic, message.clone());
+        }
+    }
+
+    fn live_value(&self, keys: &mut Keys, key: &str) -> Option<Bytes> {
+        let now = self.clock.now_ms();
+        match keys.values.get(key) {
+            Some((_, Some(exp))) if *exp <= now => {
+                keys.values.remove(key);
+                None
+            }
+            Some((v, _)) => Some(v.clone()),
+            None => None,
+        }
+    }
+
+    fn note_write(&self, keys: &mut Keys) {
+        keys.writes += 1;
+        if keys.writes.is_multiple_of(SWEEP_EVERY_WRITES) {
+            let now = self.clock.now_ms();
+            keys.values.retain(|_, (_, exp)| exp.is_none_or(|e| e > now));
+        }
+    }
+}
+
+#[async_trait]
+impl PubSub for MemoryBroker {
+    async fn publish(&self, topic: &str, message: Bytes) -> Result<()> {
+        self.hub.deliver(topic, &message);
+        Ok(())
+    }
+
+    async fn publish_many(&self, messages: &[(String, Bytes)]) -> Result<()> {
+        for (topic, message) in messages {
+            self.hub.deliver(topic, message);
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self, topics: &[String]) -> Result<()> {
+        let mut map = self.hub.topics.write();
+        for topic in topics {
+            let subs = map.entry(topic.clone()).or_default();
+            if !subs.iter().any(|(n, _)| *n == self.node) {
+                subs.push((self.node, self.sink.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, topics: &[String]) -> Result<()> {
+        let mut map = self.hub.topics.write();
+        for topic in topics {
+            if let Some(subs) = map.get_mut(topic) {
+                subs.retain(|(n, _)| *n != self.node);
+                if subs.is_empty() {
+                    map.remove(topic);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl KeyValue for MemoryBroker {
+    async fn set(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<()> {
+        let exp = ttl.map(|t| self.hub.clock.now_ms() + t.as_millis() as u64);
+        let mut keys = self.hub.keys.lock();
+        keys.values.insert(key.to_owned(), (value, exp));
+        self.hub.note_write(&mut keys);
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        let mut keys = self.hub.keys.lock();
+        Ok(self.hub.live_value(&mut keys, key))
+    }
+
+    async fn take(&self, key: &str) -> Result<Option<Bytes>> {
+        let mut keys = self.hub.keys.lock();
+        let v = self.hub.live_value(&mut keys, key);
+        keys.values.remove(key);
+        Ok(v)
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let mut keys = self.hub.keys.lock();
+        let existed = self.hub.live_value(&mut keys, key).is_some();
+        keys.values.remove(key);
+        Ok(existed || keys.sets.remove(key).is_some())
+    }
+
+    async fn set_add(&self, key: &str, member: &str) -> Result<bool> {
+        Ok(self.hub.keys.lock().sets.entry(key.to_owned()).or_default().insert(member.to_owned()))
+    }
+
+    async fn set_remove(&self, key: &str, member: &str) -> Result<bool> {
+        let mut keys = self.hub.keys.lock();
+        let Some(set) = keys.sets.get_mut(key) else { return Ok(false) };
+        let removed = set.remove(member);
+        if set.is_empty() {
+            keys.sets.remove(key);
+        }
+        Ok(removed)
+    }
+
+    async fn set_contains(&self, key: &str, member: &str) -> Result<bool> {
+        Ok(self.hub.keys.lock().sets.get(key).is_some_and(|s| s.contains(member)))
+    }
+
+    async fn set_members(&self, key: &str) -> Result<Vec<String>> {
+        Ok(self.hub.keys.lock().sets.get(key).map(|s| s.iter().cloned().collect()).unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl Log for MemoryBroker {
+    async fn append(&self, log: &str, entry: Bytes, retention: Duration) -> Result<LogId> {
+        let now = self.hub.clock.now_ms();
+        let mut logs = self.hub.logs.lock();
+        let state = logs.entry(log.to_owned()).or_default();
+        // Ids only grow, even if the clock steps back (as Redis does for XADD *).
+        let id = match state.last {
+            Some(last) if last.ms >= now => LogId { ms: last.ms, seq: last.seq + 1 },
+            _ => LogId { ms: now, seq: 0 },
+        };
+        state.last = Some(id);
+        state.entries.push_back((id, entry));
+        let min_ms = now.saturating_sub(retention.as_millis() as u64);
+        while state.entries.front().is_some_and(|(id, _)| id.ms < min_ms) {
+            state.entries.pop_front();
+        }
+        Ok(id)
+    }
+
+    async fn read_after(&self, log: &str, after: Option<LogId>, limit: usize) -> Result<Vec<(LogId, Bytes)>> {
+        let logs = self.hub.logs.lock();
+        let Some(state) = logs.get(log) else { return Ok(Vec::new()) };
+        let start = match after {
+            Some(a) => state.entries.partition_point(|(id, _)| *id <= a),
+            None => 0,
+        };
+        Ok(state.entries.iter().skip(start).take(limit).cloned().collect())
+    }
+}
+
+#[async_trait]
+impl Leases for MemoryBroker {
+    async fn try_acquire(&self, key: &str, holder: &str, limit: u32, ttl: Duration) -> Result<bool> {
+        let now = self.hub.clock.now_ms();
+        let mut leases = self.hub.leases.lock();
+        let holders = leases.entry(key.to_owned()).or_default();
+        holders.retain(|_, exp| *exp > now);
+        if !holders.contains_key(holder) && holders.len() >= limit as usize {
+            return Ok(false);
+        }
+        holders.insert(holder.to_owned(), now + ttl.as_millis() as u64);
+        Ok(true)
+    }
+
+    async fn renew(&self, key: &str, holders: &[String], ttl: Duration) -> Result<usize> {
+        let now = self.hub.clock.now_ms();
+        let mut leases = self.hub.leases.lock();
+        let Some(current) = leases.get_mut(key) else { return Ok(0) };
+        let mut renewed = 0;
+        for h in holders {
+            if let Some(exp) = current.get_mut(h).filter(|e| **e > now) {
+                *exp = now + ttl.as_millis() as u64;
+                renewed += 1;
+            }
+        }
+        Ok(renewed)
+    }
+
+    async fn release(&self, key: &str, holder: &str) -> Result<bool> {
+        let mut leases = self.hub.leases.lock();
+        let Some(current) = leases.get_mut(key) else { return Ok(false) };
+        let held = current.remove(holder).is_some();
+        if current.is_empty() {
+            leases.remove(key);
+        }
+        Ok(held)
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+}

@@ -1,0 +1,171 @@
+//! `basic` (seed 003): the generic JWT WebSocket service at `/ws`.
+//!
+//! Frames are `{"type":...,"data":{...}}`. Client commands: `subscribe` / `unsubscribe`
+//! `{"channel":"conversation:conv-123"}` and `ping` `{}` (answered with `pong`). Events carry
+//! their payload in `data`, plus `id`, `timestamp` and (for channel events) `channel`, so that
+//! clients can deduplicate and route. Errors are `{"type":"error","data":{"code","message"}}`
+//! with the four documented codes.
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::json::{event_capacity, push_field_str, push_key, push_raw, push_str, push_u64};
+use super::{Codec, DialectKind, FrameKind};
+use crate::command::{ClientError, Command, ErrorKind, Reply, SubscriptionTarget};
+use crate::event::Event;
+use crate::timefmt::iso8601_millis;
+
+/// The basic codec.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Basic;
+
+#[derive(Deserialize)]
+struct ClientFrame {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct ChannelData {
+    channel: String,
+}
+
+fn invalid(message: impl Into<String>) -> ClientError {
+    ClientError::new(ErrorKind::InvalidRequest, message)
+}
+
+fn channel(data: Option<Box<RawValue>>) -> Result<Vec<SubscriptionTarget>, ClientError> {
+    let data = data.ok_or_else(|| invalid("`data.channel` is required"))?;
+    let d: ChannelData =
+        serde_json::from_str(data.get()).map_err(|_| invalid("`data.channel` (a string) is required"))?;
+    if d.channel.is_empty() {
+        return Err(invalid("`data.channel` must not be empty"));
+    }
+    Ok(vec![SubscriptionTarget::Channel(d.channel)])
+}
+
+impl Codec for Basic {
+    fn kind(&self) -> DialectKind {
+        DialectKind::Basic
+    }
+
+    fn frame_kind(&self) -> FrameKind {
+        FrameKind::Text
+    }
+
+    fn decode(&self, message: &[u8]) -> Result<Command, ClientError> {
+        let frame: ClientFrame =
+            serde_json::from_slice(message).map_err(|e| invalid(format!("malformed message: {e}")))?;
+        match frame.kind.as_str() {
+            "subscribe" => Ok(Command::Subscribe { targets: channel(frame.data)?, filter: None, request_id: None }),
+            "unsubscribe" => Ok(Command::Unsubscribe { targets: channel(frame.data)?, request_id: None }),
+            "ping" => Ok(Command::Ping { request_id: None }),
+            other => Err(invalid(format!("unknown command `{other}`"))),
+        }
+    }
+
+    fn encode_event(&self, event: &Event, replayed: bool) -> Bytes {
+        let mut buf = Vec::with_capacity(event_capacity(&event.payload, event.kind.len() + event.id.len()));
+        buf.extend_from_slice(b"{");
+        push_key(&mut buf, "type");
+        push_str(&mut buf, &event.kind);
+        buf.push(b',');
+        push_key(&mut buf, "data");
+        push_raw(&mut buf, &event.payload);
+        if let Some(channel) = &event.channel {
+            push_field_str(&mut buf, "channel", channel);
+        }
+        push_field_str(&mut buf, "id", &event.id);
+        push_field_str(&mut buf, "timestamp", &iso8601_millis(event.ts));
+        if let Some(sender) = &event.sender {
+            push_field_str(&mut buf, "sender", sender);
+        }
+        if replayed {
+            buf.extend_from_slice(b",\"replayed\":true");
+        }
+        buf.push(b'}');
+        Bytes::from(buf)
+    }
+
+    fn encode_reply(&self, reply: &Reply<'_>) -> Option<Bytes> {
+        let mut buf = Vec::with_capacity(128);
+        buf.extend_from_slice(b"{\"type\":");
+        match reply {
+            Reply::Welcome { .. } | Reply::Ack { .. } => return None,
+            Reply::Pong { .. } => buf.extend_from_slice(b"\"pong\",\"data\":{}"),
+            Reply::Error { error, .. } => {
+                buf.extend_from_slice(b"\"error\",\"data\":{");
+                push_key(&mut buf, "code");
+                push_str(&mut buf, error_code(error.kind));
+                push_field_str(&mut buf, "message", &error.message);
+                buf.push(b'}');
+            }
+            Reply::ReplayComplete { count, truncated } => {
+                buf.extend_from_slice(b"\"replay_complete\",\"data\":{\"count\":");
+                push_u64(&mut buf, *count as u64);
+                buf.extend_from_slice(if *truncated { b",\"truncated\":true}" } else { b",\"truncated\":false}" });
+            }
+        }
+        buf.push(b'}');
+        Some(Bytes::from(buf))
+    }
+}
+
+/// Maps every error onto the document's four codes.
+fn error_code(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidRequest | ErrorKind::UnknownType | ErrorKind::RateLimited => "invalid_request",
+        ErrorKind::Forbidden | ErrorKind::NotMember => "unauthorized",
+        ErrorKind::UnknownChannel | ErrorKind::SubscriptionFailed | ErrorKind::TooManySubscriptions => {
+            "subscription_failed"
+        }
+        ErrorKind::Internal => "internal_error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    #[test]
+    fn subscribe_unsubscribe_ping() {
+        let Command::Subscribe { targets, .. } =
+            Basic.decode(br#"{"type":"subscribe","data":{"channel":"conversation:conv-123"}}"#).unwrap()
+        else {
+            panic!("not a subscribe")
+        };
+        assert_eq!(targets, vec![SubscriptionTarget::Channel("conversation:conv-123".into())]);
+        assert!(matches!(Basic.decode(br#"{"type":"ping","data":{}}"#).unwrap(), Command::Ping { .. }));
+        assert!(matches!(Basic.decode(br#"{"type":"ping"}"#).unwrap(), Command::Ping { .. }));
+        let pong: Value = serde_json::from_slice(&Basic.encode_reply(&Reply::Pong { request_id: None }).unwrap()).unwrap();
+        assert_eq!(pong, json!({"type": "pong", "data": {}}));
+    }
+
+    #[test]
+    fn malformed_frames_are_invalid_request() {
+        for bad in [&b"nope"[..], b"{\"type\":\"subscribe\"}", b"{\"type\":\"subscribe\",\"data\":{\"channel\":1}}", b"{\"type\":\"x\"}"] {
+            let err = Basic.decode(bad).unwrap_err();
+            let v: Value = serde_json::from_slice(&Basic.encode_reply(&Reply::Error { error: &err, request_id: None }).unwrap()).unwrap();
+            assert_eq!(v["type"], "error");
+            assert_eq!(v["data"]["code"], "invalid_request");
+        }
+    }
+
+    #[test]
+    fn chat_message_event_shape() {
+        let ev: Event = serde_json::from_value(json!({
+            "id": "evt_1", "type": "chat_message", "channel": "conversation:conv-123", "ts": 0,
+            "payload": {"conversation_id": "conv-123", "sender_id": "user-456", "content": "Hello there!"}
+        }))
+        .unwrap();
+        let v: Value = serde_json::from_slice(&Basic.encode_event(&ev, false)).unwrap();
+        assert_eq!(v["type"], "chat_message");
+        assert_eq!(v["data"]["content"], "Hello there!");
+        assert_eq!(v["channel"], "conversation:conv-123");
+        assert_eq!(v["id"], "evt_1");
+    }
+}

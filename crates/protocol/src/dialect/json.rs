@@ -1,0 +1,38 @@
+//! Small helpers the JSON dialects share for writing frames without an intermediate tree.
+
+use serde_json::value::RawValue;
+
+/// Appends `s` as a JSON string literal (quoted and escaped).
+pub(crate) fn push_str(buf: &mut Vec<u8>, s: &str) {
+    // Writing a &str into a Vec cannot fail: serde_json only errors on IO or non-string keys.
+    let _ = serde_json::to_writer(&mut *buf, s);
+}
+
+/// Appends `"key":` (keys are our own constants and never need escaping).
+pub(crate) fn push_key(buf: &mut Vec<u8>, key: &str) {
+    buf.push(b'"');
+    buf.extend_from_slice(key.as_bytes());
+    buf.extend_from_slice(b"\":");
+}
+
+/// Appends `,"key":"value"`.
+pub(crate) fn push_field_str(buf: &mut Vec<u8>, key: &str, value: &str) {
+    buf.push(b',');
+    push_key(buf, key);
+    push_str(buf, value);
+}
+
+/// Appends a raw JSON value as it is.
+pub(crate) fn push_raw(buf: &mut Vec<u8>, raw: &RawValue) {
+    buf.extend_from_slice(raw.get().as_bytes());
+}
+
+/// Appends a decimal integer.
+pub(crate) fn push_u64(buf: &mut Vec<u8>, n: u64) {
+    buf.extend_from_slice(n.to_string().as_bytes());
+}
+
+/// Capacity to reserve for an event frame: payload plus envelope.
+pub(crate) fn event_capacity(payload: &RawValue, extra: usize) -> usize {
+    payload.get().len() + extra + 128
+}

@@ -1,0 +1,73 @@
+//! The event: the one thing that flows from publishers through the broker to clients.
+//!
+//! Events travel between nodes as compact JSON (this struct's serde form). The payload is kept
+//! as raw JSON text ([`RawValue`]) so that a node never re-serializes it: every dialect copies the
+//! payload bytes as they are into its own frame.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// One published event, as carried between nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    /// Unique id (`evt_` + sortable id, or the publisher's own id); clients deduplicate by it.
+    pub id: String,
+    /// Event type (`notification`, `threat_detected`, `chat_message`, ...).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Set when the event goes to a channel's subscribers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// Set when the event is addressed to one user's connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// When the event was generated, unix milliseconds.
+    pub ts: u64,
+    /// The event body, raw JSON exactly as the publisher sent it.
+    pub payload: Box<RawValue>,
+    /// The user who sent it, for client-published events (stamped by the server, never trusted
+    /// from the client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
+}
+
+/// Where an event is addressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventTarget<'a> {
+    /// A named channel (`threats`, `conversation:conv-123`).
+    Channel(&'a str),
+    /// One user's stream.
+    User(&'a str),
+}
+
+impl Event {
+    /// Where this event goes. A user address wins if (wrongly) both are set.
+    pub fn target(&self) -> Option<EventTarget<'_>> {
+        match (&self.user, &self.channel) {
+            (Some(u), _) => Some(EventTarget::User(u)),
+            (None, Some(c)) => Some(EventTarget::Channel(c)),
+            (None, None) => None,
+        }
+    }
+
+    /// The payload parsed as a JSON value, for server-side filters.
+    pub fn payload_value(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(self.payload.get()).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_with_raw_payload_untouched() {
+        let text = r#"{"id":"evt_1","type":"notification","user":"alice","ts":5,"payload":{"b": 1,"a":[2, 3]}}"#;
+        let ev: Event = serde_json::from_str(text).unwrap();
+        assert_eq!(ev.payload.get(), r#"{"b": 1,"a":[2, 3]}"#);
+        assert_eq!(ev.target(), Some(EventTarget::User("alice")));
+        let again: Event = serde_json::from_str(&serde_json::to_string(&ev).unwrap()).unwrap();
+        assert_eq!(again.payload.get(), ev.payload.get());
+        assert_eq!(again.id, "evt_1");
+    }
+}
