@@ -133,7 +133,8 @@ impl HubState {
         keys.writes += 1;
         if keys.writes.is_multiple_of(SWEEP_EVERY_WRITES) {
             let now = self.clock.now_ms();
-            keys.values.retain(|_, (_, exp)| exp.is_none_or(|e| e > now));
+            keys.values
+                .retain(|_, (_, exp)| exp.is_none_or(|e| e > now));
         }
     }
 }
@@ -207,12 +208,21 @@ impl KeyValue for MemoryBroker {
     }
 
     async fn set_add(&self, key: &str, member: &str) -> Result<bool> {
-        Ok(self.hub.keys.lock().sets.entry(key.to_owned()).or_default().insert(member.to_owned()))
+        Ok(self
+            .hub
+            .keys
+            .lock()
+            .sets
+            .entry(key.to_owned())
+            .or_default()
+            .insert(member.to_owned()))
     }
 
     async fn set_remove(&self, key: &str, member: &str) -> Result<bool> {
         let mut keys = self.hub.keys.lock();
-        let Some(set) = keys.sets.get_mut(key) else { return Ok(false) };
+        let Some(set) = keys.sets.get_mut(key) else {
+            return Ok(false);
+        };
         let removed = set.remove(member);
         if set.is_empty() {
             keys.sets.remove(key);
@@ -221,11 +231,24 @@ impl KeyValue for MemoryBroker {
     }
 
     async fn set_contains(&self, key: &str, member: &str) -> Result<bool> {
-        Ok(self.hub.keys.lock().sets.get(key).is_some_and(|s| s.contains(member)))
+        Ok(self
+            .hub
+            .keys
+            .lock()
+            .sets
+            .get(key)
+            .is_some_and(|s| s.contains(member)))
     }
 
     async fn set_members(&self, key: &str) -> Result<Vec<String>> {
-        Ok(self.hub.keys.lock().sets.get(key).map(|s| s.iter().cloned().collect()).unwrap_or_default())
+        Ok(self
+            .hub
+            .keys
+            .lock()
+            .sets
+            .get(key)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default())
     }
 }
 
@@ -237,7 +260,10 @@ impl Log for MemoryBroker {
         let state = logs.entry(log.to_owned()).or_default();
         // Ids only grow, even if the clock steps back (as Redis does for XADD *).
         let id = match state.last {
-            Some(last) if last.ms >= now => LogId { ms: last.ms, seq: last.seq + 1 },
+            Some(last) if last.ms >= now => LogId {
+                ms: last.ms,
+                seq: last.seq + 1,
+            },
             _ => LogId { ms: now, seq: 0 },
         };
         state.last = Some(id);
@@ -249,20 +275,39 @@ impl Log for MemoryBroker {
         Ok(id)
     }
 
-    async fn read_after(&self, log: &str, after: Option<LogId>, limit: usize) -> Result<Vec<(LogId, Bytes)>> {
+    async fn read_after(
+        &self,
+        log: &str,
+        after: Option<LogId>,
+        limit: usize,
+    ) -> Result<Vec<(LogId, Bytes)>> {
         let logs = self.hub.logs.lock();
-        let Some(state) = logs.get(log) else { return Ok(Vec::new()) };
+        let Some(state) = logs.get(log) else {
+            return Ok(Vec::new());
+        };
         let start = match after {
             Some(a) => state.entries.partition_point(|(id, _)| *id <= a),
             None => 0,
         };
-        Ok(state.entries.iter().skip(start).take(limit).cloned().collect())
+        Ok(state
+            .entries
+            .iter()
+            .skip(start)
+            .take(limit)
+            .cloned()
+            .collect())
     }
 }
 
 #[async_trait]
 impl Leases for MemoryBroker {
-    async fn try_acquire(&self, key: &str, holder: &str, limit: u32, ttl: Duration) -> Result<bool> {
+    async fn try_acquire(
+        &self,
+        key: &str,
+        holder: &str,
+        limit: u32,
+        ttl: Duration,
+    ) -> Result<bool> {
         let now = self.hub.clock.now_ms();
         let mut leases = self.hub.leases.lock();
         let holders = leases.entry(key.to_owned()).or_default();
@@ -277,7 +322,9 @@ impl Leases for MemoryBroker {
     async fn renew(&self, key: &str, holders: &[String], ttl: Duration) -> Result<usize> {
         let now = self.hub.clock.now_ms();
         let mut leases = self.hub.leases.lock();
-        let Some(current) = leases.get_mut(key) else { return Ok(0) };
+        let Some(current) = leases.get_mut(key) else {
+            return Ok(0);
+        };
         let mut renewed = 0;
         for h in holders {
             if let Some(exp) = current.get_mut(h).filter(|e| **e > now) {
@@ -290,7 +337,9 @@ impl Leases for MemoryBroker {
 
     async fn release(&self, key: &str, holder: &str) -> Result<bool> {
         let mut leases = self.hub.leases.lock();
-        let Some(current) = leases.get_mut(key) else { return Ok(false) };
+        let Some(current) = leases.get_mut(key) else {
+            return Ok(false);
+        };
         let held = current.remove(holder).is_some();
         if current.is_empty() {
             leases.remove(key);

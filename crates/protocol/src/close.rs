@@ -31,8 +31,10 @@ pub enum CloseReason {
     HeartbeatTimeout,
     /// A message was larger than the endpoint allows.
     MessageTooBig,
-    /// The client sent bytes that are not a valid frame or message for this endpoint.
+    /// The client sent bytes that are not a valid WebSocket frame sequence.
     ProtocolError,
+    /// A text message was not valid UTF-8.
+    InvalidPayload,
     /// Too many subscriptions on one connection.
     TooManySubscriptions,
     /// Nothing happened on the connection for too long.
@@ -41,7 +43,7 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Every reason, for config validation and documentation.
-    pub const ALL: [CloseReason; 15] = [
+    pub const ALL: [CloseReason; 16] = [
         CloseReason::Normal,
         CloseReason::GoingAway,
         CloseReason::PolicyViolation,
@@ -55,6 +57,7 @@ impl CloseReason {
         CloseReason::HeartbeatTimeout,
         CloseReason::MessageTooBig,
         CloseReason::ProtocolError,
+        CloseReason::InvalidPayload,
         CloseReason::TooManySubscriptions,
         CloseReason::Idle,
     ];
@@ -75,6 +78,7 @@ impl CloseReason {
             CloseReason::HeartbeatTimeout => "heartbeat_timeout",
             CloseReason::MessageTooBig => "message_too_big",
             CloseReason::ProtocolError => "protocol_error",
+            CloseReason::InvalidPayload => "invalid_payload",
             CloseReason::TooManySubscriptions => "too_many_subscriptions",
             CloseReason::Idle => "idle",
         }
@@ -91,6 +95,7 @@ impl CloseReason {
             CloseReason::Normal => 1000,
             CloseReason::GoingAway => 1001,
             CloseReason::ProtocolError => 1002,
+            CloseReason::InvalidPayload => 1007,
             CloseReason::Internal => 1011,
             CloseReason::MessageTooBig => 1009,
             CloseReason::AuthFailed | CloseReason::AuthExpired => 4001,
@@ -121,6 +126,7 @@ impl CloseReason {
             CloseReason::HeartbeatTimeout => "Heartbeat timeout",
             CloseReason::MessageTooBig => "Message too big",
             CloseReason::ProtocolError => "Protocol error",
+            CloseReason::InvalidPayload => "Invalid UTF-8 in text message",
             CloseReason::TooManySubscriptions => "Too many subscriptions",
             CloseReason::Idle => "Idle timeout",
         }

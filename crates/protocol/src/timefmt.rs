@@ -23,7 +23,13 @@ mod tests {
 
     #[test]
     fn formats_like_the_documents() {
-        assert_eq!(iso8601_millis(1_770_552_000_000), "2026-02-08T12:00:00.000Z");
-        assert_eq!(iso8601_millis(1_770_552_000_123), "2026-02-08T12:00:00.123Z");
+        assert_eq!(
+            iso8601_millis(1_770_552_000_000),
+            "2026-02-08T12:00:00.000Z"
+        );
+        assert_eq!(
+            iso8601_millis(1_770_552_000_123),
+            "2026-02-08T12:00:00.123Z"
+        );
     }
 }

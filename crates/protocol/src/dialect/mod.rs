@@ -43,6 +43,12 @@ pub trait Codec: Send + Sync + 'static {
     /// Encodes a reply, or `None` when this dialect has no such frame.
     fn encode_reply(&self, reply: &Reply<'_>) -> Option<Bytes>;
 
+    /// Whether clients receive only the event types they subscribed to by name (orbnet's
+    /// `channels`), rather than everything on the topics they are registered on.
+    fn opt_in_event_types(&self) -> bool {
+        false
+    }
+
     /// The close code this dialect documents for `reason`.
     fn close_code(&self, reason: CloseReason) -> u16 {
         reason.standard_code()

@@ -1,0 +1,108 @@
+//! API keys for the threat stream: created through the admin API, stored only as SHA-256
+//! hashes (in the broker, so every node sees them) or listed hashed in the config file.
+
+use bytes::Bytes;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use switchboard_broker::{BrokerError, SharedBroker};
+
+use crate::config::ConfiguredApiKey;
+
+/// What is stored for a key (never the key itself).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// The key's name.
+    pub name: String,
+    /// Endpoint paths it may use (empty: every API-key endpoint).
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    /// Concurrent connections allowed.
+    pub max_connections: u32,
+}
+
+impl ApiKeyRecord {
+    /// Whether the key may connect to `path`.
+    pub fn allows(&self, path: &str) -> bool {
+        self.endpoints.is_empty() || self.endpoints.iter().any(|p| p == path)
+    }
+}
+
+/// Hex SHA-256 of a key, the only form in which keys are stored.
+pub fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// Reads and writes API keys.
+#[derive(Clone)]
+pub struct ApiKeyStore {
+    broker: SharedBroker,
+    configured: Vec<ConfiguredApiKey>,
+}
+
+fn record_key(hash: &str) -> String {
+    format!("apikey:{hash}")
+}
+
+fn name_key(name: &str) -> String {
+    format!("apikey-name:{name}")
+}
+
+impl ApiKeyStore {
+    /// A store over the broker plus the keys listed in the config.
+    pub fn new(broker: SharedBroker, configured: Vec<ConfiguredApiKey>) -> Self {
+        ApiKeyStore { broker, configured }
+    }
+
+    /// Creates a key; returns the plain key, which is shown once and never stored.
+    /// Creating a key with an existing name replaces the old key.
+    pub async fn create(&self, record: &ApiKeyRecord) -> Result<String, BrokerError> {
+        let mut raw = [0u8; 24];
+        rand::rng().fill(&mut raw);
+        let key = format!("sbk_{}", hex::encode(raw));
+        let hash = hash_key(&key);
+        let body = serde_json::to_vec(record).map_err(|e| BrokerError::Protocol(e.to_string()))?;
+        if let Some(old) = self.broker.get(&name_key(&record.name)).await? {
+            self.broker
+                .delete(&record_key(&String::from_utf8_lossy(&old)))
+                .await?;
+        }
+        self.broker
+            .set(&record_key(&hash), Bytes::from(body), None)
+            .await?;
+        self.broker
+            .set(&name_key(&record.name), Bytes::from(hash), None)
+            .await?;
+        Ok(key)
+    }
+
+    /// Deletes a key by name; true if it existed.
+    pub async fn delete(&self, name: &str) -> Result<bool, BrokerError> {
+        let Some(hash) = self.broker.take(&name_key(name)).await? else {
+            return Ok(false);
+        };
+        self.broker
+            .delete(&record_key(&String::from_utf8_lossy(&hash)))
+            .await
+    }
+
+    /// Looks a presented key up.
+    pub async fn lookup(&self, key: &str) -> Result<Option<ApiKeyRecord>, BrokerError> {
+        let hash = hash_key(key);
+        if let Some(c) = self
+            .configured
+            .iter()
+            .find(|c| c.sha256.eq_ignore_ascii_case(&hash))
+        {
+            return Ok(Some(ApiKeyRecord {
+                name: c.name.clone(),
+                endpoints: c.endpoints.clone(),
+                max_connections: c.max_connections,
+            }));
+        }
+        match self.broker.get(&record_key(&hash)).await? {
+            Some(body) => Ok(serde_json::from_slice(&body).ok()),
+            None => Ok(None),
+        }
+    }
+}

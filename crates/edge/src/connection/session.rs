@@ -1,0 +1,379 @@
+//! A connection's state machine: what it is subscribed to and how it answers each command.
+//! Dialect-neutral: the codec decodes commands and encodes replies; this file decides.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use switchboard_protocol::timefmt::now_millis;
+use switchboard_protocol::{
+    ClientError, CloseReason, Command, ErrorKind, Event, FieldFilter, FrameKind, Reply,
+    SubscriptionTarget,
+};
+use wildmatch::WildMatch;
+
+use super::handle::ConnHandle;
+use crate::auth::Principal;
+use crate::endpoint::{channel_topic, members_key, user_topic};
+use crate::ids::{event_id, session_id};
+use crate::node::Node;
+
+/// One connection's subscriptions and command handling.
+pub struct Session {
+    node: Arc<Node>,
+    conn: Arc<ConnHandle>,
+    principal: Principal,
+    /// Every broker topic this connection is registered on.
+    topics: HashSet<String>,
+    /// Channels the client subscribed to by name.
+    channels: HashSet<String>,
+}
+
+impl Session {
+    /// A session for an accepted connection.
+    pub fn new(node: Arc<Node>, conn: Arc<ConnHandle>, principal: Principal) -> Self {
+        Session {
+            node,
+            conn,
+            principal,
+            topics: HashSet::new(),
+            channels: HashSet::new(),
+        }
+    }
+
+    /// Greets the client and registers the topics every connection of the endpoint has (its
+    /// user stream, the endpoint's broadcast channel).
+    pub async fn start(&mut self) -> Result<(), CloseReason> {
+        let ep = self.conn.endpoint.clone();
+        if ep.codec.opt_in_event_types() {
+            // Until the client subscribes to event types it receives nothing.
+            self.conn.selection.write().types = Some(HashSet::new());
+        }
+        let sid = session_id();
+        self.reply(&Reply::Welcome {
+            session_id: &sid,
+            now_ms: now_millis(),
+        });
+        let mut base = Vec::new();
+        if ep.config.user_events {
+            if let Some(user) = self.principal.user() {
+                base.push(user_topic(user));
+            }
+        }
+        if !ep.config.broadcast_channel.is_empty() {
+            base.push(channel_topic(&ep.config.broadcast_channel));
+        }
+        self.register(&base)
+            .await
+            .map_err(|_| CloseReason::Internal)
+    }
+
+    /// Handles one complete client message.
+    pub async fn handle(&mut self, message: &[u8], is_text: bool) {
+        let codec = self.conn.endpoint.codec;
+        if is_text != (codec.frame_kind() == FrameKind::Text) {
+            let kind = if is_text { "binary" } else { "text" };
+            let error = ClientError::new(
+                ErrorKind::InvalidRequest,
+                format!("this endpoint expects {kind} frames"),
+            );
+            return self.reply(&Reply::Error {
+                error: &error,
+                request_id: None,
+            });
+        }
+        let command = match codec.decode(message) {
+            Ok(c) => c,
+            Err(error) => {
+                return self.reply(&Reply::Error {
+                    error: &error,
+                    request_id: None,
+                })
+            }
+        };
+        let (request_id, result) = match command {
+            Command::Subscribe {
+                targets,
+                filter,
+                request_id,
+            } => (request_id, self.subscribe(targets, filter).await),
+            Command::Unsubscribe {
+                targets,
+                request_id,
+            } => (request_id, self.unsubscribe(targets).await),
+            Command::Ping { request_id } => {
+                self.reply(&Reply::Pong {
+                    request_id: request_id.as_deref(),
+                });
+                return;
+            }
+            Command::Publish {
+                channel,
+                kind,
+                payload,
+                ephemeral: _,
+                request_id,
+            } => (request_id, self.publish(channel, kind, payload).await),
+        };
+        let request_id = request_id.as_deref();
+        match result {
+            Ok(()) => self.reply(&Reply::Ack { request_id }),
+            Err(error) => self.reply(&Reply::Error {
+                error: &error,
+                request_id,
+            }),
+        }
+    }
+
+    /// Unregisters everything; called once when the connection ends.
+    pub async fn finish(&mut self) {
+        let topics: Vec<String> = self.topics.drain().collect();
+        for t in &topics {
+            self.node.registry.remove(t, self.conn.id);
+        }
+        if let Err(e) = self.node.topics.reconcile(&topics).await {
+            self.node
+                .metrics
+                .broker_errors
+                .with_label_values(&["unsubscribe"])
+                .inc();
+            tracing::warn!(error = %e, "could not release broker subscriptions");
+        }
+        self.node
+            .metrics
+            .topics
+            .set(self.node.registry.topic_count() as i64);
+    }
+
+    fn reply(&self, reply: &Reply<'_>) {
+        if let Some(bytes) = self.conn.endpoint.codec.encode_reply(reply) {
+            self.conn.send(bytes);
+        }
+    }
+
+    async fn register(&mut self, topics: &[String]) -> Result<(), ClientError> {
+        let fresh: Vec<String> = topics
+            .iter()
+            .filter(|t| !self.topics.contains(*t))
+            .cloned()
+            .collect();
+        for t in &fresh {
+            self.node.registry.add(t, &self.conn);
+            self.topics.insert(t.clone());
+        }
+        self.node
+            .metrics
+            .topics
+            .set(self.node.registry.topic_count() as i64);
+        self.node.topics.reconcile(&fresh).await.map_err(|e| {
+            self.node
+                .metrics
+                .broker_errors
+                .with_label_values(&["subscribe"])
+                .inc();
+            tracing::warn!(error = %e, "broker subscribe failed");
+            ClientError::new(
+                ErrorKind::SubscriptionFailed,
+                "subscription temporarily unavailable; retry",
+            )
+        })
+    }
+
+    async fn unregister(&mut self, topics: &[String]) {
+        let gone: Vec<String> = topics
+            .iter()
+            .filter(|t| self.topics.remove(*t))
+            .cloned()
+            .collect();
+        for t in &gone {
+            self.node.registry.remove(t, self.conn.id);
+        }
+        if self.node.topics.reconcile(&gone).await.is_err() {
+            self.node
+                .metrics
+                .broker_errors
+                .with_label_values(&["unsubscribe"])
+                .inc();
+        }
+    }
+
+    async fn subscribe(
+        &mut self,
+        targets: Vec<SubscriptionTarget>,
+        filter: Option<FieldFilter>,
+    ) -> Result<(), ClientError> {
+        let ep = self.conn.endpoint.clone();
+        let mut types = Vec::new();
+        let mut channels = Vec::new();
+        for target in targets {
+            match target {
+                SubscriptionTarget::EventType(t) if ep.allows_type(&t) => types.push(t),
+                SubscriptionTarget::EventType(t) => {
+                    return Err(ClientError::new(
+                        ErrorKind::UnknownChannel,
+                        format!(
+                            "unknown channel `{t}`; this endpoint offers: {}",
+                            ep.type_list()
+                        ),
+                    ))
+                }
+                SubscriptionTarget::Channel(c) => {
+                    self.check_channel(&c).await?;
+                    channels.push(c);
+                }
+            }
+        }
+        let new_channels: Vec<&String> = channels
+            .iter()
+            .filter(|c| !self.channels.contains(*c))
+            .collect();
+        if self.channels.len() + new_channels.len() > ep.config.max_subscriptions {
+            return Err(ClientError::new(
+                ErrorKind::TooManySubscriptions,
+                format!(
+                    "at most {} subscriptions per connection",
+                    ep.config.max_subscriptions
+                ),
+            ));
+        }
+        if !channels.is_empty() {
+            let topics: Vec<String> = channels.iter().map(|c| channel_topic(c)).collect();
+            self.register(&topics).await?;
+            self.channels.extend(channels);
+        }
+        let mut selection = self.conn.selection.write();
+        if !types.is_empty() {
+            selection
+                .types
+                .get_or_insert_with(HashSet::new)
+                .extend(types);
+        }
+        if let Some(f) = filter {
+            selection.filter = (!f.is_empty()).then_some(f);
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(&mut self, targets: Vec<SubscriptionTarget>) -> Result<(), ClientError> {
+        let mut topics = Vec::new();
+        for target in targets {
+            match target {
+                SubscriptionTarget::EventType(t) => {
+                    if let Some(types) = self.conn.selection.write().types.as_mut() {
+                        types.remove(&t);
+                    }
+                }
+                SubscriptionTarget::Channel(c) => {
+                    if self.channels.remove(&c) {
+                        topics.push(channel_topic(&c));
+                    }
+                }
+            }
+        }
+        self.unregister(&topics).await;
+        Ok(())
+    }
+
+    /// May this connection use `channel`? Pattern allowed by the endpoint, and for member-only
+    /// channels, membership.
+    async fn check_channel(&self, channel: &str) -> Result<(), ClientError> {
+        let ep = &self.conn.endpoint;
+        if !ep.channel_allowed(channel) {
+            return Err(ClientError::new(
+                ErrorKind::UnknownChannel,
+                format!("channel `{channel}` does not exist on this endpoint"),
+            ));
+        }
+        if ep.member_only(channel) && !self.is_member(channel).await? {
+            return Err(ClientError::new(
+                ErrorKind::NotMember,
+                format!("not a member of `{channel}`"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Membership: a matching JWT `channels` claim, or the channel's member set.
+    async fn is_member(&self, channel: &str) -> Result<bool, ClientError> {
+        let Principal::User(claims) = &self.principal else {
+            return Ok(false);
+        };
+        if let Some(patterns) = &claims.channels {
+            if patterns.iter().any(|p| WildMatch::new(p).matches(channel)) {
+                return Ok(true);
+            }
+        }
+        self.node
+            .broker
+            .set_contains(&members_key(channel), &claims.sub)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "membership lookup failed");
+                ClientError::new(ErrorKind::Internal, "membership check unavailable; retry")
+            })
+    }
+
+    /// A client sends an event to a conversation: delivered to the other members' user
+    /// streams, stamped with the sender's id by the server.
+    async fn publish(
+        &mut self,
+        channel: String,
+        kind: String,
+        payload: Box<RawValue>,
+    ) -> Result<(), ClientError> {
+        let ep = self.conn.endpoint.clone();
+        if !ep.config.client_publish_types.contains(&kind) {
+            return Err(ClientError::new(
+                ErrorKind::Forbidden,
+                format!("`{kind}` cannot be sent on this endpoint"),
+            ));
+        }
+        let Some(sender) = self.principal.user().map(str::to_owned) else {
+            return Err(ClientError::new(
+                ErrorKind::Forbidden,
+                "only users can send messages",
+            ));
+        };
+        if !self.is_member(&channel).await? {
+            return Err(ClientError::new(
+                ErrorKind::NotMember,
+                format!("not a member of `{channel}`"),
+            ));
+        }
+        let unavailable = |e: switchboard_broker::BrokerError| {
+            tracing::warn!(error = %e, "chat publish failed");
+            ClientError::new(ErrorKind::Internal, "message could not be delivered; retry")
+        };
+        let members = self
+            .node
+            .broker
+            .set_members(&members_key(&channel))
+            .await
+            .map_err(unavailable)?;
+        let mut event = Event {
+            id: event_id(),
+            kind,
+            channel: Some(channel),
+            user: None,
+            ts: now_millis(),
+            payload,
+            sender: Some(sender.clone()),
+        };
+        let mut messages = Vec::with_capacity(members.len());
+        for member in members.into_iter().filter(|m| *m != sender) {
+            event.user = Some(member);
+            let body = serde_json::to_vec(&event)
+                .map_err(|e| ClientError::new(ErrorKind::Internal, e.to_string()))?;
+            messages.push((
+                user_topic(event.user.as_deref().unwrap_or_default()),
+                Bytes::from(body),
+            ));
+        }
+        self.node
+            .broker
+            .publish_many(&messages)
+            .await
+            .map_err(unavailable)
+    }
+}

@@ -1,0 +1,54 @@
+//! The node's HTTP surface: WebSocket endpoints, the publish and admin API, and operations
+//! (`/healthz`, `/readyz`, `/metrics`, `/playground`), all on one port.
+
+mod admin;
+mod echo;
+mod error;
+mod ops;
+mod publish;
+mod ws;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::routing::{delete, get, post, put};
+use axum::Router;
+
+pub use error::ApiError;
+
+use crate::node::Node;
+
+/// Largest accepted HTTP request body (publish batches included).
+const MAX_BODY_BYTES: usize = 4 << 20;
+
+/// Builds the router for a node.
+pub fn router(node: Arc<Node>) -> Router {
+    let mut router = Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/playground", get(ops::playground))
+        .route("/playground/endpoints", get(ops::playground_endpoints))
+        .route("/v1/publish", post(publish::publish))
+        .route("/v1/publish/batch", post(publish::publish_batch))
+        .route("/v1/api-keys", post(admin::create_api_key))
+        .route("/v1/api-keys/{name}", delete(admin::delete_api_key))
+        .route(
+            "/v1/channels/{id}/members/{user}",
+            put(admin::add_member).delete(admin::remove_member),
+        );
+    for endpoint in &node.endpoints {
+        let ep = endpoint.clone();
+        router = router.route(
+            &endpoint.config.path,
+            get(move |state: State<Arc<Node>>, req: Request| ws::accept(state, ep.clone(), req)),
+        );
+    }
+    if !node.config.diagnostics.echo_path.is_empty() {
+        router = router.route(&node.config.diagnostics.echo_path, get(echo::echo));
+    }
+    router
+        .fallback(ops::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(node)
+}

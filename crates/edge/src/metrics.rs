@@ -1,0 +1,148 @@
+//! Prometheus metrics of one node, served at `/metrics`.
+//!
+//! Hot-path counters are bumped once per event (with the fan-out count), never once per
+//! delivery, so metrics cost nothing that grows with the number of subscribers.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric the node exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Open WebSocket connections by endpoint.
+    pub connections: IntGaugeVec,
+    /// Connection attempts by endpoint and result (`accepted`, `unauthorized`, ...).
+    pub connects: IntCounterVec,
+    /// Closed connections by endpoint and close code.
+    pub disconnects: IntCounterVec,
+    /// Client messages received, by endpoint.
+    pub messages_in: IntCounterVec,
+    /// Events handed to connection queues.
+    pub deliveries: IntCounter,
+    /// Events received from the broker.
+    pub events_in: IntCounter,
+    /// Events accepted by the publish API.
+    pub published: IntCounter,
+    /// Connections closed because their queue was full.
+    pub slow_consumer_closes: IntCounter,
+    /// Local subscribers per event.
+    pub fanout_size: Histogram,
+    /// Time from publish (event timestamp) to hand-off to connection queues on this node.
+    pub publish_to_dispatch: Histogram,
+    /// Broker calls that failed, by operation.
+    pub broker_errors: IntCounterVec,
+    /// Topics with local subscribers.
+    pub topics: IntGauge,
+    /// HTTP request durations of the publish API.
+    pub publish_seconds: HistogramVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+    // Names are constants defined below and unique, so registration cannot collide.
+    let _ = registry.register(Box::new(metric.clone()));
+    metric
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let r = Registry::new_custom(Some("switchboard".into()), None).unwrap_or_default();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            register(
+                &r,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition"),
+            )
+        };
+        let counter = |name: &str, help: &str| {
+            register(
+                &r,
+                IntCounter::new(name, help).expect("valid metric definition"),
+            )
+        };
+        let buckets = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ];
+        Metrics {
+            connections: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("connections", "Open WebSocket connections"),
+                    &["endpoint"],
+                )
+                .expect("valid metric definition"),
+            ),
+            connects: counter_vec(
+                "connects_total",
+                "Connection attempts by result",
+                &["endpoint", "result"],
+            ),
+            disconnects: counter_vec(
+                "disconnects_total",
+                "Closed connections by close code",
+                &["endpoint", "code"],
+            ),
+            messages_in: counter_vec(
+                "messages_in_total",
+                "Client messages received",
+                &["endpoint"],
+            ),
+            deliveries: counter("deliveries_total", "Events queued to connections"),
+            events_in: counter("events_in_total", "Events received from the broker"),
+            published: counter("published_total", "Events accepted by the publish API"),
+            slow_consumer_closes: counter(
+                "slow_consumer_closes_total",
+                "Connections closed because their outbound queue was full",
+            ),
+            fanout_size: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new("fanout_size", "Local subscribers per event")
+                        .buckets(vec![0.0, 1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0]),
+                )
+                .expect("valid metric definition"),
+            ),
+            publish_to_dispatch: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "publish_to_dispatch_seconds",
+                        "Event timestamp to hand-off to connection queues",
+                    )
+                    .buckets(buckets.clone()),
+                )
+                .expect("valid metric definition"),
+            ),
+            broker_errors: counter_vec("broker_errors_total", "Failed broker calls", &["op"]),
+            topics: register(
+                &r,
+                IntGauge::new("topics", "Topics with local subscribers")
+                    .expect("valid metric definition"),
+            ),
+            publish_seconds: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new("publish_request_seconds", "Publish API latency")
+                        .buckets(buckets),
+                    &["route"],
+                )
+                .expect("valid metric definition"),
+            ),
+            registry: r,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}

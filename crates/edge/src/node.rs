@@ -1,0 +1,110 @@
+//! The node: the process-wide machinery every connection and HTTP handler reaches through one
+//! cheap-to-clone handle (`Arc<Node>`): config, broker, local registry, auth, metrics.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use switchboard_broker::memory::MemoryHub;
+use switchboard_broker::{DeliverySink, SharedBroker};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{ApiKeyStore, JwtVerifier};
+use crate::config::Config;
+use crate::dispatch::Dispatcher;
+use crate::endpoint::EndpointRuntime;
+use crate::metrics::Metrics;
+use crate::registry::TopicRegistry;
+use crate::topics::TopicSync;
+
+/// Everything shared by the connections and handlers of one node.
+pub struct Node {
+    /// The validated config.
+    pub config: Arc<Config>,
+    /// Shared state.
+    pub broker: SharedBroker,
+    /// Local topic → connections map.
+    pub registry: Arc<TopicRegistry>,
+    /// Keeps broker subscriptions equal to local needs.
+    pub topics: TopicSync,
+    /// Verifies user tokens.
+    pub jwt: JwtVerifier,
+    /// API keys.
+    pub api_keys: ApiKeyStore,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Local fan-out (also used by the broker as its delivery sink).
+    pub dispatcher: Arc<Dispatcher>,
+    /// Configured endpoints.
+    pub endpoints: Vec<Arc<EndpointRuntime>>,
+    /// Connection tasks, so a drain can wait for them.
+    pub connections: TaskTracker,
+    /// Cancelled when the node starts draining.
+    pub draining: CancellationToken,
+    ready: AtomicBool,
+    next_conn_id: AtomicU64,
+}
+
+/// Why a node could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The JWT settings are unusable.
+    #[error(transparent)]
+    Jwt(#[from] crate::auth::jwt::JwtConfigError),
+}
+
+impl Node {
+    /// A node on the in-process broker (`switchboard serve` without Redis).
+    pub fn embedded(config: Config) -> Result<Arc<Node>, NodeError> {
+        let hub = MemoryHub::new();
+        Self::with_broker(config, |sink| Arc::new(hub.node(sink)))
+    }
+
+    /// A node whose broker is made by `make_broker` from the node's delivery sink.
+    pub fn with_broker(
+        config: Config,
+        make_broker: impl FnOnce(Arc<dyn DeliverySink>) -> SharedBroker,
+    ) -> Result<Arc<Node>, NodeError> {
+        let jwt = JwtVerifier::from_config(&config)?;
+        let metrics = Arc::new(Metrics::new());
+        let registry = Arc::new(TopicRegistry::default());
+        let dispatcher = Arc::new(Dispatcher::new(registry.clone(), metrics.clone()));
+        let broker = make_broker(dispatcher.clone());
+        let endpoints = config
+            .endpoints
+            .iter()
+            .cloned()
+            .map(|e| Arc::new(EndpointRuntime::new(e)))
+            .collect();
+        Ok(Arc::new(Node {
+            api_keys: ApiKeyStore::new(broker.clone(), config.api_keys.clone()),
+            topics: TopicSync::new(broker.clone(), registry.clone()),
+            config: Arc::new(config),
+            broker,
+            registry,
+            jwt,
+            metrics,
+            dispatcher,
+            endpoints,
+            connections: TaskTracker::new(),
+            draining: CancellationToken::new(),
+            ready: AtomicBool::new(true),
+            next_conn_id: AtomicU64::new(1),
+        }))
+    }
+
+    /// A node-unique connection id.
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether the node accepts new connections and publishes (`/readyz`).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && !self.draining.is_cancelled()
+    }
+
+    /// Marks the broker as reachable or not.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+}
