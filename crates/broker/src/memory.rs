@@ -23,6 +23,9 @@ const SWEEP_EVERY_WRITES: u64 = 1024;
 
 type NodeId = u64;
 
+/// The nodes subscribed to each topic, with their sinks.
+type TopicSubscribers = HashMap<String, Vec<(NodeId, Arc<dyn DeliverySink>)>>;
+
 /// Shared in-process state: the equivalent of one Redis server.
 #[derive(Clone)]
 pub struct MemoryHub {
@@ -32,7 +35,7 @@ pub struct MemoryHub {
 struct HubState {
     clock: Arc<dyn Clock>,
     next_node: AtomicU64,
-    topics: RwLock<HashMap<String, Vec<(NodeId, Arc<dyn DeliverySink>)>>>,
+    topics: RwLock<TopicSubscribers>,
     keys: Mutex<Keys>,
     logs: Mutex<HashMap<String, LogState>>,
     leases: Mutex<HashMap<String, HashMap<String, u64>>>,

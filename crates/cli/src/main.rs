@@ -126,7 +126,10 @@ fn serve(cfg: Config) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log_level))
         .context("log_level")?;
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     if !cfg.redis_url.is_empty() {
         bail!("redis_url is set, but this build runs the embedded broker only; unset SWITCHBOARD_REDIS_URL");
     }

@@ -144,7 +144,7 @@ mod tests {
             (jsonwebtoken::get_current_timestamp() - 100).into(),
         );
         let expired = mint_hs256("k", "alice", 0, past).unwrap();
-        assert_eq!(v.verify(&expired), Err(TokenError::Expired));
+        assert!(matches!(v.verify(&expired), Err(TokenError::Expired)));
         assert!(v.verify("not.a.jwt").is_err());
     }
 

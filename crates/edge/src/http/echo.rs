@@ -29,14 +29,9 @@ pub async fn echo(mut req: Request) -> Response {
                 Ok(f) => f,
                 Err(_) => break,
             };
-            match frame.opcode {
-                OpCode::Close => break,
-                OpCode::Text | OpCode::Binary => {
-                    if ws.write_frame(frame).await.is_err() {
-                        break;
-                    }
-                }
-                _ => {}
+            let echo = matches!(frame.opcode, OpCode::Text | OpCode::Binary);
+            if frame.opcode == OpCode::Close || (echo && ws.write_frame(frame).await.is_err()) {
+                break;
             }
         }
     });

@@ -1,0 +1,139 @@
+//! How connections end: heartbeat timeouts, token expiry, oversized messages, slow consumers,
+//! graceful drain. Short intervals come from the test config.
+
+use std::time::Duration;
+
+use serde_json::json;
+use switchboard_testkit::tungstenite::Message;
+use switchboard_testkit::{test_config, Received, TestNode};
+
+fn fast_heartbeat() -> switchboard_edge::Config {
+    test_config(|c| {
+        for e in &mut c.endpoints {
+            e.ping_interval = Duration::from_millis(200);
+            e.pong_timeout = Duration::from_millis(300);
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_answering_pings_is_closed() {
+    let node = TestNode::start(fast_heartbeat()).await;
+    let mut silent = node.connect_user("/ws/notifications", "alice").await;
+    silent.json().await;
+    // Not reading means the client library cannot answer the server's pings: this silence is
+    // the behaviour under test, not a wait for the server.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        silent.closed().await,
+        (1008, "Heartbeat timeout".to_string())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_answers_pings_stays_connected() {
+    let node = TestNode::start(fast_heartbeat()).await;
+    let mut live = node.connect_user("/ws/notifications", "alice").await;
+    live.json().await;
+    let mut pings = 0;
+    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while let Ok(Some(msg)) =
+        tokio::time::timeout_at(until, futures_util::StreamExt::next(&mut live.ws)).await
+    {
+        match msg.expect("connection stays up") {
+            Message::Ping(_) => pings += 1,
+            Message::Close(f) => panic!("closed although answering pings: {f:?}"),
+            _ => {}
+        }
+    }
+    assert!(pings >= 3, "expected several server pings, got {pings}");
+    live.barrier().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_closes_with_4001_when_the_token_expires() {
+    let node = TestNode::default().await;
+    let mut claims = serde_json::Map::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    claims.insert("exp".into(), json!(now + 2));
+    let token = switchboard_testkit::token_with("alice", claims);
+    let mut c = node
+        .connect(&format!("/ws/notifications?token={token}"), &[])
+        .await
+        .unwrap();
+    assert_eq!(c.json().await["type"], "connection_ack");
+    assert_eq!(c.closed().await, (4001, "Token expired".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_closes_with_1009() {
+    let node = TestNode::default().await;
+    let mut c = node.connect_user("/ws/notifications", "alice").await;
+    c.json().await;
+    c.send_text(&"x".repeat(70 * 1024)).await;
+    assert_eq!(c.closed().await.0, 1009);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_is_closed_without_stalling_others() {
+    let node = TestNode::start(test_config(|c| {
+        c.endpoints
+            .iter_mut()
+            .filter(|e| e.path == "/ws/notifications")
+            .for_each(|e| e.outbound_queue = 8);
+    }))
+    .await;
+    let mut slow = node.connect_user("/ws/notifications", "alice").await;
+    slow.json().await;
+    slow.send_json(json!({"type": "subscribe", "channels": ["notification"]}))
+        .await;
+    slow.barrier().await;
+    let mut fast = node.connect_user("/ws", "alice").await;
+    fast.barrier().await;
+
+    let big = "y".repeat(60 * 1024);
+    let total = 400;
+    let reader = tokio::spawn(async move {
+        for i in 0..total {
+            let ev = fast.json().await;
+            assert_eq!(
+                ev["data"]["n"], i,
+                "the fast client must get every event in order"
+            );
+        }
+    });
+    for i in 0..total {
+        node.publish(
+            json!({"user": "alice", "type": "notification", "payload": {"n": i, "pad": big}}),
+        )
+        .await;
+    }
+    reader.await.expect("fast reader");
+    assert!(node
+        .metrics()
+        .await
+        .contains("switchboard_slow_consumer_closes_total 1"));
+    // The slow client sees what fitted in the buffers, then the end of the connection.
+    loop {
+        match slow.next().await {
+            Received::Json(_) => continue,
+            Received::Closed(..) | Received::Gone => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_closes_every_connection_with_1001() {
+    let mut node = TestNode::default().await;
+    let mut a = node.connect_user("/ws/notifications", "alice").await;
+    a.json().await;
+    let mut b = node.connect_user("/ws", "bob").await;
+    b.barrier().await;
+    node.drain().await;
+    assert_eq!(a.closed().await.0, 1001);
+    assert_eq!(b.closed().await.0, 1001);
+}
