@@ -7,7 +7,9 @@ use std::collections::{HashMap, HashSet};
 use switchboard_protocol::{CloseReason, Codec};
 use wildmatch::WildMatch;
 
-use crate::config::EndpointConfig;
+use std::sync::Arc;
+
+use crate::config::{Config, EndpointConfig};
 
 /// A configured endpoint, ready to serve.
 pub struct EndpointRuntime {
@@ -70,6 +72,21 @@ impl EndpointRuntime {
     pub fn member_only(&self, channel: &str) -> bool {
         self.member_only.iter().any(|p| p.matches(channel))
     }
+}
+
+/// The diagnostic echo endpoint, when the config enables it: large messages allowed (the
+/// conformance suite sends 16 MiB), a deep queue, no subscriptions.
+pub fn echo_endpoint(config: &Config) -> Option<Arc<EndpointRuntime>> {
+    let path = &config.diagnostics.echo_path;
+    if path.is_empty() {
+        return None;
+    }
+    let toml =
+        format!("path = {path:?}\ndialect = \"basic\"\nauth = \"jwt\"\nuser_events = false\n");
+    let mut ep: EndpointConfig = toml::from_str(&toml).ok()?;
+    ep.max_message_bytes = 32 << 20;
+    ep.outbound_queue = 4096;
+    Some(Arc::new(EndpointRuntime::new(ep)))
 }
 
 /// Broker topic for events addressed to a user.

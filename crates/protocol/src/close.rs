@@ -110,6 +110,16 @@ impl CloseReason {
         }
     }
 
+    /// Whether the peer broke the WebSocket protocol itself, in which case the server drops
+    /// the TCP connection right after its close frame instead of waiting for the handshake
+    /// (RFC 6455 §7.1.7, "fail the WebSocket connection").
+    pub fn fails_connection(self) -> bool {
+        matches!(
+            self,
+            CloseReason::ProtocolError | CloseReason::InvalidPayload
+        )
+    }
+
     /// Short default reason text sent in the close frame.
     pub fn default_text(self) -> &'static str {
         match self {

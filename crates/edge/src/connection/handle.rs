@@ -19,6 +19,13 @@ use crate::endpoint::EndpointRuntime;
 pub enum Outbound {
     /// A complete dialect message (text or binary per the endpoint's dialect).
     Message(Bytes),
+    /// A message with an explicit frame type (the diagnostic echo).
+    Typed {
+        /// Text (true) or binary.
+        text: bool,
+        /// The message.
+        data: Bytes,
+    },
     /// A pong answering a client ping.
     Pong(Vec<u8>),
 }
@@ -121,6 +128,11 @@ impl ConnHandle {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => SendOutcome::Gone,
         }
+    }
+
+    /// Queues a message with an explicit frame type, waiting for room in the queue.
+    pub async fn send_wait(&self, data: Bytes, text: bool) {
+        let _ = self.tx.send(Outbound::Typed { text, data }).await;
     }
 
     /// Queues a pong; dropped if the queue is full (the client is being closed anyway).

@@ -1,14 +1,18 @@
 //! The connection actor: one per WebSocket, the same shape for every dialect.
 //!
-//! The task that runs [`run`] is the reader and owns the [`Session`] (subscriptions, command
-//! handling); a second task runs the [`writer`], fed by a bounded queue. Everything else
-//! (dispatcher, drain, revocation) reaches the connection through its [`ConnHandle`].
+//! The task that runs [`run`] is the reader and owns the [`MessageHandler`] (for the real
+//! endpoints a [`Session`]: subscriptions, command handling); a second task runs the writer,
+//! fed by a bounded queue. Everything else (dispatcher, drain, revocation) reaches the
+//! connection through its [`ConnHandle`].
 
 mod assembler;
+mod echo;
 mod handle;
 mod session;
 mod wire;
 mod writer;
+
+use std::future::Future;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,23 +22,36 @@ use switchboard_protocol::timefmt::now_millis;
 use switchboard_protocol::CloseReason;
 use tokio::sync::mpsc;
 
+pub use echo::EchoHandler;
 pub use handle::{ClosePlan, ConnHandle, Outbound, Selection, SendOutcome};
+pub use session::Session;
 pub use wire::{close_payload, push_frame, Opcode};
 
-use crate::auth::Principal;
 use crate::endpoint::EndpointRuntime;
 use crate::node::Node;
 use assembler::MessageAssembler;
-use session::Session;
+
+/// What a connection does with the messages it receives. The actor shape (reader, writer,
+/// heartbeats, close handshake) is the same for every handler.
+pub trait MessageHandler: Send {
+    /// Called once after the upgrade, before any message is read.
+    fn start(&mut self) -> impl Future<Output = Result<(), CloseReason>> + Send;
+    /// One complete client message.
+    fn handle(&mut self, data: &[u8], is_text: bool) -> impl Future<Output = ()> + Send;
+    /// Called once when the connection ends.
+    fn finish(&mut self) -> impl Future<Output = ()> + Send;
+}
 
 /// How long to wait for the client's close frame after the server sent its own.
 const CLOSE_LINGER: Duration = Duration::from_secs(3);
 
-/// Runs one accepted connection to its end.
-pub async fn run(
+/// Runs one accepted connection to its end. `expires_at` (unix seconds) closes it with the
+/// endpoint's `auth_expired` code; `make_handler` builds the handler from the shared handle.
+pub async fn run<H: MessageHandler>(
     node: Arc<Node>,
     endpoint: Arc<EndpointRuntime>,
-    principal: Principal,
+    expires_at: Option<u64>,
+    make_handler: impl FnOnce(Arc<ConnHandle>) -> H,
     upgrade: fastwebsockets::upgrade::UpgradeFut,
 ) {
     let ws = match upgrade.await {
@@ -58,7 +75,7 @@ pub async fn run(
         Selection::default(),
         tx,
     ));
-    let expires_at = principal.expires_at().map(|exp| {
+    let expires_at = expires_at.map(|exp| {
         let left = exp.saturating_sub(now_millis() / 1000);
         tokio::time::Instant::now() + Duration::from_secs(left)
     });
@@ -66,7 +83,7 @@ pub async fn run(
 
     let path = endpoint.config.path.as_str();
     node.metrics.connections.with_label_values(&[path]).inc();
-    let mut session = Session::new(node.clone(), conn.clone(), principal);
+    let mut session = make_handler(conn.clone());
     if let Err(reason) = session.start().await {
         conn.close(reason);
     }
@@ -75,6 +92,8 @@ pub async fn run(
     let mut obligations = |frame: Frame<'_>| {
         match frame.opcode {
             OpCode::Pong => conn.send_pong(frame.payload.to_vec()),
+            // Control frames carry at most 125 bytes; a longer close is a protocol error.
+            OpCode::Close if frame.payload.len() > 125 => conn.close(CloseReason::ProtocolError),
             OpCode::Close => conn.close_with(ClosePlan::Echo(frame.payload.to_vec())),
             _ => {}
         }
@@ -117,8 +136,10 @@ pub async fn run(
 
     session.finish().await;
     // After a server-initiated close, read until the client answers (or a bound passes) so
-    // the close frame is not lost to a TCP reset on unread data.
-    if let Some(ClosePlan::Server(..)) = conn.close_plan() {
+    // the close frame is not lost to a TCP reset on unread data. A connection failed for a
+    // protocol violation is dropped at once instead (RFC 6455 §7.1.7).
+    let linger = matches!(conn.close_plan(), Some(ClosePlan::Server(reason, _)) if !reason.fails_connection());
+    if linger {
         let _ = tokio::time::timeout(CLOSE_LINGER, async {
             loop {
                 match reader.read_frame(&mut obligations).await {

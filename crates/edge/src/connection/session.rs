@@ -14,6 +14,7 @@ use switchboard_protocol::{
 use wildmatch::WildMatch;
 
 use super::handle::ConnHandle;
+use super::MessageHandler;
 use crate::auth::Principal;
 use crate::endpoint::{channel_topic, members_key, user_topic};
 use crate::ids::{event_id, session_id};
@@ -40,110 +41,6 @@ impl Session {
             topics: HashSet::new(),
             channels: HashSet::new(),
         }
-    }
-
-    /// Greets the client and registers the topics every connection of the endpoint has (its
-    /// user stream, the endpoint's broadcast channel).
-    pub async fn start(&mut self) -> Result<(), CloseReason> {
-        let ep = self.conn.endpoint.clone();
-        if ep.codec.opt_in_event_types() {
-            // Until the client subscribes to event types it receives nothing.
-            self.conn.selection.write().types = Some(HashSet::new());
-        }
-        let sid = session_id();
-        self.reply(&Reply::Welcome {
-            session_id: &sid,
-            now_ms: now_millis(),
-        });
-        let mut base = Vec::new();
-        if ep.config.user_events {
-            if let Some(user) = self.principal.user() {
-                base.push(user_topic(user));
-            }
-        }
-        if !ep.config.broadcast_channel.is_empty() {
-            base.push(channel_topic(&ep.config.broadcast_channel));
-        }
-        self.register(&base)
-            .await
-            .map_err(|_| CloseReason::Internal)
-    }
-
-    /// Handles one complete client message.
-    pub async fn handle(&mut self, message: &[u8], is_text: bool) {
-        let codec = self.conn.endpoint.codec;
-        if is_text != (codec.frame_kind() == FrameKind::Text) {
-            let kind = if is_text { "binary" } else { "text" };
-            let error = ClientError::new(
-                ErrorKind::InvalidRequest,
-                format!("this endpoint expects {kind} frames"),
-            );
-            return self.reply(&Reply::Error {
-                error: &error,
-                request_id: None,
-            });
-        }
-        let command = match codec.decode(message) {
-            Ok(c) => c,
-            Err(error) => {
-                return self.reply(&Reply::Error {
-                    error: &error,
-                    request_id: None,
-                })
-            }
-        };
-        let (request_id, result) = match command {
-            Command::Subscribe {
-                targets,
-                filter,
-                request_id,
-            } => (request_id, self.subscribe(targets, filter).await),
-            Command::Unsubscribe {
-                targets,
-                request_id,
-            } => (request_id, self.unsubscribe(targets).await),
-            Command::Ping { request_id } => {
-                self.reply(&Reply::Pong {
-                    request_id: request_id.as_deref(),
-                });
-                return;
-            }
-            Command::Publish {
-                channel,
-                kind,
-                payload,
-                ephemeral: _,
-                request_id,
-            } => (request_id, self.publish(channel, kind, payload).await),
-        };
-        let request_id = request_id.as_deref();
-        match result {
-            Ok(()) => self.reply(&Reply::Ack { request_id }),
-            Err(error) => self.reply(&Reply::Error {
-                error: &error,
-                request_id,
-            }),
-        }
-    }
-
-    /// Unregisters everything; called once when the connection ends.
-    pub async fn finish(&mut self) {
-        let topics: Vec<String> = self.topics.drain().collect();
-        for t in &topics {
-            self.node.registry.remove(t, self.conn.id);
-        }
-        if let Err(e) = self.node.topics.reconcile(&topics).await {
-            self.node
-                .metrics
-                .broker_errors
-                .with_label_values(&["unsubscribe"])
-                .inc();
-            tracing::warn!(error = %e, "could not release broker subscriptions");
-        }
-        self.node
-            .metrics
-            .topics
-            .set(self.node.registry.topic_count() as i64);
     }
 
     fn reply(&self, reply: &Reply<'_>) {
@@ -375,5 +272,111 @@ impl Session {
             .publish_many(&messages)
             .await
             .map_err(unavailable)
+    }
+}
+
+impl MessageHandler for Session {
+    /// Greets the client and registers the topics every connection of the endpoint has (its
+    /// user stream, the endpoint's broadcast channel).
+    async fn start(&mut self) -> Result<(), CloseReason> {
+        let ep = self.conn.endpoint.clone();
+        if ep.codec.opt_in_event_types() {
+            // Until the client subscribes to event types it receives nothing.
+            self.conn.selection.write().types = Some(HashSet::new());
+        }
+        let sid = session_id();
+        self.reply(&Reply::Welcome {
+            session_id: &sid,
+            now_ms: now_millis(),
+        });
+        let mut base = Vec::new();
+        if ep.config.user_events {
+            if let Some(user) = self.principal.user() {
+                base.push(user_topic(user));
+            }
+        }
+        if !ep.config.broadcast_channel.is_empty() {
+            base.push(channel_topic(&ep.config.broadcast_channel));
+        }
+        self.register(&base)
+            .await
+            .map_err(|_| CloseReason::Internal)
+    }
+
+    /// Handles one complete client message.
+    async fn handle(&mut self, message: &[u8], is_text: bool) {
+        let codec = self.conn.endpoint.codec;
+        if is_text != (codec.frame_kind() == FrameKind::Text) {
+            let kind = if is_text { "binary" } else { "text" };
+            let error = ClientError::new(
+                ErrorKind::InvalidRequest,
+                format!("this endpoint expects {kind} frames"),
+            );
+            return self.reply(&Reply::Error {
+                error: &error,
+                request_id: None,
+            });
+        }
+        let command = match codec.decode(message) {
+            Ok(c) => c,
+            Err(error) => {
+                return self.reply(&Reply::Error {
+                    error: &error,
+                    request_id: None,
+                })
+            }
+        };
+        let (request_id, result) = match command {
+            Command::Subscribe {
+                targets,
+                filter,
+                request_id,
+            } => (request_id, self.subscribe(targets, filter).await),
+            Command::Unsubscribe {
+                targets,
+                request_id,
+            } => (request_id, self.unsubscribe(targets).await),
+            Command::Ping { request_id } => {
+                self.reply(&Reply::Pong {
+                    request_id: request_id.as_deref(),
+                });
+                return;
+            }
+            Command::Publish {
+                channel,
+                kind,
+                payload,
+                ephemeral: _,
+                request_id,
+            } => (request_id, self.publish(channel, kind, payload).await),
+        };
+        let request_id = request_id.as_deref();
+        match result {
+            Ok(()) => self.reply(&Reply::Ack { request_id }),
+            Err(error) => self.reply(&Reply::Error {
+                error: &error,
+                request_id,
+            }),
+        }
+    }
+
+    /// Unregisters everything; called once when the connection ends.
+    async fn finish(&mut self) {
+        let topics: Vec<String> = self.topics.drain().collect();
+        for t in &topics {
+            self.node.registry.remove(t, self.conn.id);
+        }
+        if let Err(e) = self.node.topics.reconcile(&topics).await {
+            self.node
+                .metrics
+                .broker_errors
+                .with_label_values(&["unsubscribe"])
+                .inc();
+            tracing::warn!(error = %e, "could not release broker subscriptions");
+        }
+        self.node
+            .metrics
+            .topics
+            .set(self.node.registry.topic_count() as i64);
     }
 }

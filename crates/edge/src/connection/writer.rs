@@ -100,7 +100,22 @@ pub async fn run<W: AsyncWrite + Unpin>(
     }
 
     if !broken {
-        let payload = match conn.close_plan() {
+        let plan = conn.close_plan();
+        // Messages queued before the close are still owed to the client, except to a slow
+        // consumer, which is closed precisely because it does not read them.
+        if !matches!(
+            plan,
+            Some(ClosePlan::Server(CloseReason::SlowConsumer, _)) | Some(ClosePlan::Silent) | None
+        ) {
+            let mut large = None;
+            while let Ok(item) = rx.try_recv() {
+                append(&mut buf, item, opcode, &mut large);
+                if let Some(payload) = large.take() {
+                    buf.extend_from_slice(&payload);
+                }
+            }
+        }
+        let payload = match plan {
             Some(ClosePlan::Server(reason, text)) => {
                 Some(close_payload(ep.close_code(reason), &text))
             }
@@ -108,10 +123,9 @@ pub async fn run<W: AsyncWrite + Unpin>(
             Some(ClosePlan::Silent) | None => None,
         };
         if let Some(payload) = payload {
-            let mut frame = Vec::with_capacity(payload.len() + 2);
-            push_frame(&mut frame, Opcode::Close, &payload);
+            push_frame(&mut buf, Opcode::Close, &payload);
             let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
-                socket.write_all(&frame).await?;
+                socket.write_all(&buf).await?;
                 socket.flush().await
             })
             .await;
@@ -129,6 +143,15 @@ fn append(buf: &mut Vec<u8>, item: Outbound, opcode: Opcode, large: &mut Option<
             *large = Some(bytes);
         }
         Outbound::Message(bytes) => push_frame(buf, opcode, &bytes),
+        Outbound::Typed { text, data } => {
+            let opcode = if text { Opcode::Text } else { Opcode::Binary };
+            push_header(buf, opcode, data.len());
+            if data.len() > COPY_LIMIT {
+                *large = Some(data);
+            } else {
+                buf.extend_from_slice(&data);
+            }
+        }
         Outbound::Pong(payload) => push_frame(buf, Opcode::Pong, &payload),
     }
 }

@@ -1,39 +1,37 @@
-//! Diagnostic echo endpoint (off by default): echoes every message back, so RFC 6455
-//! conformance (fragmentation, control frames, close handshake, UTF-8) can be checked with the
-//! Autobahn suite against the same WebSocket stack the real endpoints use.
+//! Diagnostic echo endpoint (off by default): echoes every message back through the regular
+//! connection actor, so RFC 6455 conformance (fragmentation, control frames, close
+//! handshake, UTF-8) can be checked with the Autobahn suite against the code the real
+//! endpoints run. Never enable it in production: it is unauthenticated.
 
-use axum::extract::Request;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use fastwebsockets::{FragmentCollector, OpCode};
 
 use super::ApiError;
-
-/// Largest message echoed (Autobahn sends up to 16 MiB).
-const MAX_ECHO_BYTES: usize = 32 << 20;
+use crate::connection::{self, EchoHandler};
+use crate::endpoint::EndpointRuntime;
+use crate::node::Node;
 
 /// Upgrades and echoes.
-pub async fn echo(mut req: Request) -> Response {
-    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
-        Ok(r) => r,
+pub async fn echo(
+    State(node): State<Arc<Node>>,
+    ep: Arc<EndpointRuntime>,
+    mut req: Request,
+) -> Response {
+    match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok((response, upgrade)) => {
+            node.connections.spawn(connection::run(
+                node.clone(),
+                ep,
+                None,
+                EchoHandler::new,
+                upgrade,
+            ));
+            response.map(axum::body::Body::new)
+        }
         Err(e) => {
-            return ApiError::bad_request(format!("invalid WebSocket handshake: {e}"))
-                .into_response()
+            ApiError::bad_request(format!("invalid WebSocket handshake: {e}")).into_response()
         }
-    };
-    tokio::spawn(async move {
-        let Ok(mut ws) = upgrade.await else { return };
-        ws.set_max_message_size(MAX_ECHO_BYTES);
-        let mut ws = FragmentCollector::new(ws);
-        loop {
-            let frame = match ws.read_frame().await {
-                Ok(f) => f,
-                Err(_) => break,
-            };
-            let echo = matches!(frame.opcode, OpCode::Text | OpCode::Binary);
-            if frame.opcode == OpCode::Close || (echo && ws.write_frame(frame).await.is_err()) {
-                break;
-            }
-        }
-    });
-    response.map(axum::body::Body::new)
+    }
 }

@@ -44,8 +44,12 @@ pub fn router(node: Arc<Node>) -> Router {
             get(move |state: State<Arc<Node>>, req: Request| ws::accept(state, ep.clone(), req)),
         );
     }
-    if !node.config.diagnostics.echo_path.is_empty() {
-        router = router.route(&node.config.diagnostics.echo_path, get(echo::echo));
+    if let Some(ep) = crate::endpoint::echo_endpoint(&node.config) {
+        let path = ep.config.path.clone();
+        router = router.route(
+            &path,
+            get(move |state: State<Arc<Node>>, req: Request| echo::echo(state, ep.clone(), req)),
+        );
     }
     router
         .fallback(ops::not_found)

@@ -66,10 +66,14 @@ pub async fn accept(
     match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok((response, upgrade)) => {
             result("accepted");
+            let expires_at = principal.expires_at();
+            let handler_node = node.clone();
+            let make = move |conn| connection::Session::new(handler_node, conn, principal);
             node.connections.spawn(connection::run(
                 node.clone(),
                 ep.clone(),
-                principal,
+                expires_at,
+                make,
                 upgrade,
             ));
             response.map(axum::body::Body::new)

@@ -1,0 +1,38 @@
+//! The diagnostic echo handler: sends every message back unchanged, through the same reader,
+//! assembler and writer as the real endpoints, so an RFC 6455 conformance run (Autobahn)
+//! checks the code clients actually meet.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use switchboard_protocol::CloseReason;
+
+use super::handle::ConnHandle;
+use super::MessageHandler;
+
+/// Echoes messages.
+pub struct EchoHandler {
+    conn: Arc<ConnHandle>,
+}
+
+impl EchoHandler {
+    /// An echo handler for a connection.
+    pub fn new(conn: Arc<ConnHandle>) -> Self {
+        EchoHandler { conn }
+    }
+}
+
+impl MessageHandler for EchoHandler {
+    async fn start(&mut self) -> Result<(), CloseReason> {
+        Ok(())
+    }
+
+    async fn handle(&mut self, data: &[u8], is_text: bool) {
+        // Waits for queue space instead of dropping: an echo client is its own backpressure.
+        self.conn
+            .send_wait(Bytes::copy_from_slice(data), is_text)
+            .await;
+    }
+
+    async fn finish(&mut self) {}
+}
