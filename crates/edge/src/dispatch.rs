@@ -10,6 +10,7 @@ use switchboard_protocol::timefmt::now_millis;
 use switchboard_protocol::{DialectKind, Event};
 
 use crate::connection::SendOutcome;
+use crate::endpoint::EndpointRuntime;
 use crate::metrics::Metrics;
 use crate::registry::TopicRegistry;
 
@@ -30,8 +31,19 @@ impl Dispatcher {
         let mut frames: [Option<Bytes>; DialectKind::COUNT] = Default::default();
         let mut payload = None;
         let mut delivered = 0;
+        // Subscribers of a topic mostly share one endpoint: remember its verdict on the type.
+        let mut endpoint_verdict: Option<(*const EndpointRuntime, bool)> = None;
         self.registry.for_each(topic, |conn| {
-            if conn.is_closing() || !conn.wants(event, &mut payload) {
+            let ep: *const EndpointRuntime = Arc::as_ptr(&conn.endpoint);
+            let allowed = match endpoint_verdict {
+                Some((p, v)) if p == ep => v,
+                _ => {
+                    let v = conn.endpoint.allows_type(&event.kind);
+                    endpoint_verdict = Some((ep, v));
+                    v
+                }
+            };
+            if !allowed || conn.is_closing() || !conn.selects(event, &mut payload) {
                 return;
             }
             let codec = conn.endpoint.codec;

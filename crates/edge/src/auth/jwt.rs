@@ -148,6 +148,39 @@ mod tests {
         assert!(v.verify("not.a.jwt").is_err());
     }
 
+    fn sign(alg: Algorithm, private_pem: &str, sub: &str) -> String {
+        let key = match alg {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(private_pem.as_bytes()).unwrap(),
+            _ => EncodingKey::from_ec_pem(private_pem.as_bytes()).unwrap(),
+        };
+        let claims =
+            serde_json::json!({"sub": sub, "exp": jsonwebtoken::get_current_timestamp() + 60});
+        jsonwebtoken::encode(&Header::new(alg), &claims, &key).unwrap()
+    }
+
+    #[test]
+    fn rs256_and_es256_tokens_verify_with_the_configured_public_key() {
+        let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys");
+        for (alg, name) in [(Algorithm::RS256, "rs256"), (Algorithm::ES256, "es256")] {
+            let private = std::fs::read_to_string(format!("{keys}/{name}_private.pem")).unwrap();
+            let public = std::fs::read_to_string(format!("{keys}/{name}_public.pem")).unwrap();
+            let toml = format!(
+                "[jwt]\nalgorithm = \"{alg:?}\"\npublic_key_pem = \"\"\"\n{public}\"\"\"\n"
+            );
+            let v = JwtVerifier::from_config(&Config::from_toml(&toml).unwrap()).unwrap();
+            assert_eq!(
+                v.verify(&sign(alg, &private, "alice")).unwrap().sub,
+                "alice",
+                "{alg:?}"
+            );
+            let hs = mint_hs256("k", "alice", 60, Default::default()).unwrap();
+            assert!(
+                v.verify(&hs).is_err(),
+                "{alg:?} verifier must refuse an HS256 token"
+            );
+        }
+    }
+
     #[test]
     fn issuer_and_audience_are_enforced_when_configured() {
         let v = JwtVerifier::from_config(&config("issuer = \"me\"\naudience = \"ws\"\n")).unwrap();

@@ -2,7 +2,7 @@
 //! connection's own tasks run. It is small on purpose (one per connection, 100k per node).
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -71,6 +71,8 @@ pub struct ConnHandle {
     pub selection: RwLock<Selection>,
     tx: mpsc::Sender<Outbound>,
     cancel: CancellationToken,
+    /// Mirrors `cancel` for the fan-out path: an atomic load, where the token takes a lock.
+    closing: AtomicBool,
     plan: Mutex<Option<ClosePlan>>,
     last_pong_ms: AtomicU64,
 }
@@ -89,17 +91,16 @@ impl ConnHandle {
             selection: RwLock::new(selection),
             tx,
             cancel: CancellationToken::new(),
+            closing: AtomicBool::new(false),
             plan: Mutex::new(None),
             last_pong_ms: AtomicU64::new(0),
         }
     }
 
-    /// Whether this connection wants `event` (type selection and filter). `payload` caches the
-    /// parsed payload across the subscribers of one event.
-    pub fn wants(&self, event: &Event, payload: &mut Option<Option<Value>>) -> bool {
-        if !self.endpoint.allows_type(&event.kind) {
-            return false;
-        }
+    /// Whether this connection's selection (chosen types, filter) accepts `event`; the
+    /// endpoint's own type list is checked by the caller, once per endpoint. `payload` caches
+    /// the parsed payload across the subscribers of one event.
+    pub fn selects(&self, event: &Event, payload: &mut Option<Option<Value>>) -> bool {
         let selection = self.selection.read();
         if let Some(types) = &selection.types {
             if !types.contains(&event.kind) {
@@ -152,6 +153,7 @@ impl ConnHandle {
             *current = Some(plan);
         }
         drop(current);
+        self.closing.store(true, Ordering::Release);
         self.cancel.cancel();
     }
 
@@ -167,7 +169,7 @@ impl ConnHandle {
 
     /// Whether the connection is ending.
     pub fn is_closing(&self) -> bool {
-        self.cancel.is_cancelled()
+        self.closing.load(Ordering::Acquire)
     }
 
     /// Records a pong (heartbeat liveness).

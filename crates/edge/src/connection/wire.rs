@@ -33,6 +33,25 @@ pub fn push_header(buf: &mut Vec<u8>, opcode: Opcode, len: usize) {
     }
 }
 
+/// The header of a final frame carrying `len` payload bytes, as a fixed array and its used
+/// length (no allocation, for the single-message write path).
+pub fn header(opcode: Opcode, len: usize) -> ([u8; 10], usize) {
+    let mut h = [0u8; 10];
+    h[0] = 0x80 | opcode as u8;
+    if len < 126 {
+        h[1] = len as u8;
+        (h, 2)
+    } else if len <= u16::MAX as usize {
+        h[1] = 126;
+        h[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        (h, 4)
+    } else {
+        h[1] = 127;
+        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        (h, 10)
+    }
+}
+
 /// Appends a whole frame.
 pub fn push_frame(buf: &mut Vec<u8>, opcode: Opcode, payload: &[u8]) {
     push_header(buf, opcode, payload.len());
@@ -67,6 +86,16 @@ mod tests {
         b.clear();
         push_header(&mut b, Opcode::Text, 70_000);
         assert_eq!(b, [0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+    }
+
+    #[test]
+    fn fixed_header_matches_the_appended_one() {
+        for len in [0, 125, 126, 65_535, 65_536, 1 << 20] {
+            let mut b = Vec::new();
+            push_header(&mut b, Opcode::Binary, len);
+            let (h, n) = header(Opcode::Binary, len);
+            assert_eq!(&h[..n], &b[..], "len {len}");
+        }
     }
 
     #[test]

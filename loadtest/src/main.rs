@@ -1,0 +1,85 @@
+//! `sb-load`: load generator for Switchboard.
+//!
+//! Scenarios (each bounded in count and time, loopback targets only):
+//! - `idle`: N subscribed connections held open; reports the server's RSS per connection.
+//! - `fanout`: N subscribers on one channel, a publisher at R events/s through the publish
+//!   API; reports deliveries/s, drops, publish→deliver latency and deliveries per second of
+//!   server CPU.
+//!
+//! The server's memory and CPU are read from `/proc/<pid>` (`--server-pid`).
+
+mod client;
+mod fanout;
+mod idle;
+mod procstat;
+
+use std::net::SocketAddr;
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "sb-load", about = "Load generator for Switchboard")]
+struct Cli {
+    #[command(flatten)]
+    target: Target,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+/// Where and how to connect.
+#[derive(Args, Clone)]
+pub struct Target {
+    /// Server address (loopback only).
+    #[arg(long, default_value = "127.0.0.1:8080", global = true)]
+    pub server: SocketAddr,
+    /// HS256 secret used to mint client tokens.
+    #[arg(long, env = "SWITCHBOARD_JWT_SECRET", default_value = switchboard_edge::config::DEV_JWT_SECRET, global = true)]
+    pub secret: String,
+    /// Admin key for the publish API.
+    #[arg(long, env = "SWITCHBOARD_ADMIN_KEY", default_value = switchboard_edge::config::DEV_ADMIN_KEY, global = true)]
+    pub admin_key: String,
+    /// PID of the server process, for memory and CPU readings.
+    #[arg(long, global = true)]
+    pub server_pid: Option<u32>,
+    /// Number of 127.0.0.x source addresses to spread connections over (beyond one
+    /// address's ephemeral ports).
+    #[arg(long, default_value_t = 4, global = true)]
+    pub sources: u8,
+    /// Print results as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Hold N subscribed idle connections and report server memory per connection.
+    Idle(idle::IdleArgs),
+    /// N subscribers on one channel; publish at a fixed rate; measure delivery.
+    Fanout(fanout::FanoutArgs),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if !cli.target.server.ip().is_loopback() {
+        bail!("sb-load only targets loopback addresses (127.0.0.0/8)");
+    }
+    let limit = client::raise_fd_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(async {
+        match cli.scenario {
+            Scenario::Idle(args) => idle::run(&cli.target, args, limit).await,
+            Scenario::Fanout(args) => fanout::run(&cli.target, args, limit).await,
+        }
+    })?;
+    if cli.target.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for (k, v) in report.as_object().into_iter().flatten() {
+            println!("{k:>28}: {v}");
+        }
+    }
+    Ok(())
+}
