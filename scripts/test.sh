@@ -6,6 +6,20 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n== %s\n' "$*"; }
 
+# The broker and cluster tests start real Redis servers and a local Redis Cluster.
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  if command -v apt-get >/dev/null; then
+    say "installing redis-server (apt-get)"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+    # The package starts a system service on 6379; the tests use their own servers.
+    ($SUDO systemctl stop redis-server 2>/dev/null || $SUDO service redis-server stop 2>/dev/null) || true
+  else
+    echo "error: the tests need redis-server and redis-cli (Redis >= 7); install them with your package manager" >&2
+    exit 1
+  fi
+fi
+
 # The document-client tests drive the gateway with seed 000's own Python client, which uses
 # the `websockets` library.
 if ! python3 -c 'import websockets' 2>/dev/null; then

@@ -16,10 +16,7 @@ pub type Ws = WebSocketStream<TcpStream>;
 
 /// Raises RLIMIT_NOFILE to its hard limit; returns the limit now in force.
 pub fn raise_fd_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
@@ -35,22 +32,14 @@ pub fn raise_fd_limit() -> u64 {
 pub async fn connect(target: &Target, i: usize, path_and_query: &str) -> Result<Ws> {
     let source = Ipv4Addr::new(127, 0, 0, 1 + (i % target.sources.max(1) as usize) as u8);
     let socket = TcpSocket::new_v4()?;
-    socket
-        .bind(SocketAddr::from((source, 0)))
-        .with_context(|| format!("bind {source}"))?;
-    let stream = socket
-        .connect(target.server)
-        .await
-        .with_context(|| format!("connect from {source}"))?;
+    socket.bind(SocketAddr::from((source, 0))).with_context(|| format!("bind {source}"))?;
+    let stream = socket.connect(target.server).await.with_context(|| format!("connect from {source}"))?;
     stream.set_nodelay(true)?;
     let url = format!("ws://{}{path_and_query}", target.server);
     // Small buffers: the tool holds tens of thousands of clients in one process.
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0);
-    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
-        .await
-        .context("WebSocket handshake")?;
+    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await.context("WebSocket handshake")?;
     Ok(ws)
 }
 
@@ -61,8 +50,5 @@ pub fn token(target: &Target, sub: &str) -> String {
 
 /// Microseconds since the unix epoch.
 pub fn now_micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }

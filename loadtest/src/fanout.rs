@@ -45,26 +45,17 @@ pub struct FanoutArgs {
 fn publish_micros(text: &str) -> Option<u64> {
     let start = text.find("\"t\":")? + 4;
     let digits: &str = &text[start..];
-    let end = digits
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(digits.len());
+    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
     digits[..end].parse().ok()
 }
 
 /// Runs the scenario.
 pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Value> {
-    if args.duration_secs > 600
-        || args.rate <= 0.0
-        || args.rate > 100_000.0
-        || args.subscribers > 1_000_000
-    {
+    if args.duration_secs > 600 || args.rate <= 0.0 || args.rate > 100_000.0 || args.subscribers > 1_000_000 {
         bail!("fanout is bounded to 600 s, 100,000 events/s and 1,000,000 subscribers");
     }
     if args.subscribers as u64 + 64 > fd_limit {
-        bail!(
-            "{} subscribers need more descriptors than RLIMIT_NOFILE allows here ({fd_limit})",
-            args.subscribers
-        );
+        bail!("{} subscribers need more descriptors than RLIMIT_NOFILE allows here ({fd_limit})", args.subscribers);
     }
     let delivered = Arc::new(AtomicU64::new(0));
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
@@ -73,12 +64,7 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
     let bar = ProgressBar::new(args.subscribers as u64).with_message("subscribing");
     let mut tasks = Vec::with_capacity(args.subscribers);
     for i in 0..args.subscribers {
-        let (target, gate, ready, delivered) = (
-            target.clone(),
-            gate.clone(),
-            ready_tx.clone(),
-            delivered.clone(),
-        );
+        let (target, gate, ready, delivered) = (target.clone(), gate.clone(), ready_tx.clone(), delivered.clone());
         let mut stop = stop_tx.subscribe();
         let channel = args.channel.clone();
         tasks.push(tokio::spawn(async move {
@@ -89,7 +75,8 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
                 return Vec::new();
             };
             let sub = json!({"type": "subscribe", "data": {"channel": channel}}).to_string();
-            let sent = ws.send(Message::text(sub)).await.is_ok() && ws.send(Message::Ping(b"s".to_vec().into())).await.is_ok();
+            let sent =
+                ws.send(Message::text(sub)).await.is_ok() && ws.send(Message::Ping(b"s".to_vec().into())).await.is_ok();
             let mut subscribed = false;
             while sent && !subscribed {
                 match ws.next().await {
@@ -142,14 +129,9 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
     let bar = ProgressBar::new(total_events).with_message("publishing");
     for _ in 0..total_events {
         ticker.tick().await;
-        let body = json!({"channel": args.channel, "type": "status_update", "payload": {"t": now_micros(), "pad": pad}});
-        match http
-            .post(&url)
-            .bearer_auth(&target.admin_key)
-            .json(&body)
-            .send()
-            .await
-        {
+        let body =
+            json!({"channel": args.channel, "type": "status_update", "payload": {"t": now_micros(), "pad": pad}});
+        match http.post(&url).bearer_auth(&target.admin_key).json(&body).send().await {
             Ok(r) if r.status().is_success() => {}
             _ => publish_errors += 1,
         }

@@ -51,17 +51,14 @@ pub async fn run(target: &Target, args: IdleArgs, fd_limit: u64) -> Result<Value
         let mut stop = stop_tx.subscribe();
         tasks.push(tokio::spawn(async move {
             let permit = gate.acquire_owned().await;
-            let path = format!(
-                "/ws/notifications?token={}",
-                token(&target, &format!("idle-{i}"))
-            );
+            let path = format!("/ws/notifications?token={}", token(&target, &format!("idle-{i}")));
             let mut ws = match connect(&target, i, &path).await {
                 Ok(ws) => ws,
                 Err(e) => return drop(done.send(Err(e)).await),
             };
             let sub = json!({"type": "subscribe", "channels": ["notification"]}).to_string();
-            let ok = ws.send(Message::text(sub)).await.is_ok()
-                && ws.send(Message::Ping(b"s".to_vec().into())).await.is_ok();
+            let ok =
+                ws.send(Message::text(sub)).await.is_ok() && ws.send(Message::Ping(b"s".to_vec().into())).await.is_ok();
             // The pong answers after the subscribe was processed.
             let mut subscribed = false;
             while ok && !subscribed {
@@ -72,13 +69,7 @@ pub async fn run(target: &Target, args: IdleArgs, fd_limit: u64) -> Result<Value
                 }
             }
             drop(permit);
-            let _ = done
-                .send(if subscribed {
-                    Ok(())
-                } else {
-                    Err(anyhow::anyhow!("not subscribed"))
-                })
-                .await;
+            let _ = done.send(if subscribed { Ok(()) } else { Err(anyhow::anyhow!("not subscribed")) }).await;
             // Hold the connection, answering pings, until told to stop.
             loop {
                 tokio::select! {

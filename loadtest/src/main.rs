@@ -65,9 +65,7 @@ fn main() -> Result<()> {
         bail!("sb-load only targets loopback addresses (127.0.0.0/8)");
     }
     let limit = client::raise_fd_limit();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(async {
         match cli.scenario {
             Scenario::Idle(args) => idle::run(&cli.target, args, limit).await,

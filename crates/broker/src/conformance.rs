@@ -47,10 +47,7 @@ impl TestNode {
     /// Creates a node from the factory.
     pub async fn new(factory: &dyn NodeFactory) -> TestNode {
         let (tx, rx) = mpsc::unbounded_channel();
-        TestNode {
-            broker: factory.node(Arc::new(Collector { tx })).await,
-            rx,
-        }
+        TestNode { broker: factory.node(Arc::new(Collector { tx })).await, rx }
     }
 
     /// The next delivery other than a liveness probe, or a panic after [`WAIT`].
@@ -67,11 +64,7 @@ impl TestNode {
     /// Waits for a message on `topic` equal to `body`, failing on anything else first.
     pub async fn expect(&mut self, topic: &str, body: &str) {
         let (t, m) = self.next().await;
-        assert_eq!(
-            (t.as_str(), &m[..]),
-            (topic, body.as_bytes()),
-            "unexpected delivery"
-        );
+        assert_eq!((t.as_str(), &m[..]), (topic, body.as_bytes()), "unexpected delivery");
     }
 
     /// Publishes `body` on `probe` repeatedly until it arrives, proving that the node's
@@ -79,30 +72,19 @@ impl TestNode {
     pub async fn await_live(&mut self, publisher: &SharedBroker, probe: &str) {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            publisher
-                .publish(probe, Bytes::from_static(PROBE))
-                .await
-                .expect("publish probe");
-            if let Ok(Some((t, _))) =
-                tokio::time::timeout(Duration::from_millis(200), self.rx.recv()).await
-            {
+            publisher.publish(probe, Bytes::from_static(PROBE)).await.expect("publish probe");
+            if let Ok(Some((t, _))) = tokio::time::timeout(Duration::from_millis(200), self.rx.recv()).await {
                 if t == probe {
                     return;
                 }
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "subscription to {probe} never became live"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "subscription to {probe} never became live");
         }
     }
 
     /// Asserts that nothing more arrives before a marker published on `marker_topic`.
     pub async fn expect_only_marker(&mut self, publisher: &SharedBroker, marker_topic: &str) {
-        publisher
-            .publish(marker_topic, Bytes::from_static(b"marker"))
-            .await
-            .expect("publish marker");
+        publisher.publish(marker_topic, Bytes::from_static(b"marker")).await.expect("publish marker");
         self.expect(marker_topic, "marker").await;
     }
 }
@@ -115,10 +97,7 @@ static UNIQUE: AtomicU64 = AtomicU64::new(0);
 /// A name no other test (or earlier run against the same Redis) uses.
 pub fn unique(prefix: &str) -> String {
     let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     format!("{prefix}:{}:{t}:{n}", std::process::id())
 }
 
@@ -135,33 +114,18 @@ pub async fn run_all(factory: &dyn NodeFactory) {
 
 /// Subscribed nodes get a publish; an unsubscribed node does not.
 pub async fn publish_reaches_every_subscribed_node_and_only_those(factory: &dyn NodeFactory) {
-    let (mut a, mut b, mut c) = (
-        TestNode::new(factory).await,
-        TestNode::new(factory).await,
-        TestNode::new(factory).await,
-    );
+    let (mut a, mut b, mut c) =
+        (TestNode::new(factory).await, TestNode::new(factory).await, TestNode::new(factory).await);
     let topic = unique("t");
     let other = unique("other");
-    a.broker
-        .subscribe(std::slice::from_ref(&topic))
-        .await
-        .expect("subscribe a");
-    b.broker
-        .subscribe(std::slice::from_ref(&topic))
-        .await
-        .expect("subscribe b");
-    c.broker
-        .subscribe(std::slice::from_ref(&other))
-        .await
-        .expect("subscribe c");
+    a.broker.subscribe(std::slice::from_ref(&topic)).await.expect("subscribe a");
+    b.broker.subscribe(std::slice::from_ref(&topic)).await.expect("subscribe b");
+    c.broker.subscribe(std::slice::from_ref(&other)).await.expect("subscribe c");
     a.await_live(&c.broker, &topic).await;
     b.await_live(&c.broker, &topic).await;
     c.await_live(&a.broker, &other).await;
 
-    c.broker
-        .publish(&topic, Bytes::from_static(b"hello"))
-        .await
-        .expect("publish");
+    c.broker.publish(&topic, Bytes::from_static(b"hello")).await.expect("publish");
     a.expect(&topic, "hello").await;
     b.expect(&topic, "hello").await;
     c.expect_only_marker(&a.broker, &other).await;
@@ -171,27 +135,15 @@ pub async fn publish_reaches_every_subscribed_node_and_only_those(factory: &dyn 
 pub async fn unsubscribe_stops_delivery(factory: &dyn NodeFactory) {
     let (mut a, p) = (TestNode::new(factory).await, TestNode::new(factory).await);
     let (topic, marker) = (unique("t"), unique("marker"));
-    a.broker
-        .subscribe(&[topic.clone(), marker.clone()])
-        .await
-        .expect("subscribe");
+    a.broker.subscribe(&[topic.clone(), marker.clone()]).await.expect("subscribe");
     a.await_live(&p.broker, &topic).await;
     a.await_live(&p.broker, &marker).await;
-    a.broker
-        .unsubscribe(std::slice::from_ref(&topic))
-        .await
-        .expect("unsubscribe");
-    a.broker
-        .unsubscribe(std::slice::from_ref(&topic))
-        .await
-        .expect("unsubscribe twice is fine");
+    a.broker.unsubscribe(std::slice::from_ref(&topic)).await.expect("unsubscribe");
+    a.broker.unsubscribe(std::slice::from_ref(&topic)).await.expect("unsubscribe twice is fine");
     // Give a network broker the time to apply the unsubscribe: a marker round trip on the same
     // subscriber connection orders it.
     a.expect_only_marker(&p.broker, &marker).await;
-    p.broker
-        .publish(&topic, Bytes::from_static(b"late"))
-        .await
-        .expect("publish");
+    p.broker.publish(&topic, Bytes::from_static(b"late")).await.expect("publish");
     a.expect_only_marker(&p.broker, &marker).await;
 }
 
@@ -199,18 +151,10 @@ pub async fn unsubscribe_stops_delivery(factory: &dyn NodeFactory) {
 pub async fn publish_many_keeps_order_and_subscribe_is_idempotent(factory: &dyn NodeFactory) {
     let (mut a, p) = (TestNode::new(factory).await, TestNode::new(factory).await);
     let topic = unique("t");
-    a.broker
-        .subscribe(std::slice::from_ref(&topic))
-        .await
-        .expect("subscribe");
-    a.broker
-        .subscribe(std::slice::from_ref(&topic))
-        .await
-        .expect("subscribe again");
+    a.broker.subscribe(std::slice::from_ref(&topic)).await.expect("subscribe");
+    a.broker.subscribe(std::slice::from_ref(&topic)).await.expect("subscribe again");
     a.await_live(&p.broker, &topic).await;
-    let batch: Vec<(String, Bytes)> = (0..50)
-        .map(|i| (topic.clone(), Bytes::from(format!("m{i}"))))
-        .collect();
+    let batch: Vec<(String, Bytes)> = (0..50).map(|i| (topic.clone(), Bytes::from(format!("m{i}")))).collect();
     p.broker.publish_many(&batch).await.expect("publish_many");
     for i in 0..50 {
         a.expect(&topic, &format!("m{i}")).await;
@@ -222,44 +166,21 @@ pub async fn publish_many_keeps_order_and_subscribe_is_idempotent(factory: &dyn 
 pub async fn keys_expire_and_take_is_single_use(factory: &dyn NodeFactory) {
     let a = TestNode::new(factory).await;
     let key = unique("k");
-    a.broker
-        .set(&key, Bytes::from_static(b"v"), None)
-        .await
-        .expect("set");
-    assert_eq!(
-        a.broker.get(&key).await.expect("get").as_deref(),
-        Some(&b"v"[..])
-    );
+    a.broker.set(&key, Bytes::from_static(b"v"), None).await.expect("set");
+    assert_eq!(a.broker.get(&key).await.expect("get").as_deref(), Some(&b"v"[..]));
     assert!(a.broker.delete(&key).await.expect("delete"));
     assert_eq!(a.broker.get(&key).await.expect("get"), None);
 
     let short = unique("ttl");
-    a.broker
-        .set(
-            &short,
-            Bytes::from_static(b"v"),
-            Some(Duration::from_millis(150)),
-        )
-        .await
-        .expect("set ttl");
+    a.broker.set(&short, Bytes::from_static(b"v"), Some(Duration::from_millis(150))).await.expect("set ttl");
     let deadline = tokio::time::Instant::now() + WAIT;
     while a.broker.get(&short).await.expect("get").is_some() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "key with a 150 ms TTL still there after {WAIT:?}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "key with a 150 ms TTL still there after {WAIT:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     let ticket = unique("ticket");
-    a.broker
-        .set(
-            &ticket,
-            Bytes::from_static(b"t"),
-            Some(Duration::from_secs(30)),
-        )
-        .await
-        .expect("set ticket");
+    a.broker.set(&ticket, Bytes::from_static(b"t"), Some(Duration::from_secs(30))).await.expect("set ticket");
     let takers: Vec<_> = (0..16)
         .map(|_| {
             let b = a.broker.clone();
@@ -287,11 +208,7 @@ pub async fn sets_add_remove_and_list(factory: &dyn NodeFactory) {
     assert_eq!(members, ["alice", "bob"]);
     assert!(a.broker.set_remove(&key, "bob").await.expect("remove"));
     assert!(!a.broker.set_contains(&key, "bob").await.expect("contains"));
-    assert!(!a
-        .broker
-        .set_remove(&key, "bob")
-        .await
-        .expect("remove again"));
+    assert!(!a.broker.set_remove(&key, "bob").await.expect("remove again"));
 }
 
 /// Log ids grow; `read_after` returns the entries after an id, oldest first; old entries are
@@ -302,55 +219,23 @@ pub async fn logs_read_after_an_id_in_order_and_trim_by_age(factory: &dyn NodeFa
     let day = Duration::from_secs(86_400);
     let mut ids = Vec::new();
     for i in 0..20 {
-        ids.push(
-            a.broker
-                .append(&log, Bytes::from(format!("e{i}")), day)
-                .await
-                .expect("append"),
-        );
+        ids.push(a.broker.append(&log, Bytes::from(format!("e{i}")), day).await.expect("append"));
     }
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "log ids must grow");
     let all = a.broker.read_after(&log, None, 100).await.expect("read");
     assert_eq!(all.len(), 20);
-    let after = a
-        .broker
-        .read_after(&log, Some(ids[14]), 3)
-        .await
-        .expect("read after");
+    let after = a.broker.read_after(&log, Some(ids[14]), 3).await.expect("read after");
     let bodies: Vec<&[u8]> = after.iter().map(|(_, b)| &b[..]).collect();
     assert_eq!(bodies, [&b"e15"[..], b"e16", b"e17"]);
     assert_eq!(after[0].0, ids[15]);
-    assert!(a
-        .broker
-        .read_after(&log, Some(ids[19]), 10)
-        .await
-        .expect("read tail")
-        .is_empty());
+    assert!(a.broker.read_after(&log, Some(ids[19]), 10).await.expect("read tail").is_empty());
 
     let short = unique("log");
-    a.broker
-        .append(
-            &short,
-            Bytes::from_static(b"old"),
-            Duration::from_millis(100),
-        )
-        .await
-        .expect("append");
+    a.broker.append(&short, Bytes::from_static(b"old"), Duration::from_millis(100)).await.expect("append");
     tokio::time::sleep(Duration::from_millis(250)).await;
-    a.broker
-        .append(
-            &short,
-            Bytes::from_static(b"new"),
-            Duration::from_millis(100),
-        )
-        .await
-        .expect("append");
+    a.broker.append(&short, Bytes::from_static(b"new"), Duration::from_millis(100)).await.expect("append");
     let left = a.broker.read_after(&short, None, 10).await.expect("read");
-    assert_eq!(
-        left.len(),
-        1,
-        "entries older than the retention must be trimmed"
-    );
+    assert_eq!(left.len(), 1, "entries older than the retention must be trimmed");
     assert_eq!(&left[0].1[..], b"new");
 }
 
@@ -361,18 +246,9 @@ pub async fn leases_never_exceed_their_limit(factory: &dyn NodeFactory) {
     let ttl = Duration::from_secs(30);
     let tasks: Vec<_> = (0..14)
         .map(|i| {
-            let broker = if i % 2 == 0 {
-                a.broker.clone()
-            } else {
-                b.broker.clone()
-            };
+            let broker = if i % 2 == 0 { a.broker.clone() } else { b.broker.clone() };
             let key = key.clone();
-            tokio::spawn(async move {
-                broker
-                    .try_acquire(&key, &format!("h{i}"), 5, ttl)
-                    .await
-                    .expect("acquire")
-            })
+            tokio::spawn(async move { broker.try_acquire(&key, &format!("h{i}"), 5, ttl).await.expect("acquire") })
         })
         .collect();
     let mut won = Vec::new();
@@ -382,46 +258,17 @@ pub async fn leases_never_exceed_their_limit(factory: &dyn NodeFactory) {
         }
     }
     assert_eq!(won.len(), 5, "exactly the limit must be admitted");
-    assert!(
-        a.broker
-            .try_acquire(&key, &won[0], 5, ttl)
-            .await
-            .expect("re-acquire own"),
-        "a holder may re-acquire"
-    );
-    assert!(!a
-        .broker
-        .try_acquire(&key, "late", 5, ttl)
-        .await
-        .expect("acquire"));
+    assert!(a.broker.try_acquire(&key, &won[0], 5, ttl).await.expect("re-acquire own"), "a holder may re-acquire");
+    assert!(!a.broker.try_acquire(&key, "late", 5, ttl).await.expect("acquire"));
     assert!(a.broker.release(&key, &won[0]).await.expect("release"));
-    assert!(a
-        .broker
-        .try_acquire(&key, "late", 5, ttl)
-        .await
-        .expect("acquire after release"));
-    assert_eq!(
-        a.broker.renew(&key, &won[1..], ttl).await.expect("renew"),
-        4
-    );
+    assert!(a.broker.try_acquire(&key, "late", 5, ttl).await.expect("acquire after release"));
+    assert_eq!(a.broker.renew(&key, &won[1..], ttl).await.expect("renew"), 4);
 
     let short = unique("lease");
-    assert!(a
-        .broker
-        .try_acquire(&short, "x", 1, Duration::from_millis(150))
-        .await
-        .expect("acquire"));
+    assert!(a.broker.try_acquire(&short, "x", 1, Duration::from_millis(150)).await.expect("acquire"));
     let deadline = tokio::time::Instant::now() + WAIT;
-    while !a
-        .broker
-        .try_acquire(&short, "y", 1, ttl)
-        .await
-        .expect("acquire")
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "an expired lease was never freed"
-        );
+    while !a.broker.try_acquire(&short, "y", 1, ttl).await.expect("acquire") {
+        assert!(tokio::time::Instant::now() < deadline, "an expired lease was never freed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -15,6 +15,7 @@ pub mod clock;
 pub mod conformance;
 mod error;
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,10 +97,7 @@ impl LogId {
     /// Parses `ms-seq` (or a bare `ms`, meaning `ms-0`).
     pub fn parse(s: &str) -> Option<LogId> {
         let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
-        Some(LogId {
-            ms: ms.parse().ok()?,
-            seq: seq.parse().ok()?,
-        })
+        Some(LogId { ms: ms.parse().ok()?, seq: seq.parse().ok()? })
     }
 }
 
@@ -116,12 +114,7 @@ pub trait Log: Send + Sync {
     async fn append(&self, log: &str, entry: Bytes, retention: Duration) -> Result<LogId>;
 
     /// Up to `limit` entries with id greater than `after` (all if `None`), oldest first.
-    async fn read_after(
-        &self,
-        log: &str,
-        after: Option<LogId>,
-        limit: usize,
-    ) -> Result<Vec<(LogId, Bytes)>>;
+    async fn read_after(&self, log: &str, after: Option<LogId>, limit: usize) -> Result<Vec<(LogId, Bytes)>>;
 }
 
 /// Counted leases: at most `limit` holders per key, each expiring unless renewed. Backs the
@@ -129,8 +122,7 @@ pub trait Log: Send + Sync {
 #[async_trait]
 pub trait Leases: Send + Sync {
     /// Takes a slot for `holder` if fewer than `limit` live holders exist; atomic across nodes.
-    async fn try_acquire(&self, key: &str, holder: &str, limit: u32, ttl: Duration)
-        -> Result<bool>;
+    async fn try_acquire(&self, key: &str, holder: &str, limit: u32, ttl: Duration) -> Result<bool>;
 
     /// Extends the holders' leases; returns how many were still held.
     async fn renew(&self, key: &str, holders: &[String], ttl: Duration) -> Result<usize>;

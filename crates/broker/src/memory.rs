@@ -82,11 +82,7 @@ impl MemoryHub {
 
     /// A node's handle: its subscriptions deliver to `sink`.
     pub fn node(&self, sink: Arc<dyn DeliverySink>) -> MemoryBroker {
-        MemoryBroker {
-            hub: self.inner.clone(),
-            node: self.inner.next_node.fetch_add(1, Ordering::Relaxed),
-            sink,
-        }
+        MemoryBroker { hub: self.inner.clone(), node: self.inner.next_node.fetch_add(1, Ordering::Relaxed), sink }
     }
 }
 
@@ -136,8 +132,7 @@ impl HubState {
         keys.writes += 1;
         if keys.writes.is_multiple_of(SWEEP_EVERY_WRITES) {
             let now = self.clock.now_ms();
-            keys.values
-                .retain(|_, (_, exp)| exp.is_none_or(|e| e > now));
+            keys.values.retain(|_, (_, exp)| exp.is_none_or(|e| e > now));
         }
     }
 }
@@ -211,14 +206,7 @@ impl KeyValue for MemoryBroker {
     }
 
     async fn set_add(&self, key: &str, member: &str) -> Result<bool> {
-        Ok(self
-            .hub
-            .keys
-            .lock()
-            .sets
-            .entry(key.to_owned())
-            .or_default()
-            .insert(member.to_owned()))
+        Ok(self.hub.keys.lock().sets.entry(key.to_owned()).or_default().insert(member.to_owned()))
     }
 
     async fn set_remove(&self, key: &str, member: &str) -> Result<bool> {
@@ -234,24 +222,11 @@ impl KeyValue for MemoryBroker {
     }
 
     async fn set_contains(&self, key: &str, member: &str) -> Result<bool> {
-        Ok(self
-            .hub
-            .keys
-            .lock()
-            .sets
-            .get(key)
-            .is_some_and(|s| s.contains(member)))
+        Ok(self.hub.keys.lock().sets.get(key).is_some_and(|s| s.contains(member)))
     }
 
     async fn set_members(&self, key: &str) -> Result<Vec<String>> {
-        Ok(self
-            .hub
-            .keys
-            .lock()
-            .sets
-            .get(key)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default())
+        Ok(self.hub.keys.lock().sets.get(key).map(|s| s.iter().cloned().collect()).unwrap_or_default())
     }
 }
 
@@ -263,10 +238,7 @@ impl Log for MemoryBroker {
         let state = logs.entry(log.to_owned()).or_default();
         // Ids only grow, even if the clock steps back (as Redis does for XADD *).
         let id = match state.last {
-            Some(last) if last.ms >= now => LogId {
-                ms: last.ms,
-                seq: last.seq + 1,
-            },
+            Some(last) if last.ms >= now => LogId { ms: last.ms, seq: last.seq + 1 },
             _ => LogId { ms: now, seq: 0 },
         };
         state.last = Some(id);
@@ -278,12 +250,7 @@ impl Log for MemoryBroker {
         Ok(id)
     }
 
-    async fn read_after(
-        &self,
-        log: &str,
-        after: Option<LogId>,
-        limit: usize,
-    ) -> Result<Vec<(LogId, Bytes)>> {
+    async fn read_after(&self, log: &str, after: Option<LogId>, limit: usize) -> Result<Vec<(LogId, Bytes)>> {
         let logs = self.hub.logs.lock();
         let Some(state) = logs.get(log) else {
             return Ok(Vec::new());
@@ -292,25 +259,13 @@ impl Log for MemoryBroker {
             Some(a) => state.entries.partition_point(|(id, _)| *id <= a),
             None => 0,
         };
-        Ok(state
-            .entries
-            .iter()
-            .skip(start)
-            .take(limit)
-            .cloned()
-            .collect())
+        Ok(state.entries.iter().skip(start).take(limit).cloned().collect())
     }
 }
 
 #[async_trait]
 impl Leases for MemoryBroker {
-    async fn try_acquire(
-        &self,
-        key: &str,
-        holder: &str,
-        limit: u32,
-        ttl: Duration,
-    ) -> Result<bool> {
+    async fn try_acquire(&self, key: &str, holder: &str, limit: u32, ttl: Duration) -> Result<bool> {
         let now = self.hub.clock.now_ms();
         let mut leases = self.hub.leases.lock();
         let holders = leases.entry(key.to_owned()).or_default();

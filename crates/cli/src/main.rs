@@ -10,11 +10,7 @@ use switchboard_edge::config::{Config, DEV_ADMIN_KEY};
 use switchboard_edge::Node;
 
 #[derive(Parser)]
-#[command(
-    name = "switchboard",
-    version,
-    about = "A horizontally scaled real-time WebSocket gateway"
-)]
+#[command(name = "switchboard", version, about = "A horizontally scaled real-time WebSocket gateway")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,9 +18,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a node: every configured endpoint, the publish/admin API and the playground, on the
-    /// embedded in-process broker.
+    /// Run a node: every configured endpoint, the publish/admin API and the playground; on
+    /// the embedded in-process broker, or on Redis when `redis_url` is set.
     Serve {
+        /// Config file (default: the built-in config with all example endpoints).
+        #[arg(long, env = "SWITCHBOARD_CONFIG")]
+        config: Option<String>,
+        /// Listen address (overrides the config and SWITCHBOARD_LISTEN).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Run an edge node of a cluster: like `serve`, but Redis is required (SWITCHBOARD_REDIS_URL).
+    Edge {
         /// Config file (default: the built-in config with all example endpoints).
         #[arg(long, env = "SWITCHBOARD_CONFIG")]
         config: Option<String>,
@@ -70,44 +75,31 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, listen } => serve(load(config.as_deref(), listen)?),
-        Command::Token {
-            sub,
-            ttl,
-            claims,
-            config,
-        } => {
+        Command::Edge { config, listen } => {
+            let cfg = load(config.as_deref(), listen)?;
+            if cfg.redis_url.is_empty() {
+                bail!("`edge` needs Redis: set SWITCHBOARD_REDIS_URL (or redis_url in the config); `serve` runs without it");
+            }
+            serve(cfg)
+        }
+        Command::Token { sub, ttl, claims, config } => {
             let cfg = load(config.as_deref(), None)?;
             if cfg.jwt.algorithm != "HS256" {
-                bail!(
-                    "`token` mints HS256 tokens, but the config uses {}",
-                    cfg.jwt.algorithm
-                );
+                bail!("`token` mints HS256 tokens, but the config uses {}", cfg.jwt.algorithm);
             }
             let mut extra = serde_json::Map::new();
             for c in claims {
-                let (k, v) = c
-                    .split_once('=')
-                    .with_context(|| format!("--claim `{c}` is not KEY=VALUE"))?;
-                let value = serde_json::from_str(v)
-                    .unwrap_or_else(|_| serde_json::Value::String(v.to_owned()));
+                let (k, v) = c.split_once('=').with_context(|| format!("--claim `{c}` is not KEY=VALUE"))?;
+                let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_owned()));
                 extra.insert(k.to_owned(), value);
             }
             println!("{}", mint_hs256(cfg.jwt_secret(), &sub, ttl, extra)?);
             Ok(())
         }
         Command::CheckConfig { file } => {
-            let cfg =
-                Config::load(Some(&file), std::env::vars()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let cfg = Config::load(Some(&file), std::env::vars()).map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{file}: OK");
-            println!(
-                "listen {}; broker: {}",
-                cfg.listen,
-                if cfg.redis_url.is_empty() {
-                    "embedded"
-                } else {
-                    "redis"
-                }
-            );
+            println!("listen {}; broker: {}", cfg.listen, if cfg.redis_url.is_empty() { "embedded" } else { "redis" });
             for e in &cfg.endpoints {
                 println!(
                     "  {:<20} {:<8} auth={:?} types=[{}]",
@@ -126,52 +118,60 @@ fn serve(cfg: Config) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log_level))
         .context("log_level")?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    if !cfg.redis_url.is_empty() {
-        bail!("redis_url is set, but this build runs the embedded broker only; unset SWITCHBOARD_REDIS_URL");
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cfg.listen))?;
         let addr = listener.local_addr()?;
+        let node = connect(cfg.clone()).await?;
         print_banner(&cfg, addr);
-        let node = Node::embedded(cfg)?;
         switchboard_edge::server::serve(node, listener, shutdown_signal()).await?;
         Ok(())
     })
 }
 
+/// Builds the node, waiting for Redis with capped exponential backoff if it is not up yet
+/// (edges may start before Redis in a compose or Kubernetes rollout).
+async fn connect(cfg: Config) -> Result<std::sync::Arc<Node>> {
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        match Node::connect(cfg.clone()).await {
+            Ok(node) => return Ok(node),
+            Err(switchboard_edge::node::NodeError::Broker(e)) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "Redis unreachable; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 fn print_banner(cfg: &Config, addr: SocketAddr) {
     if cfg.uses_dev_credentials() {
-        tracing::warn!("using development credentials (set SWITCHBOARD_JWT_SECRET and SWITCHBOARD_ADMIN_KEY for real use)");
+        tracing::warn!(
+            "using development credentials (set SWITCHBOARD_JWT_SECRET and SWITCHBOARD_ADMIN_KEY for real use)"
+        );
     }
-    println!("switchboard listening on http://{addr} (embedded broker)");
+    let broker = match (cfg.redis_url.is_empty(), cfg.redis_cluster) {
+        (true, _) => "embedded broker",
+        (false, false) => "Redis",
+        (false, true) => "Redis Cluster",
+    };
+    println!("switchboard listening on http://{addr} ({broker})");
     for e in &cfg.endpoints {
         let cred = match e.auth {
             switchboard_edge::config::AuthMethod::Jwt => "?token=<JWT>",
             switchboard_edge::config::AuthMethod::ApiKey => "?api_key=<key>",
         };
-        println!(
-            "  ws://{addr}{}{cred:<14}  {} dialect",
-            e.path,
-            e.dialect.name()
-        );
+        println!("  ws://{addr}{}{cred:<14}  {} dialect", e.path, e.dialect.name());
     }
     println!("  playground:  http://{addr}/playground");
     println!("  metrics:     http://{addr}/metrics");
     println!("get a token:   switchboard token --sub alice");
-    let admin = if cfg.admin_key.is_empty() {
-        DEV_ADMIN_KEY
-    } else {
-        "<your SWITCHBOARD_ADMIN_KEY>"
-    };
+    let admin = if cfg.admin_key.is_empty() { DEV_ADMIN_KEY } else { "<your SWITCHBOARD_ADMIN_KEY>" };
     println!(
         "publish:       curl -H 'Authorization: Bearer {admin}' -d '{{\"user\":\"alice\",\"type\":\"notification\",\"payload\":{{\"title\":\"Hi\"}}}}' http://{addr}/v1/publish"
     );

@@ -2,8 +2,10 @@
 //! document's own Python client.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
 use std::time::Duration;
+use switchboard_testkit::process::{http_post, NodeProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
@@ -11,50 +13,16 @@ fn workspace_file(rel: &str) -> String {
     format!("{}/../../{rel}", env!("CARGO_MANIFEST_DIR"))
 }
 
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `switchboard serve` on a free port and reads the address from its banner.
-fn serve() -> Server {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env_remove("SWITCHBOARD_JWT_SECRET")
-        .env_remove("SWITCHBOARD_ADMIN_KEY")
-        .env_remove("SWITCHBOARD_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start switchboard serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let banner = lines.next().expect("banner line").expect("read banner");
-    let addr = banner
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in banner: {banner}"))
-        .to_owned();
-    let rest: Vec<String> = lines.by_ref().take(7).map_while(Result::ok).collect();
+/// Starts `switchboard serve` on a free port with the built-in config.
+fn serve() -> NodeProcess {
+    let server = NodeProcess::start(BIN, &["serve"], &[]);
     assert!(
-        rest.iter().any(|l| l.contains("/ws/notifications")),
-        "banner lists the endpoints: {rest:?}"
+        server.banner.iter().any(|l| l.contains("/ws/notifications")),
+        "banner lists the endpoints: {:?}",
+        server.banner
     );
-    assert!(
-        rest.iter().any(|l| l.contains("switchboard token --sub")),
-        "banner says how to get a token: {rest:?}"
-    );
-    // Keep draining stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, addr }
+    assert!(server.banner.iter().any(|l| l.contains("switchboard token --sub")), "banner says how to get a token");
+    server
 }
 
 fn token(sub: &str) -> String {
@@ -64,51 +32,31 @@ fn token(sub: &str) -> String {
         .output()
         .expect("run token");
     assert!(out.status.success());
-    let token = String::from_utf8(out.stdout)
-        .expect("utf8")
-        .trim()
-        .to_owned();
-    assert_eq!(
-        token.split('.').count(),
-        3,
-        "a JWT has three parts: {token}"
-    );
+    let token = String::from_utf8(out.stdout).expect("utf8").trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "a JWT has three parts: {token}");
     token
 }
 
 #[test]
 fn check_config_accepts_every_shipped_example_and_explains_mistakes() {
-    for f in [
-        "deploy/examples/all.toml",
-        "deploy/examples/orbnet.toml",
-        "deploy/examples/basic.toml",
-    ] {
-        let out = Command::new(BIN)
-            .args(["check-config", &workspace_file(f)])
-            .output()
-            .expect("run check-config");
+    for f in ["deploy/examples/all.toml", "deploy/examples/orbnet.toml", "deploy/examples/basic.toml"] {
+        let out = Command::new(BIN).args(["check-config", &workspace_file(f)]).output().expect("run check-config");
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{f}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{f}: {}", String::from_utf8_lossy(&out.stderr));
         assert!(stdout.contains("OK"), "{stdout}");
     }
     let dir = std::env::temp_dir().join(format!("sb-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.toml");
-    std::fs::write(&bad, "listen = \"127.0.0.1:8080\"\n\n[[endpoints]]\npath = \"/x\"\ndialect = \"klingon\"\nauth = \"jwt\"\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["check-config", bad.to_str().unwrap()])
-        .output()
-        .unwrap();
+    std::fs::write(
+        &bad,
+        "listen = \"127.0.0.1:8080\"\n\n[[endpoints]]\npath = \"/x\"\ndialect = \"klingon\"\nauth = \"jwt\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN).args(["check-config", bad.to_str().unwrap()]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(
-        stderr.contains("line 5") && stderr.contains("klingon"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("line 5") && stderr.contains("klingon"), "{stderr}");
 }
 
 #[test]
@@ -116,27 +64,14 @@ fn serve_works_end_to_end_with_the_documents_python_client() {
     let server = serve();
     let url = format!("ws://{}/ws/notifications", server.addr);
     let mut client = Command::new("python3")
-        .args([
-            &format!(
-                "{}/tests/clients/orbnet_notifications.py",
-                env!("CARGO_MANIFEST_DIR")
-            ),
-            &url,
-            &token("alice"),
-        ])
+        .args([&format!("{}/tests/clients/orbnet_notifications.py", env!("CARGO_MANIFEST_DIR")), &url, &token("alice")])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("python3 must be installed (scripts/test.sh installs the websockets library)");
     let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
-    let first = lines
-        .next()
-        .expect("python client printed the session")
-        .expect("line");
-    assert!(
-        first.contains("sess_"),
-        "{first}; is the `websockets` library installed?"
-    );
+    let first = lines.next().expect("python client printed the session").expect("line");
+    assert!(first.contains("sess_"), "{first}; is the `websockets` library installed?");
 
     // The client sends `subscribe` right after connecting, without waiting for an answer, so
     // publish numbered notifications until the first one arrives, then one device status.
@@ -150,29 +85,19 @@ fn serve_works_end_to_end_with_the_documents_python_client() {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let mut n = 0;
     while got.is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no notification reached the python client"
-        );
+        assert!(std::time::Instant::now() < deadline, "no notification reached the python client");
         n += 1;
-        http_publish::publish(
+        publish(
             &server.addr,
-            &format!(
-                r#"{{"user":"alice","type":"notification","payload":{{"title":"T{n}","message":"hello"}}}}"#
-            ),
+            &format!(r#"{{"user":"alice","type":"notification","payload":{{"title":"T{n}","message":"hello"}}}}"#),
         );
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(300)) {
             got.push(line);
         }
     }
-    http_publish::publish(
-        &server.addr,
-        r#"{"user":"alice","type":"device_status","payload":{"deviceId":"d1","status":"online"}}"#,
-    );
+    publish(&server.addr, r#"{"user":"alice","type":"device_status","payload":{"deviceId":"d1","status":"online"}}"#);
     loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("device status reached the python client");
+        let line = rx.recv_timeout(Duration::from_secs(10)).expect("device status reached the python client");
         if line.contains("d1") {
             assert!(line.contains("online"));
             break;
@@ -182,19 +107,7 @@ fn serve_works_end_to_end_with_the_documents_python_client() {
     assert!(status.success(), "python client failed");
 }
 
-/// Minimal HTTP publishing over a raw socket, so this test needs no async runtime.
-mod http_publish {
-    use std::io::{Read, Write};
-
-    pub fn publish(addr: &str, body: &str) {
-        let mut s = std::net::TcpStream::connect(addr).expect("connect for publish");
-        let req = format!(
-            "POST /v1/publish HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer switchboard-dev-admin-key\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(req.as_bytes()).expect("send publish");
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).expect("read publish answer");
-        assert!(resp.starts_with("HTTP/1.1 200"), "publish failed: {resp}");
-    }
+fn publish(addr: &str, body: &str) {
+    let (status, answer) = http_post(addr, "/v1/publish", "switchboard-dev-admin-key", body);
+    assert_eq!(status, 200, "publish failed: {answer}");
 }

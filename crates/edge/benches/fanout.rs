@@ -32,28 +32,16 @@ fn bench(c: &mut Criterion) {
             b.iter(|| dialect.codec().encode_event(&ev, false))
         });
     }
-    let config =
-        Config::from_toml(switchboard_edge::config::DEFAULT_CONFIG_TOML).expect("default config");
-    let endpoint = Arc::new(EndpointRuntime::new(
-        config
-            .endpoints
-            .iter()
-            .find(|e| e.path == "/ws")
-            .expect("/ws")
-            .clone(),
-    ));
+    let config = Config::from_toml(switchboard_edge::config::DEFAULT_CONFIG_TOML).expect("default config");
+    let endpoint =
+        Arc::new(EndpointRuntime::new(config.endpoints.iter().find(|e| e.path == "/ws").expect("/ws").clone()));
     for n in [1_000usize, 10_000] {
         let registry = Arc::new(TopicRegistry::default());
         let dispatcher = Dispatcher::new(registry.clone(), Arc::new(Metrics::new()));
         let mut queues = Vec::with_capacity(n);
         for id in 0..n {
             let (tx, rx) = mpsc::channel::<Outbound>(16);
-            let conn = Arc::new(ConnHandle::new(
-                id as u64,
-                endpoint.clone(),
-                Selection::default(),
-                tx,
-            ));
+            let conn = Arc::new(ConnHandle::new(id as u64, endpoint.clone(), Selection::default(), tx));
             registry.add("c:status:load", &conn);
             queues.push((conn, rx));
         }

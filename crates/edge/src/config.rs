@@ -26,9 +26,13 @@ pub struct Config {
     /// Address the HTTP/WebSocket server listens on.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Redis URL; empty means the in-process broker.
+    /// Redis URL; empty means the in-process broker. For a Redis Cluster, several seed URLs
+    /// separated by commas, with `redis_cluster = true`.
     #[serde(default)]
     pub redis_url: String,
+    /// Whether `redis_url` names a Redis Cluster (sharded pub/sub, slot routing).
+    #[serde(default)]
+    pub redis_cluster: bool,
     /// Bearer key of the admin and publish API; empty means the development key.
     #[serde(default)]
     pub admin_key: String,
@@ -227,9 +231,7 @@ mod duration_str {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
         humantime::parse_duration(&s).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "`{s}` is not a duration ({e}); write e.g. \"30s\" or \"500ms\""
-            ))
+            serde::de::Error::custom(format!("`{s}` is not a duration ({e}); write e.g. \"30s\" or \"500ms\""))
         })
     }
 }
@@ -274,39 +276,24 @@ const ENV_ALIASES: [(&str, &str); 4] = [
 impl Config {
     /// Loads a config file (or the built-in default when `path` is `None`), then applies
     /// environment overrides from `env`, then validates.
-    pub fn load(
-        path: Option<&str>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Config, ConfigError> {
+    pub fn load(path: Option<&str>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
         let (origin, text) = match path {
             Some(p) => (
                 p.to_owned(),
-                std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                    path: p.to_owned(),
-                    source,
-                })?,
+                std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_owned(), source })?,
             ),
-            None => (
-                "built-in default config".to_owned(),
-                DEFAULT_CONFIG_TOML.to_owned(),
-            ),
+            None => ("built-in default config".to_owned(), DEFAULT_CONFIG_TOML.to_owned()),
         };
         // Parse the file on its own first so that errors point at its lines and keys.
-        toml::from_str::<Config>(&text).map_err(|e| ConfigError::Parse {
-            origin: origin.clone(),
-            message: e.to_string(),
-        })?;
-        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            origin: origin.clone(),
-            message: e.to_string(),
-        })?;
+        toml::from_str::<Config>(&text)
+            .map_err(|e| ConfigError::Parse { origin: origin.clone(), message: e.to_string() })?;
+        let mut table: toml::Table =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse { origin: origin.clone(), message: e.to_string() })?;
         apply_env(&mut table, env)?;
-        let config: Config = table
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse {
-                origin: "environment overrides".into(),
-                message: e.to_string(),
-            })?;
+        let config: Config = table.try_into().map_err(|e: toml::de::Error| ConfigError::Parse {
+            origin: "environment overrides".into(),
+            message: e.to_string(),
+        })?;
         let problems = config.problems();
         if problems.is_empty() {
             Ok(config)
@@ -317,18 +304,13 @@ impl Config {
 
     /// Parses and validates a config given as text (tests, embedding).
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            origin: "config".into(),
-            message: e.to_string(),
-        })?;
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { origin: "config".into(), message: e.to_string() })?;
         let problems = config.problems();
         if problems.is_empty() {
             Ok(config)
         } else {
-            Err(ConfigError::Invalid {
-                origin: "config".into(),
-                problems,
-            })
+            Err(ConfigError::Invalid { origin: "config".into(), problems })
         }
     }
 
@@ -359,16 +341,10 @@ impl Config {
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if !["HS256", "RS256", "ES256"].contains(&self.jwt.algorithm.as_str()) {
-            problems.push(format!(
-                "jwt.algorithm: `{}` is not one of HS256, RS256, ES256",
-                self.jwt.algorithm
-            ));
+            problems.push(format!("jwt.algorithm: `{}` is not one of HS256, RS256, ES256", self.jwt.algorithm));
         }
         if self.jwt.algorithm != "HS256" && self.jwt.public_key_pem.trim().is_empty() {
-            problems.push(format!(
-                "jwt.public_key_pem: required for {}",
-                self.jwt.algorithm
-            ));
+            problems.push(format!("jwt.public_key_pem: required for {}", self.jwt.algorithm));
         }
         if self.uses_dev_credentials() && !self.listen.ip().is_loopback() {
             problems.push(format!(
@@ -378,16 +354,11 @@ impl Config {
         }
         let echo = &self.diagnostics.echo_path;
         if !echo.is_empty() && !echo.starts_with('/') {
-            problems.push(format!(
-                "diagnostics.echo_path: `{echo}` must start with `/`"
-            ));
+            problems.push(format!("diagnostics.echo_path: `{echo}` must start with `/`"));
         }
         for key in &self.api_keys {
             if key.sha256.len() != 64 || !key.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                problems.push(format!(
-                    "api_keys `{}`: sha256 must be 64 hex digits",
-                    key.name
-                ));
+                problems.push(format!("api_keys `{}`: sha256 must be 64 hex digits", key.name));
             }
         }
         let mut paths = HashSet::new();
@@ -396,53 +367,35 @@ impl Config {
             if !ep.path.starts_with('/') {
                 problems.push(format!("{at}.path: must start with `/`"));
             }
-            if !paths.insert(ep.path.as_str())
-                || ep.path == *echo
-                || RESERVED_PATHS.contains(&ep.path.as_str())
-            {
+            if !paths.insert(ep.path.as_str()) || ep.path == *echo || RESERVED_PATHS.contains(&ep.path.as_str()) {
                 problems.push(format!("{at}.path: used twice or reserved"));
             }
             if ep.max_message_bytes < 128 || ep.max_message_bytes > 16 << 20 {
-                problems.push(format!(
-                    "{at}.max_message_bytes: must be between 128 and 16777216"
-                ));
+                problems.push(format!("{at}.max_message_bytes: must be between 128 and 16777216"));
             }
             if ep.outbound_queue == 0 || ep.outbound_queue > 1 << 20 {
-                problems.push(format!(
-                    "{at}.outbound_queue: must be between 1 and 1048576"
-                ));
+                problems.push(format!("{at}.outbound_queue: must be between 1 and 1048576"));
             }
             if ep.ping_interval.is_zero() || ep.pong_timeout.is_zero() {
-                problems.push(format!(
-                    "{at}: ping_interval and pong_timeout must be positive"
-                ));
+                problems.push(format!("{at}: ping_interval and pong_timeout must be positive"));
             }
             if ep.auth == AuthMethod::ApiKey && ep.user_events {
-                problems.push(format!(
-                    "{at}.user_events: API-key connections have no user; set it to false"
-                ));
+                problems.push(format!("{at}.user_events: API-key connections have no user; set it to false"));
             }
             for name in ep.close_codes.keys() {
                 if CloseReason::from_name(name).is_none() {
                     let known: Vec<&str> = CloseReason::ALL.iter().map(|r| r.name()).collect();
-                    problems.push(format!(
-                        "{at}.close_codes.{name}: unknown reason; known: {}",
-                        known.join(", ")
-                    ));
+                    problems.push(format!("{at}.close_codes.{name}: unknown reason; known: {}", known.join(", ")));
                 }
             }
             for (name, code) in &ep.close_codes {
                 if !(1000..=4999).contains(code) {
-                    problems.push(format!(
-                        "{at}.close_codes.{name}: {code} is not a valid close code"
-                    ));
+                    problems.push(format!("{at}.close_codes.{name}: {code} is not a valid close code"));
                 }
             }
             for t in &ep.client_publish_types {
                 if !ep.event_types.is_empty() && !ep.event_types.contains(t) {
-                    problems.push(format!(
-                        "{at}.client_publish_types: `{t}` is not in event_types"
-                    ));
+                    problems.push(format!("{at}.client_publish_types: `{t}` is not in event_types"));
                 }
             }
         }
@@ -453,10 +406,7 @@ impl Config {
 /// Paths the node serves itself.
 pub const RESERVED_PATHS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/playground"];
 
-fn apply_env(
-    table: &mut toml::Table,
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
+fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("SWITCHBOARD_") else {
             continue;
@@ -485,9 +435,7 @@ fn apply_env(
         let mut node = &mut *table;
         let segments: Vec<&str> = path.split('.').collect();
         for seg in &segments[..segments.len() - 1] {
-            let entry = node
-                .entry(seg.to_string())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let entry = node.entry(seg.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
             node = match entry {
                 toml::Value::Table(t) => t,
                 _ => {
@@ -503,9 +451,7 @@ fn apply_env(
         let leaf = segments[segments.len() - 1].to_string();
         let value = match (&parsed, leaf.as_str()) {
             // Listen addresses and URLs are always strings, even if they look like numbers.
-            (_, "listen" | "redis_url" | "admin_key" | "secret") => {
-                toml::Value::String(value.clone())
-            }
+            (_, "listen" | "redis_url" | "admin_key" | "secret") => toml::Value::String(value.clone()),
             _ => parsed,
         };
         node.insert(leaf, value);
@@ -531,10 +477,7 @@ mod tests {
     fn environment_overrides_the_file() {
         let env = vec![
             ("SWITCHBOARD_JWT_SECRET".to_string(), "s3cret".to_string()),
-            (
-                "SWITCHBOARD_LISTEN".to_string(),
-                "127.0.0.1:9999".to_string(),
-            ),
+            ("SWITCHBOARD_LISTEN".to_string(), "127.0.0.1:9999".to_string()),
             ("SWITCHBOARD_DRAIN_WINDOW".to_string(), "3s".to_string()),
             ("OTHER".to_string(), "x".to_string()),
         ];
@@ -546,13 +489,9 @@ mod tests {
 
     #[test]
     fn mistakes_name_the_line_and_key() {
-        let err = Config::from_toml("listen = \"127.0.0.1:1\"\n[jwt]\nalgoritm = \"HS256\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml("listen = \"127.0.0.1:1\"\n[jwt]\nalgoritm = \"HS256\"\n").unwrap_err().to_string();
         assert!(err.contains("line 3") && err.contains("algoritm"), "{err}");
-        let err = Config::from_toml("listen = \"0.0.0.0:80\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml("listen = \"0.0.0.0:80\"\n").unwrap_err().to_string();
         assert!(err.contains("development credentials"), "{err}");
     }
 }

@@ -47,8 +47,7 @@ impl Dispatcher {
                 return;
             }
             let codec = conn.endpoint.codec;
-            let frame = frames[codec.kind().index()]
-                .get_or_insert_with(|| codec.encode_event(event, false));
+            let frame = frames[codec.kind().index()].get_or_insert_with(|| codec.encode_event(event, false));
             match conn.send(frame.clone()) {
                 SendOutcome::Queued => delivered += 1,
                 SendOutcome::SlowConsumer => self.metrics.slow_consumer_closes.inc(),
@@ -72,8 +71,6 @@ impl DeliverySink for Dispatcher {
         let n = self.fan_out(topic, &event);
         self.metrics.deliveries.inc_by(n as u64);
         self.metrics.fanout_size.observe(n as f64);
-        self.metrics
-            .publish_to_dispatch
-            .observe(now_millis().saturating_sub(event.ts) as f64 / 1000.0);
+        self.metrics.publish_to_dispatch.observe(now_millis().saturating_sub(event.ts) as f64 / 1000.0);
     }
 }

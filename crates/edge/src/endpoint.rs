@@ -35,11 +35,7 @@ impl EndpointRuntime {
             codec: config.dialect.codec(),
             event_types: config.event_types.iter().cloned().collect(),
             channels: config.channels.iter().map(|p| WildMatch::new(p)).collect(),
-            member_only: config
-                .member_only_channels
-                .iter()
-                .map(|p| WildMatch::new(p))
-                .collect(),
+            member_only: config.member_only_channels.iter().map(|p| WildMatch::new(p)).collect(),
             close_codes,
             config,
         }
@@ -47,10 +43,7 @@ impl EndpointRuntime {
 
     /// The close code for `reason` on this endpoint: config override, else the dialect's.
     pub fn close_code(&self, reason: CloseReason) -> u16 {
-        self.close_codes
-            .get(&reason)
-            .copied()
-            .unwrap_or_else(|| self.codec.close_code(reason))
+        self.close_codes.get(&reason).copied().unwrap_or_else(|| self.codec.close_code(reason))
     }
 
     /// Whether events of this type are delivered on this endpoint.
@@ -81,8 +74,7 @@ pub fn echo_endpoint(config: &Config) -> Option<Arc<EndpointRuntime>> {
     if path.is_empty() {
         return None;
     }
-    let toml =
-        format!("path = {path:?}\ndialect = \"basic\"\nauth = \"jwt\"\nuser_events = false\n");
+    let toml = format!("path = {path:?}\ndialect = \"basic\"\nauth = \"jwt\"\nuser_events = false\n");
     let mut ep: EndpointConfig = toml::from_str(&toml).ok()?;
     ep.max_message_bytes = 32 << 20;
     ep.outbound_queue = 4096;

@@ -4,8 +4,8 @@
 //! delivery, so metrics cost nothing that grows with the number of subscribers.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Every metric the node exports.
@@ -56,44 +56,20 @@ impl Metrics {
     pub fn new() -> Self {
         let r = Registry::new_custom(Some("switchboard".into()), None).unwrap_or_default();
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            register(
-                &r,
-                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition"),
-            )
+            register(&r, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition"))
         };
-        let counter = |name: &str, help: &str| {
-            register(
-                &r,
-                IntCounter::new(name, help).expect("valid metric definition"),
-            )
-        };
-        let buckets = vec![
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-        ];
+        let counter =
+            |name: &str, help: &str| register(&r, IntCounter::new(name, help).expect("valid metric definition"));
+        let buckets = vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
         Metrics {
             connections: register(
                 &r,
-                IntGaugeVec::new(
-                    Opts::new("connections", "Open WebSocket connections"),
-                    &["endpoint"],
-                )
-                .expect("valid metric definition"),
+                IntGaugeVec::new(Opts::new("connections", "Open WebSocket connections"), &["endpoint"])
+                    .expect("valid metric definition"),
             ),
-            connects: counter_vec(
-                "connects_total",
-                "Connection attempts by result",
-                &["endpoint", "result"],
-            ),
-            disconnects: counter_vec(
-                "disconnects_total",
-                "Closed connections by close code",
-                &["endpoint", "code"],
-            ),
-            messages_in: counter_vec(
-                "messages_in_total",
-                "Client messages received",
-                &["endpoint"],
-            ),
+            connects: counter_vec("connects_total", "Connection attempts by result", &["endpoint", "result"]),
+            disconnects: counter_vec("disconnects_total", "Closed connections by close code", &["endpoint", "code"]),
+            messages_in: counter_vec("messages_in_total", "Client messages received", &["endpoint"]),
             deliveries: counter("deliveries_total", "Events queued to connections"),
             events_in: counter("events_in_total", "Events received from the broker"),
             published: counter("published_total", "Events accepted by the publish API"),
@@ -123,14 +99,12 @@ impl Metrics {
             broker_errors: counter_vec("broker_errors_total", "Failed broker calls", &["op"]),
             topics: register(
                 &r,
-                IntGauge::new("topics", "Topics with local subscribers")
-                    .expect("valid metric definition"),
+                IntGauge::new("topics", "Topics with local subscribers").expect("valid metric definition"),
             ),
             publish_seconds: register(
                 &r,
                 HistogramVec::new(
-                    HistogramOpts::new("publish_request_seconds", "Publish API latency")
-                        .buckets(buckets),
+                    HistogramOpts::new("publish_request_seconds", "Publish API latency").buckets(buckets),
                     &["route"],
                 )
                 .expect("valid metric definition"),

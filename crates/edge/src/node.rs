@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use switchboard_broker::memory::MemoryHub;
-use switchboard_broker::{DeliverySink, SharedBroker};
+use switchboard_broker::redis::{RedisBroker, RedisSettings};
+use switchboard_broker::{BrokerError, DeliverySink, SharedBroker};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -45,12 +46,36 @@ pub struct Node {
     next_conn_id: AtomicU64,
 }
 
+/// The parts of a node that exist before its broker: the broker delivers into the dispatcher.
+struct Core {
+    jwt: JwtVerifier,
+    metrics: Arc<Metrics>,
+    registry: Arc<TopicRegistry>,
+    dispatcher: Arc<Dispatcher>,
+}
+
+impl Core {
+    fn new(config: &Config) -> Result<Core, NodeError> {
+        let metrics = Arc::new(Metrics::new());
+        let registry = Arc::new(TopicRegistry::default());
+        Ok(Core {
+            jwt: JwtVerifier::from_config(config)?,
+            dispatcher: Arc::new(Dispatcher::new(registry.clone(), metrics.clone())),
+            metrics,
+            registry,
+        })
+    }
+}
+
 /// Why a node could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     /// The JWT settings are unusable.
     #[error(transparent)]
     Jwt(#[from] crate::auth::jwt::JwtConfigError),
+    /// The broker could not be reached.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
 }
 
 impl Node {
@@ -60,37 +85,45 @@ impl Node {
         Self::with_broker(config, |sink| Arc::new(hub.node(sink)))
     }
 
+    /// A node on the broker the config names: Redis (single server or cluster) when
+    /// `redis_url` is set, else the in-process broker. Fails if Redis cannot be reached now.
+    pub async fn connect(config: Config) -> Result<Arc<Node>, NodeError> {
+        if config.redis_url.is_empty() {
+            return Self::embedded(config);
+        }
+        let core = Core::new(&config)?;
+        let settings = RedisSettings::new(&config.redis_url, config.redis_cluster);
+        let broker: SharedBroker = Arc::new(RedisBroker::connect(&settings, core.dispatcher.clone()).await?);
+        Ok(Self::assemble(config, core, broker))
+    }
+
     /// A node whose broker is made by `make_broker` from the node's delivery sink.
     pub fn with_broker(
         config: Config,
         make_broker: impl FnOnce(Arc<dyn DeliverySink>) -> SharedBroker,
     ) -> Result<Arc<Node>, NodeError> {
-        let jwt = JwtVerifier::from_config(&config)?;
-        let metrics = Arc::new(Metrics::new());
-        let registry = Arc::new(TopicRegistry::default());
-        let dispatcher = Arc::new(Dispatcher::new(registry.clone(), metrics.clone()));
-        let broker = make_broker(dispatcher.clone());
-        let endpoints = config
-            .endpoints
-            .iter()
-            .cloned()
-            .map(|e| Arc::new(EndpointRuntime::new(e)))
-            .collect();
-        Ok(Arc::new(Node {
+        let core = Core::new(&config)?;
+        let broker = make_broker(core.dispatcher.clone());
+        Ok(Self::assemble(config, core, broker))
+    }
+
+    fn assemble(config: Config, core: Core, broker: SharedBroker) -> Arc<Node> {
+        let endpoints = config.endpoints.iter().cloned().map(|e| Arc::new(EndpointRuntime::new(e))).collect();
+        Arc::new(Node {
             api_keys: ApiKeyStore::new(broker.clone(), config.api_keys.clone()),
-            topics: TopicSync::new(broker.clone(), registry.clone()),
+            topics: TopicSync::new(broker.clone(), core.registry.clone()),
             config: Arc::new(config),
             broker,
-            registry,
-            jwt,
-            metrics,
-            dispatcher,
+            registry: core.registry,
+            jwt: core.jwt,
+            metrics: core.metrics,
+            dispatcher: core.dispatcher,
             endpoints,
             connections: TaskTracker::new(),
             draining: CancellationToken::new(),
             ready: AtomicBool::new(true),
             next_conn_id: AtomicU64::new(1),
-        }))
+        })
     }
 
     /// A node-unique connection id.

@@ -24,15 +24,10 @@ pub async fn serve(
         tracing::info!("draining");
         drain_node.draining.cancel();
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop_accepting)
-        .await?;
+    axum::serve(listener, app).with_graceful_shutdown(stop_accepting).await?;
     node.connections.close();
     let window = node.config.drain_window + Duration::from_secs(5);
-    if tokio::time::timeout(window, node.connections.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(window, node.connections.wait()).await.is_err() {
         tracing::warn!("drain window passed with connections still open");
     }
     Ok(())

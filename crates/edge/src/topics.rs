@@ -24,11 +24,7 @@ pub struct TopicSync {
 impl TopicSync {
     /// A reconciler over the node's broker and registry.
     pub fn new(broker: SharedBroker, registry: Arc<TopicRegistry>) -> Self {
-        TopicSync {
-            broker,
-            registry,
-            subscribed: Mutex::default(),
-        }
+        TopicSync { broker, registry, subscribed: Mutex::default() }
     }
 
     /// Brings the broker subscriptions of `topics` in line with the registry. Returns once

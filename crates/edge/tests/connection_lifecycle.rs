@@ -24,10 +24,7 @@ async fn a_client_that_stops_answering_pings_is_closed() {
     // Not reading means the client library cannot answer the server's pings: this silence is
     // the behaviour under test, not a wait for the server.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        silent.closed().await,
-        (1008, "Heartbeat timeout".to_string())
-    );
+    assert_eq!(silent.closed().await, (1008, "Heartbeat timeout".to_string()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,9 +34,7 @@ async fn a_client_that_answers_pings_stays_connected() {
     live.json().await;
     let mut pings = 0;
     let until = tokio::time::Instant::now() + Duration::from_millis(1500);
-    while let Ok(Some(msg)) =
-        tokio::time::timeout_at(until, futures_util::StreamExt::next(&mut live.ws)).await
-    {
+    while let Ok(Some(msg)) = tokio::time::timeout_at(until, futures_util::StreamExt::next(&mut live.ws)).await {
         match msg.expect("connection stays up") {
             Message::Ping(_) => pings += 1,
             Message::Close(f) => panic!("closed although answering pings: {f:?}"),
@@ -54,16 +49,10 @@ async fn a_client_that_answers_pings_stays_connected() {
 async fn the_connection_closes_with_4001_when_the_token_expires() {
     let node = TestNode::default().await;
     let mut claims = serde_json::Map::new();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     claims.insert("exp".into(), json!(now + 2));
     let token = switchboard_testkit::token_with("alice", claims);
-    let mut c = node
-        .connect(&format!("/ws/notifications?token={token}"), &[])
-        .await
-        .unwrap();
+    let mut c = node.connect(&format!("/ws/notifications?token={token}"), &[]).await.unwrap();
     assert_eq!(c.json().await["type"], "connection_ack");
     assert_eq!(c.closed().await, (4001, "Token expired".to_string()));
 }
@@ -80,16 +69,12 @@ async fn an_oversized_message_closes_with_1009() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_closed_without_stalling_others() {
     let node = TestNode::start(test_config(|c| {
-        c.endpoints
-            .iter_mut()
-            .filter(|e| e.path == "/ws/notifications")
-            .for_each(|e| e.outbound_queue = 8);
+        c.endpoints.iter_mut().filter(|e| e.path == "/ws/notifications").for_each(|e| e.outbound_queue = 8);
     }))
     .await;
     let mut slow = node.connect_user("/ws/notifications", "alice").await;
     slow.json().await;
-    slow.send_json(json!({"type": "subscribe", "channels": ["notification"]}))
-        .await;
+    slow.send_json(json!({"type": "subscribe", "channels": ["notification"]})).await;
     slow.barrier().await;
     let mut fast = node.connect_user("/ws", "alice").await;
     fast.barrier().await;
@@ -99,23 +84,14 @@ async fn a_slow_consumer_is_closed_without_stalling_others() {
     let reader = tokio::spawn(async move {
         for i in 0..total {
             let ev = fast.json().await;
-            assert_eq!(
-                ev["data"]["n"], i,
-                "the fast client must get every event in order"
-            );
+            assert_eq!(ev["data"]["n"], i, "the fast client must get every event in order");
         }
     });
     for i in 0..total {
-        node.publish(
-            json!({"user": "alice", "type": "notification", "payload": {"n": i, "pad": big}}),
-        )
-        .await;
+        node.publish(json!({"user": "alice", "type": "notification", "payload": {"n": i, "pad": big}})).await;
     }
     reader.await.expect("fast reader");
-    assert!(node
-        .metrics()
-        .await
-        .contains("switchboard_slow_consumer_closes_total 1"));
+    assert!(node.metrics().await.contains("switchboard_slow_consumer_closes_total 1"));
     // The slow client sees what fitted in the buffers, then the end of the connection.
     loop {
         match slow.next().await {

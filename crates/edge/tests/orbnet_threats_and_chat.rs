@@ -10,14 +10,8 @@ async fn threat_stream_accepts_keys_by_header_or_query_and_applies_filters() {
     let key = node.api_key("soc-team", 2).await;
     assert!(!node.metrics().await.contains(&key));
 
-    let mut by_header = node
-        .connect("/ws/threats", &[("x-api-key", &key)])
-        .await
-        .expect("connect with X-API-Key");
-    let mut by_query = node
-        .connect(&format!("/ws/threats?api_key={key}"), &[])
-        .await
-        .expect("connect with api_key");
+    let mut by_header = node.connect("/ws/threats", &[("x-api-key", &key)]).await.expect("connect with X-API-Key");
+    let mut by_query = node.connect(&format!("/ws/threats?api_key={key}"), &[]).await.expect("connect with api_key");
     for c in [&mut by_header, &mut by_query] {
         assert_eq!(c.json().await["type"], "connection_ack");
     }
@@ -26,9 +20,7 @@ async fn threat_stream_accepts_keys_by_header_or_query_and_applies_filters() {
                           "filters": {"severity": ["critical", "high"], "categories": ["malware", "phishing", "c2"]}}))
         .await;
     by_header.barrier().await;
-    by_query
-        .send_json(json!({"type": "subscribe", "channels": ["threat_detected"]}))
-        .await;
+    by_query.send_json(json!({"type": "subscribe", "channels": ["threat_detected"]})).await;
     by_query.barrier().await;
 
     let threats = [
@@ -37,20 +29,12 @@ async fn threat_stream_accepts_keys_by_header_or_query_and_applies_filters() {
         json!({"indicator": "c.example", "severity": "high", "category": "c2", "score": 95}),
     ];
     for t in &threats {
-        node.publish(json!({"channel": "threats", "type": "threat_detected", "payload": t}))
-            .await;
+        node.publish(json!({"channel": "threats", "type": "threat_detected", "payload": t})).await;
     }
     let got = by_header.json().await;
-    assert_eq!(
-        got["payload"]["indicator"], "c.example",
-        "only the high/c2 threat passes the filter"
-    );
+    assert_eq!(got["payload"]["indicator"], "c.example", "only the high/c2 threat passes the filter");
     for t in &threats {
-        assert_eq!(
-            by_query.json().await["payload"],
-            *t,
-            "an unfiltered subscriber gets everything in order"
-        );
+        assert_eq!(by_query.json().await["payload"], *t, "an unfiltered subscriber gets everything in order");
     }
 }
 
@@ -59,47 +43,18 @@ async fn threat_stream_rejects_missing_unknown_and_deleted_keys_with_401() {
     let node = TestNode::default().await;
     let status_code = |resp: reqwest::Response| async move {
         let status = resp.status().as_u16();
-        (
-            status,
-            resp.json::<serde_json::Value>().await.unwrap()["code"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        )
+        (status, resp.json::<serde_json::Value>().await.unwrap()["code"].as_str().unwrap().to_owned())
     };
-    let get = |q: &str| {
-        node.request(reqwest::Method::GET, &format!("/ws/threats{q}"))
-            .send()
-    };
-    assert_eq!(
-        status_code(get("").await.unwrap()).await,
-        (401, "missing_api_key".into())
-    );
-    assert_eq!(
-        status_code(get("?api_key=sbk_nope").await.unwrap()).await,
-        (401, "invalid_api_key".into())
-    );
+    let get = |q: &str| node.request(reqwest::Method::GET, &format!("/ws/threats{q}")).send();
+    assert_eq!(status_code(get("").await.unwrap()).await, (401, "missing_api_key".into()));
+    assert_eq!(status_code(get("?api_key=sbk_nope").await.unwrap()).await, (401, "invalid_api_key".into()));
     let key = node.api_key("temp", 2).await;
-    assert_eq!(
-        get(&format!("?api_key={key}")).await.unwrap().status(),
-        426,
-        "a valid key without Upgrade gets 426"
-    );
-    let del = node
-        .admin(reqwest::Method::DELETE, "/v1/api-keys/temp")
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(get(&format!("?api_key={key}")).await.unwrap().status(), 426, "a valid key without Upgrade gets 426");
+    let del = node.admin(reqwest::Method::DELETE, "/v1/api-keys/temp").send().await.unwrap();
     assert_eq!(del.status(), 204);
-    assert_eq!(
-        status_code(get(&format!("?api_key={key}")).await.unwrap()).await,
-        (401, "invalid_api_key".into())
-    );
-    let err = node
-        .connect(&format!("/ws/threats?api_key={key}"), &[])
-        .await
-        .err()
-        .expect("a deleted key must not connect");
+    assert_eq!(status_code(get(&format!("?api_key={key}")).await.unwrap()).await, (401, "invalid_api_key".into()));
+    let err =
+        node.connect(&format!("/ws/threats?api_key={key}"), &[]).await.err().expect("a deleted key must not connect");
     assert!(err.to_string().contains("401"), "{err}");
 }
 
@@ -113,16 +68,11 @@ async fn chat_messages_reach_the_other_members_stamped_with_the_sender() {
     for user in ["alice", "bob", "carol", "mallory"] {
         let mut c = node.connect_user("/ws/chat", user).await;
         c.json().await;
-        c.send_json(
-            json!({"type": "subscribe", "channels": ["message", "typing", "read_receipt"]}),
-        )
-        .await;
+        c.send_json(json!({"type": "subscribe", "channels": ["message", "typing", "read_receipt"]})).await;
         c.barrier().await;
         clients.push(c);
     }
-    clients[0]
-        .send_json(json!({"type": "message", "payload": {"conversationId": "c1", "text": "hello"}}))
-        .await;
+    clients[0].send_json(json!({"type": "message", "payload": {"conversationId": "c1", "text": "hello"}})).await;
     clients[0].barrier().await;
     for c in &mut clients[1..3] {
         let ev = c.json().await;
@@ -132,24 +82,14 @@ async fn chat_messages_reach_the_other_members_stamped_with_the_sender() {
         assert!(ev["id"].as_str().unwrap().starts_with("evt_"));
     }
     // Mallory is not a member: her message is refused, and she received nothing.
-    clients[3]
-        .send_json(json!({"type": "message", "payload": {"conversationId": "c1", "text": "spam"}}))
-        .await;
+    clients[3].send_json(json!({"type": "message", "payload": {"conversationId": "c1", "text": "spam"}})).await;
     let err = clients[3].json().await;
-    assert_eq!(
-        (err["type"].as_str(), err["code"].as_str()),
-        (Some("error"), Some("not_member"))
-    );
+    assert_eq!((err["type"].as_str(), err["code"].as_str()), (Some("error"), Some("not_member")));
     // Typing is delivered too; the sender never gets her own message back.
-    clients[1]
-        .send_json(json!({"type": "typing", "payload": {"conversationId": "c1"}}))
-        .await;
+    clients[1].send_json(json!({"type": "typing", "payload": {"conversationId": "c1"}})).await;
     clients[1].barrier().await;
     let ev = clients[0].json().await;
-    assert_eq!(
-        (ev["type"].as_str(), ev["sender"].as_str()),
-        (Some("typing"), Some("bob"))
-    );
+    assert_eq!((ev["type"].as_str(), ev["sender"].as_str()), (Some("typing"), Some("bob")));
     assert_eq!(clients[2].json().await["type"], "typing");
 }
 
@@ -160,19 +100,12 @@ async fn a_jwt_channels_claim_authorizes_sending() {
     let mut claims = serde_json::Map::new();
     claims.insert("channels".into(), json!(["conversation:c2"]));
     let token = switchboard_testkit::token_with("dave", claims);
-    let mut dave = node
-        .connect(&format!("/ws/chat?token={token}"), &[])
-        .await
-        .unwrap();
+    let mut dave = node.connect(&format!("/ws/chat?token={token}"), &[]).await.unwrap();
     dave.json().await;
     let mut bob = node.connect_user("/ws/chat", "bob").await;
     bob.json().await;
-    bob.send_json(json!({"type": "subscribe", "channels": ["message"]}))
-        .await;
+    bob.send_json(json!({"type": "subscribe", "channels": ["message"]})).await;
     bob.barrier().await;
-    dave.send_json(
-        json!({"type": "message", "payload": {"conversationId": "c2", "text": "hi bob"}}),
-    )
-    .await;
+    dave.send_json(json!({"type": "message", "payload": {"conversationId": "c2", "text": "hi bob"}})).await;
     assert_eq!(bob.json().await["sender"], "dave");
 }

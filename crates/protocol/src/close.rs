@@ -114,10 +114,7 @@ impl CloseReason {
     /// the TCP connection right after its close frame instead of waiting for the handshake
     /// (RFC 6455 §7.1.7, "fail the WebSocket connection").
     pub fn fails_connection(self) -> bool {
-        matches!(
-            self,
-            CloseReason::ProtocolError | CloseReason::InvalidPayload
-        )
+        matches!(self, CloseReason::ProtocolError | CloseReason::InvalidPayload)
     }
 
     /// Short default reason text sent in the close frame.

@@ -103,10 +103,7 @@ pub struct ClientError {
 impl ClientError {
     /// Shorthand constructor.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ClientError {
-            kind,
-            message: message.into(),
-        }
+        ClientError { kind, message: message.into() }
     }
 }
 

@@ -26,9 +26,7 @@ impl FieldFilter {
     /// scalars; anything else is an `InvalidRequest`.
     pub fn from_json(obj: &Map<String, Value>) -> Result<Self, ClientError> {
         if obj.len() > MAX_FILTER_FIELDS {
-            return Err(invalid(format!(
-                "at most {MAX_FILTER_FIELDS} filter fields"
-            )));
+            return Err(invalid(format!("at most {MAX_FILTER_FIELDS} filter fields")));
         }
         let mut fields = Vec::with_capacity(obj.len());
         for (key, value) in obj {
@@ -37,14 +35,10 @@ impl FieldFilter {
                 scalar => vec![scalar.clone()],
             };
             if allowed.len() > MAX_FILTER_VALUES {
-                return Err(invalid(format!(
-                    "filter `{key}` has more than {MAX_FILTER_VALUES} values"
-                )));
+                return Err(invalid(format!("filter `{key}` has more than {MAX_FILTER_VALUES} values")));
             }
             if allowed.iter().any(|v| v.is_array() || v.is_object()) {
-                return Err(invalid(format!(
-                    "filter `{key}` values must be strings, numbers or booleans"
-                )));
+                return Err(invalid(format!("filter `{key}` values must be strings, numbers or booleans")));
             }
             fields.push((key.clone(), allowed));
         }
@@ -58,13 +52,11 @@ impl FieldFilter {
 
     /// Whether an event payload passes this filter.
     pub fn matches(&self, payload: &Value) -> bool {
-        self.fields
-            .iter()
-            .all(|(key, allowed)| match lookup(payload, key) {
-                Some(Value::Array(items)) => items.iter().any(|item| contains(allowed, item)),
-                Some(v) => contains(allowed, v),
-                None => false,
-            })
+        self.fields.iter().all(|(key, allowed)| match lookup(payload, key) {
+            Some(Value::Array(items)) => items.iter().any(|item| contains(allowed, item)),
+            Some(v) => contains(allowed, v),
+            None => false,
+        })
     }
 }
 
@@ -113,9 +105,7 @@ mod tests {
 
     #[test]
     fn severity_and_category_as_in_the_threat_stream_example() {
-        let f = filter(
-            json!({"severity": ["critical", "high"], "categories": ["malware", "phishing", "c2"]}),
-        );
+        let f = filter(json!({"severity": ["critical", "high"], "categories": ["malware", "phishing", "c2"]}));
         assert!(f.matches(&json!({"severity": "critical", "category": "malware"})));
         assert!(f.matches(&json!({"severity": "high", "categories": ["spam", "c2"]})));
         assert!(!f.matches(&json!({"severity": "low", "category": "malware"})));

@@ -11,10 +11,7 @@ pub fn iso8601_millis(unix_ms: u64) -> String {
 
 /// The current time in unix milliseconds (0 if the clock is before 1970).
 pub fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -23,13 +20,7 @@ mod tests {
 
     #[test]
     fn formats_like_the_documents() {
-        assert_eq!(
-            iso8601_millis(1_770_552_000_000),
-            "2026-02-08T12:00:00.000Z"
-        );
-        assert_eq!(
-            iso8601_millis(1_770_552_000_123),
-            "2026-02-08T12:00:00.123Z"
-        );
+        assert_eq!(iso8601_millis(1_770_552_000_000), "2026-02-08T12:00:00.000Z");
+        assert_eq!(iso8601_millis(1_770_552_000_123), "2026-02-08T12:00:00.123Z");
     }
 }

@@ -18,6 +18,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod process;
+pub mod redis;
+
 pub use tokio_tungstenite::tungstenite;
 
 /// Bound on every wait in the tests.
@@ -56,9 +59,7 @@ pub struct TestNode {
 impl TestNode {
     /// Starts a node with the given config on the embedded broker.
     pub async fn start(config: Config) -> TestNode {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .expect("bind a free port");
+        let listener = tokio::net::TcpListener::bind(config.listen).await.expect("bind a free port");
         let addr = listener.local_addr().expect("local addr");
         let node = Node::embedded(config).expect("node");
         let serving = node.clone();
@@ -69,13 +70,7 @@ impl TestNode {
             };
             let _ = switchboard_edge::server::serve(serving, listener, shutdown).await;
         });
-        TestNode {
-            addr,
-            node,
-            http: reqwest::Client::new(),
-            shutdown: Some(tx),
-            served: Some(served),
-        }
+        TestNode { addr, node, http: reqwest::Client::new(), shutdown: Some(tx), served: Some(served) }
     }
 
     /// Starts a graceful drain (as SIGTERM does) and waits until the server has finished.
@@ -84,10 +79,7 @@ impl TestNode {
             let _ = tx.send(());
         }
         if let Some(served) = self.served.take() {
-            tokio::time::timeout(WAIT, served)
-                .await
-                .expect("drain finished in time")
-                .expect("server task");
+            tokio::time::timeout(WAIT, served).await.expect("drain finished in time").expect("server task");
         }
     }
 
@@ -117,33 +109,19 @@ impl TestNode {
         path_and_query: &str,
         headers: &[(&str, &str)],
     ) -> Result<WsClient, tungstenite::Error> {
-        let mut req = self.ws_url(path_and_query).into_client_request()?;
-        for (k, v) in headers {
-            req.headers_mut().insert(
-                tungstenite::http::HeaderName::from_bytes(k.as_bytes()).expect("header name"),
-                v.parse().expect("header value"),
-            );
-        }
-        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
-            .await
-            .expect("connect timed out")?;
-        Ok(WsClient { ws })
+        connect_ws(&self.ws_url(path_and_query), headers).await
     }
 
     /// Connects `user` with a token in the query string and returns the client after the
     /// connection ack (orbnet) or right away (dialects without one).
     pub async fn connect_user(&self, path: &str, user: &str) -> WsClient {
         let sep = if path.contains('?') { '&' } else { '?' };
-        self.connect(&format!("{path}{sep}token={}", self.token(user)), &[])
-            .await
-            .expect("connect")
+        self.connect(&format!("{path}{sep}token={}", self.token(user)), &[]).await.expect("connect")
     }
 
     /// An authenticated admin request.
     pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, self.http_url(path))
-            .bearer_auth(ADMIN)
+        self.http.request(method, self.http_url(path)).bearer_auth(ADMIN)
     }
 
     /// A plain request.
@@ -153,12 +131,7 @@ impl TestNode {
 
     /// Publishes an event through the API and returns its id.
     pub async fn publish(&self, body: Value) -> String {
-        let resp = self
-            .admin(reqwest::Method::POST, "/v1/publish")
-            .json(&body)
-            .send()
-            .await
-            .expect("publish request");
+        let resp = self.admin(reqwest::Method::POST, "/v1/publish").json(&body).send().await.expect("publish request");
         let status = resp.status();
         let json: Value = resp.json().await.expect("publish answer is JSON");
         assert_eq!(status, 200, "publish failed: {json}");
@@ -168,12 +141,7 @@ impl TestNode {
     /// Creates an API key and returns it.
     pub async fn api_key(&self, name: &str, max_connections: u32) -> String {
         let body = serde_json::json!({"name": name, "endpoints": ["/ws/threats"], "max_connections": max_connections});
-        let resp = self
-            .admin(reqwest::Method::POST, "/v1/api-keys")
-            .json(&body)
-            .send()
-            .await
-            .expect("create key");
+        let resp = self.admin(reqwest::Method::POST, "/v1/api-keys").json(&body).send().await.expect("create key");
         assert_eq!(resp.status(), 201);
         let json: Value = resp.json().await.expect("JSON");
         json["key"].as_str().expect("key").to_owned()
@@ -182,10 +150,7 @@ impl TestNode {
     /// Adds a channel member.
     pub async fn add_member(&self, channel: &str, user: &str) {
         let resp = self
-            .admin(
-                reqwest::Method::PUT,
-                &format!("/v1/channels/{channel}/members/{user}"),
-            )
+            .admin(reqwest::Method::PUT, &format!("/v1/channels/{channel}/members/{user}"))
             .send()
             .await
             .expect("add member");
@@ -194,14 +159,22 @@ impl TestNode {
 
     /// The `/metrics` text.
     pub async fn metrics(&self) -> String {
-        self.request(reqwest::Method::GET, "/metrics")
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text")
+        self.request(reqwest::Method::GET, "/metrics").send().await.expect("metrics").text().await.expect("text")
     }
+}
+
+/// Connects a WebSocket client to `url`, with extra headers.
+pub async fn connect_ws(url: &str, headers: &[(&str, &str)]) -> Result<WsClient, tungstenite::Error> {
+    let mut req = url.into_client_request()?;
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            tungstenite::http::HeaderName::from_bytes(k.as_bytes()).expect("header name"),
+            v.parse().expect("header value"),
+        );
+    }
+    let (ws, _) =
+        tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req)).await.expect("connect timed out")?;
+    Ok(WsClient { ws })
 }
 
 /// A token for `sub` with extra claims, signed with the test secret.
@@ -239,15 +212,9 @@ impl WsClient {
                 Ok(Some(Ok(m))) => m,
             };
             match msg {
-                Message::Text(t) => {
-                    return Received::Json(
-                        serde_json::from_str(&t).expect("server sent invalid JSON"),
-                    )
-                }
+                Message::Text(t) => return Received::Json(serde_json::from_str(&t).expect("server sent invalid JSON")),
                 Message::Binary(b) => return Received::Binary(b.to_vec()),
-                Message::Close(Some(f)) => {
-                    return Received::Closed(f.code.into(), f.reason.to_string())
-                }
+                Message::Close(Some(f)) => return Received::Closed(f.code.into(), f.reason.to_string()),
                 Message::Close(None) => return Received::Closed(1005, String::new()),
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
             }
@@ -275,27 +242,18 @@ impl WsClient {
 
     /// Sends a JSON text message.
     pub async fn send_json(&mut self, v: Value) {
-        self.ws
-            .send(Message::text(v.to_string()))
-            .await
-            .expect("send");
+        self.ws.send(Message::text(v.to_string())).await.expect("send");
     }
 
     /// Sends raw text.
     pub async fn send_text(&mut self, s: &str) {
-        self.ws
-            .send(Message::text(s.to_owned()))
-            .await
-            .expect("send");
+        self.ws.send(Message::text(s.to_owned())).await.expect("send");
     }
 
     /// A round trip that proves every message sent before it has been processed by the
     /// server: a WebSocket ping is answered only after the frames before it were handled.
     pub async fn barrier(&mut self) {
-        self.ws
-            .send(Message::Ping(b"barrier".to_vec().into()))
-            .await
-            .expect("send ping");
+        self.ws.send(Message::Ping(b"barrier".to_vec().into())).await.expect("send ping");
         loop {
             match tokio::time::timeout(WAIT, self.ws.next()).await {
                 Ok(Some(Ok(Message::Pong(p)))) if &p[..] == b"barrier" => return,
@@ -308,12 +266,6 @@ impl WsClient {
 
     /// Closes from the client side.
     pub async fn close(mut self) {
-        let _ = self
-            .ws
-            .close(Some(CloseFrame {
-                code: CloseCode::Normal,
-                reason: "bye".into(),
-            }))
-            .await;
+        let _ = self.ws.close(Some(CloseFrame { code: CloseCode::Normal, reason: "bye".into() })).await;
     }
 }

@@ -63,16 +63,10 @@ impl ApiKeyStore {
         let hash = hash_key(&key);
         let body = serde_json::to_vec(record).map_err(|e| BrokerError::Protocol(e.to_string()))?;
         if let Some(old) = self.broker.get(&name_key(&record.name)).await? {
-            self.broker
-                .delete(&record_key(&String::from_utf8_lossy(&old)))
-                .await?;
+            self.broker.delete(&record_key(&String::from_utf8_lossy(&old))).await?;
         }
-        self.broker
-            .set(&record_key(&hash), Bytes::from(body), None)
-            .await?;
-        self.broker
-            .set(&name_key(&record.name), Bytes::from(hash), None)
-            .await?;
+        self.broker.set(&record_key(&hash), Bytes::from(body), None).await?;
+        self.broker.set(&name_key(&record.name), Bytes::from(hash), None).await?;
         Ok(key)
     }
 
@@ -81,19 +75,13 @@ impl ApiKeyStore {
         let Some(hash) = self.broker.take(&name_key(name)).await? else {
             return Ok(false);
         };
-        self.broker
-            .delete(&record_key(&String::from_utf8_lossy(&hash)))
-            .await
+        self.broker.delete(&record_key(&String::from_utf8_lossy(&hash))).await
     }
 
     /// Looks a presented key up.
     pub async fn lookup(&self, key: &str) -> Result<Option<ApiKeyRecord>, BrokerError> {
         let hash = hash_key(key);
-        if let Some(c) = self
-            .configured
-            .iter()
-            .find(|c| c.sha256.eq_ignore_ascii_case(&hash))
-        {
+        if let Some(c) = self.configured.iter().find(|c| c.sha256.eq_ignore_ascii_case(&hash)) {
             return Ok(Some(ApiKeyRecord {
                 name: c.name.clone(),
                 endpoints: c.endpoints.clone(),

@@ -66,10 +66,10 @@ impl JwtVerifier {
         let pem = jwt.public_key_pem.as_bytes();
         let key = match alg {
             Algorithm::HS256 => DecodingKey::from_secret(config.jwt_secret().as_bytes()),
-            Algorithm::RS256 => DecodingKey::from_rsa_pem(pem)
-                .map_err(|e| JwtConfigError(format!("public_key_pem: {e}")))?,
-            _ => DecodingKey::from_ec_pem(pem)
-                .map_err(|e| JwtConfigError(format!("public_key_pem: {e}")))?,
+            Algorithm::RS256 => {
+                DecodingKey::from_rsa_pem(pem).map_err(|e| JwtConfigError(format!("public_key_pem: {e}")))?
+            }
+            _ => DecodingKey::from_ec_pem(pem).map_err(|e| JwtConfigError(format!("public_key_pem: {e}")))?,
         };
         let mut validation = Validation::new(alg);
         validation.leeway = jwt.leeway.as_secs();
@@ -89,13 +89,9 @@ impl JwtVerifier {
     /// Verifies a token and returns its claims.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         match jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation) {
-            Ok(data) if data.claims.sub.is_empty() => {
-                Err(TokenError::Invalid("empty `sub`".into()))
-            }
+            Ok(data) if data.claims.sub.is_empty() => Err(TokenError::Invalid("empty `sub`".into())),
             Ok(data) => Ok(data.claims),
-            Err(e) if matches!(e.kind(), JwtErrorKind::ExpiredSignature) => {
-                Err(TokenError::Expired)
-            }
+            Err(e) if matches!(e.kind(), JwtErrorKind::ExpiredSignature) => Err(TokenError::Expired),
             Err(e) => Err(TokenError::Invalid(e.to_string())),
         }
     }
@@ -113,14 +109,8 @@ pub fn mint_hs256(
     let mut claims = extra;
     claims.insert("sub".into(), sub.into());
     claims.insert("iat".into(), now.into());
-    claims
-        .entry("exp")
-        .or_insert_with(|| (now + ttl_secs).into());
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
+    claims.entry("exp").or_insert_with(|| (now + ttl_secs).into());
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))
 }
 
 #[cfg(test)]
@@ -139,10 +129,7 @@ mod tests {
         let wrong_key = mint_hs256("other", "alice", 60, Default::default()).unwrap();
         assert!(matches!(v.verify(&wrong_key), Err(TokenError::Invalid(_))));
         let mut past = serde_json::Map::new();
-        past.insert(
-            "exp".into(),
-            (jsonwebtoken::get_current_timestamp() - 100).into(),
-        );
+        past.insert("exp".into(), (jsonwebtoken::get_current_timestamp() - 100).into());
         let expired = mint_hs256("k", "alice", 0, past).unwrap();
         assert!(matches!(v.verify(&expired), Err(TokenError::Expired)));
         assert!(v.verify("not.a.jwt").is_err());
@@ -153,8 +140,7 @@ mod tests {
             Algorithm::RS256 => EncodingKey::from_rsa_pem(private_pem.as_bytes()).unwrap(),
             _ => EncodingKey::from_ec_pem(private_pem.as_bytes()).unwrap(),
         };
-        let claims =
-            serde_json::json!({"sub": sub, "exp": jsonwebtoken::get_current_timestamp() + 60});
+        let claims = serde_json::json!({"sub": sub, "exp": jsonwebtoken::get_current_timestamp() + 60});
         jsonwebtoken::encode(&Header::new(alg), &claims, &key).unwrap()
     }
 
@@ -164,20 +150,11 @@ mod tests {
         for (alg, name) in [(Algorithm::RS256, "rs256"), (Algorithm::ES256, "es256")] {
             let private = std::fs::read_to_string(format!("{keys}/{name}_private.pem")).unwrap();
             let public = std::fs::read_to_string(format!("{keys}/{name}_public.pem")).unwrap();
-            let toml = format!(
-                "[jwt]\nalgorithm = \"{alg:?}\"\npublic_key_pem = \"\"\"\n{public}\"\"\"\n"
-            );
+            let toml = format!("[jwt]\nalgorithm = \"{alg:?}\"\npublic_key_pem = \"\"\"\n{public}\"\"\"\n");
             let v = JwtVerifier::from_config(&Config::from_toml(&toml).unwrap()).unwrap();
-            assert_eq!(
-                v.verify(&sign(alg, &private, "alice")).unwrap().sub,
-                "alice",
-                "{alg:?}"
-            );
+            assert_eq!(v.verify(&sign(alg, &private, "alice")).unwrap().sub, "alice", "{alg:?}");
             let hs = mint_hs256("k", "alice", 60, Default::default()).unwrap();
-            assert!(
-                v.verify(&hs).is_err(),
-                "{alg:?} verifier must refuse an HS256 token"
-            );
+            assert!(v.verify(&hs).is_err(), "{alg:?} verifier must refuse an HS256 token");
         }
     }
 
@@ -187,12 +164,8 @@ mod tests {
         let mut claims = serde_json::Map::new();
         claims.insert("iss".into(), "me".into());
         claims.insert("aud".into(), "ws".into());
-        assert!(v
-            .verify(&mint_hs256("k", "a", 60, claims.clone()).unwrap())
-            .is_ok());
+        assert!(v.verify(&mint_hs256("k", "a", 60, claims.clone()).unwrap()).is_ok());
         claims.insert("iss".into(), "you".into());
-        assert!(v
-            .verify(&mint_hs256("k", "a", 60, claims).unwrap())
-            .is_err());
+        assert!(v.verify(&mint_hs256("k", "a", 60, claims).unwrap()).is_err());
     }
 }

@@ -76,42 +76,21 @@ impl From<TokenError> for AuthFailure {
 
 /// The bearer token from `Authorization: Bearer ...`, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 /// The JWT a client presented: `?token=` first, then the `Authorization` header.
-pub fn token_from<'a>(
-    query: &'a HashMap<String, String>,
-    headers: &'a HeaderMap,
-) -> Option<&'a str> {
-    query
-        .get("token")
-        .map(String::as_str)
-        .filter(|t| !t.is_empty())
-        .or_else(|| bearer(headers))
+pub fn token_from<'a>(query: &'a HashMap<String, String>, headers: &'a HeaderMap) -> Option<&'a str> {
+    query.get("token").map(String::as_str).filter(|t| !t.is_empty()).or_else(|| bearer(headers))
 }
 
 /// The API key a client presented: `X-API-Key` first, then `?api_key=`.
-pub fn api_key_from<'a>(
-    query: &'a HashMap<String, String>,
-    headers: &'a HeaderMap,
-) -> Option<&'a str> {
+pub fn api_key_from<'a>(query: &'a HashMap<String, String>, headers: &'a HeaderMap) -> Option<&'a str> {
     headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .filter(|k| !k.is_empty())
-        .or_else(|| {
-            query
-                .get("api_key")
-                .map(String::as_str)
-                .filter(|k| !k.is_empty())
-        })
+        .or_else(|| query.get("api_key").map(String::as_str).filter(|k| !k.is_empty()))
 }

@@ -27,10 +27,7 @@ pub struct MessageAssembler {
 impl MessageAssembler {
     /// An assembler that refuses messages over `max_bytes`.
     pub fn new(max_bytes: usize) -> Self {
-        MessageAssembler {
-            max_bytes,
-            partial: None,
-        }
+        MessageAssembler { max_bytes, partial: None }
     }
 
     /// Feeds a data frame (text, binary or continuation); returns a message when one completes,
@@ -70,10 +67,7 @@ impl MessageAssembler {
                 if is_text && std::str::from_utf8(&data).is_err() {
                     return Err(CloseReason::InvalidPayload);
                 }
-                Ok(Some(Message {
-                    is_text,
-                    data: Cow::Owned(data),
-                }))
+                Ok(Some(Message { is_text, data: Cow::Owned(data) }))
             }
         }
     }

@@ -29,9 +29,7 @@ impl MessageHandler for EchoHandler {
 
     async fn handle(&mut self, data: &[u8], is_text: bool) {
         // Waits for queue space instead of dropping: an echo client is its own backpressure.
-        self.conn
-            .send_wait(Bytes::copy_from_slice(data), is_text)
-            .await;
+        self.conn.send_wait(Bytes::copy_from_slice(data), is_text).await;
     }
 
     async fn finish(&mut self) {}

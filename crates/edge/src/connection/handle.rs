@@ -79,12 +79,7 @@ pub struct ConnHandle {
 
 impl ConnHandle {
     /// A handle whose writer reads from the other end of `tx`.
-    pub fn new(
-        id: u64,
-        endpoint: Arc<EndpointRuntime>,
-        selection: Selection,
-        tx: mpsc::Sender<Outbound>,
-    ) -> Self {
+    pub fn new(id: u64, endpoint: Arc<EndpointRuntime>, selection: Selection, tx: mpsc::Sender<Outbound>) -> Self {
         ConnHandle {
             id,
             endpoint,
@@ -108,12 +103,10 @@ impl ConnHandle {
             }
         }
         match &selection.filter {
-            Some(f) if !f.is_empty() => {
-                match payload.get_or_insert_with(|| event.payload_value()) {
-                    Some(v) => f.matches(v),
-                    None => false,
-                }
-            }
+            Some(f) if !f.is_empty() => match payload.get_or_insert_with(|| event.payload_value()) {
+                Some(v) => f.matches(v),
+                None => false,
+            },
             _ => true,
         }
     }

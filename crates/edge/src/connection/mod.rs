@@ -62,19 +62,13 @@ pub async fn run<H: MessageHandler>(
         }
     };
     let (read_half, write_half) = tokio::io::split(ws.into_inner());
-    let (mut reader, _) =
-        fastwebsockets::after_handshake_split(read_half, tokio::io::sink(), Role::Server);
+    let (mut reader, _) = fastwebsockets::after_handshake_split(read_half, tokio::io::sink(), Role::Server);
     reader.set_max_message_size(endpoint.config.max_message_bytes);
     reader.set_auto_close(true);
     reader.set_auto_pong(true);
 
     let (tx, rx) = mpsc::channel(endpoint.config.outbound_queue);
-    let conn = Arc::new(ConnHandle::new(
-        node.next_conn_id(),
-        endpoint.clone(),
-        Selection::default(),
-        tx,
-    ));
+    let conn = Arc::new(ConnHandle::new(node.next_conn_id(), endpoint.clone(), Selection::default(), tx));
     let expires_at = expires_at.map(|exp| {
         let left = exp.saturating_sub(now_millis() / 1000);
         tokio::time::Instant::now() + Duration::from_secs(left)
@@ -158,10 +152,7 @@ pub async fn run<H: MessageHandler>(
         Some(ClosePlan::Echo(_)) => "1005".into(),
         _ => "1006".into(),
     };
-    node.metrics
-        .disconnects
-        .with_label_values(&[path, &code])
-        .inc();
+    node.metrics.disconnects.with_label_values(&[path, &code]).inc();
     node.metrics.connections.with_label_values(&[path]).dec();
 }
 
@@ -169,9 +160,9 @@ fn plan_for(error: &WebSocketError) -> ClosePlan {
     let reason = match error {
         WebSocketError::FrameTooLarge => CloseReason::MessageTooBig,
         WebSocketError::InvalidUTF8 => CloseReason::InvalidPayload,
-        WebSocketError::UnexpectedEOF
-        | WebSocketError::ConnectionClosed
-        | WebSocketError::IoError(_) => return ClosePlan::Silent,
+        WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed | WebSocketError::IoError(_) => {
+            return ClosePlan::Silent
+        }
         _ => CloseReason::ProtocolError,
     };
     ClosePlan::Server(reason, reason.default_text().to_owned())

@@ -8,8 +8,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 use switchboard_protocol::timefmt::now_millis;
 use switchboard_protocol::{
-    ClientError, CloseReason, Command, ErrorKind, Event, FieldFilter, FrameKind, Reply,
-    SubscriptionTarget,
+    ClientError, CloseReason, Command, ErrorKind, Event, FieldFilter, FrameKind, Reply, SubscriptionTarget,
 };
 use wildmatch::WildMatch;
 
@@ -34,13 +33,7 @@ pub struct Session {
 impl Session {
     /// A session for an accepted connection.
     pub fn new(node: Arc<Node>, conn: Arc<ConnHandle>, principal: Principal) -> Self {
-        Session {
-            node,
-            conn,
-            principal,
-            topics: HashSet::new(),
-            channels: HashSet::new(),
-        }
+        Session { node, conn, principal, topics: HashSet::new(), channels: HashSet::new() }
     }
 
     fn reply(&self, reply: &Reply<'_>) {
@@ -50,48 +43,26 @@ impl Session {
     }
 
     async fn register(&mut self, topics: &[String]) -> Result<(), ClientError> {
-        let fresh: Vec<String> = topics
-            .iter()
-            .filter(|t| !self.topics.contains(*t))
-            .cloned()
-            .collect();
+        let fresh: Vec<String> = topics.iter().filter(|t| !self.topics.contains(*t)).cloned().collect();
         for t in &fresh {
             self.node.registry.add(t, &self.conn);
             self.topics.insert(t.clone());
         }
-        self.node
-            .metrics
-            .topics
-            .set(self.node.registry.topic_count() as i64);
+        self.node.metrics.topics.set(self.node.registry.topic_count() as i64);
         self.node.topics.reconcile(&fresh).await.map_err(|e| {
-            self.node
-                .metrics
-                .broker_errors
-                .with_label_values(&["subscribe"])
-                .inc();
+            self.node.metrics.broker_errors.with_label_values(&["subscribe"]).inc();
             tracing::warn!(error = %e, "broker subscribe failed");
-            ClientError::new(
-                ErrorKind::SubscriptionFailed,
-                "subscription temporarily unavailable; retry",
-            )
+            ClientError::new(ErrorKind::SubscriptionFailed, "subscription temporarily unavailable; retry")
         })
     }
 
     async fn unregister(&mut self, topics: &[String]) {
-        let gone: Vec<String> = topics
-            .iter()
-            .filter(|t| self.topics.remove(*t))
-            .cloned()
-            .collect();
+        let gone: Vec<String> = topics.iter().filter(|t| self.topics.remove(*t)).cloned().collect();
         for t in &gone {
             self.node.registry.remove(t, self.conn.id);
         }
         if self.node.topics.reconcile(&gone).await.is_err() {
-            self.node
-                .metrics
-                .broker_errors
-                .with_label_values(&["unsubscribe"])
-                .inc();
+            self.node.metrics.broker_errors.with_label_values(&["unsubscribe"]).inc();
         }
     }
 
@@ -109,10 +80,7 @@ impl Session {
                 SubscriptionTarget::EventType(t) => {
                     return Err(ClientError::new(
                         ErrorKind::UnknownChannel,
-                        format!(
-                            "unknown channel `{t}`; this endpoint offers: {}",
-                            ep.type_list()
-                        ),
+                        format!("unknown channel `{t}`; this endpoint offers: {}", ep.type_list()),
                     ))
                 }
                 SubscriptionTarget::Channel(c) => {
@@ -121,17 +89,11 @@ impl Session {
                 }
             }
         }
-        let new_channels: Vec<&String> = channels
-            .iter()
-            .filter(|c| !self.channels.contains(*c))
-            .collect();
+        let new_channels: Vec<&String> = channels.iter().filter(|c| !self.channels.contains(*c)).collect();
         if self.channels.len() + new_channels.len() > ep.config.max_subscriptions {
             return Err(ClientError::new(
                 ErrorKind::TooManySubscriptions,
-                format!(
-                    "at most {} subscriptions per connection",
-                    ep.config.max_subscriptions
-                ),
+                format!("at most {} subscriptions per connection", ep.config.max_subscriptions),
             ));
         }
         if !channels.is_empty() {
@@ -141,10 +103,7 @@ impl Session {
         }
         let mut selection = self.conn.selection.write();
         if !types.is_empty() {
-            selection
-                .types
-                .get_or_insert_with(HashSet::new)
-                .extend(types);
+            selection.types.get_or_insert_with(HashSet::new).extend(types);
         }
         if let Some(f) = filter {
             selection.filter = (!f.is_empty()).then_some(f);
@@ -183,10 +142,7 @@ impl Session {
             ));
         }
         if ep.member_only(channel) && !self.is_member(channel).await? {
-            return Err(ClientError::new(
-                ErrorKind::NotMember,
-                format!("not a member of `{channel}`"),
-            ));
+            return Err(ClientError::new(ErrorKind::NotMember, format!("not a member of `{channel}`")));
         }
         Ok(())
     }
@@ -201,53 +157,30 @@ impl Session {
                 return Ok(true);
             }
         }
-        self.node
-            .broker
-            .set_contains(&members_key(channel), &claims.sub)
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "membership lookup failed");
-                ClientError::new(ErrorKind::Internal, "membership check unavailable; retry")
-            })
+        self.node.broker.set_contains(&members_key(channel), &claims.sub).await.map_err(|e| {
+            tracing::warn!(error = %e, "membership lookup failed");
+            ClientError::new(ErrorKind::Internal, "membership check unavailable; retry")
+        })
     }
 
     /// A client sends an event to a conversation: delivered to the other members' user
     /// streams, stamped with the sender's id by the server.
-    async fn publish(
-        &mut self,
-        channel: String,
-        kind: String,
-        payload: Box<RawValue>,
-    ) -> Result<(), ClientError> {
+    async fn publish(&mut self, channel: String, kind: String, payload: Box<RawValue>) -> Result<(), ClientError> {
         let ep = self.conn.endpoint.clone();
         if !ep.config.client_publish_types.contains(&kind) {
-            return Err(ClientError::new(
-                ErrorKind::Forbidden,
-                format!("`{kind}` cannot be sent on this endpoint"),
-            ));
+            return Err(ClientError::new(ErrorKind::Forbidden, format!("`{kind}` cannot be sent on this endpoint")));
         }
         let Some(sender) = self.principal.user().map(str::to_owned) else {
-            return Err(ClientError::new(
-                ErrorKind::Forbidden,
-                "only users can send messages",
-            ));
+            return Err(ClientError::new(ErrorKind::Forbidden, "only users can send messages"));
         };
         if !self.is_member(&channel).await? {
-            return Err(ClientError::new(
-                ErrorKind::NotMember,
-                format!("not a member of `{channel}`"),
-            ));
+            return Err(ClientError::new(ErrorKind::NotMember, format!("not a member of `{channel}`")));
         }
         let unavailable = |e: switchboard_broker::BrokerError| {
             tracing::warn!(error = %e, "chat publish failed");
             ClientError::new(ErrorKind::Internal, "message could not be delivered; retry")
         };
-        let members = self
-            .node
-            .broker
-            .set_members(&members_key(&channel))
-            .await
-            .map_err(unavailable)?;
+        let members = self.node.broker.set_members(&members_key(&channel)).await.map_err(unavailable)?;
         let mut event = Event {
             id: event_id(),
             kind,
@@ -260,18 +193,10 @@ impl Session {
         let mut messages = Vec::with_capacity(members.len());
         for member in members.into_iter().filter(|m| *m != sender) {
             event.user = Some(member);
-            let body = serde_json::to_vec(&event)
-                .map_err(|e| ClientError::new(ErrorKind::Internal, e.to_string()))?;
-            messages.push((
-                user_topic(event.user.as_deref().unwrap_or_default()),
-                Bytes::from(body),
-            ));
+            let body = serde_json::to_vec(&event).map_err(|e| ClientError::new(ErrorKind::Internal, e.to_string()))?;
+            messages.push((user_topic(event.user.as_deref().unwrap_or_default()), Bytes::from(body)));
         }
-        self.node
-            .broker
-            .publish_many(&messages)
-            .await
-            .map_err(unavailable)
+        self.node.broker.publish_many(&messages).await.map_err(unavailable)
     }
 }
 
@@ -285,10 +210,7 @@ impl MessageHandler for Session {
             self.conn.selection.write().types = Some(HashSet::new());
         }
         let sid = session_id();
-        self.reply(&Reply::Welcome {
-            session_id: &sid,
-            now_ms: now_millis(),
-        });
+        self.reply(&Reply::Welcome { session_id: &sid, now_ms: now_millis() });
         let mut base = Vec::new();
         if ep.config.user_events {
             if let Some(user) = self.principal.user() {
@@ -298,9 +220,7 @@ impl MessageHandler for Session {
         if !ep.config.broadcast_channel.is_empty() {
             base.push(channel_topic(&ep.config.broadcast_channel));
         }
-        self.register(&base)
-            .await
-            .map_err(|_| CloseReason::Internal)
+        self.register(&base).await.map_err(|_| CloseReason::Internal)
     }
 
     /// Handles one complete client message.
@@ -308,55 +228,28 @@ impl MessageHandler for Session {
         let codec = self.conn.endpoint.codec;
         if is_text != (codec.frame_kind() == FrameKind::Text) {
             let kind = if is_text { "binary" } else { "text" };
-            let error = ClientError::new(
-                ErrorKind::InvalidRequest,
-                format!("this endpoint expects {kind} frames"),
-            );
-            return self.reply(&Reply::Error {
-                error: &error,
-                request_id: None,
-            });
+            let error = ClientError::new(ErrorKind::InvalidRequest, format!("this endpoint expects {kind} frames"));
+            return self.reply(&Reply::Error { error: &error, request_id: None });
         }
         let command = match codec.decode(message) {
             Ok(c) => c,
-            Err(error) => {
-                return self.reply(&Reply::Error {
-                    error: &error,
-                    request_id: None,
-                })
-            }
+            Err(error) => return self.reply(&Reply::Error { error: &error, request_id: None }),
         };
         let (request_id, result) = match command {
-            Command::Subscribe {
-                targets,
-                filter,
-                request_id,
-            } => (request_id, self.subscribe(targets, filter).await),
-            Command::Unsubscribe {
-                targets,
-                request_id,
-            } => (request_id, self.unsubscribe(targets).await),
+            Command::Subscribe { targets, filter, request_id } => (request_id, self.subscribe(targets, filter).await),
+            Command::Unsubscribe { targets, request_id } => (request_id, self.unsubscribe(targets).await),
             Command::Ping { request_id } => {
-                self.reply(&Reply::Pong {
-                    request_id: request_id.as_deref(),
-                });
+                self.reply(&Reply::Pong { request_id: request_id.as_deref() });
                 return;
             }
-            Command::Publish {
-                channel,
-                kind,
-                payload,
-                ephemeral: _,
-                request_id,
-            } => (request_id, self.publish(channel, kind, payload).await),
+            Command::Publish { channel, kind, payload, ephemeral: _, request_id } => {
+                (request_id, self.publish(channel, kind, payload).await)
+            }
         };
         let request_id = request_id.as_deref();
         match result {
             Ok(()) => self.reply(&Reply::Ack { request_id }),
-            Err(error) => self.reply(&Reply::Error {
-                error: &error,
-                request_id,
-            }),
+            Err(error) => self.reply(&Reply::Error { error: &error, request_id }),
         }
     }
 
@@ -367,16 +260,9 @@ impl MessageHandler for Session {
             self.node.registry.remove(t, self.conn.id);
         }
         if let Err(e) = self.node.topics.reconcile(&topics).await {
-            self.node
-                .metrics
-                .broker_errors
-                .with_label_values(&["unsubscribe"])
-                .inc();
+            self.node.metrics.broker_errors.with_label_values(&["unsubscribe"]).inc();
             tracing::warn!(error = %e, "could not release broker subscriptions");
         }
-        self.node
-            .metrics
-            .topics
-            .set(self.node.registry.topic_count() as i64);
+        self.node.metrics.topics.set(self.node.registry.topic_count() as i64);
     }
 }

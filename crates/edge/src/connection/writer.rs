@@ -119,10 +119,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
         let plan = conn.close_plan();
         // Messages queued before the close are still owed to the client, except to a slow
         // consumer, which is closed precisely because it does not read them.
-        if !matches!(
-            plan,
-            Some(ClosePlan::Server(CloseReason::SlowConsumer, _)) | Some(ClosePlan::Silent) | None
-        ) {
+        if !matches!(plan, Some(ClosePlan::Server(CloseReason::SlowConsumer, _)) | Some(ClosePlan::Silent) | None) {
             let mut large = None;
             while let Ok(item) = rx.try_recv() {
                 append(&mut buf, item, opcode, &mut large);
@@ -132,9 +129,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
             }
         }
         let payload = match plan {
-            Some(ClosePlan::Server(reason, text)) => {
-                Some(close_payload(ep.close_code(reason), &text))
-            }
+            Some(ClosePlan::Server(reason, text)) => Some(close_payload(ep.close_code(reason), &text)),
             Some(ClosePlan::Echo(payload)) => Some(payload),
             Some(ClosePlan::Silent) | None => None,
         };
@@ -182,9 +177,7 @@ async fn write_vectored_all<W: AsyncWrite + Unpin>(
         let n = if head.is_empty() {
             socket.write(body).await?
         } else {
-            socket
-                .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
-                .await?
+            socket.write_vectored(&[IoSlice::new(head), IoSlice::new(body)]).await?
         };
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
@@ -199,11 +192,7 @@ async fn write_vectored_all<W: AsyncWrite + Unpin>(
     socket.flush().await
 }
 
-async fn write_batch<W: AsyncWrite + Unpin>(
-    socket: &mut W,
-    buf: &[u8],
-    large: Option<&[u8]>,
-) -> std::io::Result<()> {
+async fn write_batch<W: AsyncWrite + Unpin>(socket: &mut W, buf: &[u8], large: Option<&[u8]>) -> std::io::Result<()> {
     socket.write_all(buf).await?;
     if let Some(payload) = large {
         socket.write_all(payload).await?;

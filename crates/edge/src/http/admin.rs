@@ -23,10 +23,7 @@ pub struct AdminAuth;
 impl FromRequestParts<Arc<Node>> for AdminAuth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        node: &Arc<Node>,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, node: &Arc<Node>) -> Result<Self, Self::Rejection> {
         let Some(given) = bearer(&parts.headers) else {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -36,11 +33,7 @@ impl FromRequestParts<Arc<Node>> for AdminAuth {
         };
         // Compare digests so the comparison time does not depend on how much of the key matched.
         if Sha256::digest(given.as_bytes()) != Sha256::digest(node.config.admin_key().as_bytes()) {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_token",
-                "the admin key is wrong",
-            ));
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", "the admin key is wrong"));
         }
         Ok(AdminAuth)
     }
@@ -61,42 +54,24 @@ fn default_max_connections() -> u32 {
 }
 
 /// `POST /v1/api-keys` → `{"key": ...}`, shown once; only its hash is stored.
-pub async fn create_api_key(
-    State(node): State<Arc<Node>>,
-    _: AdminAuth,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let req: NewApiKey = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+pub async fn create_api_key(State(node): State<Arc<Node>>, _: AdminAuth, body: Bytes) -> Result<Response, ApiError> {
+    let req: NewApiKey =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
     if req.name.is_empty() || req.name.len() > 128 {
         return Err(ApiError::bad_request("`name` must be 1 to 128 characters"));
     }
     if req.max_connections == 0 {
-        return Err(ApiError::bad_request(
-            "`max_connections` must be at least 1",
-        ));
+        return Err(ApiError::bad_request("`max_connections` must be at least 1"));
     }
     for path in &req.endpoints {
-        let known = node
-            .endpoints
-            .iter()
-            .any(|e| e.config.path == *path && e.config.auth == crate::config::AuthMethod::ApiKey);
+        let known =
+            node.endpoints.iter().any(|e| e.config.path == *path && e.config.auth == crate::config::AuthMethod::ApiKey);
         if !known {
-            return Err(ApiError::bad_request(format!(
-                "`{path}` is not an API-key endpoint of this node"
-            )));
+            return Err(ApiError::bad_request(format!("`{path}` is not an API-key endpoint of this node")));
         }
     }
-    let record = ApiKeyRecord {
-        name: req.name,
-        endpoints: req.endpoints,
-        max_connections: req.max_connections,
-    };
-    let key = node
-        .api_keys
-        .create(&record)
-        .await
-        .map_err(ApiError::unavailable)?;
+    let record = ApiKeyRecord { name: req.name, endpoints: req.endpoints, max_connections: req.max_connections };
+    let key = node.api_keys.create(&record).await.map_err(ApiError::unavailable)?;
     let body = json!({"key": key, "name": record.name, "endpoints": record.endpoints, "max_connections": record.max_connections});
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -107,19 +82,10 @@ pub async fn delete_api_key(
     _: AdminAuth,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    if node
-        .api_keys
-        .delete(&name)
-        .await
-        .map_err(ApiError::unavailable)?
-    {
+    if node.api_keys.delete(&name).await.map_err(ApiError::unavailable)? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no API key named `{name}`"),
-        ))
+        Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no API key named `{name}`")))
     }
 }
 
@@ -129,10 +95,7 @@ pub async fn add_member(
     _: AdminAuth,
     Path((channel, user)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    node.broker
-        .set_add(&members_key(&channel), &user)
-        .await
-        .map_err(ApiError::unavailable)?;
+    node.broker.set_add(&members_key(&channel), &user).await.map_err(ApiError::unavailable)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -142,18 +105,9 @@ pub async fn remove_member(
     _: AdminAuth,
     Path((channel, user)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    if node
-        .broker
-        .set_remove(&members_key(&channel), &user)
-        .await
-        .map_err(ApiError::unavailable)?
-    {
+    if node.broker.set_remove(&members_key(&channel), &user).await.map_err(ApiError::unavailable)? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("`{user}` is not a member of `{channel}`"),
-        ))
+        Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("`{user}` is not a member of `{channel}`")))
     }
 }

@@ -19,11 +19,7 @@ pub struct ApiError {
 impl ApiError {
     /// Builds an error.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
+        ApiError { status, code, message: message.into() }
     }
 
     /// 400 with `invalid_request`.
@@ -33,11 +29,7 @@ impl ApiError {
 
     /// 503: shared state unreachable; nothing was accepted.
     pub fn unavailable(e: impl std::fmt::Display) -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "broker_unavailable",
-            format!("not accepted: {e}"),
-        )
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", format!("not accepted: {e}"))
     }
 
     /// The `error` field: a short category derived from the status.

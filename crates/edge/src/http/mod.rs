@@ -33,10 +33,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/publish/batch", post(publish::publish_batch))
         .route("/v1/api-keys", post(admin::create_api_key))
         .route("/v1/api-keys/{name}", delete(admin::delete_api_key))
-        .route(
-            "/v1/channels/{id}/members/{user}",
-            put(admin::add_member).delete(admin::remove_member),
-        );
+        .route("/v1/channels/{id}/members/{user}", put(admin::add_member).delete(admin::remove_member));
     for endpoint in &node.endpoints {
         let ep = endpoint.clone();
         router = router.route(
@@ -46,13 +43,8 @@ pub fn router(node: Arc<Node>) -> Router {
     }
     if let Some(ep) = crate::endpoint::echo_endpoint(&node.config) {
         let path = ep.config.path.clone();
-        router = router.route(
-            &path,
-            get(move |state: State<Arc<Node>>, req: Request| echo::echo(state, ep.clone(), req)),
-        );
+        router =
+            router.route(&path, get(move |state: State<Arc<Node>>, req: Request| echo::echo(state, ep.clone(), req)));
     }
-    router
-        .fallback(ops::not_found)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(node)
+    router.fallback(ops::not_found).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(node)
 }

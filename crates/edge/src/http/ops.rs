@@ -21,36 +21,21 @@ pub async fn healthz() -> Json<serde_json::Value> {
 /// `GET /readyz`: the broker answers and the node is not draining.
 pub async fn readyz(State(node): State<Arc<Node>>) -> Response {
     if node.draining.is_cancelled() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "draining"})),
-        )
-            .into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining"}))).into_response();
     }
     match node.broker.ping().await {
-        Ok(()) if node.is_ready() => {
-            Json(json!({"status": "ready", "broker": node.broker.name()})).into_response()
+        Ok(()) if node.is_ready() => Json(json!({"status": "ready", "broker": node.broker.name()})).into_response(),
+        Ok(()) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not_ready"}))).into_response(),
+        Err(e) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "broker_unreachable", "error": e.to_string()})))
+                .into_response()
         }
-        Ok(()) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not_ready"})),
-        )
-            .into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "broker_unreachable", "error": e.to_string()})),
-        )
-            .into_response(),
     }
 }
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        node.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], node.metrics.render()).into_response()
 }
 
 /// `GET /playground`: the browser playground.
@@ -78,9 +63,5 @@ pub async fn playground_endpoints(State(node): State<Arc<Node>>) -> Json<serde_j
 
 /// Anything else: JSON 404.
 pub async fn not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such route; see /playground for the endpoints",
-    )
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see /playground for the endpoints")
 }

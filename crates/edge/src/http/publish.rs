@@ -66,13 +66,10 @@ fn prepare(req: PublishRequest, out: &mut Vec<(String, bytes::Bytes)>) -> Result
     if let Some(id) = &req.id {
         check_name("id", id)?;
     }
-    let targets = usize::from(req.channel.is_some())
-        + usize::from(req.user.is_some())
-        + usize::from(req.users.is_some());
+    let targets =
+        usize::from(req.channel.is_some()) + usize::from(req.user.is_some()) + usize::from(req.users.is_some());
     if targets != 1 {
-        return Err(ApiError::bad_request(
-            "give exactly one of `channel`, `user` or `users`",
-        ));
+        return Err(ApiError::bad_request("give exactly one of `channel`, `user` or `users`"));
     }
     let mut event = Event {
         id: req.id.unwrap_or_else(event_id),
@@ -83,11 +80,8 @@ fn prepare(req: PublishRequest, out: &mut Vec<(String, bytes::Bytes)>) -> Result
         payload: req.payload,
         sender: None,
     };
-    let encode = |e: &Event| {
-        serde_json::to_vec(e)
-            .map(bytes::Bytes::from)
-            .map_err(|e| ApiError::bad_request(e.to_string()))
-    };
+    let encode =
+        |e: &Event| serde_json::to_vec(e).map(bytes::Bytes::from).map_err(|e| ApiError::bad_request(e.to_string()));
     if let Some(channel) = req.channel {
         check_name("channel", &channel)?;
         let topic = channel_topic(&channel);
@@ -96,9 +90,7 @@ fn prepare(req: PublishRequest, out: &mut Vec<(String, bytes::Bytes)>) -> Result
     } else {
         let users = req.users.or(req.user.map(|u| vec![u])).unwrap_or_default();
         if users.is_empty() || users.len() > MAX_USERS {
-            return Err(ApiError::bad_request(format!(
-                "`users` must list 1 to {MAX_USERS} users"
-            )));
+            return Err(ApiError::bad_request(format!("`users` must list 1 to {MAX_USERS} users")));
         }
         for user in users {
             check_name("user", &user)?;
@@ -111,66 +103,41 @@ fn prepare(req: PublishRequest, out: &mut Vec<(String, bytes::Bytes)>) -> Result
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 /// `POST /v1/publish`.
-pub async fn publish(
-    State(node): State<Arc<Node>>,
-    _: AdminAuth,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let timer = node
-        .metrics
-        .publish_seconds
-        .with_label_values(&["publish"])
-        .start_timer();
+pub async fn publish(State(node): State<Arc<Node>>, _: AdminAuth, body: Bytes) -> Result<Response, ApiError> {
+    let timer = node.metrics.publish_seconds.with_label_values(&["publish"]).start_timer();
     let mut messages = Vec::with_capacity(1);
     let id = prepare(parse(&body)?, &mut messages)?;
-    node.broker
-        .publish_many(&messages)
-        .await
-        .map_err(ApiError::unavailable)?;
+    node.broker.publish_many(&messages).await.map_err(ApiError::unavailable)?;
     node.metrics.published.inc();
     timer.observe_duration();
     Ok((StatusCode::OK, Json(json!({ "id": id }))).into_response())
 }
 
 /// `POST /v1/publish/batch`: `{"events": [...]}`, all validated before any is published.
-pub async fn publish_batch(
-    State(node): State<Arc<Node>>,
-    _: AdminAuth,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+pub async fn publish_batch(State(node): State<Arc<Node>>, _: AdminAuth, body: Bytes) -> Result<Response, ApiError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Batch {
         events: Vec<PublishRequest>,
     }
-    let timer = node
-        .metrics
-        .publish_seconds
-        .with_label_values(&["batch"])
-        .start_timer();
+    let timer = node.metrics.publish_seconds.with_label_values(&["batch"]).start_timer();
     let batch: Batch = parse(&body)?;
     if batch.events.is_empty() || batch.events.len() > MAX_BATCH {
-        return Err(ApiError::bad_request(format!(
-            "`events` must hold 1 to {MAX_BATCH} events"
-        )));
+        return Err(ApiError::bad_request(format!("`events` must hold 1 to {MAX_BATCH} events")));
     }
     let n = batch.events.len();
     let mut messages = Vec::with_capacity(n);
     let mut ids = Vec::with_capacity(n);
     for (i, req) in batch.events.into_iter().enumerate() {
-        let id = prepare(req, &mut messages)
-            .map_err(|e| ApiError::bad_request(format!("events[{i}]: {}", e.message)))?;
+        let id =
+            prepare(req, &mut messages).map_err(|e| ApiError::bad_request(format!("events[{i}]: {}", e.message)))?;
         ids.push(id);
     }
-    node.broker
-        .publish_many(&messages)
-        .await
-        .map_err(ApiError::unavailable)?;
+    node.broker.publish_many(&messages).await.map_err(ApiError::unavailable)?;
     node.metrics.published.inc_by(n as u64);
     timer.observe_duration();
     Ok((StatusCode::OK, Json(json!({ "ids": ids }))).into_response())

@@ -20,11 +20,7 @@ use crate::endpoint::EndpointRuntime;
 use crate::node::Node;
 
 /// Handles a request on a WebSocket endpoint path.
-pub async fn accept(
-    State(node): State<Arc<Node>>,
-    ep: Arc<EndpointRuntime>,
-    mut req: Request,
-) -> Response {
+pub async fn accept(State(node): State<Arc<Node>>, ep: Arc<EndpointRuntime>, mut req: Request) -> Response {
     let path = ep.config.path.as_str();
     let result = |r: &str| node.metrics.connects.with_label_values(&[path, r]).inc();
     if !origin_allowed(&ep, &req) {
@@ -45,9 +41,7 @@ pub async fn accept(
         )
         .into_response();
     }
-    let query: HashMap<String, String> = Query::try_from_uri(req.uri())
-        .map(|q| q.0)
-        .unwrap_or_default();
+    let query: HashMap<String, String> = Query::try_from_uri(req.uri()).map(|q| q.0).unwrap_or_default();
     let principal = match authenticate(&node, &ep, &query, req.headers()).await {
         Ok(p) => p,
         Err(Rejection::Auth(failure)) => {
@@ -69,13 +63,7 @@ pub async fn accept(
             let expires_at = principal.expires_at();
             let handler_node = node.clone();
             let make = move |conn| connection::Session::new(handler_node, conn, principal);
-            node.connections.spawn(connection::run(
-                node.clone(),
-                ep.clone(),
-                expires_at,
-                make,
-                upgrade,
-            ));
+            node.connections.spawn(connection::run(node.clone(), ep.clone(), expires_at, make, upgrade));
             response.map(axum::body::Body::new)
         }
         Err(e) => {
@@ -98,16 +86,11 @@ async fn authenticate(
 ) -> Result<Principal, Rejection> {
     match ep.config.auth {
         AuthMethod::Jwt => {
-            let token =
-                token_from(query, headers).ok_or(Rejection::Auth(AuthFailure::MissingToken))?;
-            node.jwt
-                .verify(token)
-                .map(Principal::User)
-                .map_err(|e| Rejection::Auth(e.into()))
+            let token = token_from(query, headers).ok_or(Rejection::Auth(AuthFailure::MissingToken))?;
+            node.jwt.verify(token).map(Principal::User).map_err(|e| Rejection::Auth(e.into()))
         }
         AuthMethod::ApiKey => {
-            let key =
-                api_key_from(query, headers).ok_or(Rejection::Auth(AuthFailure::MissingApiKey))?;
+            let key = api_key_from(query, headers).ok_or(Rejection::Auth(AuthFailure::MissingApiKey))?;
             match node.api_keys.lookup(key).await {
                 Ok(Some(record)) if record.allows(&ep.config.path) => Ok(Principal::ApiKey(record)),
                 Ok(_) => Err(Rejection::Auth(AuthFailure::InvalidApiKey)),
@@ -122,14 +105,8 @@ fn origin_allowed(ep: &EndpointRuntime, req: &Request) -> bool {
     if allowed.is_empty() {
         return true;
     }
-    match req
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|o| o.to_str().ok())
-    {
-        Some(origin) => allowed
-            .iter()
-            .any(|a| a == "*" || a.eq_ignore_ascii_case(origin)),
+    match req.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        Some(origin) => allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)),
         // Non-browser clients send no Origin; the check protects browsers.
         None => true,
     }
@@ -148,10 +125,5 @@ fn upgrade_required(ep: &EndpointRuntime) -> Response {
         "message": format!("{} is a WebSocket endpoint ({} dialect); connect with a WebSocket client", ep.config.path, ep.config.dialect.name()),
         "documentation": ep.config.docs_url,
     });
-    (
-        StatusCode::UPGRADE_REQUIRED,
-        [(header::UPGRADE, "websocket")],
-        Json(body),
-    )
-        .into_response()
+    (StatusCode::UPGRADE_REQUIRED, [(header::UPGRADE, "websocket")], Json(body)).into_response()
 }

@@ -39,8 +39,8 @@ fn invalid(message: impl Into<String>) -> ClientError {
 
 fn channel(data: Option<Box<RawValue>>) -> Result<Vec<SubscriptionTarget>, ClientError> {
     let data = data.ok_or_else(|| invalid("`data.channel` is required"))?;
-    let d: ChannelData = serde_json::from_str(data.get())
-        .map_err(|_| invalid("`data.channel` (a string) is required"))?;
+    let d: ChannelData =
+        serde_json::from_str(data.get()).map_err(|_| invalid("`data.channel` (a string) is required"))?;
     if d.channel.is_empty() {
         return Err(invalid("`data.channel` must not be empty"));
     }
@@ -57,28 +57,18 @@ impl Codec for Basic {
     }
 
     fn decode(&self, message: &[u8]) -> Result<Command, ClientError> {
-        let frame: ClientFrame = serde_json::from_slice(message)
-            .map_err(|e| invalid(format!("malformed message: {e}")))?;
+        let frame: ClientFrame =
+            serde_json::from_slice(message).map_err(|e| invalid(format!("malformed message: {e}")))?;
         match frame.kind.as_str() {
-            "subscribe" => Ok(Command::Subscribe {
-                targets: channel(frame.data)?,
-                filter: None,
-                request_id: None,
-            }),
-            "unsubscribe" => Ok(Command::Unsubscribe {
-                targets: channel(frame.data)?,
-                request_id: None,
-            }),
+            "subscribe" => Ok(Command::Subscribe { targets: channel(frame.data)?, filter: None, request_id: None }),
+            "unsubscribe" => Ok(Command::Unsubscribe { targets: channel(frame.data)?, request_id: None }),
             "ping" => Ok(Command::Ping { request_id: None }),
             other => Err(invalid(format!("unknown command `{other}`"))),
         }
     }
 
     fn encode_event(&self, event: &Event, replayed: bool) -> Bytes {
-        let mut buf = Vec::with_capacity(event_capacity(
-            &event.payload,
-            event.kind.len() + event.id.len(),
-        ));
+        let mut buf = Vec::with_capacity(event_capacity(&event.payload, event.kind.len() + event.id.len()));
         buf.extend_from_slice(b"{");
         push_key(&mut buf, "type");
         push_str(&mut buf, &event.kind);
@@ -116,11 +106,7 @@ impl Codec for Basic {
             Reply::ReplayComplete { count, truncated } => {
                 buf.extend_from_slice(b"\"replay_complete\",\"data\":{\"count\":");
                 push_u64(&mut buf, *count as u64);
-                buf.extend_from_slice(if *truncated {
-                    b",\"truncated\":true}"
-                } else {
-                    b",\"truncated\":false}"
-                });
+                buf.extend_from_slice(if *truncated { b",\"truncated\":true}" } else { b",\"truncated\":false}" });
             }
         }
         buf.push(b'}');
@@ -131,13 +117,11 @@ impl Codec for Basic {
 /// Maps every error onto the document's four codes.
 fn error_code(kind: ErrorKind) -> &'static str {
     match kind {
-        ErrorKind::InvalidRequest | ErrorKind::UnknownType | ErrorKind::RateLimited => {
-            "invalid_request"
-        }
+        ErrorKind::InvalidRequest | ErrorKind::UnknownType | ErrorKind::RateLimited => "invalid_request",
         ErrorKind::Forbidden | ErrorKind::NotMember => "unauthorized",
-        ErrorKind::UnknownChannel
-        | ErrorKind::SubscriptionFailed
-        | ErrorKind::TooManySubscriptions => "subscription_failed",
+        ErrorKind::UnknownChannel | ErrorKind::SubscriptionFailed | ErrorKind::TooManySubscriptions => {
+            "subscription_failed"
+        }
         ErrorKind::Internal => "internal_error",
     }
 }
@@ -149,30 +133,16 @@ mod tests {
 
     #[test]
     fn subscribe_unsubscribe_ping() {
-        let Command::Subscribe { targets, .. } = Basic
-            .decode(br#"{"type":"subscribe","data":{"channel":"conversation:conv-123"}}"#)
-            .unwrap()
+        let Command::Subscribe { targets, .. } =
+            Basic.decode(br#"{"type":"subscribe","data":{"channel":"conversation:conv-123"}}"#).unwrap()
         else {
             panic!("not a subscribe")
         };
-        assert_eq!(
-            targets,
-            vec![SubscriptionTarget::Channel("conversation:conv-123".into())]
-        );
-        assert!(matches!(
-            Basic.decode(br#"{"type":"ping","data":{}}"#).unwrap(),
-            Command::Ping { .. }
-        ));
-        assert!(matches!(
-            Basic.decode(br#"{"type":"ping"}"#).unwrap(),
-            Command::Ping { .. }
-        ));
-        let pong: Value = serde_json::from_slice(
-            &Basic
-                .encode_reply(&Reply::Pong { request_id: None })
-                .unwrap(),
-        )
-        .unwrap();
+        assert_eq!(targets, vec![SubscriptionTarget::Channel("conversation:conv-123".into())]);
+        assert!(matches!(Basic.decode(br#"{"type":"ping","data":{}}"#).unwrap(), Command::Ping { .. }));
+        assert!(matches!(Basic.decode(br#"{"type":"ping"}"#).unwrap(), Command::Ping { .. }));
+        let pong: Value =
+            serde_json::from_slice(&Basic.encode_reply(&Reply::Pong { request_id: None }).unwrap()).unwrap();
         assert_eq!(pong, json!({"type": "pong", "data": {}}));
     }
 
@@ -185,15 +155,9 @@ mod tests {
             b"{\"type\":\"x\"}",
         ] {
             let err = Basic.decode(bad).unwrap_err();
-            let v: Value = serde_json::from_slice(
-                &Basic
-                    .encode_reply(&Reply::Error {
-                        error: &err,
-                        request_id: None,
-                    })
-                    .unwrap(),
-            )
-            .unwrap();
+            let v: Value =
+                serde_json::from_slice(&Basic.encode_reply(&Reply::Error { error: &err, request_id: None }).unwrap())
+                    .unwrap();
             assert_eq!(v["type"], "error");
             assert_eq!(v["data"]["code"], "invalid_request");
         }

@@ -49,17 +49,11 @@ fn invalid(message: impl Into<String>) -> ClientError {
 }
 
 fn event_types(channels: Option<Vec<String>>) -> Result<Vec<SubscriptionTarget>, ClientError> {
-    let channels =
-        channels.ok_or_else(|| invalid("`channels` (a list of event types) is required"))?;
+    let channels = channels.ok_or_else(|| invalid("`channels` (a list of event types) is required"))?;
     if channels.is_empty() || channels.len() > MAX_CHANNELS_PER_FRAME {
-        return Err(invalid(format!(
-            "`channels` must list 1 to {MAX_CHANNELS_PER_FRAME} event types"
-        )));
+        return Err(invalid(format!("`channels` must list 1 to {MAX_CHANNELS_PER_FRAME} event types")));
     }
-    Ok(channels
-        .into_iter()
-        .map(SubscriptionTarget::EventType)
-        .collect())
+    Ok(channels.into_iter().map(SubscriptionTarget::EventType).collect())
 }
 
 impl Codec for Orbnet {
@@ -76,29 +70,20 @@ impl Codec for Orbnet {
     }
 
     fn decode(&self, message: &[u8]) -> Result<Command, ClientError> {
-        let frame: ClientFrame = serde_json::from_slice(message)
-            .map_err(|e| invalid(format!("malformed message: {e}")))?;
+        let frame: ClientFrame =
+            serde_json::from_slice(message).map_err(|e| invalid(format!("malformed message: {e}")))?;
         match frame.kind.as_str() {
             "subscribe" => {
                 let filter = match frame.filters {
                     Some(obj) => Some(FieldFilter::from_json(&obj)?),
                     None => None,
                 };
-                Ok(Command::Subscribe {
-                    targets: event_types(frame.channels)?,
-                    filter,
-                    request_id: None,
-                })
+                Ok(Command::Subscribe { targets: event_types(frame.channels)?, filter, request_id: None })
             }
-            "unsubscribe" => Ok(Command::Unsubscribe {
-                targets: event_types(frame.channels)?,
-                request_id: None,
-            }),
+            "unsubscribe" => Ok(Command::Unsubscribe { targets: event_types(frame.channels)?, request_id: None }),
             "ping" => Ok(Command::Ping { request_id: None }),
             "message" | "typing" | "read_receipt" => {
-                let payload = frame
-                    .payload
-                    .ok_or_else(|| invalid("`payload` is required"))?;
+                let payload = frame.payload.ok_or_else(|| invalid("`payload` is required"))?;
                 let chat: ChatPayload = serde_json::from_str(payload.get())
                     .map_err(|_| invalid("`payload.conversationId` (a string) is required"))?;
                 if chat.conversation_id.is_empty() {
@@ -112,18 +97,12 @@ impl Codec for Orbnet {
                     request_id: None,
                 })
             }
-            other => Err(ClientError::new(
-                ErrorKind::UnknownType,
-                format!("unknown message type `{other}`"),
-            )),
+            other => Err(ClientError::new(ErrorKind::UnknownType, format!("unknown message type `{other}`"))),
         }
     }
 
     fn encode_event(&self, event: &Event, replayed: bool) -> Bytes {
-        let mut buf = Vec::with_capacity(event_capacity(
-            &event.payload,
-            event.kind.len() + event.id.len(),
-        ));
+        let mut buf = Vec::with_capacity(event_capacity(&event.payload, event.kind.len() + event.id.len()));
         buf.extend_from_slice(b"{");
         push_key(&mut buf, "type");
         push_str(&mut buf, &event.kind);
@@ -153,11 +132,7 @@ impl Codec for Orbnet {
             }
             Reply::Pong { .. } => {
                 push_str(&mut buf, "pong");
-                push_field_str(
-                    &mut buf,
-                    "timestamp",
-                    &iso8601_millis(crate::timefmt::now_millis()),
-                );
+                push_field_str(&mut buf, "timestamp", &iso8601_millis(crate::timefmt::now_millis()));
             }
             Reply::Ack { .. } => return None,
             Reply::Error { error, .. } => {
@@ -169,11 +144,7 @@ impl Codec for Orbnet {
                 push_str(&mut buf, "replay_complete");
                 buf.extend_from_slice(b",\"count\":");
                 push_u64(&mut buf, *count as u64);
-                buf.extend_from_slice(if *truncated {
-                    b",\"truncated\":true"
-                } else {
-                    b",\"truncated\":false"
-                });
+                buf.extend_from_slice(if *truncated { b",\"truncated\":true" } else { b",\"truncated\":false" });
             }
         }
         buf.push(b'}');
@@ -222,68 +193,36 @@ mod tests {
     #[test]
     fn subscribe_with_filters_decodes_to_event_types() {
         let cmd = Orbnet
-            .decode(br#"{"type":"subscribe","channels":["threat_detected","alert"],"filters":{"severity":["critical"]}}"#)
+            .decode(
+                br#"{"type":"subscribe","channels":["threat_detected","alert"],"filters":{"severity":["critical"]}}"#,
+            )
             .unwrap();
-        let Command::Subscribe {
-            targets, filter, ..
-        } = cmd
-        else {
-            panic!("not a subscribe")
-        };
+        let Command::Subscribe { targets, filter, .. } = cmd else { panic!("not a subscribe") };
         assert_eq!(targets[1], SubscriptionTarget::EventType("alert".into()));
         assert!(filter.unwrap().matches(&json!({"severity": "critical"})));
     }
 
     #[test]
     fn chat_message_targets_the_conversation() {
-        let cmd = Orbnet
-            .decode(br#"{"type":"typing","payload":{"conversationId":"c1"}}"#)
-            .unwrap();
-        let Command::Publish {
-            channel,
-            ephemeral,
-            kind,
-            ..
-        } = cmd
-        else {
-            panic!("not a publish")
-        };
-        assert_eq!(
-            (channel.as_str(), ephemeral, kind.as_str()),
-            ("conversation:c1", true, "typing")
-        );
+        let cmd = Orbnet.decode(br#"{"type":"typing","payload":{"conversationId":"c1"}}"#).unwrap();
+        let Command::Publish { channel, ephemeral, kind, .. } = cmd else { panic!("not a publish") };
+        assert_eq!((channel.as_str(), ephemeral, kind.as_str()), ("conversation:c1", true, "typing"));
     }
 
     #[test]
     fn malformed_and_unknown_frames_are_errors_not_panics() {
-        for bad in [
-            &b"{"[..],
-            b"[]",
-            b"{\"type\":5}",
-            b"\xff\xfe",
-            b"{\"type\":\"subscribe\"}",
-            b"{\"type\":\"message\"}",
-        ] {
-            assert_eq!(
-                Orbnet.decode(bad).unwrap_err().kind,
-                ErrorKind::InvalidRequest
-            );
+        for bad in
+            [&b"{"[..], b"[]", b"{\"type\":5}", b"\xff\xfe", b"{\"type\":\"subscribe\"}", b"{\"type\":\"message\"}"]
+        {
+            assert_eq!(Orbnet.decode(bad).unwrap_err().kind, ErrorKind::InvalidRequest);
         }
-        assert_eq!(
-            Orbnet.decode(br#"{"type":"dance"}"#).unwrap_err().kind,
-            ErrorKind::UnknownType
-        );
+        assert_eq!(Orbnet.decode(br#"{"type":"dance"}"#).unwrap_err().kind, ErrorKind::UnknownType);
     }
 
     #[test]
     fn connection_ack_and_errors() {
         let ack: Value = serde_json::from_slice(
-            &Orbnet
-                .encode_reply(&Reply::Welcome {
-                    session_id: "sess_1",
-                    now_ms: 1_770_552_000_000,
-                })
-                .unwrap(),
+            &Orbnet.encode_reply(&Reply::Welcome { session_id: "sess_1", now_ms: 1_770_552_000_000 }).unwrap(),
         )
         .unwrap();
         assert_eq!(
@@ -291,18 +230,9 @@ mod tests {
             json!({"type": "connection_ack", "sessionId": "sess_1", "timestamp": "2026-02-08T12:00:00.000Z"})
         );
         let err = ClientError::new(ErrorKind::UnknownChannel, "no \"such\" channel");
-        let v: Value = serde_json::from_slice(
-            &Orbnet
-                .encode_reply(&Reply::Error {
-                    error: &err,
-                    request_id: None,
-                })
-                .unwrap(),
-        )
-        .unwrap();
-        assert_eq!(
-            v,
-            json!({"type": "error", "code": "unknown_channel", "message": "no \"such\" channel"})
-        );
+        let v: Value =
+            serde_json::from_slice(&Orbnet.encode_reply(&Reply::Error { error: &err, request_id: None }).unwrap())
+                .unwrap();
+        assert_eq!(v, json!({"type": "error", "code": "unknown_channel", "message": "no \"such\" channel"}));
     }
 }

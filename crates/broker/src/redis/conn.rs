@@ -1,0 +1,158 @@
+//! One Redis connection handle over either a single server or a cluster, so the broker's
+//! operations are written once. Both kinds are multiplexed (concurrent calls share one
+//! socket per server and are pipelined) and reconnect on their own.
+
+use std::time::Duration;
+
+use redis::aio::{AsyncPushSender, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, IntoConnectionInfo, ProtocolVersion, RedisResult, ScriptInvocation};
+
+use super::RedisSettings;
+
+/// A command (or subscriber) connection.
+#[derive(Clone)]
+pub(super) enum Commands {
+    /// A single server, through a reconnecting connection manager.
+    Single(ConnectionManager),
+    /// A Redis Cluster, routed by slot.
+    Cluster(ClusterConnection),
+}
+
+impl Commands {
+    /// Connects; with `push`, the connection is a subscriber whose messages go to `push` and
+    /// which resubscribes after every reconnect.
+    pub(super) async fn connect<P: AsyncPushSender>(
+        settings: &RedisSettings,
+        push: Option<P>,
+    ) -> RedisResult<Commands> {
+        let timeout = settings.command_timeout;
+        if settings.cluster {
+            let mut builder = ClusterClientBuilder::new(settings.urls.clone())
+                .use_protocol(ProtocolVersion::RESP3)
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                .retries(3)
+                .min_retry_wait(100)
+                .max_retry_wait(2_000);
+            if let Some(push) = push {
+                builder = builder.push_sender(push);
+            }
+            return Ok(Commands::Cluster(builder.build()?.get_async_connection().await?));
+        }
+        let url = settings.urls.first().map(String::as_str).unwrap_or("redis://127.0.0.1:6379");
+        let info = url.into_connection_info()?;
+        let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(resp3))?;
+        let mut config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(2))
+            .set_number_of_retries(2);
+        if let Some(push) = push {
+            config = config.set_push_sender(push).set_automatic_resubscription();
+        }
+        Ok(Commands::Single(client.get_connection_manager_with_config(config).await?))
+    }
+
+    /// Whether this is a cluster connection.
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self, Commands::Cluster(_))
+    }
+
+    /// `PUBLISH`, or `SPUBLISH` (sharded pub/sub) on a cluster.
+    pub(super) fn publish_command(&self) -> &'static str {
+        if self.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    /// Runs one command.
+    pub(super) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
+        match self {
+            Commands::Single(c) => cmd.query_async(&mut c.clone()).await,
+            Commands::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+        }
+    }
+
+    /// Runs several commands in order: one pipeline on a single server; on a cluster,
+    /// concurrently (each is routed to its slot's owner; commands for one slot keep their
+    /// order on that node's connection).
+    pub(super) async fn query_all(&self, cmds: &[Cmd]) -> RedisResult<()> {
+        if cmds.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Commands::Single(c) => {
+                let mut pipe = redis::pipe();
+                for cmd in cmds {
+                    pipe.add_command(cmd.clone()).ignore();
+                }
+                pipe.query_async::<()>(&mut c.clone()).await
+            }
+            Commands::Cluster(c) => {
+                // Commands on one key (topic) share a slot: pipeline them in order; different
+                // keys go to their owners concurrently.
+                let mut groups: Vec<redis::Pipeline> = Vec::new();
+                let mut by_key: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+                for cmd in cmds {
+                    let key: &[u8] = match cmd.args_iter().nth(1) {
+                        Some(redis::Arg::Simple(b)) => b,
+                        _ => &[],
+                    };
+                    let i = *by_key.entry(key).or_insert_with(|| {
+                        groups.push(redis::pipe());
+                        groups.len() - 1
+                    });
+                    groups[i].add_command(cmd.clone()).ignore();
+                }
+                let calls = groups.iter().map(|pipe| {
+                    let mut c = c.clone();
+                    async move { pipe.query_async::<()>(&mut c).await }
+                });
+                futures_util::future::join_all(calls).await.into_iter().collect()
+            }
+        }
+    }
+
+    /// Runs a Lua script (`EVALSHA`, loading it on first use).
+    pub(super) async fn invoke<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> RedisResult<T> {
+        match self {
+            Commands::Single(c) => inv.invoke_async(&mut c.clone()).await,
+            Commands::Cluster(c) => inv.invoke_async(&mut c.clone()).await,
+        }
+    }
+
+    /// Subscribes (sharded on a cluster).
+    pub(super) async fn subscribe(&self, topics: &[String]) -> RedisResult<()> {
+        match self {
+            Commands::Single(c) => c.clone().subscribe(topics).await,
+            Commands::Cluster(c) => {
+                // Sharded subscriptions must be per slot: subscribe topic by topic, concurrently.
+                let calls = topics.iter().map(|t| {
+                    let mut c = c.clone();
+                    async move { c.ssubscribe(t).await }
+                });
+                futures_util::future::join_all(calls).await.into_iter().collect()
+            }
+        }
+    }
+
+    /// Unsubscribes (sharded on a cluster).
+    pub(super) async fn unsubscribe(&self, topics: &[String]) -> RedisResult<()> {
+        match self {
+            Commands::Single(c) => c.clone().unsubscribe(topics).await,
+            Commands::Cluster(c) => {
+                let calls = topics.iter().map(|t| {
+                    let mut c = c.clone();
+                    async move { c.sunsubscribe(t).await }
+                });
+                futures_util::future::join_all(calls).await.into_iter().collect()
+            }
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! The Redis broker: the same semantics as the in-process one, on a single Redis server or a
+//! Redis Cluster.
+//!
+//! Two connections per node (per master in cluster mode, handled by the client): one
+//! multiplexed command connection that pipelines concurrent calls, and one dedicated
+//! subscriber connection (RESP3 push messages) whose messages go straight to the node's
+//! [`DeliverySink`]. Both reconnect with backoff on their own; the subscriber resubscribes to
+//! every topic it held, so open client WebSockets receive events again once Redis is back.
+//! In cluster mode fan-out uses sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`), routed to the
+//! topic's slot owner and followed across `MOVED` and failover by the cluster client.
+//!
+//! Atomic multi-step operations (leases) are Lua scripts kept in `scripts/`, loaded once and
+//! run by hash.
+
+mod conn;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::{PushKind, Script, Value};
+
+use crate::clock::{Clock, SystemClock};
+use crate::{Broker, BrokerError, DeliverySink, KeyValue, Leases, Log, LogId, PubSub, Result};
+use conn::Commands;
+
+/// How to reach Redis.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// One URL for a single server; the seed nodes for a cluster.
+    pub urls: Vec<String>,
+    /// Whether `urls` name a Redis Cluster.
+    pub cluster: bool,
+    /// Timeout of one command.
+    pub command_timeout: Duration,
+}
+
+impl RedisSettings {
+    /// Parses `redis_url` as configured: one URL, or several separated by commas (cluster
+    /// seeds).
+    pub fn new(redis_url: &str, cluster: bool) -> Self {
+        RedisSettings {
+            urls: redis_url.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+            cluster,
+            command_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A node's handle on Redis.
+pub struct RedisBroker {
+    commands: Commands,
+    subscriber: Commands,
+    _keepalive: Keepalive,
+    clock: Arc<dyn Clock>,
+    lease_acquire: Script,
+    lease_renew: Script,
+}
+
+/// How often the subscriber connection is pinged.
+const SUBSCRIBER_PING: Duration = Duration::from_millis(500);
+
+/// Aborts the keepalive task when the broker is dropped.
+struct Keepalive(tokio::task::JoinHandle<()>);
+
+impl Drop for Keepalive {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A subscriber connection only sends commands when subscriptions change, so on its own it
+/// would notice a lost Redis late, and reconnect (and resubscribe) only at the next change.
+/// Pinging it keeps reconnection going with backoff until Redis is back.
+async fn keep_subscriber_alive(subscriber: Commands) {
+    let mut down = false;
+    loop {
+        tokio::time::sleep(SUBSCRIBER_PING).await;
+        match subscriber.query::<Value>(&redis::cmd("PING")).await {
+            Ok(_) if down => {
+                tracing::info!("Redis subscriber connection is back");
+                down = false;
+            }
+            Ok(_) => {}
+            Err(e) if !down => {
+                tracing::warn!(error = %e, "Redis subscriber connection lost; reconnecting");
+                down = true;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> BrokerError {
+    BrokerError::Unavailable(e.to_string())
+}
+
+impl RedisBroker {
+    /// Connects (failing if Redis cannot be reached now); deliveries go to `sink`.
+    pub async fn connect(settings: &RedisSettings, sink: Arc<dyn DeliverySink>) -> Result<RedisBroker> {
+        let push = move |info: redis::PushInfo| -> std::result::Result<(), redis::aio::SendError> {
+            if matches!(info.kind, PushKind::Message | PushKind::SMessage) {
+                if let [Value::BulkString(topic), Value::BulkString(payload)] = &info.data[..] {
+                    sink.deliver(&String::from_utf8_lossy(topic), Bytes::copy_from_slice(payload));
+                }
+            }
+            Ok(())
+        };
+        let commands =
+            Commands::connect(settings, None::<fn(redis::PushInfo) -> std::result::Result<(), redis::aio::SendError>>)
+                .await
+                .map_err(unavailable)?;
+        let subscriber = Commands::connect(settings, Some(push)).await.map_err(unavailable)?;
+        let keepalive = Keepalive(tokio::spawn(keep_subscriber_alive(subscriber.clone())));
+        Ok(RedisBroker {
+            commands,
+            subscriber,
+            _keepalive: keepalive,
+            clock: Arc::new(SystemClock),
+            lease_acquire: Script::new(include_str!("scripts/lease_acquire.lua")),
+            lease_renew: Script::new(include_str!("scripts/lease_renew.lua")),
+        })
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+        self.commands.query(cmd).await.map_err(unavailable)
+    }
+}
+
+#[async_trait]
+impl PubSub for RedisBroker {
+    async fn publish(&self, topic: &str, message: Bytes) -> Result<()> {
+        let cmd = redis::cmd(self.commands.publish_command()).arg(topic).arg(&message[..]).clone();
+        self.query::<Value>(&cmd).await.map(|_| ())
+    }
+
+    async fn publish_many(&self, messages: &[(String, Bytes)]) -> Result<()> {
+        let name = self.commands.publish_command();
+        let cmds: Vec<redis::Cmd> = messages.iter().map(|(t, m)| redis::cmd(name).arg(t).arg(&m[..]).clone()).collect();
+        self.commands.query_all(&cmds).await.map_err(unavailable)
+    }
+
+    async fn subscribe(&self, topics: &[String]) -> Result<()> {
+        if topics.is_empty() {
+            return Ok(());
+        }
+        self.subscriber.subscribe(topics).await.map_err(unavailable)
+    }
+
+    async fn unsubscribe(&self, topics: &[String]) -> Result<()> {
+        if topics.is_empty() {
+            return Ok(());
+        }
+        self.subscriber.unsubscribe(topics).await.map_err(unavailable)
+    }
+}
+
+#[async_trait]
+impl KeyValue for RedisBroker {
+    async fn set(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<()> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(&value[..]);
+        if let Some(ttl) = ttl {
+            cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
+        }
+        self.query::<Value>(&cmd).await.map(|_| ())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        let v: Option<Vec<u8>> = self.query(redis::cmd("GET").arg(key)).await?;
+        Ok(v.map(Bytes::from))
+    }
+
+    async fn take(&self, key: &str) -> Result<Option<Bytes>> {
+        let v: Option<Vec<u8>> = self.query(redis::cmd("GETDEL").arg(key)).await?;
+        Ok(v.map(Bytes::from))
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let n: u64 = self.query(redis::cmd("DEL").arg(key)).await?;
+        Ok(n > 0)
+    }
+
+    async fn set_add(&self, key: &str, member: &str) -> Result<bool> {
+        let n: u64 = self.query(redis::cmd("SADD").arg(key).arg(member)).await?;
+        Ok(n > 0)
+    }
+
+    async fn set_remove(&self, key: &str, member: &str) -> Result<bool> {
+        let n: u64 = self.query(redis::cmd("SREM").arg(key).arg(member)).await?;
+        Ok(n > 0)
+    }
+
+    async fn set_contains(&self, key: &str, member: &str) -> Result<bool> {
+        self.query(redis::cmd("SISMEMBER").arg(key).arg(member)).await
+    }
+
+    async fn set_members(&self, key: &str) -> Result<Vec<String>> {
+        self.query(redis::cmd("SMEMBERS").arg(key)).await
+    }
+}
+
+fn parse_id(id: &str) -> Result<LogId> {
+    LogId::parse(id).ok_or_else(|| BrokerError::Protocol(format!("bad stream id {id}")))
+}
+
+#[async_trait]
+impl Log for RedisBroker {
+    async fn append(&self, log: &str, entry: Bytes, retention: Duration) -> Result<LogId> {
+        let min_ms = self.clock.now_ms().saturating_sub(retention.as_millis() as u64);
+        let cmd = redis::cmd("XADD").arg(log).arg("MINID").arg(min_ms).arg("*").arg("d").arg(&entry[..]).clone();
+        let id: String = self.query(&cmd).await?;
+        parse_id(&id)
+    }
+
+    async fn read_after(&self, log: &str, after: Option<LogId>, limit: usize) -> Result<Vec<(LogId, Bytes)>> {
+        let start = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
+        let cmd = redis::cmd("XRANGE").arg(log).arg(start).arg("+").arg("COUNT").arg(limit).clone();
+        let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = self.query(&cmd).await?;
+        entries
+            .into_iter()
+            .map(|(id, fields)| {
+                let body = fields.into_iter().find(|(k, _)| k == "d").map(|(_, v)| Bytes::from(v)).unwrap_or_default();
+                Ok((parse_id(&id)?, body))
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Leases for RedisBroker {
+    async fn try_acquire(&self, key: &str, holder: &str, limit: u32, ttl: Duration) -> Result<bool> {
+        let mut inv = self.lease_acquire.prepare_invoke();
+        inv.key(key).arg(holder).arg(limit).arg(ttl.as_millis() as u64);
+        let held: i64 = self.commands.invoke(&inv).await.map_err(unavailable)?;
+        Ok(held == 1)
+    }
+
+    async fn renew(&self, key: &str, holders: &[String], ttl: Duration) -> Result<usize> {
+        if holders.is_empty() {
+            return Ok(0);
+        }
+        let mut inv = self.lease_renew.prepare_invoke();
+        inv.key(key).arg(ttl.as_millis() as u64);
+        for h in holders {
+            inv.arg(h);
+        }
+        let n: i64 = self.commands.invoke(&inv).await.map_err(unavailable)?;
+        Ok(n.max(0) as usize)
+    }
+
+    async fn release(&self, key: &str, holder: &str) -> Result<bool> {
+        let n: u64 = self.query(redis::cmd("ZREM").arg(key).arg(holder)).await?;
+        Ok(n > 0)
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn ping(&self) -> Result<()> {
+        self.query::<Value>(&redis::cmd("PING")).await.map(|_| ())
+    }
+
+    fn name(&self) -> &'static str {
+        if self.commands.is_cluster() {
+            "redis-cluster"
+        } else {
+            "redis"
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Cluster mode with the real binary: two `switchboard edge` processes sharing nothing but a
+//! real Redis (single server or a local 3-master Redis Cluster), driven by real WebSocket
+//! clients.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use switchboard_testkit::process::{http_post, NodeProcess};
+use switchboard_testkit::redis::{RedisCluster, RedisServer};
+use switchboard_testkit::{connect_ws, token_with, Received, WsClient, ADMIN, SECRET, WAIT};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+fn edge(redis_url: &str, cluster: bool) -> NodeProcess {
+    let cluster = if cluster { "true" } else { "false" };
+    NodeProcess::start(
+        BIN,
+        &["edge"],
+        &[
+            ("SWITCHBOARD_REDIS_URL", redis_url),
+            ("SWITCHBOARD_REDIS_CLUSTER", cluster),
+            ("SWITCHBOARD_JWT_SECRET", SECRET),
+            ("SWITCHBOARD_ADMIN_KEY", ADMIN),
+        ],
+    )
+}
+
+async fn basic_client(edge: &NodeProcess, user: &str, channels: &[&str]) -> WsClient {
+    let token = token_with(user, Default::default());
+    let mut c = connect_ws(&format!("ws://{}/ws?token={token}", edge.addr), &[]).await.expect("connect");
+    for ch in channels {
+        c.send_json(json!({"type": "subscribe", "data": {"channel": ch}})).await;
+    }
+    // Answered only after every subscribe above was confirmed by Redis.
+    c.barrier().await;
+    c
+}
+
+fn publish(edge: &NodeProcess, body: serde_json::Value) -> (u16, String) {
+    http_post(&edge.addr, "/v1/publish", ADMIN, &body.to_string())
+}
+
+fn publish_ok(edge: &NodeProcess, body: serde_json::Value) {
+    let (status, answer) = publish(edge, body);
+    assert_eq!(status, 200, "publish failed: {answer}");
+}
+
+fn numsub(redis: &RedisServer, topic: &str) -> u64 {
+    let out = redis.cli(&["PUBSUB", "NUMSUB", topic]);
+    out.lines().nth(1).and_then(|l| l.trim().parse().ok()).unwrap_or(0)
+}
+
+async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT * 3;
+    while !f() {
+        assert!(Instant::now() < deadline, "{what} did not happen in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_on_one_edge_receives_what_is_published_through_another() {
+    let redis = RedisServer::start();
+    let (a, b) = (edge(&redis.url(), false), edge(&redis.url(), false));
+    assert!(a.banner.is_empty() || !a.banner[0].is_empty());
+    let mut alice = basic_client(&a, "alice", &["status:build"]).await;
+    publish_ok(&b, json!({"channel": "status:build", "type": "status_update", "payload": {"n": 1}}));
+    publish_ok(&b, json!({"user": "alice", "type": "notification", "payload": {"n": 2}}));
+    publish_ok(&b, json!({"user": "bob", "type": "notification", "payload": {"n": 3}}));
+    publish_ok(&a, json!({"channel": "status:build", "type": "status_update", "payload": {"n": 4}}));
+    for n in [1, 2, 4] {
+        assert_eq!(alice.json().await["data"]["n"], n);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_subscription_is_released_when_the_last_local_subscriber_leaves() {
+    let redis = RedisServer::start();
+    let a = edge(&redis.url(), false);
+    let first = basic_client(&a, "alice", &["status:shared"]).await;
+    let second = basic_client(&a, "bob", &["status:shared"]).await;
+    assert_eq!(numsub(&redis, "c:status:shared"), 1, "one Redis subscription per topic per node");
+    first.close().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(numsub(&redis, "c:status:shared"), 1, "still needed by the second client");
+    second.close().await;
+    wait_until("release of the Redis subscription", || numsub(&redis, "c:status:shared") == 0).await;
+    wait_until("release of the user topics", || numsub(&redis, "u:alice") == 0 && numsub(&redis, "u:bob") == 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_connections_survive_a_redis_restart_and_receive_again() {
+    let mut redis = RedisServer::start();
+    let (a, b) = (edge(&redis.url(), false), edge(&redis.url(), false));
+    let mut alice = basic_client(&a, "alice", &["status:outage"]).await;
+    publish_ok(&b, json!({"channel": "status:outage", "type": "status_update", "payload": {"n": 0}}));
+    assert_eq!(alice.json().await["data"]["n"], 0);
+
+    redis.kill();
+    let ready = |edge: &NodeProcess| {
+        let mut s = std::net::TcpStream::connect(&edge.addr).expect("connect");
+        std::io::Write::write_all(&mut s, b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .expect("send");
+        let mut r = String::new();
+        let _ = std::io::Read::read_to_string(&mut s, &mut r);
+        r.starts_with("HTTP/1.1 200")
+    };
+    wait_until("/readyz reporting not ready", || !ready(&a)).await;
+    let (status, answer) =
+        publish(&b, json!({"channel": "status:outage", "type": "status_update", "payload": {"n": -1}}));
+    assert_eq!(status, 503, "a publish during the outage must be refused, not dropped: {answer}");
+
+    redis.restart();
+    wait_until("/readyz reporting ready again", || ready(&a)).await;
+    // Publish until the resubscribed edge delivers; the same WebSocket must still be open.
+    let deadline = Instant::now() + WAIT * 3;
+    let mut n = 0;
+    loop {
+        n += 1;
+        let (status, _) =
+            publish(&b, json!({"channel": "status:outage", "type": "status_update", "payload": {"n": n}}));
+        if status == 200 {
+            if let Ok(msg) = tokio::time::timeout(Duration::from_millis(300), alice.next()).await {
+                match msg {
+                    Received::Json(v) => {
+                        assert!(v["data"]["n"].as_i64().unwrap() > 0);
+                        break;
+                    }
+                    other => panic!("the client connection did not survive the outage: {other:?}"),
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no delivery after Redis came back");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_node_delivery_works_on_a_redis_cluster() {
+    let cluster = RedisCluster::start(3);
+    let (a, b) = (edge(&cluster.urls(), true), edge(&cluster.urls(), true));
+    let channels: Vec<String> = (0..12).map(|i| format!("status:shard-{i}")).collect();
+    let refs: Vec<&str> = channels.iter().map(String::as_str).collect();
+    let mut alice = basic_client(&a, "alice", &refs).await;
+    for (i, ch) in channels.iter().enumerate() {
+        publish_ok(&b, json!({"channel": ch, "type": "status_update", "payload": {"n": i}}));
+    }
+    publish_ok(&b, json!({"user": "alice", "type": "notification", "payload": {"n": 99}}));
+    let mut got: Vec<i64> = Vec::new();
+    for _ in 0..13 {
+        got.push(alice.json().await["data"]["n"].as_i64().unwrap());
+    }
+    got.sort();
+    let mut want: Vec<i64> = (0..12).collect();
+    want.push(99);
+    assert_eq!(got, want);
+}

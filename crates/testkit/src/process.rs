@@ -1,0 +1,69 @@
+//! The real `switchboard` binary as a child process: started on a free port (`--listen
+//! 127.0.0.1:0`), its address read from the banner, killed when dropped.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+
+/// A running `switchboard` process.
+pub struct NodeProcess {
+    /// `127.0.0.1:port` it listens on.
+    pub addr: String,
+    /// The banner lines after the first.
+    pub banner: Vec<String>,
+    child: Child,
+}
+
+impl NodeProcess {
+    /// Runs `bin args... --listen 127.0.0.1:0` with `env` (and no inherited Switchboard
+    /// credentials), and waits for its banner.
+    pub fn start(bin: &str, args: &[&str], env: &[(&str, &str)]) -> NodeProcess {
+        let mut cmd = Command::new(bin);
+        cmd.args(args).args(["--listen", "127.0.0.1:0"]);
+        for var in ["SWITCHBOARD_JWT_SECRET", "SWITCHBOARD_ADMIN_KEY", "SWITCHBOARD_CONFIG", "SWITCHBOARD_REDIS_URL"] {
+            cmd.env_remove(var);
+        }
+        cmd.envs(env.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::null());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {bin}: {e}"));
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().expect("banner line").expect("read banner");
+        let addr = first
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in banner: {first}"))
+            .to_owned();
+        let banner: Vec<String> = lines.by_ref().take(7).map_while(Result::ok).collect();
+        // Keep draining stdout so the process never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        NodeProcess { addr, banner, child }
+    }
+
+    /// Kills the process with SIGKILL (a crash).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `POST path` with a bearer key and a JSON body over a plain socket (no runtime needed);
+/// returns the status code and the body.
+pub fn http_post(addr: &str, path: &str, bearer: &str, body: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect for POST");
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {bearer}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("send POST");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read answer");
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
