@@ -39,6 +39,9 @@ pub struct FanoutArgs {
     /// Concurrent handshakes.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
+    /// Publish through this node instead of `--server` (cross-node fan-out in a cluster).
+    #[arg(long)]
+    pub publish_server: Option<std::net::SocketAddr>,
 }
 
 /// Extracts the `"t":<micros>` publish time from a delivered frame without parsing it all.
@@ -118,7 +121,11 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
     bar.finish_and_clear();
 
     let http = reqwest::Client::new();
-    let url = format!("http://{}/v1/publish", target.server);
+    let publish_to = args.publish_server.unwrap_or(target.server);
+    if !publish_to.ip().is_loopback() {
+        bail!("sb-load only targets loopback addresses (127.0.0.0/8)");
+    }
+    let url = format!("http://{publish_to}/v1/publish");
     let pad = "x".repeat(args.payload_bytes.saturating_sub(40));
     let total_events = (args.rate * args.duration_secs as f64).round() as u64;
     let pid = target.server_pid;
