@@ -48,6 +48,14 @@ pub struct Config {
     /// How long a graceful drain may take.
     #[serde(default = "default_drain", with = "duration_str")]
     pub drain_window: Duration,
+    /// Concurrent connections one user may hold across all endpoints of the cluster
+    /// (0: no limit).
+    #[serde(default)]
+    pub max_connections_per_user: u32,
+    /// Lifetime of a connection-quota slot; slots are renewed while the connection lives, so
+    /// this bounds how long a crashed node's slots stay taken.
+    #[serde(default = "default_quota_lease", with = "duration_str")]
+    pub quota_lease: Duration,
     /// API keys defined in the file (stored as SHA-256 hashes, never in plain text).
     #[serde(default)]
     pub api_keys: Vec<ConfiguredApiKey>,
@@ -160,6 +168,16 @@ pub struct EndpointConfig {
     /// Largest client message, bytes.
     #[serde(default = "default_max_message")]
     pub max_message_bytes: usize,
+    /// Concurrent connections one user may hold on this endpoint, cluster-wide (0: no limit).
+    /// API-key endpoints use each key's own `max_connections` instead.
+    #[serde(default)]
+    pub max_connections_per_user: u32,
+    /// Client messages per second allowed on one connection, on average (0: no limit).
+    #[serde(default)]
+    pub message_rate: f64,
+    /// Client messages allowed in a burst above the rate.
+    #[serde(default = "default_burst")]
+    pub message_burst: u32,
     /// Most channels one connection may subscribe to.
     #[serde(default = "default_max_subscriptions")]
     pub max_subscriptions: usize,
@@ -200,6 +218,12 @@ fn default_leeway() -> Duration {
 }
 fn default_drain() -> Duration {
     Duration::from_secs(10)
+}
+fn default_quota_lease() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_burst() -> u32 {
+    20
 }
 fn default_key_connections() -> u32 {
     2
@@ -352,6 +376,9 @@ impl Config {
                 self.listen
             ));
         }
+        if self.quota_lease < Duration::from_secs(1) || self.quota_lease > Duration::from_secs(3600) {
+            problems.push("quota_lease: must be between 1s and 1h".to_string());
+        }
         let echo = &self.diagnostics.echo_path;
         if !echo.is_empty() && !echo.starts_with('/') {
             problems.push(format!("diagnostics.echo_path: `{echo}` must start with `/`"));
@@ -375,6 +402,9 @@ impl Config {
             }
             if ep.outbound_queue == 0 || ep.outbound_queue > 1 << 20 {
                 problems.push(format!("{at}.outbound_queue: must be between 1 and 1048576"));
+            }
+            if !(0.0..=1_000_000.0).contains(&ep.message_rate) || ep.message_burst == 0 {
+                problems.push(format!("{at}: message_rate must be 0..=1000000 and message_burst at least 1"));
             }
             if ep.ping_interval.is_zero() || ep.pong_timeout.is_zero() {
                 problems.push(format!("{at}: ping_interval and pong_timeout must be positive"));

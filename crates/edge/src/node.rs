@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::endpoint::EndpointRuntime;
 use crate::metrics::Metrics;
+use crate::quota::QuotaKeeper;
 use crate::registry::TopicRegistry;
 use crate::topics::TopicSync;
 
@@ -32,6 +33,10 @@ pub struct Node {
     pub jwt: JwtVerifier,
     /// API keys.
     pub api_keys: ApiKeyStore,
+    /// Cluster-wide connection quotas held by this node.
+    pub quotas: Arc<QuotaKeeper>,
+    /// This node's unique id (quota holders, logs).
+    pub id: String,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Local fan-out (also used by the broker as its delivery sink).
@@ -111,6 +116,8 @@ impl Node {
         let endpoints = config.endpoints.iter().cloned().map(|e| Arc::new(EndpointRuntime::new(e))).collect();
         Arc::new(Node {
             api_keys: ApiKeyStore::new(broker.clone(), config.api_keys.clone()),
+            quotas: Arc::new(QuotaKeeper::new(broker.clone(), config.quota_lease)),
+            id: format!("node_{}", ulid::Ulid::new()),
             topics: TopicSync::new(broker.clone(), core.registry.clone()),
             config: Arc::new(config),
             broker,

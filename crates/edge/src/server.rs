@@ -18,6 +18,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(node.clone());
+    let renewal = node.quotas.spawn_renewal();
     let drain_node = node.clone();
     let stop_accepting = async move {
         shutdown.await;
@@ -30,5 +31,6 @@ pub async fn serve(
     if tokio::time::timeout(window, node.connections.wait()).await.is_err() {
         tracing::warn!("drain window passed with connections still open");
     }
+    renewal.abort();
     Ok(())
 }

@@ -8,6 +8,7 @@
 mod assembler;
 mod echo;
 mod handle;
+mod rate;
 mod session;
 mod wire;
 mod writer;
@@ -83,6 +84,15 @@ pub async fn run<H: MessageHandler>(
     }
 
     let mut assembler = MessageAssembler::new(endpoint.config.max_message_bytes);
+    let mut bucket = rate::TokenBucket::new(endpoint.config.message_rate, endpoint.config.message_burst);
+    // On drain, each connection closes at a random point of the drain window, so clients
+    // reconnect elsewhere spread out instead of all at once.
+    let jitter = node.config.drain_window.mul_f64(rand::random::<f64>());
+    let drain = async {
+        node.draining.cancelled().await;
+        tokio::time::sleep(jitter).await;
+    };
+    tokio::pin!(drain);
     let mut obligations = |frame: Frame<'_>| {
         match frame.opcode {
             OpCode::Pong => conn.send_pong(frame.payload.to_vec()),
@@ -97,7 +107,7 @@ pub async fn run<H: MessageHandler>(
         let frame = tokio::select! {
             biased;
             _ = conn.cancelled() => break,
-            _ = node.draining.cancelled() => {
+            _ = &mut drain => {
                 conn.close(CloseReason::GoingAway);
                 break;
             }
@@ -117,6 +127,12 @@ pub async fn run<H: MessageHandler>(
             OpCode::Text | OpCode::Binary | OpCode::Continuation => match assembler.push(frame) {
                 Ok(Some(message)) => {
                     node.metrics.messages_in.with_label_values(&[path]).inc();
+                    if let Err(wait) = bucket.take(std::time::Instant::now()) {
+                        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                        let text = format!("Rate limited: retry in {secs} s");
+                        conn.close_with(ClosePlan::Server(CloseReason::RateLimited, text));
+                        break;
+                    }
                     session.handle(&message.data, message.is_text).await;
                 }
                 Ok(None) => {}

@@ -18,6 +18,7 @@ use crate::auth::Principal;
 use crate::endpoint::{channel_topic, members_key, user_topic};
 use crate::ids::{event_id, session_id};
 use crate::node::Node;
+use crate::quota::QuotaSlot;
 
 /// One connection's subscriptions and command handling.
 pub struct Session {
@@ -28,12 +29,43 @@ pub struct Session {
     topics: HashSet<String>,
     /// Channels the client subscribed to by name.
     channels: HashSet<String>,
+    /// Quota slots this connection holds.
+    slots: Vec<QuotaSlot>,
 }
 
 impl Session {
     /// A session for an accepted connection.
     pub fn new(node: Arc<Node>, conn: Arc<ConnHandle>, principal: Principal) -> Self {
-        Session { node, conn, principal, topics: HashSet::new(), channels: HashSet::new() }
+        Session { node, conn, principal, topics: HashSet::new(), channels: HashSet::new(), slots: Vec::new() }
+    }
+
+    /// This connection's id as a quota holder: unique across the cluster.
+    fn holder(&self) -> String {
+        format!("{}:{}", self.node.id, self.conn.id)
+    }
+
+    /// The quotas this connection must fit in.
+    fn quota_slots(&self) -> Vec<QuotaSlot> {
+        let ep = &self.conn.endpoint.config;
+        let mut slots = Vec::new();
+        match &self.principal {
+            Principal::User(claims) => {
+                if ep.max_connections_per_user > 0 {
+                    slots.push(QuotaSlot {
+                        key: format!("quota:{}:{}", ep.path, claims.sub),
+                        limit: ep.max_connections_per_user,
+                    });
+                }
+                let total = self.node.config.max_connections_per_user;
+                if total > 0 {
+                    slots.push(QuotaSlot { key: format!("quota:user:{}", claims.sub), limit: total });
+                }
+            }
+            Principal::ApiKey(key) => {
+                slots.push(QuotaSlot { key: format!("quota:key:{}", key.name), limit: key.max_connections });
+            }
+        }
+        slots
     }
 
     fn reply(&self, reply: &Reply<'_>) {
@@ -205,6 +237,15 @@ impl MessageHandler for Session {
     /// user stream, the endpoint's broadcast channel).
     async fn start(&mut self) -> Result<(), CloseReason> {
         let ep = self.conn.endpoint.clone();
+        let slots = self.quota_slots();
+        match self.node.quotas.admit(&slots, &self.holder()).await {
+            Ok(true) => self.slots = slots,
+            Ok(false) => return Err(CloseReason::ConnectionLimit),
+            Err(e) => {
+                tracing::warn!(error = %e, "quota check failed");
+                return Err(CloseReason::Internal);
+            }
+        }
         if ep.codec.opt_in_event_types() {
             // Until the client subscribes to event types it receives nothing.
             self.conn.selection.write().types = Some(HashSet::new());
@@ -255,6 +296,10 @@ impl MessageHandler for Session {
 
     /// Unregisters everything; called once when the connection ends.
     async fn finish(&mut self) {
+        let slots = std::mem::take(&mut self.slots);
+        if !slots.is_empty() {
+            self.node.quotas.release(&slots, &self.holder()).await;
+        }
         let topics: Vec<String> = self.topics.drain().collect();
         for t in &topics {
             self.node.registry.remove(t, self.conn.id);

@@ -1,0 +1,84 @@
+//! Connection quotas and message rate limits on one node (the cluster-wide behaviour on Redis
+//! is tested with two edge processes in the CLI crate).
+
+use serde_json::json;
+use switchboard_testkit::{Received, TestNode, WsClient, WAIT};
+
+async fn acked(node: &TestNode, path: &str, user: &str) -> WsClient {
+    let mut c = node.connect_user(path, user).await;
+    assert_eq!(c.json().await["type"], "connection_ack");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sixth_notifications_connection_is_closed_with_4008_and_the_others_keep_receiving() {
+    let node = TestNode::default().await;
+    let mut five = Vec::new();
+    for _ in 0..5 {
+        let mut c = acked(&node, "/ws/notifications", "alice").await;
+        c.send_json(json!({"type": "subscribe", "channels": ["notification"]})).await;
+        c.barrier().await;
+        five.push(c);
+    }
+    let mut sixth = node.connect_user("/ws/notifications", "alice").await;
+    assert_eq!(sixth.closed().await, (4008, "Connection Limit Reached".to_string()));
+    // Another user is not affected.
+    acked(&node, "/ws/notifications", "bob").await;
+
+    node.publish(json!({"user": "alice", "type": "notification", "payload": {"n": 1}})).await;
+    for c in &mut five {
+        assert_eq!(c.json().await["payload"]["n"], 1);
+    }
+    // Closing one frees its slot without waiting for any lease to expire.
+    five.pop().expect("one").close().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut c = node.connect_user("/ws/notifications", "alice").await;
+        match c.next().await {
+            Received::Json(v) if v["type"] == "connection_ack" => break,
+            Received::Closed(4008, _) => assert!(tokio::time::Instant::now() < deadline, "slot never freed"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_connections_per_user_across_endpoints_and_two_per_api_key() {
+    let node = TestNode::default().await;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(acked(&node, "/ws/notifications", "carol").await);
+    }
+    for _ in 0..3 {
+        held.push(acked(&node, "/ws/chat", "carol").await);
+    }
+    for _ in 0..2 {
+        let mut c = node.connect_user("/ws", "carol").await;
+        c.barrier().await;
+        held.push(c);
+    }
+    let mut eleventh = node.connect_user("/ws", "carol").await;
+    assert_eq!(eleventh.closed().await.0, 4008, "the account-wide limit is 10");
+
+    let key = node.api_key("team", 2).await;
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        let mut c = node.connect(&format!("/ws/threats?api_key={key}"), &[]).await.unwrap();
+        assert_eq!(c.json().await["type"], "connection_ack");
+        keys.push(c);
+    }
+    let mut third = node.connect(&format!("/ws/threats?api_key={key}"), &[]).await.unwrap();
+    assert_eq!(third.closed().await.0, 4008, "an API key allows its max_connections");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_flood_is_closed_with_4029_and_the_wait_in_the_reason() {
+    let node = TestNode::default().await;
+    let mut c = acked(&node, "/ws/notifications", "alice").await;
+    for _ in 0..200 {
+        c.send_json(json!({"type": "ping"})).await;
+    }
+    let (code, reason) = c.closed().await;
+    assert_eq!(code, 4029);
+    assert_eq!(reason, "Rate limited: retry in 1 s");
+}
