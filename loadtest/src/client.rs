@@ -33,9 +33,10 @@ pub async fn connect(target: &Target, i: usize, path_and_query: &str) -> Result<
     let source = Ipv4Addr::new(127, 0, 0, 1 + (i % target.sources.max(1) as usize) as u8);
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::from((source, 0))).with_context(|| format!("bind {source}"))?;
-    let stream = socket.connect(target.server).await.with_context(|| format!("connect from {source}"))?;
+    let server = target.server[i % target.server.len()];
+    let stream = socket.connect(server).await.with_context(|| format!("connect from {source}"))?;
     stream.set_nodelay(true)?;
-    let url = format!("ws://{}{path_and_query}", target.server);
+    let url = format!("ws://{server}{path_and_query}");
     // Small buffers: the tool holds tens of thousands of clients in one process.
     let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
     let (ws, _) =

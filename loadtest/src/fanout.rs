@@ -121,7 +121,7 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
     bar.finish_and_clear();
 
     let http = reqwest::Client::new();
-    let publish_to = args.publish_server.unwrap_or(target.server);
+    let publish_to = args.publish_server.unwrap_or(target.server[0]);
     if !publish_to.ip().is_loopback() {
         bail!("sb-load only targets loopback addresses (127.0.0.0/8)");
     }

@@ -30,9 +30,10 @@ struct Cli {
 /// Where and how to connect.
 #[derive(Args, Clone)]
 pub struct Target {
-    /// Server address (loopback only).
-    #[arg(long, default_value = "127.0.0.1:8080", global = true)]
-    pub server: SocketAddr,
+    /// Server address (loopback only); several, comma-separated, spread the clients over
+    /// several nodes round-robin.
+    #[arg(long, default_value = "127.0.0.1:8080", value_delimiter = ',', global = true)]
+    pub server: Vec<SocketAddr>,
     /// HS256 secret used to mint client tokens.
     #[arg(long, env = "SWITCHBOARD_JWT_SECRET", default_value = switchboard_edge::config::DEV_JWT_SECRET, global = true)]
     pub secret: String,
@@ -61,7 +62,7 @@ enum Scenario {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    if !cli.target.server.ip().is_loopback() {
+    if cli.target.server.is_empty() || cli.target.server.iter().any(|s| !s.ip().is_loopback()) {
         bail!("sb-load only targets loopback addresses (127.0.0.0/8)");
     }
     let limit = client::raise_fd_limit();

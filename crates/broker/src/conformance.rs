@@ -179,6 +179,26 @@ pub async fn keys_expire_and_take_is_single_use(factory: &dyn NodeFactory) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    let once = unique("once");
+    let ttl = Duration::from_millis(150);
+    assert!(a.broker.set_if_absent(&once, Bytes::from_static(b"1"), ttl).await.expect("set_if_absent"));
+    assert!(!a.broker.set_if_absent(&once, Bytes::from_static(b"2"), ttl).await.expect("set_if_absent again"));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !a.broker.set_if_absent(&once, Bytes::from_static(b"3"), ttl).await.expect("set_if_absent") {
+        assert!(tokio::time::Instant::now() < deadline, "a set_if_absent key never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let counter = unique("window");
+    for i in 1..=5 {
+        assert_eq!(a.broker.incr_in_window(&counter, Duration::from_millis(300)).await.expect("incr"), i);
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while a.broker.incr_in_window(&counter, Duration::from_millis(300)).await.expect("incr") != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "a window counter never reset");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     let ticket = unique("ticket");
     a.broker.set(&ticket, Bytes::from_static(b"t"), Some(Duration::from_secs(30))).await.expect("set ticket");
     let takers: Vec<_> = (0..16)

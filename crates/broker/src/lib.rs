@@ -61,6 +61,14 @@ pub trait KeyValue: Send + Sync {
     /// Stores `value` under `key`, replacing any previous value.
     async fn set(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<()>;
 
+    /// Stores `value` under `key` only if the key does not exist; true if it was stored.
+    /// Throttles ("at most one per interval") are built on it.
+    async fn set_if_absent(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool>;
+
+    /// Increments a counter that disappears `window` after its first increment; returns the
+    /// new count. Fixed-window rate limits are built on it.
+    async fn incr_in_window(&self, key: &str, window: Duration) -> Result<u64>;
+
     /// Reads a key.
     async fn get(&self, key: &str) -> Result<Option<Bytes>>;
 

@@ -186,6 +186,32 @@ impl KeyValue for MemoryBroker {
         Ok(())
     }
 
+    async fn set_if_absent(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool> {
+        let exp = self.hub.clock.now_ms() + ttl.as_millis() as u64;
+        let mut keys = self.hub.keys.lock();
+        if self.hub.live_value(&mut keys, key).is_some() {
+            return Ok(false);
+        }
+        keys.values.insert(key.to_owned(), (value, Some(exp)));
+        self.hub.note_write(&mut keys);
+        Ok(true)
+    }
+
+    async fn incr_in_window(&self, key: &str, window: Duration) -> Result<u64> {
+        let mut keys = self.hub.keys.lock();
+        let count = match self.hub.live_value(&mut keys, key) {
+            Some(v) => std::str::from_utf8(&v).ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) + 1,
+            None => 1,
+        };
+        let exp = match keys.values.get(key) {
+            Some((_, exp)) if count > 1 => *exp,
+            _ => Some(self.hub.clock.now_ms() + window.as_millis() as u64),
+        };
+        keys.values.insert(key.to_owned(), (Bytes::from(count.to_string()), exp));
+        self.hub.note_write(&mut keys);
+        Ok(count)
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         let mut keys = self.hub.keys.lock();
         Ok(self.hub.live_value(&mut keys, key))

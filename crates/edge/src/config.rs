@@ -178,6 +178,20 @@ pub struct EndpointConfig {
     /// Client messages allowed in a burst above the rate.
     #[serde(default = "default_burst")]
     pub message_burst: u32,
+    /// Client-published events (chat messages) one user may send per second, cluster-wide
+    /// (0: no limit).
+    #[serde(default)]
+    pub publish_rate_per_user: u32,
+    /// Typing indicators pass at most once per this interval per user per channel; extra
+    /// ones are dropped (they are ephemeral).
+    #[serde(default = "default_typing", with = "duration_str")]
+    pub typing_interval: Duration,
+    /// Close a connection that sends nothing for this long ("0s": never).
+    #[serde(default = "zero", with = "duration_str")]
+    pub idle_timeout: Duration,
+    /// Close a connection that has no subscription for this long ("0s": never).
+    #[serde(default = "zero", with = "duration_str")]
+    pub unsubscribed_timeout: Duration,
     /// Most channels one connection may subscribe to.
     #[serde(default = "default_max_subscriptions")]
     pub max_subscriptions: usize,
@@ -218,6 +232,12 @@ fn default_leeway() -> Duration {
 }
 fn default_drain() -> Duration {
     Duration::from_secs(10)
+}
+fn default_typing() -> Duration {
+    Duration::from_secs(2)
+}
+fn zero() -> Duration {
+    Duration::ZERO
 }
 fn default_quota_lease() -> Duration {
     Duration::from_secs(30)

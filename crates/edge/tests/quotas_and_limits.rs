@@ -82,3 +82,65 @@ async fn a_message_flood_is_closed_with_4029_and_the_wait_in_the_reason() {
     assert_eq!(code, 4029);
     assert_eq!(reason, "Rate limited: retry in 1 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_is_throttled_and_client_publish_is_rate_limited_per_user() {
+    let node = TestNode::start(switchboard_testkit::test_config(|c| {
+        for e in c.endpoints.iter_mut().filter(|e| e.path == "/ws/chat") {
+            e.publish_rate_per_user = 2;
+            e.typing_interval = std::time::Duration::from_secs(60);
+        }
+    }))
+    .await;
+    node.add_member("conversation:t1", "alice").await;
+    node.add_member("conversation:t1", "bob").await;
+    let mut alice = acked(&node, "/ws/chat", "alice").await;
+    let mut bob = acked(&node, "/ws/chat", "bob").await;
+    bob.send_json(json!({"type": "subscribe", "channels": ["message", "typing"]})).await;
+    bob.barrier().await;
+
+    for _ in 0..3 {
+        alice.send_json(json!({"type": "typing", "payload": {"conversationId": "t1"}})).await;
+    }
+    alice.barrier().await;
+    alice.send_json(json!({"type": "message", "payload": {"conversationId": "t1", "text": "after typing"}})).await;
+    assert_eq!(bob.json().await["type"], "typing");
+    assert_eq!(bob.json().await["payload"]["text"], "after typing", "only one typing indicator per interval");
+
+    let mut limited = 0;
+    // 10 back-to-back messages: over the 2/s per-user limit, under the per-connection burst.
+    for i in 0..10 {
+        alice.send_json(json!({"type": "message", "payload": {"conversationId": "t1", "n": i}})).await;
+    }
+    alice
+        .barrier_allowing_messages(|m| {
+            if m["code"] == "rate_limited" {
+                limited += 1;
+            }
+        })
+        .await;
+    assert!(limited >= 1, "10 messages at a 2/s limit must hit it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_unsubscribed_connections_are_closed_after_their_timeouts() {
+    let node = TestNode::start(switchboard_testkit::test_config(|c| {
+        for e in &mut c.endpoints {
+            if e.path == "/ws/notifications" {
+                e.unsubscribed_timeout = std::time::Duration::from_millis(500);
+            }
+            if e.path == "/ws" {
+                e.idle_timeout = std::time::Duration::from_millis(500);
+            }
+        }
+    }))
+    .await;
+    let mut never_subscribes = acked(&node, "/ws/notifications", "alice").await;
+    let mut subscribes = acked(&node, "/ws/notifications", "bob").await;
+    subscribes.send_json(json!({"type": "subscribe", "channels": ["notification"]})).await;
+    subscribes.barrier().await;
+    let mut silent = node.connect_user("/ws", "carol").await;
+    assert_eq!(never_subscribes.closed().await, (1008, "No subscription".to_string()));
+    assert_eq!(silent.closed().await, (1008, "Idle timeout".to_string()));
+    subscribes.barrier().await;
+}

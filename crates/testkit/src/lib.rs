@@ -264,6 +264,20 @@ impl WsClient {
         }
     }
 
+    /// Like [`WsClient::barrier`], but hands every JSON message that arrives before the pong
+    /// to `seen` instead of failing on it.
+    pub async fn barrier_allowing_messages(&mut self, mut seen: impl FnMut(&Value)) {
+        self.ws.send(Message::Ping(b"barrier".to_vec().into())).await.expect("send ping");
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next()).await {
+                Ok(Some(Ok(Message::Pong(p)))) if &p[..] == b"barrier" => return,
+                Ok(Some(Ok(Message::Text(t)))) => seen(&serde_json::from_str(&t).expect("server sent invalid JSON")),
+                Ok(Some(Ok(_))) => continue,
+                other => panic!("barrier failed: {other:?}"),
+            }
+        }
+    }
+
     /// Closes from the client side.
     pub async fn close(mut self) {
         let _ = self.ws.close(Some(CloseFrame { code: CloseCode::Normal, reason: "bye".into() })).await;

@@ -56,6 +56,7 @@ pub struct RedisBroker {
     clock: Arc<dyn Clock>,
     lease_acquire: Script,
     lease_renew: Script,
+    window_counter: Script,
 }
 
 /// How often the subscriber connection is pinged.
@@ -120,6 +121,7 @@ impl RedisBroker {
             clock: Arc::new(SystemClock),
             lease_acquire: Script::new(include_str!("scripts/lease_acquire.lua")),
             lease_renew: Script::new(include_str!("scripts/lease_renew.lua")),
+            window_counter: Script::new(include_str!("scripts/window_counter.lua")),
         })
     }
 
@@ -165,6 +167,20 @@ impl KeyValue for RedisBroker {
             cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
         }
         self.query::<Value>(&cmd).await.map(|_| ())
+    }
+
+    async fn set_if_absent(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool> {
+        let cmd =
+            redis::cmd("SET").arg(key).arg(&value[..]).arg("NX").arg("PX").arg(ttl.as_millis().max(1) as u64).clone();
+        let stored: Option<String> = self.query(&cmd).await?;
+        Ok(stored.is_some())
+    }
+
+    async fn incr_in_window(&self, key: &str, window: Duration) -> Result<u64> {
+        let mut inv = self.window_counter.prepare_invoke();
+        inv.key(key).arg(window.as_millis().max(1) as u64);
+        let n: i64 = self.commands.invoke(&inv).await.map_err(unavailable)?;
+        Ok(n.max(0) as u64)
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {

@@ -23,6 +23,10 @@ impl EchoHandler {
 }
 
 impl MessageHandler for EchoHandler {
+    fn is_subscribed(&self) -> bool {
+        true
+    }
+
     async fn start(&mut self) -> Result<(), CloseReason> {
         Ok(())
     }

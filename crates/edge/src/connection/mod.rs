@@ -41,6 +41,9 @@ pub trait MessageHandler: Send {
     fn handle(&mut self, data: &[u8], is_text: bool) -> impl Future<Output = ()> + Send;
     /// Called once when the connection ends.
     fn finish(&mut self) -> impl Future<Output = ()> + Send;
+    /// Whether the client subscribed to anything (connections that never do are closed after
+    /// the endpoint's `unsubscribed_timeout`).
+    fn is_subscribed(&self) -> bool;
 }
 
 /// How long to wait for the client's close frame after the server sent its own.
@@ -93,6 +96,12 @@ pub async fn run<H: MessageHandler>(
         tokio::time::sleep(jitter).await;
     };
     tokio::pin!(drain);
+    let far = tokio::time::Instant::now() + Duration::from_secs(10 * 365 * 86_400);
+    let after = |d: Duration| if d.is_zero() { far } else { tokio::time::Instant::now() + d };
+    let idle = tokio::time::sleep_until(after(endpoint.config.idle_timeout));
+    tokio::pin!(idle);
+    let unsubscribed = tokio::time::sleep_until(after(endpoint.config.unsubscribed_timeout));
+    tokio::pin!(unsubscribed);
     let mut obligations = |frame: Frame<'_>| {
         match frame.opcode {
             OpCode::Pong => conn.send_pong(frame.payload.to_vec()),
@@ -111,6 +120,18 @@ pub async fn run<H: MessageHandler>(
                 conn.close(CloseReason::GoingAway);
                 break;
             }
+            _ = &mut idle => {
+                conn.close(CloseReason::Idle);
+                break;
+            }
+            _ = &mut unsubscribed => {
+                if session.is_subscribed() {
+                    unsubscribed.as_mut().reset(after(endpoint.config.unsubscribed_timeout));
+                    continue;
+                }
+                conn.close_with(ClosePlan::Server(CloseReason::Idle, "No subscription".to_owned()));
+                break;
+            }
             frame = reader.read_frame(&mut obligations) => frame,
         };
         let frame = match frame {
@@ -127,6 +148,7 @@ pub async fn run<H: MessageHandler>(
             OpCode::Text | OpCode::Binary | OpCode::Continuation => match assembler.push(frame) {
                 Ok(Some(message)) => {
                     node.metrics.messages_in.with_label_values(&[path]).inc();
+                    idle.as_mut().reset(after(endpoint.config.idle_timeout));
                     if let Err(wait) = bucket.take(std::time::Instant::now()) {
                         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
                         let text = format!("Rate limited: retry in {secs} s");

@@ -39,6 +39,33 @@ impl Session {
         Session { node, conn, principal, topics: HashSet::new(), channels: HashSet::new(), slots: Vec::new() }
     }
 
+    /// Per-user limits on client-sent events, cluster-wide: typing at most once per
+    /// `typing_interval` per channel (false: drop it), other events at most
+    /// `publish_rate_per_user` per second (error).
+    async fn within_publish_limits(&self, user: &str, channel: &str, ephemeral: bool) -> Result<bool, ClientError> {
+        let ep = &self.conn.endpoint.config;
+        let broker = &self.node.broker;
+        let failed = |e: switchboard_broker::BrokerError| {
+            tracing::warn!(error = %e, "rate limit check failed");
+            ClientError::new(ErrorKind::Internal, "message could not be sent; retry")
+        };
+        if ephemeral {
+            let key = format!("throttle:typing:{user}:{channel}");
+            return broker.set_if_absent(&key, Bytes::from_static(b"1"), ep.typing_interval).await.map_err(failed);
+        }
+        if ep.publish_rate_per_user > 0 {
+            let key = format!("rate:publish:{user}");
+            let n = broker.incr_in_window(&key, std::time::Duration::from_secs(1)).await.map_err(failed)?;
+            if n > u64::from(ep.publish_rate_per_user) {
+                return Err(ClientError::new(
+                    ErrorKind::RateLimited,
+                    format!("at most {} messages per second; retry in 1 s", ep.publish_rate_per_user),
+                ));
+            }
+        }
+        Ok(true)
+    }
+
     /// This connection's id as a quota holder: unique across the cluster.
     fn holder(&self) -> String {
         format!("{}:{}", self.node.id, self.conn.id)
@@ -197,7 +224,13 @@ impl Session {
 
     /// A client sends an event to a conversation: delivered to the other members' user
     /// streams, stamped with the sender's id by the server.
-    async fn publish(&mut self, channel: String, kind: String, payload: Box<RawValue>) -> Result<(), ClientError> {
+    async fn publish(
+        &mut self,
+        channel: String,
+        kind: String,
+        payload: Box<RawValue>,
+        ephemeral: bool,
+    ) -> Result<(), ClientError> {
         let ep = self.conn.endpoint.clone();
         if !ep.config.client_publish_types.contains(&kind) {
             return Err(ClientError::new(ErrorKind::Forbidden, format!("`{kind}` cannot be sent on this endpoint")));
@@ -207,6 +240,10 @@ impl Session {
         };
         if !self.is_member(&channel).await? {
             return Err(ClientError::new(ErrorKind::NotMember, format!("not a member of `{channel}`")));
+        }
+        if !self.within_publish_limits(&sender, &channel, ephemeral).await? {
+            // An extra typing indicator inside the interval is dropped: it carries nothing new.
+            return Ok(());
         }
         let unavailable = |e: switchboard_broker::BrokerError| {
             tracing::warn!(error = %e, "chat publish failed");
@@ -233,6 +270,10 @@ impl Session {
 }
 
 impl MessageHandler for Session {
+    fn is_subscribed(&self) -> bool {
+        !self.channels.is_empty() || self.conn.selection.read().types.as_ref().is_none_or(|t| !t.is_empty())
+    }
+
     /// Greets the client and registers the topics every connection of the endpoint has (its
     /// user stream, the endpoint's broadcast channel).
     async fn start(&mut self) -> Result<(), CloseReason> {
@@ -283,8 +324,8 @@ impl MessageHandler for Session {
                 self.reply(&Reply::Pong { request_id: request_id.as_deref() });
                 return;
             }
-            Command::Publish { channel, kind, payload, ephemeral: _, request_id } => {
-                (request_id, self.publish(channel, kind, payload).await)
+            Command::Publish { channel, kind, payload, ephemeral, request_id } => {
+                (request_id, self.publish(channel, kind, payload, ephemeral).await)
             }
         };
         let request_id = request_id.as_deref();
