@@ -204,6 +204,9 @@ pub struct EndpointConfig {
     /// How long a pong may take before the connection is closed.
     #[serde(default = "default_ping", with = "duration_str")]
     pub pong_timeout: Duration,
+    /// Consecutive unanswered pings before the connection is closed (orbnet: 1).
+    #[serde(default = "one")]
+    pub max_missed_pongs: u32,
     /// Allowed `Origin` headers (empty: any). Protects browser clients from cross-site hijacking.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
@@ -232,6 +235,9 @@ fn default_leeway() -> Duration {
 }
 fn default_drain() -> Duration {
     Duration::from_secs(10)
+}
+fn one() -> u32 {
+    1
 }
 fn default_typing() -> Duration {
     Duration::from_secs(2)

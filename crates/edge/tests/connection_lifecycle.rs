@@ -28,6 +28,34 @@ async fn a_client_that_stops_answering_pings_is_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_three_allowed_misses_a_silent_client_gets_three_pings_before_the_close() {
+    let node = TestNode::start(test_config(|c| {
+        for e in &mut c.endpoints {
+            e.ping_interval = Duration::from_millis(200);
+            e.pong_timeout = Duration::from_millis(200);
+            e.max_missed_pongs = 3;
+        }
+    }))
+    .await;
+    let mut silent = node.connect_user("/ws/notifications", "alice").await;
+    silent.json().await;
+    // Silence (no reads, so no pongs) is the behaviour under test.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let mut pings = 0;
+    loop {
+        match tokio::time::timeout(switchboard_testkit::WAIT, futures_util::StreamExt::next(&mut silent.ws)).await {
+            Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
+            Ok(Some(Ok(Message::Close(Some(f))))) => {
+                assert_eq!(u16::from(f.code), 1008);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(pings, 3, "one ping per allowed miss");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_answers_pings_stays_connected() {
     let node = TestNode::start(fast_heartbeat()).await;
     let mut live = node.connect_user("/ws/notifications", "alice").await;

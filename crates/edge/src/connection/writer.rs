@@ -43,6 +43,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
     let expiry = tokio::time::sleep_until(expires_at.unwrap_or(far_future));
     tokio::pin!(expiry);
     let mut ping_sent_ms: Option<u64> = None;
+    let (mut missed, max_missed) = (0u32, ep.config.max_missed_pongs.max(1));
     let mut broken = false;
     let mut buf: Vec<u8> = Vec::new();
 
@@ -92,8 +93,18 @@ pub async fn run<W: AsyncWrite + Unpin>(
             }
             _ = &mut heartbeat => {
                 match ping_sent_ms {
-                    Some(sent) if conn.last_pong_ms() < sent => conn.close(CloseReason::HeartbeatTimeout),
+                    Some(sent) if conn.last_pong_ms() < sent => {
+                        missed += 1;
+                        if missed >= max_missed {
+                            conn.close(CloseReason::HeartbeatTimeout);
+                        } else {
+                            // Ping again at once; the connection gets `max_missed` chances.
+                            ping_sent_ms = None;
+                            heartbeat.as_mut().reset(Instant::now());
+                        }
+                    }
                     Some(sent) => {
+                        missed = 0;
                         ping_sent_ms = None;
                         let next = Instant::now() + interval.saturating_sub(Duration::from_millis(now_millis().saturating_sub(sent)));
                         heartbeat.as_mut().reset(next);
