@@ -250,6 +250,22 @@ pub async fn logs_read_after_an_id_in_order_and_trim_by_age(factory: &dyn NodeFa
     assert_eq!(after[0].0, ids[15]);
     assert!(a.broker.read_after(&log, Some(ids[19]), 10).await.expect("read tail").is_empty());
 
+    let (last3, truncated) = a.broker.read_last_after(&log, Some(ids[4]), 3).await.expect("read last");
+    let bodies: Vec<&[u8]> = last3.iter().map(|(_, b)| &b[..]).collect();
+    assert_eq!(bodies, [&b"e17"[..], b"e18", b"e19"], "the newest entries, oldest first");
+    assert!(truncated);
+    let (rest, truncated) = a.broker.read_last_after(&log, Some(ids[16]), 10).await.expect("read last");
+    assert_eq!((rest.len(), truncated), (3, false));
+
+    // Copying entries under their ids is idempotent and keeps order.
+    let copy = unique("copy");
+    assert!(a.broker.append_with_id(&copy, ids[3], Bytes::from_static(b"e3"), day).await.expect("copy"));
+    assert!(!a.broker.append_with_id(&copy, ids[3], Bytes::from_static(b"e3"), day).await.expect("copy again"));
+    assert!(!a.broker.append_with_id(&copy, ids[1], Bytes::from_static(b"e1"), day).await.expect("copy older"));
+    assert!(a.broker.append_with_id(&copy, ids[7], Bytes::from_static(b"e7"), day).await.expect("copy newer"));
+    let copied = a.broker.read_after(&copy, None, 10).await.expect("read copy");
+    assert_eq!(copied.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [ids[3], ids[7]]);
+
     let short = unique("log");
     a.broker.append(&short, Bytes::from_static(b"old"), Duration::from_millis(100)).await.expect("append");
     tokio::time::sleep(Duration::from_millis(250)).await;

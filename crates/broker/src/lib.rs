@@ -121,8 +121,22 @@ pub trait Log: Send + Sync {
     /// Appends an entry and drops entries older than `retention`; returns the new entry's id.
     async fn append(&self, log: &str, entry: Bytes, retention: Duration) -> Result<LogId>;
 
+    /// Appends an entry under a given id (the id it has in another log), unless the log
+    /// already holds an entry with that id or a later one: true if appended. Copying entries
+    /// from log to log this way is idempotent, so a crashed copier can simply start over.
+    async fn append_with_id(&self, log: &str, id: LogId, entry: Bytes, retention: Duration) -> Result<bool>;
+
     /// Up to `limit` entries with id greater than `after` (all if `None`), oldest first.
     async fn read_after(&self, log: &str, after: Option<LogId>, limit: usize) -> Result<Vec<(LogId, Bytes)>>;
+
+    /// The newest `limit` entries with id greater than `after`, oldest first, and whether
+    /// older ones after `after` were left out.
+    async fn read_last_after(
+        &self,
+        log: &str,
+        after: Option<LogId>,
+        limit: usize,
+    ) -> Result<(Vec<(LogId, Bytes)>, bool)>;
 }
 
 /// Counted leases: at most `limit` holders per key, each expiring unless renewed. Backs the
@@ -147,6 +161,12 @@ pub trait Broker: PubSub + KeyValue + Log + Leases {
 
     /// A short name for logs and metrics (`memory`, `redis`, `redis-cluster`).
     fn name(&self) -> &'static str;
+
+    /// Now, in unix ms, by the clock log retention is measured with (injectable in the
+    /// in-process broker, so tests can step past a 24 h retention).
+    fn now_ms(&self) -> u64 {
+        SystemClock.now_ms()
+    }
 }
 
 /// The shared handle type nodes pass around.

@@ -276,6 +276,39 @@ impl Log for MemoryBroker {
         Ok(id)
     }
 
+    async fn append_with_id(&self, log: &str, id: LogId, entry: Bytes, retention: Duration) -> Result<bool> {
+        let now = self.hub.clock.now_ms();
+        let mut logs = self.hub.logs.lock();
+        let state = logs.entry(log.to_owned()).or_default();
+        if state.last.is_some_and(|last| last >= id) {
+            return Ok(false);
+        }
+        state.last = Some(id);
+        state.entries.push_back((id, entry));
+        let min_ms = now.saturating_sub(retention.as_millis() as u64);
+        while state.entries.front().is_some_and(|(id, _)| id.ms < min_ms) {
+            state.entries.pop_front();
+        }
+        Ok(true)
+    }
+
+    async fn read_last_after(
+        &self,
+        log: &str,
+        after: Option<LogId>,
+        limit: usize,
+    ) -> Result<(Vec<(LogId, Bytes)>, bool)> {
+        let logs = self.hub.logs.lock();
+        let Some(state) = logs.get(log) else { return Ok((Vec::new(), false)) };
+        let start = match after {
+            Some(a) => state.entries.partition_point(|(id, _)| *id <= a),
+            None => 0,
+        };
+        let available = state.entries.len() - start;
+        let skip = start + available.saturating_sub(limit);
+        Ok((state.entries.iter().skip(skip).cloned().collect(), available > limit))
+    }
+
     async fn read_after(&self, log: &str, after: Option<LogId>, limit: usize) -> Result<Vec<(LogId, Bytes)>> {
         let logs = self.hub.logs.lock();
         let Some(state) = logs.get(log) else {
@@ -340,5 +373,9 @@ impl Broker for MemoryBroker {
 
     fn name(&self) -> &'static str {
         "memory"
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.hub.clock.now_ms()
     }
 }

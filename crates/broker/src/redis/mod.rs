@@ -230,6 +230,41 @@ impl Log for RedisBroker {
         parse_id(&id)
     }
 
+    async fn append_with_id(&self, log: &str, id: LogId, entry: Bytes, retention: Duration) -> Result<bool> {
+        let min_ms = self.clock.now_ms().saturating_sub(retention.as_millis() as u64);
+        let cmd =
+            redis::cmd("XADD").arg(log).arg("MINID").arg(min_ms).arg(id.to_string()).arg("d").arg(&entry[..]).clone();
+        match self.commands.query::<String>(&cmd).await {
+            Ok(_) => Ok(true),
+            // "The ID specified in XADD is equal or smaller than the target stream top item":
+            // already copied.
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn read_last_after(
+        &self,
+        log: &str,
+        after: Option<LogId>,
+        limit: usize,
+    ) -> Result<(Vec<(LogId, Bytes)>, bool)> {
+        let end = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
+        let cmd = redis::cmd("XREVRANGE").arg(log).arg("+").arg(end).arg("COUNT").arg(limit + 1).clone();
+        let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = self.query(&cmd).await?;
+        let truncated = entries.len() > limit;
+        let mut out = entries
+            .into_iter()
+            .take(limit)
+            .map(|(id, fields)| {
+                let body = fields.into_iter().find(|(k, _)| k == "d").map(|(_, v)| Bytes::from(v)).unwrap_or_default();
+                Ok((parse_id(&id)?, body))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.reverse();
+        Ok((out, truncated))
+    }
+
     async fn read_after(&self, log: &str, after: Option<LogId>, limit: usize) -> Result<Vec<(LogId, Bytes)>> {
         let start = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
         let cmd = redis::cmd("XRANGE").arg(log).arg(start).arg("+").arg("COUNT").arg(limit).clone();
