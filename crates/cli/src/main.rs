@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use switchboard_edge::auth::jwt::mint_hs256;
 use switchboard_edge::config::{Config, DEV_ADMIN_KEY};
+use switchboard_edge::server::Role;
 use switchboard_edge::Node;
 
 #[derive(Parser)]
@@ -28,7 +29,18 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
-    /// Run an edge node of a cluster: like `serve`, but Redis is required (SWITCHBOARD_REDIS_URL).
+    /// Run a persistence worker of a cluster (Redis required): stores persistent events for
+    /// replay and publishes them; serves /metrics, /healthz and /readyz.
+    Worker {
+        /// Config file (default: the built-in config).
+        #[arg(long, env = "SWITCHBOARD_CONFIG")]
+        config: Option<String>,
+        /// Listen address (overrides the config and SWITCHBOARD_LISTEN).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Run an edge node of a cluster: like `serve` without the worker; Redis is required
+    /// (SWITCHBOARD_REDIS_URL).
     Edge {
         /// Config file (default: the built-in config with all example endpoints).
         #[arg(long, env = "SWITCHBOARD_CONFIG")]
@@ -74,13 +86,10 @@ fn load(config: Option<&str>, listen: Option<SocketAddr>) -> Result<Config> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config, listen } => serve(load(config.as_deref(), listen)?),
-        Command::Edge { config, listen } => {
-            let cfg = load(config.as_deref(), listen)?;
-            if cfg.redis_url.is_empty() {
-                bail!("`edge` needs Redis: set SWITCHBOARD_REDIS_URL (or redis_url in the config); `serve` runs without it");
-            }
-            serve(cfg)
+        Command::Serve { config, listen } => serve(load(config.as_deref(), listen)?, Role::All),
+        Command::Edge { config, listen } => serve(clustered(load(config.as_deref(), listen)?, "edge")?, Role::Edge),
+        Command::Worker { config, listen } => {
+            serve(clustered(load(config.as_deref(), listen)?, "worker")?, Role::Worker)
         }
         Command::Token { sub, ttl, claims, config } => {
             let cfg = load(config.as_deref(), None)?;
@@ -114,7 +123,15 @@ fn main() -> Result<()> {
     }
 }
 
-fn serve(cfg: Config) -> Result<()> {
+/// Cluster roles share state through Redis only.
+fn clustered(cfg: Config, role: &str) -> Result<Config> {
+    if cfg.redis_url.is_empty() {
+        bail!("`{role}` needs Redis: set SWITCHBOARD_REDIS_URL (or redis_url in the config); `serve` runs without it");
+    }
+    Ok(cfg)
+}
+
+fn serve(cfg: Config, role: Role) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log_level))
         .context("log_level")?;
@@ -126,8 +143,8 @@ fn serve(cfg: Config) -> Result<()> {
             .with_context(|| format!("cannot listen on {}", cfg.listen))?;
         let addr = listener.local_addr()?;
         let node = connect(cfg.clone()).await?;
-        print_banner(&cfg, addr);
-        switchboard_edge::server::serve(node, listener, shutdown_signal()).await?;
+        print_banner(&cfg, addr, role);
+        switchboard_edge::server::serve_role(node, role, listener, shutdown_signal()).await?;
         Ok(())
     })
 }
@@ -149,7 +166,7 @@ async fn connect(cfg: Config) -> Result<std::sync::Arc<Node>> {
     }
 }
 
-fn print_banner(cfg: &Config, addr: SocketAddr) {
+fn print_banner(cfg: &Config, addr: SocketAddr, role: Role) {
     if cfg.uses_dev_credentials() {
         tracing::warn!(
             "using development credentials (set SWITCHBOARD_JWT_SECRET and SWITCHBOARD_ADMIN_KEY for real use)"
@@ -160,6 +177,11 @@ fn print_banner(cfg: &Config, addr: SocketAddr) {
         (false, false) => "Redis",
         (false, true) => "Redis Cluster",
     };
+    if role == Role::Worker {
+        println!("switchboard worker listening on http://{addr} ({broker}): /metrics /healthz /readyz");
+        println!();
+        return;
+    }
     println!("switchboard listening on http://{addr} ({broker})");
     for e in &cfg.endpoints {
         let cred = match e.auth {
@@ -175,6 +197,7 @@ fn print_banner(cfg: &Config, addr: SocketAddr) {
     println!(
         "publish:       curl -H 'Authorization: Bearer {admin}' -d '{{\"user\":\"alice\",\"type\":\"notification\",\"payload\":{{\"title\":\"Hi\"}}}}' http://{addr}/v1/publish"
     );
+    println!();
 }
 
 async fn shutdown_signal() {

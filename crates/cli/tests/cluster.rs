@@ -11,18 +11,27 @@ use switchboard_testkit::{connect_ws, token_with, Received, WsClient, ADMIN, SEC
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
-fn edge(redis_url: &str, cluster: bool) -> NodeProcess {
+fn node(role: &str, redis_url: &str, cluster: bool) -> NodeProcess {
     let cluster = if cluster { "true" } else { "false" };
     NodeProcess::start(
         BIN,
-        &["edge"],
+        &[role],
         &[
             ("SWITCHBOARD_REDIS_URL", redis_url),
             ("SWITCHBOARD_REDIS_CLUSTER", cluster),
             ("SWITCHBOARD_JWT_SECRET", SECRET),
             ("SWITCHBOARD_ADMIN_KEY", ADMIN),
+            ("SWITCHBOARD_PERSISTENCE__WORKER_LEASE", "2s"),
         ],
     )
+}
+
+fn edge(redis_url: &str, cluster: bool) -> NodeProcess {
+    node("edge", redis_url, cluster)
+}
+
+fn worker(redis_url: &str, cluster: bool) -> NodeProcess {
+    node("worker", redis_url, cluster)
 }
 
 async fn basic_client(edge: &NodeProcess, user: &str, channels: &[&str]) -> WsClient {
@@ -62,14 +71,19 @@ async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 async fn a_client_on_one_edge_receives_what_is_published_through_another() {
     let redis = RedisServer::start();
     let (a, b) = (edge(&redis.url(), false), edge(&redis.url(), false));
+    let _worker = worker(&redis.url(), false);
     let mut alice = basic_client(&a, "alice", &["status:build"]).await;
     publish_ok(&b, json!({"channel": "status:build", "type": "status_update", "payload": {"n": 1}}));
     publish_ok(&b, json!({"user": "alice", "type": "notification", "payload": {"n": 2}}));
     publish_ok(&b, json!({"user": "bob", "type": "notification", "payload": {"n": 3}}));
     publish_ok(&a, json!({"channel": "status:build", "type": "status_update", "payload": {"n": 4}}));
-    for n in [1, 2, 4] {
-        assert_eq!(alice.json().await["data"]["n"], n);
+    // The notification is persisted first (through the worker), so it may come after n = 4.
+    let mut got: Vec<u64> = Vec::new();
+    for _ in 0..3 {
+        got.push(alice.json().await["data"]["n"].as_u64().unwrap());
     }
+    got.sort();
+    assert_eq!(got, [1, 2, 4], "bob's event must not arrive");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,6 +151,7 @@ async fn open_connections_survive_a_redis_restart_and_receive_again() {
 async fn cross_node_delivery_works_on_a_redis_cluster() {
     let cluster = RedisCluster::start(3);
     let (a, b) = (edge(&cluster.urls(), true), edge(&cluster.urls(), true));
+    let _worker = worker(&cluster.urls(), true);
     let channels: Vec<String> = (0..12).map(|i| format!("status:shard-{i}")).collect();
     let refs: Vec<&str> = channels.iter().map(String::as_str).collect();
     let mut alice = basic_client(&a, "alice", &refs).await;
@@ -225,4 +240,67 @@ async fn a_crashed_edges_slots_come_back_within_the_lease_time() {
     }
     // The bound is the 2 s lease; the slack covers a loaded CI machine, not the mechanism.
     assert!(killed_at.elapsed() <= Duration::from_secs(8), "freed within the lease bound");
+}
+
+async fn notifications_client(edge: &NodeProcess, user: &str) -> (WsClient, Vec<serde_json::Value>) {
+    let token = token_with(user, Default::default());
+    let mut c = connect_ws(&format!("ws://{}/ws/notifications?token={token}", edge.addr), &[]).await.expect("connect");
+    assert_eq!(c.json().await["type"], "connection_ack");
+    let mut replayed = Vec::new();
+    loop {
+        let m = c.json().await;
+        let done = m["type"] == "replay_complete";
+        replayed.push(m);
+        if done {
+            break;
+        }
+    }
+    c.send_json(json!({"type": "subscribe", "channels": ["notification"]})).await;
+    c.barrier().await;
+    (c, replayed)
+}
+
+fn notify(edge: &NodeProcess, user: &str, n: u64) {
+    publish_ok(edge, json!({"user": user, "type": "notification", "payload": {"n": n}}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reconnects_on_the_other_edge_gets_exactly_what_it_missed() {
+    let redis = RedisServer::start();
+    let (a, b) = (edge(&redis.url(), false), edge(&redis.url(), false));
+    let _worker = worker(&redis.url(), false);
+    let (mut first, _) = notifications_client(&a, "erin").await;
+    notify(&b, "erin", 0);
+    assert_eq!(first.json().await["payload"]["n"], 0);
+    first.close().await;
+    wait_until("edge A to drop erin's subscription", || numsub(&redis, "u:erin") == 0).await;
+    for n in 1..6 {
+        notify(&b, "erin", n);
+    }
+    wait_until("the worker to store the five events", || redis.cli(&["XLEN", "events:erin"]).trim() == "6").await;
+    let (mut second, replayed) = notifications_client(&b, "erin").await;
+    let got: Vec<u64> = replayed.iter().filter_map(|m| m["payload"]["n"].as_u64()).collect();
+    assert_eq!(got, [1, 2, 3, 4, 5], "exactly the missed events, in order: {replayed:?}");
+    assert!(replayed[..5].iter().all(|m| m["replayed"] == true));
+    assert_eq!(replayed[5], json!({"type": "replay_complete", "count": 5, "truncated": false}));
+    notify(&a, "erin", 6);
+    assert_eq!(second.json().await["payload"]["n"], 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_publishes_survive_a_killed_worker_and_are_delivered_in_order() {
+    let redis = RedisServer::start();
+    let a = edge(&redis.url(), false);
+    let mut first_worker = worker(&redis.url(), false);
+    let (mut client, _) = notifications_client(&a, "frank").await;
+    notify(&a, "frank", 0);
+    assert_eq!(client.json().await["payload"]["n"], 0);
+    first_worker.kill();
+    for n in 1..21 {
+        notify(&a, "frank", n);
+    }
+    let _second_worker = worker(&redis.url(), false);
+    for n in 1..21 {
+        assert_eq!(client.json().await["payload"]["n"], n, "every acknowledged event, once, in order");
+    }
 }

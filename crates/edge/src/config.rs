@@ -56,6 +56,9 @@ pub struct Config {
     /// this bounds how long a crashed node's slots stay taken.
     #[serde(default = "default_quota_lease", with = "duration_str")]
     pub quota_lease: Duration,
+    /// Persistence of user-addressed events for replay.
+    #[serde(default)]
+    pub persistence: PersistenceConfig,
     /// API keys defined in the file (stored as SHA-256 hashes, never in plain text).
     #[serde(default)]
     pub api_keys: Vec<ConfiguredApiKey>,
@@ -99,6 +102,56 @@ impl Default for JwtConfig {
             leeway: default_leeway(),
         }
     }
+}
+
+/// Which events are kept for replay, and how the persistence worker runs.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersistenceConfig {
+    /// User-addressed events of these types are persisted unless the publisher says
+    /// `"persist": false`; other events only if it says `"persist": true`.
+    #[serde(default = "default_persist_types")]
+    pub types: Vec<String>,
+    /// How long a user's events are kept for replay.
+    #[serde(default = "default_retention", with = "duration_str")]
+    pub retention: Duration,
+    /// Most events replayed on one reconnect.
+    #[serde(default = "default_replay_limit")]
+    pub replay_limit: usize,
+    /// Ingest log shards; each is processed by one worker at a time, in order.
+    #[serde(default = "default_shards")]
+    pub shards: u32,
+    /// A dead worker's shards are taken over within this time.
+    #[serde(default = "default_worker_lease", with = "duration_str")]
+    pub worker_lease: Duration,
+}
+
+impl Default for PersistenceConfig {
+    fn default() -> Self {
+        PersistenceConfig {
+            types: default_persist_types(),
+            retention: default_retention(),
+            replay_limit: default_replay_limit(),
+            shards: default_shards(),
+            worker_lease: default_worker_lease(),
+        }
+    }
+}
+
+fn default_persist_types() -> Vec<String> {
+    ["notification", "subscription_update", "device_status", "server_alert"].map(String::from).to_vec()
+}
+fn default_retention() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_replay_limit() -> usize {
+    100
+}
+fn default_shards() -> u32 {
+    4
+}
+fn default_worker_lease() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// Diagnostic endpoints.
@@ -192,6 +245,9 @@ pub struct EndpointConfig {
     /// Close a connection that has no subscription for this long ("0s": never).
     #[serde(default = "zero", with = "duration_str")]
     pub unsubscribed_timeout: Duration,
+    /// Replay the user's missed persisted events on connect (orbnet notifications).
+    #[serde(default)]
+    pub replay: bool,
     /// Most channels one connection may subscribe to.
     #[serde(default = "default_max_subscriptions")]
     pub max_subscriptions: usize,
@@ -404,6 +460,16 @@ impl Config {
         }
         if self.quota_lease < Duration::from_secs(1) || self.quota_lease > Duration::from_secs(3600) {
             problems.push("quota_lease: must be between 1s and 1h".to_string());
+        }
+        let p = &self.persistence;
+        if p.shards == 0 || p.shards > 1024 {
+            problems.push("persistence.shards: must be between 1 and 1024".to_string());
+        }
+        if p.replay_limit == 0 || p.replay_limit > 10_000 {
+            problems.push("persistence.replay_limit: must be between 1 and 10000".to_string());
+        }
+        if p.worker_lease < Duration::from_secs(1) {
+            problems.push("persistence.worker_lease: must be at least 1s".to_string());
         }
         let echo = &self.diagnostics.echo_path;
         if !echo.is_empty() && !echo.starts_with('/') {

@@ -33,6 +33,7 @@ impl Dispatcher {
         let mut delivered = 0;
         // Subscribers of a topic mostly share one endpoint: remember its verdict on the type.
         let mut endpoint_verdict: Option<(*const EndpointRuntime, bool)> = None;
+        let sid = crate::persistence::parse_sid(event.sid.as_deref());
         self.registry.for_each(topic, |conn| {
             let ep: *const EndpointRuntime = Arc::as_ptr(&conn.endpoint);
             let allowed = match endpoint_verdict {
@@ -48,10 +49,10 @@ impl Dispatcher {
             }
             let codec = conn.endpoint.codec;
             let frame = frames[codec.kind().index()].get_or_insert_with(|| codec.encode_event(event, false));
-            match conn.send(frame.clone()) {
+            match conn.send_event(frame.clone(), sid) {
                 SendOutcome::Queued => delivered += 1,
                 SendOutcome::SlowConsumer => self.metrics.slow_consumer_closes.inc(),
-                SendOutcome::Gone => {}
+                SendOutcome::Gone | SendOutcome::Duplicate => {}
             }
         });
         delivered

@@ -15,6 +15,7 @@ pub mod http;
 pub mod ids;
 pub mod metrics;
 pub mod node;
+pub mod persistence;
 pub mod quota;
 pub mod registry;
 pub mod server;

@@ -25,6 +25,10 @@ pub struct Metrics {
     pub events_in: IntCounter,
     /// Events accepted by the publish API.
     pub published: IntCounter,
+    /// Events stored in users' replay logs by this node's worker.
+    pub persisted: IntCounter,
+    /// Events replayed to reconnecting clients.
+    pub replayed: IntCounter,
     /// Connections closed because their queue was full.
     pub slow_consumer_closes: IntCounter,
     /// Local subscribers per event.
@@ -73,6 +77,8 @@ impl Metrics {
             deliveries: counter("deliveries_total", "Events queued to connections"),
             events_in: counter("events_in_total", "Events received from the broker"),
             published: counter("published_total", "Events accepted by the publish API"),
+            persisted: counter("persisted_total", "Events stored in replay logs by this node's worker"),
+            replayed: counter("replayed_total", "Events replayed to reconnecting clients"),
             slow_consumer_closes: counter(
                 "slow_consumer_closes_total",
                 "Connections closed because their outbound queue was full",

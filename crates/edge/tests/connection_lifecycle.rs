@@ -20,7 +20,7 @@ fn fast_heartbeat() -> switchboard_edge::Config {
 async fn a_client_that_stops_answering_pings_is_closed() {
     let node = TestNode::start(fast_heartbeat()).await;
     let mut silent = node.connect_user("/ws/notifications", "alice").await;
-    silent.json().await;
+    silent.welcomed().await;
     // Not reading means the client library cannot answer the server's pings: this silence is
     // the behaviour under test, not a wait for the server.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -38,7 +38,7 @@ async fn with_three_allowed_misses_a_silent_client_gets_three_pings_before_the_c
     }))
     .await;
     let mut silent = node.connect_user("/ws/notifications", "alice").await;
-    silent.json().await;
+    silent.welcomed().await;
     // Silence (no reads, so no pongs) is the behaviour under test.
     tokio::time::sleep(Duration::from_millis(2000)).await;
     let mut pings = 0;
@@ -59,7 +59,7 @@ async fn with_three_allowed_misses_a_silent_client_gets_three_pings_before_the_c
 async fn a_client_that_answers_pings_stays_connected() {
     let node = TestNode::start(fast_heartbeat()).await;
     let mut live = node.connect_user("/ws/notifications", "alice").await;
-    live.json().await;
+    live.welcomed().await;
     let mut pings = 0;
     let until = tokio::time::Instant::now() + Duration::from_millis(1500);
     while let Ok(Some(msg)) = tokio::time::timeout_at(until, futures_util::StreamExt::next(&mut live.ws)).await {
@@ -81,7 +81,7 @@ async fn the_connection_closes_with_4001_when_the_token_expires() {
     claims.insert("exp".into(), json!(now + 2));
     let token = switchboard_testkit::token_with("alice", claims);
     let mut c = node.connect(&format!("/ws/notifications?token={token}"), &[]).await.unwrap();
-    assert_eq!(c.json().await["type"], "connection_ack");
+    c.welcomed().await;
     assert_eq!(c.closed().await, (4001, "Token expired".to_string()));
 }
 
@@ -89,7 +89,7 @@ async fn the_connection_closes_with_4001_when_the_token_expires() {
 async fn an_oversized_message_closes_with_1009() {
     let node = TestNode::default().await;
     let mut c = node.connect_user("/ws/notifications", "alice").await;
-    c.json().await;
+    c.welcomed().await;
     c.send_text(&"x".repeat(70 * 1024)).await;
     assert_eq!(c.closed().await.0, 1009);
 }
@@ -101,7 +101,7 @@ async fn a_slow_consumer_is_closed_without_stalling_others() {
     }))
     .await;
     let mut slow = node.connect_user("/ws/notifications", "alice").await;
-    slow.json().await;
+    slow.welcomed().await;
     slow.send_json(json!({"type": "subscribe", "channels": ["notification"]})).await;
     slow.barrier().await;
     let mut fast = node.connect_user("/ws", "alice").await;
@@ -134,7 +134,7 @@ async fn a_slow_consumer_is_closed_without_stalling_others() {
 async fn a_drain_closes_every_connection_with_1001() {
     let mut node = TestNode::default().await;
     let mut a = node.connect_user("/ws/notifications", "alice").await;
-    a.json().await;
+    a.welcomed().await;
     let mut b = node.connect_user("/ws", "bob").await;
     b.barrier().await;
     node.drain().await;

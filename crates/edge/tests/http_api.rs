@@ -111,7 +111,7 @@ async fn operations_endpoints_answer() {
     let (_, eps) = answer(node.request(Method::GET, "/playground/endpoints").send().await.unwrap()).await;
     assert_eq!(eps["endpoints"].as_array().unwrap().len(), node.node.endpoints.len());
     let mut c = node.connect_user("/ws/notifications", "alice").await;
-    c.json().await;
+    c.welcomed().await;
     let metrics = node.metrics().await;
     assert!(metrics.contains("switchboard_connections{endpoint=\"/ws/notifications\"} 1"), "{metrics}");
     assert!(metrics.contains("switchboard_connects_total{endpoint=\"/ws/notifications\",result=\"accepted\"} 1"));

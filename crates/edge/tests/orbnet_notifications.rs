@@ -7,8 +7,7 @@ use switchboard_testkit::{Received, TestNode};
 async fn connection_ack_then_subscribed_notifications_arrive_in_the_documented_shape() {
     let node = TestNode::default().await;
     let mut alice = node.connect_user("/ws/notifications", "alice").await;
-    let ack = alice.json().await;
-    assert_eq!(ack["type"], "connection_ack");
+    let ack = alice.welcomed().await;
     assert!(ack["sessionId"].as_str().unwrap().starts_with("sess_"));
     assert!(ack["timestamp"].as_str().unwrap().ends_with('Z'));
 
@@ -32,14 +31,14 @@ async fn bearer_header_authenticates_like_the_go_and_node_examples() {
     let node = TestNode::default().await;
     let auth = format!("Bearer {}", node.token("alice"));
     let mut c = node.connect("/ws/notifications", &[("authorization", &auth)]).await.expect("connect");
-    assert_eq!(c.json().await["type"], "connection_ack");
+    c.welcomed().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_users_own_events_of_subscribed_types_arrive() {
     let node = TestNode::default().await;
     let mut alice = node.connect_user("/ws/notifications", "alice").await;
-    alice.json().await;
+    alice.welcomed().await;
     alice.send_json(json!({"type": "subscribe", "channels": ["notification"]})).await;
     alice.barrier().await;
     node.publish(json!({"user": "bob", "type": "notification", "payload": {"n": 1}})).await;
@@ -62,7 +61,7 @@ async fn a_server_alert_on_the_broadcast_channel_reaches_every_subscribed_client
     let mut clients = Vec::new();
     for user in ["alice", "bob", "carol"] {
         let mut c = node.connect_user("/ws/notifications", user).await;
-        c.json().await;
+        c.welcomed().await;
         let types = if user == "carol" { json!(["notification"]) } else { json!(["server_alert"]) };
         c.send_json(json!({"type": "subscribe", "channels": types})).await;
         c.barrier().await;
@@ -81,7 +80,7 @@ async fn a_server_alert_on_the_broadcast_channel_reaches_every_subscribed_client
 async fn unknown_channels_and_malformed_frames_get_an_error_and_the_connection_lives() {
     let node = TestNode::default().await;
     let mut alice = node.connect_user("/ws/notifications", "alice").await;
-    alice.json().await;
+    alice.welcomed().await;
     alice.send_json(json!({"type": "subscribe", "channels": ["threat_detected"]})).await;
     let err = alice.json().await;
     assert_eq!((err["type"].as_str(), err["code"].as_str()), (Some("error"), Some("unknown_channel")));
@@ -99,7 +98,7 @@ async fn unknown_channels_and_malformed_frames_get_an_error_and_the_connection_l
 async fn a_client_close_is_answered_and_frees_the_subscription() {
     let node = TestNode::default().await;
     let mut alice = node.connect_user("/ws/notifications", "alice").await;
-    alice.json().await;
+    alice.welcomed().await;
     alice.send_json(json!({"type": "subscribe", "channels": ["notification"]})).await;
     alice.barrier().await;
     assert!(node.node.registry.has("u:alice"));

@@ -6,7 +6,11 @@ use switchboard_testkit::{Received, TestNode, WsClient, WAIT};
 
 async fn acked(node: &TestNode, path: &str, user: &str) -> WsClient {
     let mut c = node.connect_user(path, user).await;
-    assert_eq!(c.json().await["type"], "connection_ack");
+    if path == "/ws/notifications" {
+        c.welcomed().await;
+    } else {
+        assert_eq!(c.json().await["type"], "connection_ack");
+    }
     c
 }
 

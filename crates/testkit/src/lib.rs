@@ -59,9 +59,20 @@ pub struct TestNode {
 impl TestNode {
     /// Starts a node with the given config on the embedded broker.
     pub async fn start(config: Config) -> TestNode {
-        let listener = tokio::net::TcpListener::bind(config.listen).await.expect("bind a free port");
-        let addr = listener.local_addr().expect("local addr");
         let node = Node::embedded(config).expect("node");
+        Self::serve(node).await
+    }
+
+    /// Starts a node on an in-process broker whose clock the test controls.
+    pub async fn start_with_clock(config: Config, clock: Arc<dyn switchboard_broker::Clock>) -> TestNode {
+        let hub = switchboard_broker::memory::MemoryHub::with_clock(clock);
+        let node = Node::with_broker(config, |sink| Arc::new(hub.node(sink))).expect("node");
+        Self::serve(node).await
+    }
+
+    async fn serve(node: Arc<Node>) -> TestNode {
+        let listener = tokio::net::TcpListener::bind(node.config.listen).await.expect("bind a free port");
+        let addr = listener.local_addr().expect("local addr");
         let serving = node.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let served = tokio::spawn(async move {
@@ -219,6 +230,16 @@ impl WsClient {
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
             }
         }
+    }
+
+    /// Reads the welcome of a replaying endpoint (orbnet notifications): `connection_ack`,
+    /// then `replay_complete` with nothing missed; returns the ack.
+    pub async fn welcomed(&mut self) -> Value {
+        let ack = self.json().await;
+        assert_eq!(ack["type"], "connection_ack", "{ack}");
+        let replay = self.json().await;
+        assert_eq!(replay, serde_json::json!({"type": "replay_complete", "count": 0, "truncated": false}));
+        ack
     }
 
     /// The next JSON message, failing on anything else.

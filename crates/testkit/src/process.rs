@@ -4,6 +4,9 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 
+/// How long a process may take to print its banner (it waits for Redis first).
+const BANNER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A running `switchboard` process.
 pub struct NodeProcess {
     /// `127.0.0.1:port` it listens on.
@@ -25,17 +28,28 @@ impl NodeProcess {
         cmd.envs(env.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::null());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {bin}: {e}"));
         let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().expect("banner line").expect("read banner");
+        // Read the banner on a thread so that a process that never prints it fails the test
+        // after a bound instead of hanging it.
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let next = || rx.recv_timeout(BANNER_TIMEOUT).unwrap_or_else(|_| panic!("{bin} printed no banner in time"));
+        let first = next();
         let addr = first
             .split("http://")
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("no address in banner: {first}"))
             .to_owned();
-        let banner: Vec<String> = lines.by_ref().take(7).map_while(Result::ok).collect();
+        // The banner ends with an empty line.
+        let banner: Vec<String> = std::iter::repeat_with(next).take_while(|l| !l.is_empty()).collect();
         // Keep draining stdout so the process never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        std::thread::spawn(move || for _ in rx {});
         NodeProcess { addr, banner, child }
     }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
+use switchboard_broker::LogId;
 use switchboard_protocol::{CloseReason, Event, FieldFilter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +27,14 @@ pub enum Outbound {
         /// The message.
         data: Bytes,
     },
+    /// A persisted event and its position in the user's log; the writer records the
+    /// position once written, which becomes the replay cursor when the connection ends.
+    Event {
+        /// The encoded event.
+        frame: Bytes,
+        /// Its log position.
+        sid: LogId,
+    },
     /// A pong answering a client ping.
     Pong(Vec<u8>),
 }
@@ -39,6 +48,17 @@ pub enum SendOutcome {
     SlowConsumer,
     /// The connection is already gone.
     Gone,
+    /// The connection already has this event (same or later log position).
+    Duplicate,
+}
+
+/// Ordering state for persisted events: the last position queued, and the live events held
+/// back while missed ones are replayed.
+#[derive(Default)]
+struct Positions {
+    last_queued: Option<LogId>,
+    last_written: Option<LogId>,
+    held: Option<Vec<(Option<LogId>, Bytes)>>,
 }
 
 /// How the connection ends, decided once by whoever ends it first.
@@ -75,6 +95,9 @@ pub struct ConnHandle {
     closing: AtomicBool,
     plan: Mutex<Option<ClosePlan>>,
     last_pong_ms: AtomicU64,
+    /// Mirrors `positions.held.is_some()` for the fan-out fast path.
+    holding: AtomicBool,
+    positions: Mutex<Positions>,
 }
 
 impl ConnHandle {
@@ -89,6 +112,8 @@ impl ConnHandle {
             closing: AtomicBool::new(false),
             plan: Mutex::new(None),
             last_pong_ms: AtomicU64::new(0),
+            holding: AtomicBool::new(false),
+            positions: Mutex::default(),
         }
     }
 
@@ -127,6 +152,78 @@ impl ConnHandle {
     /// Queues a message with an explicit frame type, waiting for room in the queue.
     pub async fn send_wait(&self, data: Bytes, text: bool) {
         let _ = self.tx.send(Outbound::Typed { text, data }).await;
+    }
+
+    /// Queues an event from the broker: live events are held back while a replay runs, and
+    /// persisted events (`sid`) the connection already has are dropped, so replayed and live
+    /// events never overlap or go backwards.
+    pub fn send_event(&self, frame: Bytes, sid: Option<LogId>) -> SendOutcome {
+        if sid.is_none() && !self.holding.load(Ordering::Acquire) {
+            return self.send(frame);
+        }
+        let mut pos = self.positions.lock();
+        if let Some(held) = pos.held.as_mut() {
+            if held.len() >= self.tx.max_capacity() {
+                drop(pos);
+                self.close(CloseReason::SlowConsumer);
+                return SendOutcome::SlowConsumer;
+            }
+            held.push((sid, frame));
+            return SendOutcome::Queued;
+        }
+        self.queue_in_order(&mut pos, frame, sid)
+    }
+
+    fn queue_in_order(&self, pos: &mut Positions, frame: Bytes, sid: Option<LogId>) -> SendOutcome {
+        let Some(sid) = sid else { return self.send(frame) };
+        if pos.last_queued.is_some_and(|last| sid <= last) {
+            return SendOutcome::Duplicate;
+        }
+        pos.last_queued = Some(sid);
+        match self.tx.try_send(Outbound::Event { frame, sid }) {
+            Ok(()) => SendOutcome::Queued,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.close(CloseReason::SlowConsumer);
+                SendOutcome::SlowConsumer
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => SendOutcome::Gone,
+        }
+    }
+
+    /// Starts holding live events back (before the connection subscribes, when it will
+    /// replay missed ones).
+    pub fn begin_hold(&self) {
+        self.positions.lock().held = Some(Vec::new());
+        self.holding.store(true, Ordering::Release);
+    }
+
+    /// Queues a replayed event, ahead of any held live event.
+    pub fn send_replayed(&self, frame: Bytes, sid: LogId) -> SendOutcome {
+        let mut pos = self.positions.lock();
+        self.queue_in_order(&mut pos, frame, Some(sid))
+    }
+
+    /// Ends the replay: queues the held live events the replay did not already cover, in
+    /// arrival order, and lets later events through directly.
+    pub fn end_hold(&self) {
+        let mut pos = self.positions.lock();
+        for (sid, frame) in pos.held.take().unwrap_or_default() {
+            self.queue_in_order(&mut pos, frame, sid);
+        }
+        self.holding.store(false, Ordering::Release);
+    }
+
+    /// Records that the writer put a persisted event on the socket.
+    pub fn written(&self, sid: LogId) {
+        let mut pos = self.positions.lock();
+        if pos.last_written.is_none_or(|w| sid > w) {
+            pos.last_written = Some(sid);
+        }
+    }
+
+    /// The last persisted event written to the socket: where a later replay starts.
+    pub fn last_written(&self) -> Option<LogId> {
+        self.positions.lock().last_written
     }
 
     /// Queues a pong; dropped if the queue is full (the client is being closed anyway).

@@ -18,6 +18,7 @@ use crate::auth::Principal;
 use crate::endpoint::{channel_topic, members_key, user_topic};
 use crate::ids::{event_id, session_id};
 use crate::node::Node;
+use crate::persistence::replay;
 use crate::quota::QuotaSlot;
 
 /// One connection's subscriptions and command handling.
@@ -31,12 +32,25 @@ pub struct Session {
     channels: HashSet<String>,
     /// Quota slots this connection holds.
     slots: Vec<QuotaSlot>,
+    /// The client's `last_event_id`, for replay.
+    resume: Option<String>,
+    /// Where this connection's replay started.
+    replay_start: Option<switchboard_broker::LogId>,
 }
 
 impl Session {
     /// A session for an accepted connection.
-    pub fn new(node: Arc<Node>, conn: Arc<ConnHandle>, principal: Principal) -> Self {
-        Session { node, conn, principal, topics: HashSet::new(), channels: HashSet::new(), slots: Vec::new() }
+    pub fn new(node: Arc<Node>, conn: Arc<ConnHandle>, principal: Principal, resume: Option<String>) -> Self {
+        Session {
+            node,
+            conn,
+            principal,
+            topics: HashSet::new(),
+            channels: HashSet::new(),
+            slots: Vec::new(),
+            resume,
+            replay_start: None,
+        }
     }
 
     /// Per-user limits on client-sent events, cluster-wide: typing at most once per
@@ -258,6 +272,7 @@ impl Session {
             ts: now_millis(),
             payload,
             sender: Some(sender.clone()),
+            sid: None,
         };
         let mut messages = Vec::with_capacity(members.len());
         for member in members.into_iter().filter(|m| *m != sender) {
@@ -302,7 +317,28 @@ impl MessageHandler for Session {
         if !ep.config.broadcast_channel.is_empty() {
             base.push(channel_topic(&ep.config.broadcast_channel));
         }
-        self.register(&base).await.map_err(|_| CloseReason::Internal)
+        let replay_for = self.principal.user().filter(|_| ep.config.replay).map(str::to_owned);
+        if replay_for.is_some() {
+            // Live events that arrive from here on wait until the missed ones are sent.
+            self.conn.begin_hold();
+        }
+        self.register(&base).await.map_err(|_| CloseReason::Internal)?;
+        if let Some(user) = replay_for {
+            let node = &self.node;
+            let after = replay::resume_point(node, &ep.config.path, &user, self.resume.as_deref()).await;
+            let done = match after {
+                Ok(after) => {
+                    self.replay_start = Some(after);
+                    replay::replay(node, &self.conn, &user, after).await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "replay failed");
+                return Err(CloseReason::Internal);
+            }
+        }
+        Ok(())
     }
 
     /// Handles one complete client message.
@@ -337,6 +373,9 @@ impl MessageHandler for Session {
 
     /// Unregisters everything; called once when the connection ends.
     async fn finish(&mut self) {
+        if let (Some(start), Some(user)) = (self.replay_start, self.principal.user()) {
+            replay::save_cursor(&self.node, &self.conn, user, start).await;
+        }
         let slots = std::mem::take(&mut self.slots);
         if !slots.is_empty() {
             self.node.quotas.release(&slots, &self.holder()).await;

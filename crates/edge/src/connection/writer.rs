@@ -69,10 +69,11 @@ pub async fn run<W: AsyncWrite + Unpin>(
                     continue;
                 }
                 let mut large = None;
-                append(&mut buf, first, opcode, &mut large);
+                let mut written_sid = None;
+                append(&mut buf, first, opcode, &mut large, &mut written_sid);
                 while large.is_none() && buf.len() < BATCH_BYTES {
                     match rx.try_recv() {
-                        Ok(next) => append(&mut buf, next, opcode, &mut large),
+                        Ok(next) => append(&mut buf, next, opcode, &mut large, &mut written_sid),
                         Err(_) => break,
                     }
                 }
@@ -89,6 +90,9 @@ pub async fn run<W: AsyncWrite + Unpin>(
                     conn.close_with(ClosePlan::Silent);
                     broken = true;
                     break;
+                }
+                if let Some(sid) = written_sid {
+                    conn.written(sid);
                 }
             }
             _ = &mut heartbeat => {
@@ -131,9 +135,9 @@ pub async fn run<W: AsyncWrite + Unpin>(
         // Messages queued before the close are still owed to the client, except to a slow
         // consumer, which is closed precisely because it does not read them.
         if !matches!(plan, Some(ClosePlan::Server(CloseReason::SlowConsumer, _)) | Some(ClosePlan::Silent) | None) {
-            let mut large = None;
+            let (mut large, mut sid) = (None, None);
             while let Ok(item) = rx.try_recv() {
-                append(&mut buf, item, opcode, &mut large);
+                append(&mut buf, item, opcode, &mut large, &mut sid);
                 if let Some(payload) = large.take() {
                     buf.extend_from_slice(&payload);
                 }
@@ -158,8 +162,18 @@ pub async fn run<W: AsyncWrite + Unpin>(
 
 /// Appends a queued item to the batch, or sets it aside as `large` (header in the batch,
 /// payload written straight from the shared bytes).
-fn append(buf: &mut Vec<u8>, item: Outbound, opcode: Opcode, large: &mut Option<bytes::Bytes>) {
+fn append(
+    buf: &mut Vec<u8>,
+    item: Outbound,
+    opcode: Opcode,
+    large: &mut Option<bytes::Bytes>,
+    written_sid: &mut Option<switchboard_broker::LogId>,
+) {
     match item {
+        Outbound::Event { frame, sid } => {
+            *written_sid = Some(sid);
+            append(buf, Outbound::Message(frame), opcode, large, written_sid);
+        }
         Outbound::Message(bytes) if bytes.len() > COPY_LIMIT => {
             push_header(buf, opcode, bytes.len());
             *large = Some(bytes);

@@ -21,6 +21,16 @@ use crate::node::Node;
 /// Largest accepted HTTP request body (publish batches included).
 const MAX_BODY_BYTES: usize = 4 << 20;
 
+/// The router of a worker process: operations endpoints only.
+pub fn ops_router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::not_found)
+        .with_state(node)
+}
+
 /// Builds the router for a node.
 pub fn router(node: Arc<Node>) -> Router {
     let mut router = Router::new()

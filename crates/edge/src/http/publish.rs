@@ -21,6 +21,7 @@ use super::ApiError;
 use crate::endpoint::{channel_topic, user_topic};
 use crate::ids::event_id;
 use crate::node::Node;
+use crate::persistence::{ingest_log, shard_for};
 
 /// Most events in one batch.
 const MAX_BATCH: usize = 1000;
@@ -44,10 +45,9 @@ struct PublishRequest {
     payload: Box<RawValue>,
     #[serde(default)]
     id: Option<String>,
-    /// Whether to keep the event for replay; user-addressed events are kept by default once
-    /// the persistence worker is configured.
+    /// Whether to keep the event for replay (user-addressed events only); by default the
+    /// types listed in `persistence.types` are kept.
     #[serde(default)]
-    #[allow(dead_code)]
     persist: Option<bool>,
 }
 
@@ -60,8 +60,32 @@ fn check_name(what: &str, s: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// What one accepted request becomes: live messages to publish now, and entries for the
+/// ingest log (persistent events, published by the worker once stored).
+#[derive(Default)]
+struct Outgoing {
+    live: Vec<(String, bytes::Bytes)>,
+    ingest: Vec<(String, bytes::Bytes)>,
+}
+
+impl Outgoing {
+    /// Appends the ingest entries (in order: a user's events keep their order) and publishes
+    /// the live messages; returns the ingest positions. Nothing is acknowledged unless the
+    /// broker took it.
+    async fn send(&self, node: &Node) -> Result<Vec<String>, ApiError> {
+        let retention = node.config.persistence.retention;
+        let mut positions = Vec::with_capacity(self.ingest.len());
+        for (log, entry) in &self.ingest {
+            let id = node.broker.append(log, entry.clone(), retention).await.map_err(ApiError::unavailable)?;
+            positions.push(id.to_string());
+        }
+        node.broker.publish_many(&self.live).await.map_err(ApiError::unavailable)?;
+        Ok(positions)
+    }
+}
+
 /// Validates a request and turns it into broker messages; returns the event id.
-fn prepare(req: PublishRequest, out: &mut Vec<(String, bytes::Bytes)>) -> Result<String, ApiError> {
+fn prepare(node: &Node, req: PublishRequest, out: &mut Outgoing) -> Result<String, ApiError> {
     check_name("type", &req.kind)?;
     if let Some(id) = &req.id {
         check_name("id", id)?;
@@ -79,6 +103,7 @@ fn prepare(req: PublishRequest, out: &mut Vec<(String, bytes::Bytes)>) -> Result
         ts: now_millis(),
         payload: req.payload,
         sender: None,
+        sid: None,
     };
     let encode =
         |e: &Event| serde_json::to_vec(e).map(bytes::Bytes::from).map_err(|e| ApiError::bad_request(e.to_string()));
@@ -86,17 +111,23 @@ fn prepare(req: PublishRequest, out: &mut Vec<(String, bytes::Bytes)>) -> Result
         check_name("channel", &channel)?;
         let topic = channel_topic(&channel);
         event.channel = Some(channel);
-        out.push((topic, encode(&event)?));
+        out.live.push((topic, encode(&event)?));
     } else {
+        let persistence = &node.config.persistence;
+        let persist = req.persist.unwrap_or_else(|| persistence.types.contains(&event.kind));
         let users = req.users.or(req.user.map(|u| vec![u])).unwrap_or_default();
         if users.is_empty() || users.len() > MAX_USERS {
             return Err(ApiError::bad_request(format!("`users` must list 1 to {MAX_USERS} users")));
         }
         for user in users {
             check_name("user", &user)?;
-            let topic = user_topic(&user);
+            let target = if persist {
+                (ingest_log(shard_for(&user, persistence.shards)), &mut out.ingest)
+            } else {
+                (user_topic(&user), &mut out.live)
+            };
             event.user = Some(user);
-            out.push((topic, encode(&event)?));
+            target.1.push((target.0, encode(&event)?));
         }
     }
     Ok(event.id)
@@ -109,12 +140,13 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 /// `POST /v1/publish`.
 pub async fn publish(State(node): State<Arc<Node>>, _: AdminAuth, body: Bytes) -> Result<Response, ApiError> {
     let timer = node.metrics.publish_seconds.with_label_values(&["publish"]).start_timer();
-    let mut messages = Vec::with_capacity(1);
-    let id = prepare(parse(&body)?, &mut messages)?;
-    node.broker.publish_many(&messages).await.map_err(ApiError::unavailable)?;
+    let mut out = Outgoing::default();
+    let id = prepare(&node, parse(&body)?, &mut out)?;
+    let positions = out.send(&node).await?;
     node.metrics.published.inc();
     timer.observe_duration();
-    Ok((StatusCode::OK, Json(json!({ "id": id }))).into_response())
+    let body = if positions.is_empty() { json!({ "id": id }) } else { json!({ "id": id, "stream_ids": positions }) };
+    Ok((StatusCode::OK, Json(body)).into_response())
 }
 
 /// `POST /v1/publish/batch`: `{"events": [...]}`, all validated before any is published.
@@ -130,14 +162,14 @@ pub async fn publish_batch(State(node): State<Arc<Node>>, _: AdminAuth, body: By
         return Err(ApiError::bad_request(format!("`events` must hold 1 to {MAX_BATCH} events")));
     }
     let n = batch.events.len();
-    let mut messages = Vec::with_capacity(n);
+    let mut out = Outgoing::default();
     let mut ids = Vec::with_capacity(n);
     for (i, req) in batch.events.into_iter().enumerate() {
         let id =
-            prepare(req, &mut messages).map_err(|e| ApiError::bad_request(format!("events[{i}]: {}", e.message)))?;
+            prepare(&node, req, &mut out).map_err(|e| ApiError::bad_request(format!("events[{i}]: {}", e.message)))?;
         ids.push(id);
     }
-    node.broker.publish_many(&messages).await.map_err(ApiError::unavailable)?;
+    out.send(&node).await?;
     node.metrics.published.inc_by(n as u64);
     timer.observe_duration();
     Ok((StatusCode::OK, Json(json!({ "ids": ids }))).into_response())

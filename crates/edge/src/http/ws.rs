@@ -62,7 +62,8 @@ pub async fn accept(State(node): State<Arc<Node>>, ep: Arc<EndpointRuntime>, mut
             result("accepted");
             let expires_at = principal.expires_at();
             let handler_node = node.clone();
-            let make = move |conn| connection::Session::new(handler_node, conn, principal);
+            let resume = query.get("last_event_id").cloned();
+            let make = move |conn| connection::Session::new(handler_node, conn, principal, resume);
             node.connections.spawn(connection::run(node.clone(), ep.clone(), expires_at, make, upgrade));
             response.map(axum::body::Body::new)
         }
