@@ -243,8 +243,18 @@ async fn a_crashed_edges_slots_come_back_within_the_lease_time() {
 }
 
 async fn notifications_client(edge: &NodeProcess, user: &str) -> (WsClient, Vec<serde_json::Value>) {
+    notifications_client_from(edge, user, None).await
+}
+
+async fn notifications_client_from(
+    edge: &NodeProcess,
+    user: &str,
+    last_event_id: Option<&str>,
+) -> (WsClient, Vec<serde_json::Value>) {
     let token = token_with(user, Default::default());
-    let mut c = connect_ws(&format!("ws://{}/ws/notifications?token={token}", edge.addr), &[]).await.expect("connect");
+    let resume = last_event_id.map(|id| format!("&last_event_id={id}")).unwrap_or_default();
+    let url = format!("ws://{}/ws/notifications?token={token}{resume}", edge.addr);
+    let mut c = connect_ws(&url, &[]).await.expect("connect");
     assert_eq!(c.json().await["type"], "connection_ack");
     let mut replayed = Vec::new();
     loop {
@@ -256,7 +266,8 @@ async fn notifications_client(edge: &NodeProcess, user: &str) -> (WsClient, Vec<
         }
     }
     c.send_json(json!({"type": "subscribe", "channels": ["notification"]})).await;
-    c.barrier().await;
+    // Live events may already flow (every type does until the first subscribe).
+    c.barrier_allowing_messages(|m| replayed.push(m.clone())).await;
     (c, replayed)
 }
 
@@ -303,4 +314,55 @@ async fn acknowledged_publishes_survive_a_killed_worker_and_are_delivered_in_ord
     for n in 1..21 {
         assert_eq!(client.json().await["payload"]["n"], n, "every acknowledged event, once, in order");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reconnecting_over_and_over_across_edges_sees_every_event_in_order() {
+    const TOTAL: u64 = 300;
+    let redis = RedisServer::start();
+    let (a, b) = (edge(&redis.url(), false), edge(&redis.url(), false));
+    let _worker = worker(&redis.url(), false);
+    // Publish numbered events continuously, alternating edges; each is acknowledged before the
+    // next is sent, so their order is the order of the numbers.
+    let (addr_a, addr_b) = (a.addr.clone(), b.addr.clone());
+    let publisher = std::thread::spawn(move || {
+        for n in 0..TOTAL {
+            let addr = if n % 2 == 0 { &addr_a } else { &addr_b };
+            let body = json!({"user": "rita", "type": "notification", "payload": {"n": n}}).to_string();
+            let (status, answer) = http_post(addr, "/v1/publish", ADMIN, &body);
+            assert_eq!(status, 200, "{answer}");
+            std::thread::sleep(Duration::from_millis(3));
+        }
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    let mut last_id: Option<String> = None;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for round in 0.. {
+        let edge = if round % 2 == 0 { &a } else { &b };
+        let (mut c, replayed) = notifications_client_from(edge, "rita", last_id.as_deref()).await;
+        let mut previous: Option<u64> = None;
+        let mut take = |m: &serde_json::Value, last_id: &mut Option<String>| {
+            if let Some(n) = m["payload"]["n"].as_u64() {
+                assert!(previous.is_none_or(|p| n > p), "round {round}: {n} after {previous:?}");
+                previous = Some(n);
+                seen.insert(n);
+                *last_id = Some(m["id"].as_str().expect("id").to_owned());
+            }
+        };
+        for m in &replayed {
+            take(m, &mut last_id);
+        }
+        // Stay a short while, then leave (the client resumes from the last id it saw).
+        let until = tokio::time::Instant::now() + Duration::from_millis(40);
+        while let Ok(Received::Json(m)) = tokio::time::timeout_at(until, c.next()).await {
+            take(&m, &mut last_id);
+        }
+        drop(c);
+        if publisher.is_finished() && seen.len() as u64 == TOTAL {
+            break;
+        }
+        assert!(Instant::now() < deadline, "after {round} reconnects only {} of {TOTAL} events were seen", seen.len());
+    }
+    publisher.join().expect("publisher");
+    assert_eq!(seen, (0..TOTAL).collect());
 }

@@ -302,8 +302,11 @@ impl MessageHandler for Session {
                 return Err(CloseReason::Internal);
             }
         }
-        if ep.codec.opt_in_event_types() {
-            // Until the client subscribes to event types it receives nothing.
+        if ep.codec.opt_in_event_types() && !ep.config.replay {
+            // Until the client subscribes to event types it receives nothing. On a replaying
+            // endpoint every type flows until the first subscribe narrows it: the replay
+            // sends every type too, and a persisted event dropped in between would be
+            // skipped by the saved cursor for good.
             self.conn.selection.write().types = Some(HashSet::new());
         }
         let sid = session_id();
