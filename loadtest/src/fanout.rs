@@ -45,7 +45,7 @@ pub struct FanoutArgs {
 }
 
 /// Extracts the `"t":<micros>` publish time from a delivered frame without parsing it all.
-fn publish_micros(text: &str) -> Option<u64> {
+pub fn publish_micros(text: &str) -> Option<u64> {
     let start = text.find("\"t\":")? + 4;
     let digits: &str = &text[start..];
     let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());

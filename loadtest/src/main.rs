@@ -5,12 +5,15 @@
 //! - `fanout`: N subscribers on one channel, a publisher at R events/s through the publish
 //!   API; reports deliveries/s, drops, publish→deliver latency and deliveries per second of
 //!   server CPU.
+//! - `many`: N connections each on its own user stream, persisted notifications to random
+//!   users through the batch API; publish→deliver latency through the persistence worker.
 //!
 //! The server's memory and CPU are read from `/proc/<pid>` (`--server-pid`).
 
 mod client;
 mod fanout;
 mod idle;
+mod many;
 mod procstat;
 
 use std::net::SocketAddr;
@@ -58,6 +61,8 @@ enum Scenario {
     Idle(idle::IdleArgs),
     /// N subscribers on one channel; publish at a fixed rate; measure delivery.
     Fanout(fanout::FanoutArgs),
+    /// N connections on their own user streams; persisted events to random users.
+    Many(many::ManyArgs),
 }
 
 fn main() -> Result<()> {
@@ -71,6 +76,7 @@ fn main() -> Result<()> {
         match cli.scenario {
             Scenario::Idle(args) => idle::run(&cli.target, args, limit).await,
             Scenario::Fanout(args) => fanout::run(&cli.target, args, limit).await,
+            Scenario::Many(args) => many::run(&cli.target, args, limit).await,
         }
     })?;
     if cli.target.json {
