@@ -11,6 +11,7 @@
 //! The server's memory and CPU are read from `/proc/<pid>` (`--server-pid`).
 
 mod client;
+mod crowd;
 mod fanout;
 mod idle;
 mod many;

@@ -1,0 +1,172 @@
+//! A crowd of clients: connected, subscribed (a subscribe message, then a ping whose pong
+//! proves the server processed it), then listening, each recording the publish→deliver
+//! latency of every event that carries a publish time. Every scenario is built on it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{connect, now_micros, Ws};
+use crate::Target;
+
+/// The clients of a run.
+pub struct Crowd {
+    tasks: Vec<JoinHandle<Vec<u32>>>,
+    stop: broadcast::Sender<()>,
+    /// Events received so far, by all clients.
+    pub delivered: Arc<AtomicU64>,
+    /// Clients that connected and subscribed.
+    pub connected: usize,
+    /// Clients that failed to.
+    pub failed: usize,
+    /// The first failure, for the report.
+    pub first_error: Option<String>,
+    /// How long connecting everybody took.
+    pub connect_seconds: f64,
+}
+
+/// Extracts the `"t":<micros>` publish time from a delivered frame without parsing it all.
+pub fn publish_micros(text: &str) -> Option<u64> {
+    let start = text.find("\"t\":")? + 4;
+    let digits: &str = &text[start..];
+    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+    digits[..end].parse().ok()
+}
+
+async fn subscribe(ws: &mut Ws, message: &str) -> Result<()> {
+    ws.send(Message::text(message.to_owned())).await?;
+    ws.send(Message::Ping(b"s".to_vec().into())).await?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Pong(_))) => return Ok(()),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.into()),
+            None => anyhow::bail!("closed before subscribing"),
+        }
+    }
+}
+
+impl Crowd {
+    /// Connects `n` clients (client `i` to `path(i)`), each sending `subscribe`, at most
+    /// `concurrency` handshakes at a time.
+    pub async fn gather(
+        target: &Target,
+        n: usize,
+        concurrency: usize,
+        subscribe_msg: Value,
+        path: impl Fn(usize) -> String,
+    ) -> Crowd {
+        let delivered = Arc::new(AtomicU64::new(0));
+        let (stop, _) = broadcast::channel::<()>(1);
+        let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<Result<(), String>>(n.max(1));
+        let gate = Arc::new(Semaphore::new(concurrency.max(1)));
+        let message = subscribe_msg.to_string();
+        let bar = ProgressBar::new(n as u64).with_message("connecting");
+        let started = Instant::now();
+        let mut tasks = Vec::with_capacity(n);
+        for i in 0..n {
+            let (target, gate, ready, delivered) = (target.clone(), gate.clone(), ready_tx.clone(), delivered.clone());
+            let (mut stop, message, path) = (stop.subscribe(), message.clone(), path(i));
+            tasks.push(tokio::spawn(async move {
+                let permit = gate.acquire_owned().await;
+                let mut ws = match connect(&target, i, &path).await {
+                    Ok(ws) => ws,
+                    Err(e) => {
+                        let _ = ready.send(Err(format!("{e:#}"))).await;
+                        return Vec::new();
+                    }
+                };
+                let subscribed = subscribe(&mut ws, &message).await;
+                drop(permit);
+                let ok = subscribed.is_ok();
+                let _ = ready.send(subscribed.map_err(|e| format!("{e:#}"))).await;
+                let mut latencies = Vec::new();
+                if ok {
+                    loop {
+                        tokio::select! {
+                            _ = stop.recv() => break,
+                            m = ws.next() => match m {
+                                Some(Ok(Message::Text(t))) => {
+                                    if let Some(sent_at) = publish_micros(&t) {
+                                        latencies.push(now_micros().saturating_sub(sent_at).min(u64::from(u32::MAX)) as u32);
+                                        delivered.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                                Some(Ok(_)) => {}
+                                _ => break,
+                            }
+                        }
+                    }
+                }
+                let _ = ws.close(None).await;
+                latencies
+            }));
+        }
+        drop(ready_tx);
+        let (mut connected, mut failed, mut first_error) = (0, 0, None);
+        for _ in 0..n {
+            let Some(r) = ready_rx.recv().await else { break };
+            match r {
+                Ok(()) => connected += 1,
+                Err(e) => {
+                    failed += 1;
+                    first_error.get_or_insert(e);
+                }
+            }
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        Crowd {
+            tasks,
+            stop,
+            delivered,
+            connected,
+            failed,
+            first_error,
+            connect_seconds: started.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// Waits until `expected` events were received, or `bound` passed.
+    pub async fn wait_for(&self, expected: u64, bound: Duration) {
+        let deadline = Instant::now() + bound;
+        while self.delivered.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Disconnects everybody and returns the latency percentiles in ms.
+    pub async fn finish(self) -> Result<Value> {
+        let _ = self.stop.send(());
+        let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+        for t in self.tasks {
+            for l in t.await.unwrap_or_default() {
+                let _ = hist.record(u64::from(l).max(1));
+            }
+        }
+        let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+        Ok(json!({
+            "latency_ms_p50": ms(0.5),
+            "latency_ms_p99": ms(0.99),
+            "latency_ms_p999": ms(0.999),
+            "latency_ms_max": hist.max() as f64 / 1000.0,
+        }))
+    }
+}
+
+/// Merges `extra`'s fields into `report`.
+pub fn merge(mut report: Value, extra: Value) -> Value {
+    if let (Some(r), Value::Object(e)) = (report.as_object_mut(), extra) {
+        r.extend(e);
+    }
+    report
+}
