@@ -366,3 +366,29 @@ async fn a_client_reconnecting_over_and_over_across_edges_sees_every_event_in_or
     publisher.join().expect("publisher");
     assert_eq!(seen, (0..TOTAL).collect());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_never_own_a_shard_at_once_and_a_dead_ones_shards_are_taken_over() {
+    let redis = RedisServer::start();
+    let mut first = worker(&redis.url(), false);
+    let _second = worker(&redis.url(), false);
+    let holders = |shard: u32| -> Vec<String> {
+        redis.cli(&["ZRANGE", &format!("worker-lease:{shard}"), "0", "-1"]).lines().map(str::to_owned).collect()
+    };
+    wait_until("every shard to be owned", || (0..4).all(|s| holders(s).len() == 1)).await;
+    let sample_until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < sample_until {
+        for s in 0..4 {
+            assert!(holders(s).len() <= 1, "shard {s} has several owners: {:?}", holders(s));
+        }
+    }
+    first.kill();
+    let killed_at = Instant::now();
+    // Whatever the first worker owned passes to the second within the 2 s lease (plus slack).
+    wait_until("the survivor to own every shard", || {
+        let owners: std::collections::HashSet<String> = (0..4).flat_map(holders).collect();
+        owners.len() == 1 && (0..4).all(|s| holders(s).len() == 1)
+    })
+    .await;
+    assert!(killed_at.elapsed() < Duration::from_secs(8), "takeover took {:?}", killed_at.elapsed());
+}
