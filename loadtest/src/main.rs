@@ -7,6 +7,7 @@
 //!   server CPU.
 //! - `many`: N connections each on its own user stream, persisted notifications to random
 //!   users through the batch API; publish→deliver latency through the persistence worker.
+//! - `replay`: N clients miss M events each and reconnect at once; time to all replayed.
 //!
 //! The server's memory and CPU are read from `/proc/<pid>` (`--server-pid`).
 
@@ -16,6 +17,7 @@ mod fanout;
 mod idle;
 mod many;
 mod procstat;
+mod replay;
 
 use std::net::SocketAddr;
 
@@ -64,6 +66,8 @@ enum Scenario {
     Fanout(fanout::FanoutArgs),
     /// N connections on their own user streams; persisted events to random users.
     Many(many::ManyArgs),
+    /// N clients miss M events each, then reconnect at once.
+    Replay(replay::ReplayArgs),
 }
 
 fn main() -> Result<()> {
@@ -78,6 +82,7 @@ fn main() -> Result<()> {
             Scenario::Idle(args) => idle::run(&cli.target, args, limit).await,
             Scenario::Fanout(args) => fanout::run(&cli.target, args, limit).await,
             Scenario::Many(args) => many::run(&cli.target, args, limit).await,
+            Scenario::Replay(args) => replay::run(&cli.target, args, limit).await,
         }
     })?;
     if cli.target.json {
