@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::{DeliverySink, SharedBroker};
+use crate::{DeliverySink, LogId, SharedBroker};
 
 /// Generous bound for anything the suite waits for.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -166,6 +166,11 @@ pub async fn publish_many_keeps_order_and_subscribe_is_idempotent(factory: &dyn 
 pub async fn keys_expire_and_take_is_single_use(factory: &dyn NodeFactory) {
     let a = TestNode::new(factory).await;
     let key = unique("k");
+    let (k1, k2) = (unique("many"), unique("many"));
+    let pairs = [(k1.clone(), Bytes::from_static(b"1")), (k2.clone(), Bytes::from_static(b"2"))];
+    a.broker.set_many(&pairs, Some(Duration::from_secs(30))).await.expect("set many");
+    assert_eq!(a.broker.get(&k2).await.expect("get").as_deref(), Some(&b"2"[..]));
+    assert_eq!(a.broker.get(&k1).await.expect("get").as_deref(), Some(&b"1"[..]));
     a.broker.set(&key, Bytes::from_static(b"v"), None).await.expect("set");
     assert_eq!(a.broker.get(&key).await.expect("get").as_deref(), Some(&b"v"[..]));
     assert!(a.broker.delete(&key).await.expect("delete"));
@@ -265,6 +270,24 @@ pub async fn logs_read_after_an_id_in_order_and_trim_by_age(factory: &dyn NodeFa
     assert!(a.broker.append_with_id(&copy, ids[7], Bytes::from_static(b"e7"), day).await.expect("copy newer"));
     let copied = a.broker.read_after(&copy, None, 10).await.expect("read copy");
     assert_eq!(copied.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [ids[3], ids[7]]);
+    let (other, batch): (String, Vec<(String, LogId, Bytes)>) = {
+        let other = unique("copy");
+        let batch = [7, 3, 8, 9, 9]
+            .iter()
+            .flat_map(|i| {
+                [
+                    (copy.clone(), ids[*i], Bytes::from(format!("e{i}"))),
+                    (other.clone(), ids[*i], Bytes::from(format!("e{i}"))),
+                ]
+            })
+            .collect();
+        (other, batch)
+    };
+    a.broker.append_with_id_many(&batch, day).await.expect("copy many");
+    let copied = a.broker.read_after(&copy, None, 10).await.expect("read copy");
+    assert_eq!(copied.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [ids[3], ids[7], ids[8], ids[9]]);
+    let copied = a.broker.read_after(&other, None, 10).await.expect("read other");
+    assert_eq!(copied.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [ids[7], ids[8], ids[9]]);
 
     let short = unique("log");
     a.broker.append(&short, Bytes::from_static(b"old"), Duration::from_millis(100)).await.expect("append");

@@ -61,6 +61,14 @@ pub trait KeyValue: Send + Sync {
     /// Stores `value` under `key`, replacing any previous value.
     async fn set(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<()>;
 
+    /// [`KeyValue::set`] for many keys, in one round trip where the broker allows.
+    async fn set_many(&self, entries: &[(String, Bytes)], ttl: Option<Duration>) -> Result<()> {
+        for (key, value) in entries {
+            self.set(key, value.clone(), ttl).await?;
+        }
+        Ok(())
+    }
+
     /// Stores `value` under `key` only if the key does not exist; true if it was stored.
     /// Throttles ("at most one per interval") are built on it.
     async fn set_if_absent(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool>;
@@ -125,6 +133,15 @@ pub trait Log: Send + Sync {
     /// already holds an entry with that id or a later one: true if appended. Copying entries
     /// from log to log this way is idempotent, so a crashed copier can simply start over.
     async fn append_with_id(&self, log: &str, id: LogId, entry: Bytes, retention: Duration) -> Result<bool>;
+
+    /// [`Log::append_with_id`] for many entries (each skipped if already there), in one round
+    /// trip where the broker allows.
+    async fn append_with_id_many(&self, entries: &[(String, LogId, Bytes)], retention: Duration) -> Result<()> {
+        for (log, id, entry) in entries {
+            self.append_with_id(log, *id, entry.clone(), retention).await?;
+        }
+        Ok(())
+    }
 
     /// Up to `limit` entries with id greater than `after` (all if `None`), oldest first.
     async fn read_after(&self, log: &str, after: Option<LogId>, limit: usize) -> Result<Vec<(LogId, Bytes)>>;

@@ -79,32 +79,26 @@ impl Commands {
         }
     }
 
-    /// Runs several commands in order: one pipeline on a single server; on a cluster,
-    /// concurrently (each is routed to its slot's owner; commands for one slot keep their
-    /// order on that node's connection).
-    pub(super) async fn query_all(&self, cmds: &[Cmd]) -> RedisResult<()> {
+    /// Runs several commands, each with the key it touches, in order: one pipeline on a
+    /// single server; on a cluster, one pipeline per key, concurrently (commands on one key
+    /// keep their order).
+    pub(super) async fn query_all(&self, cmds: &[(String, Cmd)]) -> RedisResult<()> {
         if cmds.is_empty() {
             return Ok(());
         }
         match self {
             Commands::Single(c) => {
                 let mut pipe = redis::pipe();
-                for cmd in cmds {
+                for (_, cmd) in cmds {
                     pipe.add_command(cmd.clone()).ignore();
                 }
                 pipe.query_async::<()>(&mut c.clone()).await
             }
             Commands::Cluster(c) => {
-                // Commands on one key (topic) share a slot: pipeline them in order; different
-                // keys go to their owners concurrently.
                 let mut groups: Vec<redis::Pipeline> = Vec::new();
-                let mut by_key: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
-                for cmd in cmds {
-                    let key: &[u8] = match cmd.args_iter().nth(1) {
-                        Some(redis::Arg::Simple(b)) => b,
-                        _ => &[],
-                    };
-                    let i = *by_key.entry(key).or_insert_with(|| {
+                let mut by_key: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+                for (key, cmd) in cmds {
+                    let i = *by_key.entry(key.as_str()).or_insert_with(|| {
                         groups.push(redis::pipe());
                         groups.len() - 1
                     });

@@ -59,6 +59,10 @@ pub struct RedisBroker {
     window_counter: Script,
 }
 
+/// `XADD` under an explicit id unless the stream already has that id or a later one; sent
+/// as `EVAL` so a batch of them can be pipelined without a script cache miss.
+const XADD_IF_NEWER: &str = include_str!("scripts/xadd_if_newer.lua");
+
 /// How often the subscriber connection is pinged.
 const SUBSCRIBER_PING: Duration = Duration::from_millis(500);
 
@@ -139,7 +143,8 @@ impl PubSub for RedisBroker {
 
     async fn publish_many(&self, messages: &[(String, Bytes)]) -> Result<()> {
         let name = self.commands.publish_command();
-        let cmds: Vec<redis::Cmd> = messages.iter().map(|(t, m)| redis::cmd(name).arg(t).arg(&m[..]).clone()).collect();
+        let cmds: Vec<(String, redis::Cmd)> =
+            messages.iter().map(|(t, m)| (t.clone(), redis::cmd(name).arg(t).arg(&m[..]).clone())).collect();
         self.commands.query_all(&cmds).await.map_err(unavailable)
     }
 
@@ -181,6 +186,21 @@ impl KeyValue for RedisBroker {
         inv.key(key).arg(window.as_millis().max(1) as u64);
         let n: i64 = self.commands.invoke(&inv).await.map_err(unavailable)?;
         Ok(n.max(0) as u64)
+    }
+
+    async fn set_many(&self, entries: &[(String, Bytes)], ttl: Option<Duration>) -> Result<()> {
+        let cmds: Vec<(String, redis::Cmd)> = entries
+            .iter()
+            .map(|(key, value)| {
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(key).arg(&value[..]);
+                if let Some(ttl) = ttl {
+                    cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
+                }
+                (key.clone(), cmd)
+            })
+            .collect();
+        self.commands.query_all(&cmds).await.map_err(unavailable)
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
@@ -241,6 +261,25 @@ impl Log for RedisBroker {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => Ok(false),
             Err(e) => Err(unavailable(e)),
         }
+    }
+
+    async fn append_with_id_many(&self, entries: &[(String, LogId, Bytes)], retention: Duration) -> Result<()> {
+        let min_ms = self.clock.now_ms().saturating_sub(retention.as_millis() as u64);
+        let cmds: Vec<(String, redis::Cmd)> = entries
+            .iter()
+            .map(|(log, id, entry)| {
+                let cmd = redis::cmd("EVAL")
+                    .arg(XADD_IF_NEWER)
+                    .arg(1)
+                    .arg(log)
+                    .arg(id.to_string())
+                    .arg(min_ms)
+                    .arg(&entry[..])
+                    .clone();
+                (log.clone(), cmd)
+            })
+            .collect();
+        self.commands.query_all(&cmds).await.map_err(unavailable)
     }
 
     async fn read_last_after(

@@ -28,6 +28,9 @@ pub async fn run(node: Arc<Node>, stop: CancellationToken) {
     let lease = node.config.persistence.worker_lease;
     let holder = node.id.clone();
     let mut owned = vec![false; shards as usize];
+    // The cursor of a shard this worker owns changes only through this worker: it is read
+    // from the broker when the shard is taken, then kept here.
+    let mut cursors: Vec<Option<Option<LogId>>> = vec![None; shards as usize];
     let mut renewed_at = Instant::now();
     while !stop.is_cancelled() {
         let renew_due = renewed_at.elapsed() >= lease / 3;
@@ -48,10 +51,11 @@ pub async fn run(node: Arc<Node>, stop: CancellationToken) {
             let now_held = outcome.unwrap_or(false);
             if now_held != *held {
                 tracing::info!(shard, owned = now_held, "ingest shard ownership changed");
+                cursors[shard as usize] = None;
             }
             *held = now_held;
             if *held {
-                match process(&node, shard).await {
+                match process(&node, shard, &mut cursors[shard as usize]).await {
                     Ok(n) => worked += n,
                     Err(e) => tracing::warn!(shard, error = %e, "persisting a batch failed; it will be retried"),
                 }
@@ -70,14 +74,23 @@ pub async fn run(node: Arc<Node>, stop: CancellationToken) {
 }
 
 /// Processes one batch of a shard; returns how many entries it handled.
-async fn process(node: &Node, shard: u32) -> Result<usize, BrokerError> {
+async fn process(node: &Node, shard: u32, cached: &mut Option<Option<LogId>>) -> Result<usize, BrokerError> {
     let broker = &node.broker;
     let retention = node.config.persistence.retention;
     let cursor_key = ingest_cursor_key(shard);
-    let cursor = broker.get(&cursor_key).await?.and_then(|b| LogId::parse(&String::from_utf8_lossy(&b)));
+    let cursor = match *cached {
+        Some(c) => c,
+        None => broker.get(&cursor_key).await?.and_then(|b| LogId::parse(&String::from_utf8_lossy(&b))),
+    };
+    *cached = Some(cursor);
     let entries = broker.read_after(&ingest_log(shard), cursor, BATCH).await?;
     let Some((last, _)) = entries.last() else { return Ok(0) };
     let last = *last;
+    // The whole batch goes out in three round trips: copy into the users' logs, index the
+    // event ids, publish. Each step is idempotent, so a batch cut short is simply redone.
+    let mut copies = Vec::with_capacity(entries.len());
+    let mut index = Vec::with_capacity(entries.len());
+    let mut live = Vec::with_capacity(entries.len());
     for (id, body) in &entries {
         let mut event: Event = match serde_json::from_slice(body) {
             Ok(e) => e,
@@ -93,11 +106,15 @@ async fn process(node: &Node, shard: u32) -> Result<usize, BrokerError> {
         }
         event.sid = Some(sid.clone());
         let bytes = Bytes::from(serde_json::to_vec(&event).map_err(|e| BrokerError::Protocol(e.to_string()))?);
-        broker.append_with_id(&user_log(&user), *id, bytes.clone(), retention).await?;
-        broker.set(&event_position_key(&user, &event.id), Bytes::from(sid), Some(retention)).await?;
-        broker.publish(&user_topic(&user), bytes).await?;
+        copies.push((user_log(&user), *id, bytes.clone()));
+        index.push((event_position_key(&user, &event.id), Bytes::from(sid)));
+        live.push((user_topic(&user), bytes));
     }
+    broker.append_with_id_many(&copies, retention).await?;
+    broker.set_many(&index, Some(retention)).await?;
+    broker.publish_many(&live).await?;
     broker.set(&cursor_key, Bytes::from(last.to_string()), None).await?;
+    *cached = Some(Some(last));
     node.metrics.persisted.inc_by(entries.len() as u64);
     Ok(entries.len())
 }
