@@ -296,6 +296,23 @@ pub async fn logs_read_after_an_id_in_order_and_trim_by_age(factory: &dyn NodeFa
     let left = a.broker.read_after(&short, None, 10).await.expect("read");
     assert_eq!(left.len(), 1, "entries older than the retention must be trimmed");
     assert_eq!(&left[0].1[..], b"new");
+
+    // A log nobody appends to for a retention period disappears as a whole.
+    let idle = unique("idle-log");
+    a.broker.append(&idle, Bytes::from_static(b"x"), Duration::from_millis(150)).await.expect("append");
+    let copied = unique("idle-copy");
+    let id = LogId { ms: 1, seq: 0 };
+    a.broker.append_with_id(&copied, id, Bytes::from_static(b"x"), Duration::from_millis(150)).await.expect("copy");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = a.broker.read_after(&idle, None, 10).await.expect("read").len()
+            + a.broker.read_last_after(&copied, None, 10).await.expect("read").0.len();
+        if left == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "idle logs never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Concurrent acquirers never exceed the limit; release frees a slot; leases expire.

@@ -38,6 +38,7 @@ struct HubState {
     topics: RwLock<TopicSubscribers>,
     keys: Mutex<Keys>,
     logs: Mutex<HashMap<String, LogState>>,
+    log_appends: AtomicU64,
     leases: Mutex<HashMap<String, HashMap<String, u64>>>,
 }
 
@@ -52,6 +53,32 @@ struct Keys {
 struct LogState {
     entries: VecDeque<(LogId, Bytes)>,
     last: Option<LogId>,
+    /// A log nobody appends to for a whole retention period disappears, as on Redis.
+    expires_at_ms: u64,
+}
+
+/// A log's entries, unless the log as a whole has expired.
+fn live_log<'a>(logs: &'a HashMap<String, LogState>, log: &str, now: u64) -> Option<&'a LogState> {
+    logs.get(log).filter(|s| s.expires_at_ms > now)
+}
+
+/// Appends under `id` if it is newer than the log's top, trims by age and pushes the whole
+/// log's expiry out; true if appended.
+fn append_at(state: &mut LogState, id: LogId, entry: Bytes, now: u64, retention: Duration) -> bool {
+    if state.expires_at_ms <= now {
+        *state = LogState::default();
+    }
+    if state.last.is_some_and(|last| last >= id) {
+        return false;
+    }
+    state.last = Some(id);
+    state.entries.push_back((id, entry));
+    let min_ms = now.saturating_sub(retention.as_millis() as u64);
+    while state.entries.front().is_some_and(|(id, _)| id.ms < min_ms) {
+        state.entries.pop_front();
+    }
+    state.expires_at_ms = now + retention.as_millis() as u64;
+    true
 }
 
 impl Default for MemoryHub {
@@ -75,6 +102,7 @@ impl MemoryHub {
                 topics: RwLock::default(),
                 keys: Mutex::default(),
                 logs: Mutex::default(),
+                log_appends: AtomicU64::new(0),
                 leases: Mutex::default(),
             }),
         }
@@ -104,6 +132,14 @@ impl Drop for MemoryBroker {
 }
 
 impl HubState {
+    /// Every [`SWEEP_EVERY_WRITES`] appends, drops the logs that expired as a whole, so idle
+    /// users' logs do not pile up.
+    fn sweep_logs(&self, logs: &mut HashMap<String, LogState>, now: u64) {
+        if self.log_appends.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY_WRITES == SWEEP_EVERY_WRITES - 1 {
+            logs.retain(|_, s| s.expires_at_ms > now);
+        }
+    }
+
     fn deliver(&self, topic: &str, message: &Bytes) {
         // Copy the sinks out so that delivery (which may take a while for a large fan-out)
         // never runs under the topic lock.
@@ -263,33 +299,21 @@ impl Log for MemoryBroker {
         let mut logs = self.hub.logs.lock();
         let state = logs.entry(log.to_owned()).or_default();
         // Ids only grow, even if the clock steps back (as Redis does for XADD *).
-        let id = match state.last {
+        let id = match state.last.filter(|_| state.expires_at_ms > now) {
             Some(last) if last.ms >= now => LogId { ms: last.ms, seq: last.seq + 1 },
             _ => LogId { ms: now, seq: 0 },
         };
-        state.last = Some(id);
-        state.entries.push_back((id, entry));
-        let min_ms = now.saturating_sub(retention.as_millis() as u64);
-        while state.entries.front().is_some_and(|(id, _)| id.ms < min_ms) {
-            state.entries.pop_front();
-        }
+        append_at(state, id, entry, now, retention);
+        self.hub.sweep_logs(&mut logs, now);
         Ok(id)
     }
 
     async fn append_with_id(&self, log: &str, id: LogId, entry: Bytes, retention: Duration) -> Result<bool> {
         let now = self.hub.clock.now_ms();
         let mut logs = self.hub.logs.lock();
-        let state = logs.entry(log.to_owned()).or_default();
-        if state.last.is_some_and(|last| last >= id) {
-            return Ok(false);
-        }
-        state.last = Some(id);
-        state.entries.push_back((id, entry));
-        let min_ms = now.saturating_sub(retention.as_millis() as u64);
-        while state.entries.front().is_some_and(|(id, _)| id.ms < min_ms) {
-            state.entries.pop_front();
-        }
-        Ok(true)
+        let appended = append_at(logs.entry(log.to_owned()).or_default(), id, entry, now, retention);
+        self.hub.sweep_logs(&mut logs, now);
+        Ok(appended)
     }
 
     async fn read_last_after(
@@ -299,7 +323,7 @@ impl Log for MemoryBroker {
         limit: usize,
     ) -> Result<(Vec<(LogId, Bytes)>, bool)> {
         let logs = self.hub.logs.lock();
-        let Some(state) = logs.get(log) else { return Ok((Vec::new(), false)) };
+        let Some(state) = live_log(&logs, log, self.hub.clock.now_ms()) else { return Ok((Vec::new(), false)) };
         let start = match after {
             Some(a) => state.entries.partition_point(|(id, _)| *id <= a),
             None => 0,
@@ -311,7 +335,7 @@ impl Log for MemoryBroker {
 
     async fn read_after(&self, log: &str, after: Option<LogId>, limit: usize) -> Result<Vec<(LogId, Bytes)>> {
         let logs = self.hub.logs.lock();
-        let Some(state) = logs.get(log) else {
+        let Some(state) = live_log(&logs, log, self.hub.clock.now_ms()) else {
             return Ok(Vec::new());
         };
         let start = match after {

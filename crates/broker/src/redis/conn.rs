@@ -113,6 +113,14 @@ impl Commands {
         }
     }
 
+    /// Runs a pipeline whose commands all touch one key.
+    pub(super) async fn query_pipeline<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> RedisResult<T> {
+        match self {
+            Commands::Single(c) => pipe.query_async(&mut c.clone()).await,
+            Commands::Cluster(c) => pipe.query_async(&mut c.clone()).await,
+        }
+    }
+
     /// Runs a Lua script (`EVALSHA`, loading it on first use).
     pub(super) async fn invoke<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> RedisResult<T> {
         match self {

@@ -63,6 +63,20 @@ pub struct RedisBroker {
 /// as `EVAL` so a batch of them can be pipelined without a script cache miss.
 const XADD_IF_NEWER: &str = include_str!("scripts/xadd_if_newer.lua");
 
+/// The `EVAL` of [`XADD_IF_NEWER`] for one entry.
+fn xadd_if_newer(log: &str, id: LogId, entry: &[u8], now_ms: u64, retention: Duration) -> redis::Cmd {
+    let min_ms = now_ms.saturating_sub(retention.as_millis() as u64);
+    redis::cmd("EVAL")
+        .arg(XADD_IF_NEWER)
+        .arg(1)
+        .arg(log)
+        .arg(id.to_string())
+        .arg(min_ms)
+        .arg(entry)
+        .arg(retention.as_millis().max(1) as u64)
+        .clone()
+}
+
 /// How often the subscriber connection is pinged.
 const SUBSCRIBER_PING: Duration = Duration::from_millis(500);
 
@@ -245,39 +259,24 @@ fn parse_id(id: &str) -> Result<LogId> {
 impl Log for RedisBroker {
     async fn append(&self, log: &str, entry: Bytes, retention: Duration) -> Result<LogId> {
         let min_ms = self.clock.now_ms().saturating_sub(retention.as_millis() as u64);
-        let cmd = redis::cmd("XADD").arg(log).arg("MINID").arg(min_ms).arg("*").arg("d").arg(&entry[..]).clone();
-        let id: String = self.query(&cmd).await?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("XADD").arg(log).arg("MINID").arg(min_ms).arg("*").arg("d").arg(&entry[..]);
+        // A log nobody appends to for a whole retention period disappears.
+        pipe.cmd("PEXPIRE").arg(log).arg(retention.as_millis().max(1) as u64).ignore();
+        let (id,): (String,) = self.commands.query_pipeline(&pipe).await.map_err(unavailable)?;
         parse_id(&id)
     }
 
     async fn append_with_id(&self, log: &str, id: LogId, entry: Bytes, retention: Duration) -> Result<bool> {
-        let min_ms = self.clock.now_ms().saturating_sub(retention.as_millis() as u64);
-        let cmd =
-            redis::cmd("XADD").arg(log).arg("MINID").arg(min_ms).arg(id.to_string()).arg("d").arg(&entry[..]).clone();
-        match self.commands.query::<String>(&cmd).await {
-            Ok(_) => Ok(true),
-            // "The ID specified in XADD is equal or smaller than the target stream top item":
-            // already copied.
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => Ok(false),
-            Err(e) => Err(unavailable(e)),
-        }
+        let appended: i64 = self.query(&xadd_if_newer(log, id, &entry, self.clock.now_ms(), retention)).await?;
+        Ok(appended == 1)
     }
 
     async fn append_with_id_many(&self, entries: &[(String, LogId, Bytes)], retention: Duration) -> Result<()> {
-        let min_ms = self.clock.now_ms().saturating_sub(retention.as_millis() as u64);
+        let now = self.clock.now_ms();
         let cmds: Vec<(String, redis::Cmd)> = entries
             .iter()
-            .map(|(log, id, entry)| {
-                let cmd = redis::cmd("EVAL")
-                    .arg(XADD_IF_NEWER)
-                    .arg(1)
-                    .arg(log)
-                    .arg(id.to_string())
-                    .arg(min_ms)
-                    .arg(&entry[..])
-                    .clone();
-                (log.clone(), cmd)
-            })
+            .map(|(log, id, entry)| (log.clone(), xadd_if_newer(log, *id, entry, now, retention)))
             .collect();
         self.commands.query_all(&cmds).await.map_err(unavailable)
     }
