@@ -372,7 +372,8 @@ pub enum ConfigError {
 }
 
 /// Environment variables that name a key directly, as documented in the README.
-const ENV_ALIASES: [(&str, &str); 4] = [
+const ENV_ALIASES: [(&str, &str); 5] = [
+    ("SWITCHBOARD_LOG", "log_level"),
     ("SWITCHBOARD_JWT_SECRET", "jwt.secret"),
     ("SWITCHBOARD_ADMIN_KEY", "admin_key"),
     ("SWITCHBOARD_REDIS_URL", "redis_url"),
@@ -573,7 +574,7 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
         let leaf = segments[segments.len() - 1].to_string();
         let value = match (&parsed, leaf.as_str()) {
             // Listen addresses and URLs are always strings, even if they look like numbers.
-            (_, "listen" | "redis_url" | "admin_key" | "secret") => toml::Value::String(value.clone()),
+            (_, "listen" | "redis_url" | "admin_key" | "secret" | "log_level") => toml::Value::String(value.clone()),
             _ => parsed,
         };
         node.insert(leaf, value);
