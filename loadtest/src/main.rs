@@ -1,6 +1,7 @@
 //! `sb-load`: load generator for Switchboard.
 //!
 //! Scenarios (each bounded in count and time, loopback targets only):
+//! - `connect`: a connection storm at a fixed rate; connect latency and failures by cause.
 //! - `idle`: N subscribed connections held open; reports the server's RSS per connection.
 //! - `fanout`: N subscribers on one channel, a publisher at R events/s through the publish
 //!   API; reports deliveries/s, drops, publish→deliver latency and deliveries per second of
@@ -18,6 +19,7 @@ mod idle;
 mod many;
 mod procstat;
 mod replay;
+mod storm;
 
 use std::net::SocketAddr;
 
@@ -60,6 +62,8 @@ pub struct Target {
 
 #[derive(Subcommand)]
 enum Scenario {
+    /// Open N connections at a fixed rate; connect latency and failures.
+    Connect(storm::StormArgs),
     /// Hold N subscribed idle connections and report server memory per connection.
     Idle(idle::IdleArgs),
     /// N subscribers on one channel; publish at a fixed rate; measure delivery.
@@ -79,6 +83,7 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(async {
         match cli.scenario {
+            Scenario::Connect(args) => storm::run(&cli.target, args, limit).await,
             Scenario::Idle(args) => idle::run(&cli.target, args, limit).await,
             Scenario::Fanout(args) => fanout::run(&cli.target, args, limit).await,
             Scenario::Many(args) => many::run(&cli.target, args, limit).await,

@@ -1,0 +1,104 @@
+//! `connect`: a connection storm. Opens N connections at R per second (each: TCP connect,
+//! WebSocket handshake, `connection_ack`), holds them until all are open, then closes them.
+//! Reports connect latency percentiles and failures by cause.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use clap::Args;
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{connect, token};
+use crate::Target;
+
+/// Arguments of `connect`.
+#[derive(Args)]
+pub struct StormArgs {
+    /// Connections to open.
+    #[arg(long, default_value_t = 10_000)]
+    pub connections: usize,
+    /// Connections started per second.
+    #[arg(long, default_value_t = 2_000.0)]
+    pub rate: f64,
+    /// Endpoint path (an orbnet endpoint: the storm waits for `connection_ack`).
+    #[arg(long, default_value = "/ws/notifications")]
+    pub path: String,
+}
+
+/// Runs the scenario.
+pub async fn run(target: &Target, args: StormArgs, fd_limit: u64) -> Result<Value> {
+    if args.connections == 0 || args.connections > 1_000_000 || args.rate <= 0.0 || args.rate > 100_000.0 {
+        bail!("connect is bounded to 1,000,000 connections at up to 100,000 per second");
+    }
+    if args.connections as u64 + 64 > fd_limit {
+        bail!("{} connections need more descriptors than RLIMIT_NOFILE allows here ({fd_limit})", args.connections);
+    }
+    let (stop, _) = broadcast::channel::<()>(1);
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Result<Duration, String>>(args.connections);
+    let bar = ProgressBar::new(args.connections as u64).with_message("connecting");
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(args.connections);
+    for i in 0..args.connections {
+        ticker.tick().await;
+        let (target, done, mut stop) = (target.clone(), done_tx.clone(), stop.subscribe());
+        let path = format!("{}?token={}", args.path, token(&target, &format!("storm-{i}")));
+        tasks.push(tokio::spawn(async move {
+            let t0 = Instant::now();
+            let mut ws = match connect(&target, i, &path).await {
+                Ok(ws) => ws,
+                Err(e) => return drop(done.send(Err(format!("connect: {}", e.root_cause()))).await),
+            };
+            let acked = match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) if t.contains("connection_ack") => Ok(t0.elapsed()),
+                Ok(Some(Ok(Message::Close(f)))) => Err(format!("closed: {}", f.map_or(1005, |f| u16::from(f.code)))),
+                Ok(other) => Err(format!("unexpected: {:?}", other.map(|m| m.map(|m| m.to_string())))),
+                Err(_) => Err("no ack in 30 s".to_string()),
+            };
+            let ok = acked.is_ok();
+            let _ = done.send(acked).await;
+            if ok {
+                let _ = stop.recv().await;
+            }
+            let _ = ws.close(None).await;
+        }));
+    }
+    drop(done_tx);
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..args.connections {
+        let Some(r) = done_rx.recv().await else { break };
+        match r {
+            Ok(took) => {
+                let _ = hist.record(took.as_micros().max(1) as u64);
+            }
+            Err(cause) => *failures.entry(cause).or_default() += 1,
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = stop.send(());
+    for t in tasks {
+        let _ = t.await;
+    }
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    Ok(json!({
+        "scenario": "connect",
+        "connections_ok": hist.len(),
+        "connections_failed": failures.values().sum::<usize>(),
+        "failures": failures,
+        "seconds": seconds,
+        "connects_per_second": hist.len() as f64 / seconds,
+        "connect_ms_p50": ms(0.5),
+        "connect_ms_p99": ms(0.99),
+        "connect_ms_p999": ms(0.999),
+        "connect_ms_max": hist.max() as f64 / 1000.0,
+    }))
+}
