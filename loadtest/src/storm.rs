@@ -58,7 +58,9 @@ pub async fn run(target: &Target, args: StormArgs, fd_limit: u64) -> Result<Valu
             let acked = match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
                 Ok(Some(Ok(Message::Text(t)))) if t.contains("connection_ack") => Ok(t0.elapsed()),
                 Ok(Some(Ok(Message::Close(f)))) => Err(format!("closed: {}", f.map_or(1005, |f| u16::from(f.code)))),
-                Ok(other) => Err(format!("unexpected: {:?}", other.map(|m| m.map(|m| m.to_string())))),
+                Ok(Some(Ok(other))) => Err(format!("unexpected frame: {other}")),
+                Ok(Some(Err(e))) => Err(format!("error: {e}")),
+                Ok(None) => Err("connection ended before the ack".to_string()),
                 Err(_) => Err("no ack in 30 s".to_string()),
             };
             let ok = acked.is_ok();
