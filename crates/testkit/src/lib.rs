@@ -63,6 +63,12 @@ impl TestNode {
         Self::serve(node).await
     }
 
+    /// Starts a node sharing an in-process hub with other test nodes (a cluster in one process).
+    pub async fn start_on_hub(config: Config, hub: &switchboard_broker::memory::MemoryHub) -> TestNode {
+        let node = Node::with_broker(config, |sink| Arc::new(hub.node(sink))).expect("node");
+        Self::serve(node).await
+    }
+
     /// Starts a node on an in-process broker whose clock the test controls.
     pub async fn start_with_clock(config: Config, clock: Arc<dyn switchboard_broker::Clock>) -> TestNode {
         let hub = switchboard_broker::memory::MemoryHub::with_clock(clock);

@@ -36,6 +36,8 @@ pub struct Session {
     resume: Option<String>,
     /// Where this connection's replay started.
     replay_start: Option<switchboard_broker::LogId>,
+    /// Whether a subscribe command succeeded on this connection.
+    subscribed: bool,
 }
 
 impl Session {
@@ -50,6 +52,7 @@ impl Session {
             slots: Vec::new(),
             resume,
             replay_start: None,
+            subscribed: false,
         }
     }
 
@@ -286,7 +289,7 @@ impl Session {
 
 impl MessageHandler for Session {
     fn is_subscribed(&self) -> bool {
-        !self.channels.is_empty() || self.conn.selection.read().types.as_ref().is_none_or(|t| !t.is_empty())
+        self.subscribed
     }
 
     /// Greets the client and registers the topics every connection of the endpoint has (its
@@ -357,7 +360,11 @@ impl MessageHandler for Session {
             Err(error) => return self.reply(&Reply::Error { error: &error, request_id: None }),
         };
         let (request_id, result) = match command {
-            Command::Subscribe { targets, filter, request_id } => (request_id, self.subscribe(targets, filter).await),
+            Command::Subscribe { targets, filter, request_id } => {
+                let result = self.subscribe(targets, filter).await;
+                self.subscribed |= result.is_ok();
+                (request_id, result)
+            }
             Command::Unsubscribe { targets, request_id } => (request_id, self.unsubscribe(targets).await),
             Command::Ping { request_id } => {
                 self.reply(&Reply::Pong { request_id: request_id.as_deref() });

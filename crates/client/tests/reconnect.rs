@@ -1,0 +1,87 @@
+//! The client against real nodes: when its node goes away it moves to another, resumes with
+//! the last event id it saw, and hands the application every event exactly once, in order.
+
+use std::time::Duration;
+
+use serde_json::json;
+use switchboard_broker::memory::MemoryHub;
+use switchboard_client::{backoff_delay, Client, ClientConfig, ClientEvent};
+use switchboard_testkit::{test_config, TestNode, WAIT};
+
+async fn next(client: &mut Client) -> ClientEvent {
+    tokio::time::timeout(WAIT, client.next()).await.expect("client event in time").expect("client running")
+}
+
+async fn next_event(client: &mut Client) -> serde_json::Value {
+    loop {
+        if let ClientEvent::Event(v) = next(client).await {
+            return v;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_moves_to_another_node_resumes_and_never_delivers_twice() {
+    let hub = MemoryHub::new();
+    let mut a = TestNode::start_on_hub(test_config(|_| {}), &hub).await;
+    let b = TestNode::start_on_hub(test_config(|_| {}), &hub).await;
+    let urls = vec![a.ws_url("/ws/notifications"), b.ws_url("/ws/notifications")];
+    let config = ClientConfig::new(urls, a.token("alice"))
+        .subscribe(json!({"type": "subscribe", "channels": ["notification"]}))
+        .backoff(Duration::from_millis(20), Duration::from_millis(100));
+    let mut client = Client::start(config);
+    assert_eq!(next(&mut client).await, ClientEvent::Connected(a.ws_url("/ws/notifications")));
+    loop {
+        if let ClientEvent::Control(v) = next(&mut client).await {
+            if v["type"] == "replay_complete" {
+                break;
+            }
+        }
+    }
+    // The subscribe is in flight; events before it are delivered too on a replaying endpoint.
+    for n in 0..3 {
+        a.publish(json!({"user": "alice", "type": "notification", "payload": {"n": n}})).await;
+    }
+    for n in 0..3 {
+        assert_eq!(next_event(&mut client).await["payload"]["n"], n);
+    }
+
+    a.drain().await;
+    for n in 3..8 {
+        b.publish(json!({"user": "alice", "type": "notification", "payload": {"n": n}})).await;
+    }
+    let mut reconnected = false;
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        match next(&mut client).await {
+            ClientEvent::Disconnected(code) => assert_eq!(code, 1001),
+            ClientEvent::Connected(url) => {
+                assert_eq!(url, b.ws_url("/ws/notifications"));
+                reconnected = true;
+            }
+            ClientEvent::Event(v) => got.push(v["payload"]["n"].as_u64().unwrap()),
+            ClientEvent::Control(_) => {}
+        }
+    }
+    assert!(reconnected);
+    assert_eq!(got, [3, 4, 5, 6, 7], "each missed event once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_stop_the_client_and_backoff_grows_with_jitter() {
+    let node = TestNode::default().await;
+    let mut client = Client::start(ClientConfig::new(vec![node.ws_url("/ws/notifications")], "not-a-token".into()));
+    assert_eq!(next(&mut client).await, ClientEvent::Disconnected(4001));
+    assert_eq!(
+        tokio::time::timeout(WAIT, client.next()).await.expect("ends"),
+        None,
+        "no retry loop on bad credentials"
+    );
+
+    let config = ClientConfig::new(Vec::new(), String::new());
+    for attempt in 0..8 {
+        let d = backoff_delay(&config, attempt);
+        let cap = (Duration::from_secs(1) * (1 << attempt)).min(Duration::from_secs(30));
+        assert!(d <= cap && d >= cap / 2, "attempt {attempt}: {d:?} outside [{:?}, {cap:?}]", cap / 2);
+    }
+}
