@@ -3,7 +3,7 @@
 //! yields a publish→deliver latency.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::Args;
@@ -66,9 +66,7 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
     let url = format!("http://{publish_to}/v1/publish");
     let pad = "x".repeat(args.payload_bytes.saturating_sub(40));
     let total_events = (args.rate * args.duration_secs as f64).round() as u64;
-    let pid = target.server_pid;
-    let cpu_before = pid.and_then(procstat::cpu_seconds);
-    let started = Instant::now();
+    let window = procstat::Window::start(target.server_pid);
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
     let mut publish_errors = 0u64;
     let bar = ProgressBar::new(total_events).with_message("publishing");
@@ -85,10 +83,8 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
     bar.finish_and_clear();
     let expected = (total_events - publish_errors) * subscribed as u64;
     crowd.wait_for(expected, Duration::from_secs(10)).await;
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu_after = pid.and_then(procstat::cpu_seconds);
+    let (elapsed, server_cpu) = window.finish();
     let got = crowd.delivered.load(Ordering::Relaxed);
-    let server_cpu = cpu_after.zip(cpu_before).map(|(a, b)| a - b);
     let latency = crowd.finish().await?;
     Ok(merge(
         json!({

@@ -3,7 +3,7 @@
 //! batch publish API. Measures publish→deliver latency through the persistence worker.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::Args;
@@ -56,9 +56,7 @@ pub async fn run(target: &Target, args: ManyArgs, fd_limit: u64) -> Result<Value
     let url = format!("http://{}/v1/publish/batch", target.server[0]);
     let total = (args.rate * args.duration_secs as f64).round() as u64;
     let batches = total.div_ceil(args.batch as u64);
-    let pid = target.server_pid;
-    let cpu_before = pid.and_then(procstat::cpu_seconds);
-    let started = Instant::now();
+    let window = procstat::Window::start(target.server_pid);
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(args.batch as f64 / args.rate));
     let (mut published, mut errors) = (0u64, 0u64);
     let mut seed = now_micros() | 1;
@@ -83,10 +81,8 @@ pub async fn run(target: &Target, args: ManyArgs, fd_limit: u64) -> Result<Value
     }
     bar.finish_and_clear();
     crowd.wait_for(published, Duration::from_secs(15)).await;
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu_after = pid.and_then(procstat::cpu_seconds);
+    let (elapsed, server_cpu) = window.finish();
     let got = crowd.delivered.load(Ordering::Relaxed);
-    let server_cpu = cpu_after.zip(cpu_before).map(|(a, b)| a - b);
     let latency = crowd.finish().await?;
     Ok(merge(
         json!({

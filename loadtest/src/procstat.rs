@@ -20,3 +20,23 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Some((utime + stime) / ticks.max(1.0))
 }
+
+/// A measured window: wall time and the server's CPU time over it.
+pub struct Window {
+    pid: Option<u32>,
+    cpu_at_start: Option<f64>,
+    started: std::time::Instant,
+}
+
+impl Window {
+    /// Starts measuring (CPU only when the server's PID is known).
+    pub fn start(pid: Option<u32>) -> Window {
+        Window { pid, cpu_at_start: pid.and_then(cpu_seconds), started: std::time::Instant::now() }
+    }
+
+    /// Seconds since the start, and the server CPU seconds used meanwhile.
+    pub fn finish(&self) -> (f64, Option<f64>) {
+        let cpu = self.pid.and_then(cpu_seconds).zip(self.cpu_at_start).map(|(a, b)| a - b);
+        (self.started.elapsed().as_secs_f64(), cpu)
+    }
+}
