@@ -125,11 +125,14 @@ impl Session {
             self.topics.insert(t.clone());
         }
         self.node.metrics.topics.set(self.node.registry.topic_count() as i64);
-        self.node.topics.reconcile(&fresh).await.map_err(|e| {
+        if let Err(e) = self.node.topics.reconcile(&fresh).await {
             self.node.metrics.broker_errors.with_label_values(&["subscribe"]).inc();
             tracing::warn!(error = %e, "broker subscribe failed");
-            ClientError::new(ErrorKind::SubscriptionFailed, "subscription temporarily unavailable; retry")
-        })
+            // Leave no local registration behind that the broker does not back.
+            self.unregister(&fresh).await;
+            return Err(ClientError::new(ErrorKind::SubscriptionFailed, "subscription temporarily unavailable; retry"));
+        }
+        Ok(())
     }
 
     async fn unregister(&mut self, topics: &[String]) {
