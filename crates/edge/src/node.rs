@@ -47,6 +47,9 @@ pub struct Node {
     pub connections: TaskTracker,
     /// Cancelled when the node starts draining.
     pub draining: CancellationToken,
+    /// Woken when this node appended to the ingest log, so a worker in the same process
+    /// starts at once instead of at its next poll.
+    pub ingest_appended: tokio::sync::Notify,
     ready: AtomicBool,
     next_conn_id: AtomicU64,
 }
@@ -128,6 +131,7 @@ impl Node {
             endpoints,
             connections: TaskTracker::new(),
             draining: CancellationToken::new(),
+            ingest_appended: tokio::sync::Notify::new(),
             ready: AtomicBool::new(true),
             next_conn_id: AtomicU64::new(1),
         })

@@ -79,6 +79,9 @@ impl Outgoing {
             let id = node.broker.append(log, entry.clone(), retention).await.map_err(ApiError::unavailable)?;
             positions.push(id.to_string());
         }
+        if !positions.is_empty() {
+            node.ingest_appended.notify_one();
+        }
         node.broker.publish_many(&self.live).await.map_err(ApiError::unavailable)?;
         Ok(positions)
     }

@@ -19,7 +19,8 @@ use crate::node::Node;
 
 /// Entries processed per shard per round.
 const BATCH: usize = 256;
-/// Pause when no shard had work.
+/// Pause when no shard had work (a publish through this same process wakes the worker at
+/// once; other edges' publishes are picked up at the next poll).
 const IDLE_POLL: Duration = Duration::from_millis(10);
 
 /// Runs the worker until `stop` is cancelled, then gives its shards up.
@@ -64,6 +65,7 @@ pub async fn run(node: Arc<Node>, stop: CancellationToken) {
         if worked == 0 {
             tokio::select! {
                 _ = stop.cancelled() => {}
+                _ = node.ingest_appended.notified() => {}
                 _ = tokio::time::sleep(IDLE_POLL) => {}
             }
         }
