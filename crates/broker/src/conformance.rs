@@ -340,6 +340,18 @@ pub async fn leases_never_exceed_their_limit(factory: &dyn NodeFactory) {
     assert!(a.broker.try_acquire(&key, "late", 5, ttl).await.expect("acquire after release"));
     assert_eq!(a.broker.renew(&key, &won[1..], ttl).await.expect("renew"), 4);
 
+    // All-or-nothing over several quotas (keys hash-tagged into one slot for Redis Cluster).
+    let tag = unique("u");
+    let (per_endpoint, total) = (format!("lease:{{{tag}}}:endpoint"), format!("lease:{{{tag}}}:total"));
+    let slots = [(per_endpoint.clone(), 2), (total.clone(), 3)];
+    assert!(a.broker.try_acquire_all(&slots, "c1", ttl).await.expect("acquire all"));
+    assert!(b.broker.try_acquire_all(&slots, "c2", ttl).await.expect("acquire all"));
+    assert!(!a.broker.try_acquire_all(&slots, "c3", ttl).await.expect("acquire all"), "the per-endpoint quota is full");
+    assert!(a.broker.try_acquire(&total, "other", 3, ttl).await.expect("acquire"), "a refused call took nothing");
+    assert!(!a.broker.try_acquire(&total, "more", 3, ttl).await.expect("acquire"));
+    assert!(a.broker.release(&per_endpoint, "c1").await.expect("release"));
+    assert!(!a.broker.try_acquire_all(&slots, "c3", ttl).await.expect("acquire all"), "the total quota is full");
+
     let short = unique("lease");
     assert!(a.broker.try_acquire(&short, "x", 1, Duration::from_millis(150)).await.expect("acquire"));
     let deadline = tokio::time::Instant::now() + WAIT;

@@ -163,6 +163,10 @@ pub trait Leases: Send + Sync {
     /// Takes a slot for `holder` if fewer than `limit` live holders exist; atomic across nodes.
     async fn try_acquire(&self, key: &str, holder: &str, limit: u32, ttl: Duration) -> Result<bool>;
 
+    /// Takes a slot in every `(key, limit)` for `holder`, or in none: atomic across nodes.
+    /// On a Redis Cluster the keys must share a hash slot (hash-tag them).
+    async fn try_acquire_all(&self, slots: &[(String, u32)], holder: &str, ttl: Duration) -> Result<bool>;
+
     /// Extends the holders' leases; returns how many were still held.
     async fn renew(&self, key: &str, holders: &[String], ttl: Duration) -> Result<usize>;
 

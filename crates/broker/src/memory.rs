@@ -360,6 +360,22 @@ impl Leases for MemoryBroker {
         Ok(true)
     }
 
+    async fn try_acquire_all(&self, slots: &[(String, u32)], holder: &str, ttl: Duration) -> Result<bool> {
+        let now = self.hub.clock.now_ms();
+        let mut leases = self.hub.leases.lock();
+        for (key, limit) in slots {
+            let holders = leases.entry(key.clone()).or_default();
+            holders.retain(|_, exp| *exp > now);
+            if !holders.contains_key(holder) && holders.len() >= *limit as usize {
+                return Ok(false);
+            }
+        }
+        for (key, _) in slots {
+            leases.entry(key.clone()).or_default().insert(holder.to_owned(), now + ttl.as_millis() as u64);
+        }
+        Ok(true)
+    }
+
     async fn renew(&self, key: &str, holders: &[String], ttl: Duration) -> Result<usize> {
         let now = self.hub.clock.now_ms();
         let mut leases = self.hub.leases.lock();

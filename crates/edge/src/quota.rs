@@ -34,20 +34,12 @@ impl QuotaKeeper {
         QuotaKeeper { broker, lease, held: Mutex::default() }
     }
 
-    /// Takes every slot for `holder`, or none: if one quota is full the slots already taken
-    /// are given back and `Ok(false)` is returned.
+    /// Takes every slot for `holder`, or none, in one atomic broker call (the slots of one
+    /// connection are keyed by one principal and hash-tagged to one Redis Cluster slot).
     pub async fn admit(&self, slots: &[QuotaSlot], holder: &str) -> Result<bool, BrokerError> {
-        let mut taken: Vec<&QuotaSlot> = Vec::with_capacity(slots.len());
-        for slot in slots {
-            match self.broker.try_acquire(&slot.key, holder, slot.limit, self.lease).await {
-                Ok(true) => taken.push(slot),
-                outcome => {
-                    for t in taken {
-                        let _ = self.broker.release(&t.key, holder).await;
-                    }
-                    return outcome.map(|_| false);
-                }
-            }
+        let pairs: Vec<(String, u32)> = slots.iter().map(|s| (s.key.clone(), s.limit)).collect();
+        if !self.broker.try_acquire_all(&pairs, holder, self.lease).await? {
+            return Ok(false);
         }
         let mut held = self.held.lock();
         for slot in slots {

@@ -56,6 +56,7 @@ pub struct RedisBroker {
     clock: Arc<dyn Clock>,
     lease_acquire: Script,
     lease_renew: Script,
+    lease_acquire_all: Script,
     window_counter: Script,
 }
 
@@ -139,6 +140,7 @@ impl RedisBroker {
             clock: Arc::new(SystemClock),
             lease_acquire: Script::new(include_str!("scripts/lease_acquire.lua")),
             lease_renew: Script::new(include_str!("scripts/lease_renew.lua")),
+            lease_acquire_all: Script::new(include_str!("scripts/lease_acquire_all.lua")),
             window_counter: Script::new(include_str!("scripts/window_counter.lua")),
         })
     }
@@ -322,6 +324,19 @@ impl Leases for RedisBroker {
     async fn try_acquire(&self, key: &str, holder: &str, limit: u32, ttl: Duration) -> Result<bool> {
         let mut inv = self.lease_acquire.prepare_invoke();
         inv.key(key).arg(holder).arg(limit).arg(ttl.as_millis() as u64);
+        let held: i64 = self.commands.invoke(&inv).await.map_err(unavailable)?;
+        Ok(held == 1)
+    }
+
+    async fn try_acquire_all(&self, slots: &[(String, u32)], holder: &str, ttl: Duration) -> Result<bool> {
+        if slots.is_empty() {
+            return Ok(true);
+        }
+        let mut inv = self.lease_acquire_all.prepare_invoke();
+        inv.arg(holder).arg(ttl.as_millis() as u64);
+        for (key, limit) in slots {
+            inv.key(key).arg(*limit);
+        }
         let held: i64 = self.commands.invoke(&inv).await.map_err(unavailable)?;
         Ok(held == 1)
     }

@@ -96,17 +96,17 @@ impl Session {
             Principal::User(claims) => {
                 if ep.max_connections_per_user > 0 {
                     slots.push(QuotaSlot {
-                        key: format!("quota:{}:{}", ep.path, claims.sub),
+                        key: format!("quota:{{{}}}:{}", claims.sub, ep.path),
                         limit: ep.max_connections_per_user,
                     });
                 }
                 let total = self.node.config.max_connections_per_user;
                 if total > 0 {
-                    slots.push(QuotaSlot { key: format!("quota:user:{}", claims.sub), limit: total });
+                    slots.push(QuotaSlot { key: format!("quota:{{{}}}:total", claims.sub), limit: total });
                 }
             }
             Principal::ApiKey(key) => {
-                slots.push(QuotaSlot { key: format!("quota:key:{}", key.name), limit: key.max_connections });
+                slots.push(QuotaSlot { key: format!("quota:{{key:{}}}", key.name), limit: key.max_connections });
             }
         }
         slots
