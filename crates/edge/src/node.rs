@@ -1,7 +1,7 @@
 //! The node: the process-wide machinery every connection and HTTP handler reaches through one
 //! cheap-to-clone handle (`Arc<Node>`): config, broker, local registry, auth, metrics.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use switchboard_broker::memory::MemoryHub;
@@ -50,7 +50,6 @@ pub struct Node {
     /// Woken when this node appended to the ingest log, so a worker in the same process
     /// starts at once instead of at its next poll.
     pub ingest_appended: tokio::sync::Notify,
-    ready: AtomicBool,
     next_conn_id: AtomicU64,
 }
 
@@ -132,7 +131,6 @@ impl Node {
             connections: TaskTracker::new(),
             draining: CancellationToken::new(),
             ingest_appended: tokio::sync::Notify::new(),
-            ready: AtomicBool::new(true),
             next_conn_id: AtomicU64::new(1),
         })
     }
@@ -142,13 +140,8 @@ impl Node {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Whether the node accepts new connections and publishes (`/readyz`).
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && !self.draining.is_cancelled()
-    }
-
-    /// Marks the broker as reachable or not.
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
+    /// Whether the node accepts new connections (not draining; `/readyz` also pings the broker).
+    pub fn is_accepting(&self) -> bool {
+        !self.draining.is_cancelled()
     }
 }

@@ -77,9 +77,4 @@ impl TopicRegistry {
     pub fn topic_count(&self) -> usize {
         self.topics.read().len()
     }
-
-    /// Number of local subscribers of `topic`.
-    pub fn subscriber_count(&self, topic: &str) -> usize {
-        self.topics.read().get(topic).map_or(0, |s| s.conns.len())
-    }
 }

@@ -72,9 +72,4 @@ impl TopicSync {
         }
         Ok(())
     }
-
-    /// Number of topics this node holds a broker subscription for.
-    pub async fn subscribed_count(&self) -> usize {
-        self.subscribed.lock().await.len()
-    }
 }

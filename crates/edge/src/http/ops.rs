@@ -24,8 +24,7 @@ pub async fn readyz(State(node): State<Arc<Node>>) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining"}))).into_response();
     }
     match node.broker.ping().await {
-        Ok(()) if node.is_ready() => Json(json!({"status": "ready", "broker": node.broker.name()})).into_response(),
-        Ok(()) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not_ready"}))).into_response(),
+        Ok(()) => Json(json!({"status": "ready", "broker": node.broker.name()})).into_response(),
         Err(e) => {
             (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "broker_unreachable", "error": e.to_string()})))
                 .into_response()

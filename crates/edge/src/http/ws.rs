@@ -32,7 +32,7 @@ pub async fn accept(State(node): State<Arc<Node>>, ep: Arc<EndpointRuntime>, mut
         )
         .into_response();
     }
-    if !node.is_ready() {
+    if !node.is_accepting() {
         result("unavailable");
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
