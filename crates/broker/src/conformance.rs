@@ -247,6 +247,15 @@ pub async fn logs_read_after_an_id_in_order_and_trim_by_age(factory: &dyn NodeFa
         ids.push(a.broker.append(&log, Bytes::from(format!("e{i}")), day).await.expect("append"));
     }
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "log ids must grow");
+    // A batch over two logs keeps each log's order and returns ids in input order.
+    let (even, odd) = (unique("log"), unique("log"));
+    let batch: Vec<(String, Bytes)> =
+        (0..6).map(|i| (if i % 2 == 0 { even.clone() } else { odd.clone() }, Bytes::from(format!("b{i}")))).collect();
+    let batch_ids = a.broker.append_many(&batch, day).await.expect("append many");
+    assert_eq!(batch_ids.len(), 6);
+    let stored = a.broker.read_after(&even, None, 10).await.expect("read batch");
+    assert_eq!(stored.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [batch_ids[0], batch_ids[2], batch_ids[4]]);
+    assert_eq!(&stored[1].1[..], b"b2");
     let all = a.broker.read_after(&log, None, 100).await.expect("read");
     assert_eq!(all.len(), 20);
     let after = a.broker.read_after(&log, Some(ids[14]), 3).await.expect("read after");

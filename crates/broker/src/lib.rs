@@ -129,6 +129,16 @@ pub trait Log: Send + Sync {
     /// Appends an entry and drops entries older than `retention`; returns the new entry's id.
     async fn append(&self, log: &str, entry: Bytes, retention: Duration) -> Result<LogId>;
 
+    /// [`Log::append`] for many entries, in order, in one round trip where the broker allows;
+    /// returns their ids in the same order.
+    async fn append_many(&self, entries: &[(String, Bytes)], retention: Duration) -> Result<Vec<LogId>> {
+        let mut ids = Vec::with_capacity(entries.len());
+        for (log, entry) in entries {
+            ids.push(self.append(log, entry.clone(), retention).await?);
+        }
+        Ok(ids)
+    }
+
     /// Appends an entry under a given id (the id it has in another log), unless the log
     /// already holds an entry with that id or a later one: true if appended. Copying entries
     /// from log to log this way is idempotent, so a crashed copier can simply start over.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::aio::{AsyncPushSender, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, FromRedisValue, IntoConnectionInfo, ProtocolVersion, RedisResult, ScriptInvocation};
+use redis::{Cmd, FromRedisValue, IntoConnectionInfo, ProtocolVersion, RedisResult, ScriptInvocation, Value};
 
 use super::RedisSettings;
 
@@ -79,36 +79,44 @@ impl Commands {
         }
     }
 
-    /// Runs several commands, each with the key it touches, in order: one pipeline on a
-    /// single server; on a cluster, one pipeline per key, concurrently (commands on one key
-    /// keep their order).
-    pub(super) async fn query_all(&self, cmds: &[(String, Cmd)]) -> RedisResult<()> {
+    /// Runs several commands, each with the key it touches, and returns their replies in
+    /// the order given: one pipeline on a single server; on a cluster, one pipeline per key,
+    /// concurrently (commands on one key keep their order).
+    pub(super) async fn query_all(&self, cmds: &[(String, Cmd)]) -> RedisResult<Vec<Value>> {
         if cmds.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         match self {
             Commands::Single(c) => {
                 let mut pipe = redis::pipe();
                 for (_, cmd) in cmds {
-                    pipe.add_command(cmd.clone()).ignore();
+                    pipe.add_command(cmd.clone());
                 }
-                pipe.query_async::<()>(&mut c.clone()).await
+                pipe.query_async(&mut c.clone()).await
             }
             Commands::Cluster(c) => {
-                let mut groups: Vec<redis::Pipeline> = Vec::new();
+                // Group by key, remembering where each command's reply goes.
+                let mut groups: Vec<(redis::Pipeline, Vec<usize>)> = Vec::new();
                 let mut by_key: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-                for (key, cmd) in cmds {
-                    let i = *by_key.entry(key.as_str()).or_insert_with(|| {
-                        groups.push(redis::pipe());
+                for (n, (key, cmd)) in cmds.iter().enumerate() {
+                    let g = *by_key.entry(key.as_str()).or_insert_with(|| {
+                        groups.push((redis::pipe(), Vec::new()));
                         groups.len() - 1
                     });
-                    groups[i].add_command(cmd.clone()).ignore();
+                    groups[g].0.add_command(cmd.clone());
+                    groups[g].1.push(n);
                 }
-                let calls = groups.iter().map(|pipe| {
+                let calls = groups.iter().map(|(pipe, _)| {
                     let mut c = c.clone();
-                    async move { pipe.query_async::<()>(&mut c).await }
+                    async move { pipe.query_async::<Vec<Value>>(&mut c).await }
                 });
-                futures_util::future::join_all(calls).await.into_iter().collect()
+                let mut replies = vec![Value::Nil; cmds.len()];
+                for (result, (_, slots)) in futures_util::future::join_all(calls).await.into_iter().zip(&groups) {
+                    for (value, n) in result?.into_iter().zip(slots) {
+                        replies[*n] = value;
+                    }
+                }
+                Ok(replies)
             }
         }
     }
@@ -133,14 +141,7 @@ impl Commands {
     pub(super) async fn subscribe(&self, topics: &[String]) -> RedisResult<()> {
         match self {
             Commands::Single(c) => c.clone().subscribe(topics).await,
-            Commands::Cluster(c) => {
-                // Sharded subscriptions must be per slot: subscribe topic by topic, concurrently.
-                let calls = topics.iter().map(|t| {
-                    let mut c = c.clone();
-                    async move { c.ssubscribe(t).await }
-                });
-                futures_util::future::join_all(calls).await.into_iter().collect()
-            }
+            Commands::Cluster(c) => per_topic(c, topics, |mut c, t| async move { c.ssubscribe(t).await }).await,
         }
     }
 
@@ -148,13 +149,16 @@ impl Commands {
     pub(super) async fn unsubscribe(&self, topics: &[String]) -> RedisResult<()> {
         match self {
             Commands::Single(c) => c.clone().unsubscribe(topics).await,
-            Commands::Cluster(c) => {
-                let calls = topics.iter().map(|t| {
-                    let mut c = c.clone();
-                    async move { c.sunsubscribe(t).await }
-                });
-                futures_util::future::join_all(calls).await.into_iter().collect()
-            }
+            Commands::Cluster(c) => per_topic(c, topics, |mut c, t| async move { c.sunsubscribe(t).await }).await,
         }
     }
+}
+
+/// Sharded (un)subscriptions are per slot: one call per topic, all concurrently.
+async fn per_topic<'a, F, Fut>(c: &ClusterConnection, topics: &'a [String], call: F) -> RedisResult<()>
+where
+    F: Fn(ClusterConnection, &'a String) -> Fut,
+    Fut: std::future::Future<Output = RedisResult<()>>,
+{
+    futures_util::future::join_all(topics.iter().map(|t| call(c.clone(), t))).await.into_iter().collect()
 }

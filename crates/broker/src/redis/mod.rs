@@ -161,7 +161,7 @@ impl PubSub for RedisBroker {
         let name = self.commands.publish_command();
         let cmds: Vec<(String, redis::Cmd)> =
             messages.iter().map(|(t, m)| (t.clone(), redis::cmd(name).arg(t).arg(&m[..]).clone())).collect();
-        self.commands.query_all(&cmds).await.map_err(unavailable)
+        self.commands.query_all(&cmds).await.map(|_| ()).map_err(unavailable)
     }
 
     async fn subscribe(&self, topics: &[String]) -> Result<()> {
@@ -216,7 +216,7 @@ impl KeyValue for RedisBroker {
                 (key.clone(), cmd)
             })
             .collect();
-        self.commands.query_all(&cmds).await.map_err(unavailable)
+        self.commands.query_all(&cmds).await.map(|_| ()).map_err(unavailable)
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
@@ -269,6 +269,30 @@ impl Log for RedisBroker {
         parse_id(&id)
     }
 
+    async fn append_many(&self, entries: &[(String, Bytes)], retention: Duration) -> Result<Vec<LogId>> {
+        let min_ms = self.clock.now_ms().saturating_sub(retention.as_millis() as u64);
+        let ttl = retention.as_millis().max(1) as u64;
+        let cmds: Vec<(String, redis::Cmd)> = entries
+            .iter()
+            .flat_map(|(log, entry)| {
+                let add =
+                    redis::cmd("XADD").arg(log).arg("MINID").arg(min_ms).arg("*").arg("d").arg(&entry[..]).clone();
+                let expire = redis::cmd("PEXPIRE").arg(log).arg(ttl).clone();
+                [(log.clone(), add), (log.clone(), expire)]
+            })
+            .collect();
+        let replies = self.commands.query_all(&cmds).await.map_err(unavailable)?;
+        replies
+            .iter()
+            .step_by(2)
+            .map(|v| {
+                let id: String =
+                    redis::from_redis_value(v.clone()).map_err(|e| BrokerError::Protocol(e.to_string()))?;
+                parse_id(&id)
+            })
+            .collect()
+    }
+
     async fn append_with_id(&self, log: &str, id: LogId, entry: Bytes, retention: Duration) -> Result<bool> {
         let appended: i64 = self.query(&xadd_if_newer(log, id, &entry, self.clock.now_ms(), retention)).await?;
         Ok(appended == 1)
@@ -280,7 +304,7 @@ impl Log for RedisBroker {
             .iter()
             .map(|(log, id, entry)| (log.clone(), xadd_if_newer(log, *id, entry, now, retention)))
             .collect();
-        self.commands.query_all(&cmds).await.map_err(unavailable)
+        self.commands.query_all(&cmds).await.map(|_| ()).map_err(unavailable)
     }
 
     async fn read_last_after(

@@ -69,16 +69,13 @@ struct Outgoing {
 }
 
 impl Outgoing {
-    /// Appends the ingest entries (in order: a user's events keep their order) and publishes
+    /// Appends the ingest entries (one round trip; a user's events keep their order) and publishes
     /// the live messages; returns the ingest positions. Nothing is acknowledged unless the
     /// broker took it.
     async fn send(&self, node: &Node) -> Result<Vec<String>, ApiError> {
         let retention = node.config.persistence.retention;
-        let mut positions = Vec::with_capacity(self.ingest.len());
-        for (log, entry) in &self.ingest {
-            let id = node.broker.append(log, entry.clone(), retention).await.map_err(ApiError::unavailable)?;
-            positions.push(id.to_string());
-        }
+        let ids = node.broker.append_many(&self.ingest, retention).await.map_err(ApiError::unavailable)?;
+        let positions: Vec<String> = ids.iter().map(ToString::to_string).collect();
         if !positions.is_empty() {
             node.ingest_appended.notify_one();
         }
