@@ -9,9 +9,12 @@
 //! - `many`: N connections each on its own user stream, persisted notifications to random
 //!   users through the batch API; publish→deliver latency through the persistence worker.
 //! - `replay`: N clients miss M events each and reconnect at once; time to all replayed.
+//! - `bare-server`: not a scenario but the baseline for `fanout`: a one-thread server that
+//!   writes pre-encoded frames straight to its sockets.
 //!
 //! The server's memory and CPU are read from `/proc/<pid>` (`--server-pid`).
 
+mod bare;
 mod client;
 mod crowd;
 mod fanout;
@@ -72,6 +75,9 @@ enum Scenario {
     Many(many::ManyArgs),
     /// N clients miss M events each, then reconnect at once.
     Replay(replay::ReplayArgs),
+    /// The fan-out baseline: a bare one-thread server writing pre-encoded frames (run
+    /// `fanout` against it as against the gateway).
+    BareServer(bare::BareArgs),
 }
 
 fn main() -> Result<()> {
@@ -80,6 +86,11 @@ fn main() -> Result<()> {
         bail!("sb-load only targets loopback addresses (127.0.0.0/8)");
     }
     let limit = client::raise_fd_limit();
+    if let Scenario::BareServer(args) = cli.scenario {
+        let report = bare::run(args)?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(async {
         match cli.scenario {
@@ -88,6 +99,7 @@ fn main() -> Result<()> {
             Scenario::Fanout(args) => fanout::run(&cli.target, args, limit).await,
             Scenario::Many(args) => many::run(&cli.target, args, limit).await,
             Scenario::Replay(args) => replay::run(&cli.target, args, limit).await,
+            Scenario::BareServer(_) => bail!("bare-server runs on its own one-thread runtime"),
         }
     })?;
     if cli.target.json {

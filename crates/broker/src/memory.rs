@@ -39,8 +39,13 @@ struct HubState {
     keys: Mutex<Keys>,
     logs: Mutex<HashMap<String, LogState>>,
     log_appends: AtomicU64,
-    leases: Mutex<HashMap<String, HashMap<String, u64>>>,
+    /// Lease key -> (holder, expiry ms). A short list per key: limits are small, and a list
+    /// costs a fraction of a map per key (one key per user and quota on a busy node).
+    leases: Mutex<HashMap<String, LeaseHolders>>,
 }
+
+/// The holders of one lease key and when each one's lease ends (unix ms).
+type LeaseHolders = Vec<(Box<str>, u64)>;
 
 #[derive(Default)]
 struct Keys {
@@ -349,15 +354,7 @@ impl Log for MemoryBroker {
 #[async_trait]
 impl Leases for MemoryBroker {
     async fn try_acquire(&self, key: &str, holder: &str, limit: u32, ttl: Duration) -> Result<bool> {
-        let now = self.hub.clock.now_ms();
-        let mut leases = self.hub.leases.lock();
-        let holders = leases.entry(key.to_owned()).or_default();
-        holders.retain(|_, exp| *exp > now);
-        if !holders.contains_key(holder) && holders.len() >= limit as usize {
-            return Ok(false);
-        }
-        holders.insert(holder.to_owned(), now + ttl.as_millis() as u64);
-        Ok(true)
+        self.try_acquire_all(&[(key.to_owned(), limit)], holder, ttl).await
     }
 
     async fn try_acquire_all(&self, slots: &[(String, u32)], holder: &str, ttl: Duration) -> Result<bool> {
@@ -365,13 +362,18 @@ impl Leases for MemoryBroker {
         let mut leases = self.hub.leases.lock();
         for (key, limit) in slots {
             let holders = leases.entry(key.clone()).or_default();
-            holders.retain(|_, exp| *exp > now);
-            if !holders.contains_key(holder) && holders.len() >= *limit as usize {
+            holders.retain(|(_, exp)| *exp > now);
+            if !holders.iter().any(|(h, _)| &**h == holder) && holders.len() >= *limit as usize {
                 return Ok(false);
             }
         }
+        let until = now + ttl.as_millis() as u64;
         for (key, _) in slots {
-            leases.entry(key.clone()).or_default().insert(holder.to_owned(), now + ttl.as_millis() as u64);
+            let holders = leases.entry(key.clone()).or_default();
+            match holders.iter_mut().find(|(h, _)| &**h == holder) {
+                Some((_, exp)) => *exp = until,
+                None => holders.push((holder.into(), until)),
+            }
         }
         Ok(true)
     }
@@ -382,9 +384,11 @@ impl Leases for MemoryBroker {
         let Some(current) = leases.get_mut(key) else {
             return Ok(0);
         };
+        // API-key quotas can have thousands of holders on one key: look them up in a set.
+        let wanted: std::collections::HashSet<&str> = holders.iter().map(String::as_str).collect();
         let mut renewed = 0;
-        for h in holders {
-            if let Some(exp) = current.get_mut(h).filter(|e| **e > now) {
+        for (h, exp) in current.iter_mut() {
+            if *exp > now && wanted.contains(&**h) {
                 *exp = now + ttl.as_millis() as u64;
                 renewed += 1;
             }
@@ -397,7 +401,9 @@ impl Leases for MemoryBroker {
         let Some(current) = leases.get_mut(key) else {
             return Ok(false);
         };
-        let held = current.remove(holder).is_some();
+        let before = current.len();
+        current.retain(|(h, _)| &**h != holder);
+        let held = current.len() < before;
         if current.is_empty() {
             leases.remove(key);
         }

@@ -1,61 +1,196 @@
 //! Local fan-out: the node's [`DeliverySink`]. Each event from the broker is decoded once,
-//! encoded at most once per dialect, and the same `Bytes` are queued to every local
-//! connection that wants it.
+//! encoded at most once per dialect, and the same `Bytes` go to every local connection that
+//! wants it, written straight onto each socket.
+//!
+//! Small topics (a user's own stream) are fanned out inline. A topic with many local
+//! subscribers gets a task of its own that writes in passes, yielding to the rest of the node
+//! every [`PASS_CHUNK`] connections; events that arrive while a pass runs wait for the next
+//! one, which then writes all of them to each connection in one vectored write. At low rates a
+//! delivery is one `write`; when events come faster than a pass takes, the cost per delivery
+//! falls instead of the queues growing.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
-use switchboard_broker::DeliverySink;
+use parking_lot::Mutex;
+use serde_json::Value;
+use switchboard_broker::{DeliverySink, LogId};
 use switchboard_protocol::timefmt::now_millis;
 use switchboard_protocol::{DialectKind, Event};
 
-use crate::connection::SendOutcome;
-use crate::endpoint::EndpointRuntime;
+use crate::connection::{ConnHandle, SendOutcome};
 use crate::metrics::Metrics;
 use crate::registry::TopicRegistry;
+
+/// Topics with more local subscribers than this get a fan-out task of their own.
+pub const INLINE_FANOUT: usize = 64;
+/// Connections written between two yields of a fan-out pass.
+const PASS_CHUNK: usize = 256;
+/// Most events one pass delivers (each connection gets them in one vectored write).
+const PASS_EVENTS: usize = crate::connection::MAX_FRAMES_PER_WRITE;
+const _: () = assert!(PASS_EVENTS <= 64, "a pass tracks its events in a u64 mask");
 
 /// Receives broker messages and fans them out to local connections.
 pub struct Dispatcher {
     registry: Arc<TopicRegistry>,
     metrics: Arc<Metrics>,
+    /// Topics whose fan-out task is running, with the events waiting for its next pass.
+    running: Mutex<HashMap<String, Vec<Event>>>,
+    me: Weak<Dispatcher>,
+}
+
+/// One event's state during a pass: frames encoded so far (per dialect), the parsed payload
+/// (for filters), its log position and how many connections got it.
+struct Prepared<'a> {
+    event: &'a Event,
+    frames: [Option<Bytes>; DialectKind::COUNT],
+    payload: Option<Option<Value>>,
+    sid: Option<LogId>,
+    delivered: usize,
+}
+
+impl<'a> Prepared<'a> {
+    fn new(event: &'a Event) -> Self {
+        Prepared {
+            event,
+            frames: Default::default(),
+            payload: None,
+            sid: crate::persistence::parse_sid(event.sid.as_deref()),
+            delivered: 0,
+        }
+    }
+
+    /// The frame for `conn` if it wants this event.
+    fn frame_for(&mut self, conn: &ConnHandle, allowed: bool) -> Option<Bytes> {
+        if !allowed || !conn.selects(self.event, &mut self.payload) {
+            return None;
+        }
+        let codec = conn.endpoint.codec;
+        Some(self.frames[codec.kind().index()].get_or_insert_with(|| codec.encode_event(self.event, false)).clone())
+    }
+}
+
+/// Remembers the endpoint's verdict on event types across its subscribers (they mostly share
+/// one endpoint).
+#[derive(Default)]
+struct TypeVerdicts {
+    /// The endpoint's address, as its identity.
+    endpoint: Option<usize>,
+    allowed: Vec<bool>,
+}
+
+impl TypeVerdicts {
+    fn for_conn(&mut self, conn: &ConnHandle, events: &[Prepared<'_>]) -> &[bool] {
+        let ep = Arc::as_ptr(&conn.endpoint) as usize;
+        if self.endpoint != Some(ep) {
+            self.endpoint = Some(ep);
+            self.allowed = events.iter().map(|p| conn.endpoint.allows_type(&p.event.kind)).collect();
+        }
+        &self.allowed
+    }
 }
 
 impl Dispatcher {
     /// A dispatcher over the node's registry.
-    pub fn new(registry: Arc<TopicRegistry>, metrics: Arc<Metrics>) -> Self {
-        Dispatcher { registry, metrics }
+    pub fn new(registry: Arc<TopicRegistry>, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new_cyclic(|me| Dispatcher { registry, metrics, running: Mutex::default(), me: me.clone() })
     }
 
-    /// Fans one decoded event out to the subscribers of `topic`; returns how many got it.
+    /// Fans one event out to the subscribers of `topic` at once, on the caller's thread;
+    /// returns how many got it.
     pub fn fan_out(&self, topic: &str, event: &Event) -> usize {
-        let mut frames: [Option<Bytes>; DialectKind::COUNT] = Default::default();
-        let mut payload = None;
-        let mut delivered = 0;
-        // Subscribers of a topic mostly share one endpoint: remember its verdict on the type.
-        let mut endpoint_verdict: Option<(*const EndpointRuntime, bool)> = None;
-        let sid = crate::persistence::parse_sid(event.sid.as_deref());
-        self.registry.for_each(topic, |conn| {
-            let ep: *const EndpointRuntime = Arc::as_ptr(&conn.endpoint);
-            let allowed = match endpoint_verdict {
-                Some((p, v)) if p == ep => v,
-                _ => {
-                    let v = conn.endpoint.allows_type(&event.kind);
-                    endpoint_verdict = Some((ep, v));
-                    v
-                }
-            };
-            if !allowed || conn.is_closing() || !conn.selects(event, &mut payload) {
+        let mut prepared = [Prepared::new(event)];
+        let mut verdicts = TypeVerdicts::default();
+        self.registry.for_each(topic, |conn| self.deliver_to(conn, &mut prepared, &mut verdicts, &mut Vec::new()));
+        prepared[0].delivered
+    }
+
+    /// Sends the events of a pass to one connection: all of them in one write when they are
+    /// live events and the connection is not replaying, else one by one in log order.
+    fn deliver_to(
+        &self,
+        conn: &ConnHandle,
+        events: &mut [Prepared<'_>],
+        verdicts: &mut TypeVerdicts,
+        picked: &mut Vec<Bytes>,
+    ) {
+        if conn.is_closing() {
+            return;
+        }
+        let allowed = verdicts.for_conn(conn, events);
+        let in_order = conn.is_holding() || events.iter().any(|p| p.sid.is_some());
+        picked.clear();
+        // Which events went into `picked` (a pass has at most 32 events).
+        let mut who = 0u64;
+        for (i, p) in events.iter_mut().enumerate() {
+            let Some(frame) = p.frame_for(conn, allowed[i]) else { continue };
+            if in_order {
+                self.count(conn.send_event(frame, p.sid), &mut p.delivered);
+            } else {
+                picked.push(frame);
+                who |= 1 << i;
+            }
+        }
+        let outcome = match picked.len() {
+            0 => return,
+            1 => conn.send(picked[0].clone()),
+            _ => conn.send_many(picked),
+        };
+        for (i, p) in events.iter_mut().enumerate() {
+            if who & (1 << i) != 0 {
+                self.count(outcome, &mut p.delivered);
+            }
+        }
+    }
+
+    fn count(&self, outcome: SendOutcome, delivered: &mut usize) {
+        match outcome {
+            SendOutcome::Queued => *delivered += 1,
+            SendOutcome::SlowConsumer => self.metrics.slow_consumer_closes.inc(),
+            SendOutcome::Gone | SendOutcome::Duplicate => {}
+        }
+    }
+
+    /// Delivers `first`, then whatever arrived for `topic` meanwhile, pass after pass, until
+    /// nothing is waiting.
+    async fn run_topic(self: Arc<Self>, topic: String, first: Event) {
+        let mut events = vec![first];
+        loop {
+            self.pass(&topic, &events).await;
+            let mut running = self.running.lock();
+            let Some(waiting) = running.get_mut(&topic) else { return };
+            if waiting.is_empty() {
+                running.remove(&topic);
                 return;
             }
-            let codec = conn.endpoint.codec;
-            let frame = frames[codec.kind().index()].get_or_insert_with(|| codec.encode_event(event, false));
-            match conn.send_event(frame.clone(), sid) {
-                SendOutcome::Queued => delivered += 1,
-                SendOutcome::SlowConsumer => self.metrics.slow_consumer_closes.inc(),
-                SendOutcome::Gone | SendOutcome::Duplicate => {}
+            let take = waiting.len().min(PASS_EVENTS);
+            events = waiting.drain(..take).collect();
+        }
+    }
+
+    async fn pass(&self, topic: &str, events: &[Event]) {
+        let subscribers = self.registry.snapshot(topic);
+        let mut prepared: Vec<Prepared<'_>> = events.iter().map(Prepared::new).collect();
+        let mut verdicts = TypeVerdicts::default();
+        let mut picked = Vec::with_capacity(events.len());
+        let mut chunks = subscribers.chunks(PASS_CHUNK).peekable();
+        while let Some(chunk) = chunks.next() {
+            for conn in chunk {
+                self.deliver_to(conn, &mut prepared, &mut verdicts, &mut picked);
             }
-        });
-        delivered
+            if chunks.peek().is_some() {
+                tokio::task::yield_now().await;
+            }
+        }
+        for p in &prepared {
+            self.observe(p.delivered);
+        }
+    }
+
+    fn observe(&self, delivered: usize) {
+        self.metrics.deliveries.inc_by(delivered as u64);
+        self.metrics.fanout_size.observe(delivered as f64);
     }
 }
 
@@ -69,9 +204,25 @@ impl DeliverySink for Dispatcher {
                 return;
             }
         };
-        let n = self.fan_out(topic, &event);
-        self.metrics.deliveries.inc_by(n as u64);
-        self.metrics.fanout_size.observe(n as f64);
         self.metrics.publish_to_dispatch.observe(now_millis().saturating_sub(event.ts) as f64 / 1000.0);
+        {
+            let mut running = self.running.lock();
+            if let Some(waiting) = running.get_mut(topic) {
+                // A pass is under way: the next one takes this event, in order.
+                waiting.push(event);
+                return;
+            }
+            let me = self.me.upgrade();
+            let runtime = tokio::runtime::Handle::try_current();
+            if let (Some(me), Ok(runtime)) = (me, runtime) {
+                if self.registry.subscriber_count(topic) > INLINE_FANOUT {
+                    running.insert(topic.to_owned(), Vec::new());
+                    runtime.spawn(me.run_topic(topic.to_owned(), event));
+                    return;
+                }
+            }
+        }
+        let n = self.fan_out(topic, &event);
+        self.observe(n);
     }
 }

@@ -67,7 +67,7 @@ impl Core {
         let registry = Arc::new(TopicRegistry::default());
         Ok(Core {
             jwt: JwtVerifier::from_config(config)?,
-            dispatcher: Arc::new(Dispatcher::new(registry.clone(), metrics.clone())),
+            dispatcher: Dispatcher::new(registry.clone(), metrics.clone()),
             metrics,
             registry,
         })
@@ -116,10 +116,11 @@ impl Node {
 
     fn assemble(config: Config, core: Core, broker: SharedBroker) -> Arc<Node> {
         let endpoints = config.endpoints.iter().cloned().map(|e| Arc::new(EndpointRuntime::new(e))).collect();
+        let id = format!("node_{}", ulid::Ulid::new());
         Arc::new(Node {
             api_keys: ApiKeyStore::new(broker.clone(), config.api_keys.clone()),
-            quotas: Arc::new(QuotaKeeper::new(broker.clone(), config.quota_lease)),
-            id: format!("node_{}", ulid::Ulid::new()),
+            quotas: Arc::new(QuotaKeeper::new(broker.clone(), config.quota_lease, id.clone())),
+            id,
             topics: TopicSync::new(broker.clone(), core.registry.clone()),
             config: Arc::new(config),
             broker,

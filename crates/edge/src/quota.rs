@@ -5,7 +5,7 @@
 //! slots every third of the lease time; if the node dies its slots simply expire, which bounds
 //! how long a crashed node keeps users locked out.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,59 +21,68 @@ pub struct QuotaSlot {
     pub limit: u32,
 }
 
-/// The slots this node holds, and their renewal.
+/// The slots of one connection, shared by its session and the keeper.
+pub type HeldSlots = Arc<[QuotaSlot]>;
+
+/// The slots this node holds, and their renewal. A holder is a connection, named in the broker
+/// as `{node id}:{connection id}` so it is unique across the cluster; the keeper stores only
+/// the connection id and the connection's shared slot list, which keeps it to a few dozen
+/// bytes per connection.
 pub struct QuotaKeeper {
     broker: SharedBroker,
     lease: Duration,
-    held: Mutex<HashMap<String, HashSet<String>>>,
+    node_id: String,
+    held: Mutex<HashMap<u64, HeldSlots>>,
 }
 
 impl QuotaKeeper {
-    /// A keeper whose slots live `lease` unless renewed.
-    pub fn new(broker: SharedBroker, lease: Duration) -> Self {
-        QuotaKeeper { broker, lease, held: Mutex::default() }
+    /// A keeper for node `node_id` whose slots live `lease` unless renewed.
+    pub fn new(broker: SharedBroker, lease: Duration, node_id: String) -> Self {
+        QuotaKeeper { broker, lease, node_id, held: Mutex::default() }
     }
 
-    /// Takes every slot for `holder`, or none, in one atomic broker call (the slots of one
-    /// connection are keyed by one principal and hash-tagged to one Redis Cluster slot).
-    pub async fn admit(&self, slots: &[QuotaSlot], holder: &str) -> Result<bool, BrokerError> {
+    fn holder(&self, conn_id: u64) -> String {
+        format!("{}:{conn_id}", self.node_id)
+    }
+
+    /// Takes every slot for connection `conn_id`, or none, in one atomic broker call (the
+    /// slots of one connection are keyed by one principal and hash-tagged to one Redis Cluster
+    /// slot). Returns the held slots, `None` when a quota is full.
+    pub async fn admit(&self, slots: Vec<QuotaSlot>, conn_id: u64) -> Result<Option<HeldSlots>, BrokerError> {
+        if slots.is_empty() {
+            return Ok(Some(Arc::from(slots)));
+        }
         let pairs: Vec<(String, u32)> = slots.iter().map(|s| (s.key.clone(), s.limit)).collect();
-        if !self.broker.try_acquire_all(&pairs, holder, self.lease).await? {
-            return Ok(false);
+        if !self.broker.try_acquire_all(&pairs, &self.holder(conn_id), self.lease).await? {
+            return Ok(None);
         }
-        let mut held = self.held.lock();
-        for slot in slots {
-            held.entry(slot.key.clone()).or_default().insert(holder.to_owned());
-        }
-        Ok(true)
+        let slots: HeldSlots = Arc::from(slots);
+        self.held.lock().insert(conn_id, slots.clone());
+        Ok(Some(slots))
     }
 
-    /// Gives the slots back (the connection closed).
-    pub async fn release(&self, slots: &[QuotaSlot], holder: &str) {
-        {
-            let mut held = self.held.lock();
-            for slot in slots {
-                if let Some(h) = held.get_mut(&slot.key) {
-                    h.remove(holder);
-                    if h.is_empty() {
-                        held.remove(&slot.key);
-                    }
-                }
-            }
-        }
-        for slot in slots {
-            if let Err(e) = self.broker.release(&slot.key, holder).await {
+    /// Gives connection `conn_id`'s slots back (it closed).
+    pub async fn release(&self, conn_id: u64) {
+        let Some(slots) = self.held.lock().remove(&conn_id) else { return };
+        let holder = self.holder(conn_id);
+        for slot in slots.iter() {
+            if let Err(e) = self.broker.release(&slot.key, &holder).await {
                 tracing::warn!(key = slot.key, error = %e, "could not release a quota slot; it expires on its own");
             }
         }
     }
 
-    /// Renews every held slot, one broker call per quota key.
+    /// Renews every held slot, one broker call per quota key (with all of its holders here).
     pub async fn renew_all(&self) {
-        let snapshot: Vec<(String, Vec<String>)> =
-            self.held.lock().iter().map(|(k, h)| (k.clone(), h.iter().cloned().collect())).collect();
-        for (key, holders) in snapshot {
-            if let Err(e) = self.broker.renew(&key, &holders, self.lease).await {
+        let snapshot: Vec<(u64, HeldSlots)> = self.held.lock().iter().map(|(id, s)| (*id, s.clone())).collect();
+        let mut by_key: HashMap<&str, Vec<String>> = HashMap::new();
+        for (conn_id, slots) in &snapshot {
+            for slot in slots.iter() {
+                by_key.entry(slot.key.as_str()).or_default().push(self.holder(*conn_id));
+            }
+        }
+        for (key, holders) in by_key {
+            if let Err(e) = self.broker.renew(key, &holders, self.lease).await {
                 tracing::warn!(key, error = %e, "could not renew quota slots");
             }
         }

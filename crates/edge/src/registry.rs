@@ -73,6 +73,17 @@ impl TopicRegistry {
         }
     }
 
+    /// The subscribers of `topic` right now, for a fan-out that writes to them without
+    /// holding the registry's lock.
+    pub fn snapshot(&self, topic: &str) -> Vec<Arc<ConnHandle>> {
+        self.topics.read().get(topic).map(|subs| subs.conns.clone()).unwrap_or_default()
+    }
+
+    /// How many local connections want `topic`.
+    pub fn subscriber_count(&self, topic: &str) -> usize {
+        self.topics.read().get(topic).map_or(0, |subs| subs.conns.len())
+    }
+
     /// Number of topics with at least one local subscriber.
     pub fn topic_count(&self) -> usize {
         self.topics.read().len()

@@ -1,12 +1,21 @@
 //! Running a node in one of its roles: bind, serve HTTP (and WebSockets on an edge), run the
 //! persistence worker where the role has one, and drain gracefully on shutdown.
+//!
+//! The accept loop is our own, on hyper's HTTP/1.1 connection builder over plain
+//! `TcpStream`s: an upgraded WebSocket then hands back the socket itself, which the connection
+//! reads with no buffer while idle and writes to directly on fan-out (a generic server would
+//! wrap the socket, and every connection would carry its buffers for life).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::http::{ops_router, router};
 use crate::node::Node;
@@ -37,12 +46,12 @@ pub async fn serve_role(
     let stop_worker = CancellationToken::new();
     let worker = (role != Role::Edge).then(|| tokio::spawn(worker::run(node.clone(), stop_worker.clone())));
     let drain_node = node.clone();
-    let stop_accepting = async move {
+    tokio::spawn(async move {
         shutdown.await;
         tracing::info!("draining");
         drain_node.draining.cancel();
-    };
-    axum::serve(listener, app).with_graceful_shutdown(stop_accepting).await?;
+    });
+    accept_until(listener, app, node.draining.clone()).await;
     node.connections.close();
     let window = node.config.drain_window + Duration::from_secs(5);
     if tokio::time::timeout(window, node.connections.wait()).await.is_err() {
@@ -63,4 +72,58 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     serve_role(node, Role::All, listener, shutdown).await
+}
+
+/// How long a client may take to send its request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long in-flight HTTP requests may take to finish once the node stops accepting.
+const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Accepts HTTP/1.1 connections and serves `app` on them until `stop`, then lets requests in
+/// flight finish (keep-alive connections close once idle). Upgraded WebSockets are not waited
+/// for here: they run on the node's connection tracker and drain on their own.
+async fn accept_until(listener: TcpListener, app: Router, stop: CancellationToken) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let http = Arc::new(http);
+    let requests = TaskTracker::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) if is_connection_error(&e) => continue,
+                Err(e) => {
+                    // Out of descriptors or memory: back off instead of spinning.
+                    tracing::error!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = stop.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let (http, service, stop) = (http.clone(), TowerToHyperService::new(app.clone()), stop.clone());
+        requests.spawn(async move {
+            let conn = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    requests.close();
+    if tokio::time::timeout(HTTP_SHUTDOWN_GRACE, requests.wait()).await.is_err() {
+        tracing::warn!("HTTP requests still running after the shutdown grace period");
+    }
+}
+
+/// Errors that concern one connection, not the listener.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset | Interrupted)
 }

@@ -1,14 +1,15 @@
 //! Reassembles fragmented client messages with a size limit.
 //!
-//! fastwebsockets limits the size of one frame; a client could still send an endless run of
+//! The frame decoder limits the size of one frame; a client could still send an endless run of
 //! continuation frames. This assembler bounds the whole message, rejects continuation frames
 //! without a start (and starts inside a message), and validates UTF-8 of fragmented text
-//! messages when they complete (unfragmented text frames are validated by the frame reader).
+//! messages when they complete (unfragmented text frames are validated by the decoder).
 
 use std::borrow::Cow;
 
-use fastwebsockets::{Frame, OpCode};
 use switchboard_protocol::CloseReason;
+
+use super::frames::{Frame, FrameOp};
 
 /// One complete client message.
 pub struct Message<'a> {
@@ -33,22 +34,17 @@ impl MessageAssembler {
     /// Feeds a data frame (text, binary or continuation); returns a message when one completes,
     /// or the reason to close the connection.
     pub fn push<'f>(&mut self, frame: Frame<'f>) -> Result<Option<Message<'f>>, CloseReason> {
-        let is_start = matches!(frame.opcode, OpCode::Text | OpCode::Binary);
+        let is_start = matches!(frame.op, FrameOp::Text | FrameOp::Binary);
         match (is_start, self.partial.as_mut()) {
             (true, Some(_)) => Err(CloseReason::ProtocolError),
             (false, None) => Err(CloseReason::ProtocolError),
             (true, None) => {
-                let is_text = frame.opcode == OpCode::Text;
+                let is_text = frame.op == FrameOp::Text;
                 if frame.payload.len() > self.max_bytes {
                     return Err(CloseReason::MessageTooBig);
                 }
                 if frame.fin {
-                    let data = match frame.payload {
-                        fastwebsockets::Payload::Borrowed(b) => Cow::Borrowed(b),
-                        fastwebsockets::Payload::BorrowedMut(b) => Cow::Borrowed(&*b),
-                        other => Cow::Owned(other.to_vec()),
-                    };
-                    return Ok(Some(Message { is_text, data }));
+                    return Ok(Some(Message { is_text, data: Cow::Borrowed(frame.payload) }));
                 }
                 self.partial = Some((is_text, frame.payload.to_vec()));
                 Ok(None)
@@ -57,7 +53,7 @@ impl MessageAssembler {
                 if buf.len() + frame.payload.len() > self.max_bytes {
                     return Err(CloseReason::MessageTooBig);
                 }
-                buf.extend_from_slice(&frame.payload);
+                buf.extend_from_slice(frame.payload);
                 if !frame.fin {
                     return Ok(None);
                 }

@@ -1,5 +1,5 @@
-//! The diagnostic echo handler: sends every message back unchanged, through the same reader,
-//! assembler and writer as the real endpoints, so an RFC 6455 conformance run (Autobahn)
+//! The diagnostic echo handler: sends every message back unchanged, through the same frame
+//! decoder, assembler and output path as the real endpoints, so an RFC 6455 conformance run (Autobahn)
 //! checks the code clients actually meet.
 
 use std::sync::Arc;
@@ -32,8 +32,9 @@ impl MessageHandler for EchoHandler {
     }
 
     async fn handle(&mut self, data: &[u8], is_text: bool) {
-        // Waits for queue space instead of dropping: an echo client is its own backpressure.
-        self.conn.send_wait(Bytes::copy_from_slice(data), is_text).await;
+        // Waits until the socket took it instead of dropping: an echo client is its own
+        // backpressure (the connection reads nothing more meanwhile).
+        self.conn.send_flushed(Bytes::copy_from_slice(data), is_text).await;
     }
 
     async fn finish(&mut self) {}

@@ -1,5 +1,11 @@
 //! The shared half of a connection: what the dispatcher and the node may touch while the
-//! connection's own tasks run. It is small on purpose (one per connection, 100k per node).
+//! connection's task runs. It is small on purpose (one per connection, 100k per node).
+//!
+//! Output goes through the [`Outbox`]: whoever sends (the dispatcher on the fan-out path, the
+//! session answering a command) writes straight to the socket when nothing is pending, so a
+//! delivery to a reading client costs one non-blocking `write` and wakes no task. Only what the
+//! socket does not take at once is queued, and the connection's task finishes it when the
+//! socket becomes writable.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,13 +15,14 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use switchboard_broker::LogId;
-use switchboard_protocol::{CloseReason, Event, FieldFilter};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use switchboard_protocol::{CloseReason, Event, FieldFilter, FrameKind};
+use tokio::sync::Notify;
 
+use super::outbox::{Flush, FrameSink, Outbox, Push};
+use super::wire::Opcode;
 use crate::endpoint::EndpointRuntime;
 
-/// What the writer task sends.
+/// What the connection writes: complete WebSocket messages and control frames.
 #[derive(Debug)]
 pub enum Outbound {
     /// A complete dialect message (text or binary per the endpoint's dialect).
@@ -27,24 +34,24 @@ pub enum Outbound {
         /// The message.
         data: Bytes,
     },
-    /// A persisted event and its position in the user's log; the writer records the
-    /// position once written, which becomes the replay cursor when the connection ends.
+    /// A persisted event and its position in the user's log; the position is recorded once
+    /// the frame is on the socket, and becomes the replay cursor when the connection ends.
     Event {
         /// The encoded event.
         frame: Bytes,
         /// Its log position.
         sid: LogId,
     },
-    /// A pong answering a client ping.
-    Pong(Vec<u8>),
+    /// A control frame (ping, pong, close) with its payload.
+    Control(Opcode, Vec<u8>),
 }
 
 /// What happened to a message handed to [`ConnHandle::send`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendOutcome {
-    /// It is in the queue.
+    /// It is on the socket or queued behind what is.
     Queued,
-    /// The queue was full; the connection is being closed as a slow consumer.
+    /// Too much was pending; the connection is being closed as a slow consumer.
     SlowConsumer,
     /// The connection is already gone.
     Gone,
@@ -57,7 +64,6 @@ pub enum SendOutcome {
 #[derive(Default)]
 struct Positions {
     last_queued: Option<LogId>,
-    last_written: Option<LogId>,
     held: Option<Vec<(Option<LogId>, Bytes)>>,
 }
 
@@ -89,9 +95,11 @@ pub struct ConnHandle {
     pub endpoint: Arc<EndpointRuntime>,
     /// What it selected.
     pub selection: RwLock<Selection>,
-    tx: mpsc::Sender<Outbound>,
-    cancel: CancellationToken,
-    /// Mirrors `cancel` for the fan-out path: an atomic load, where the token takes a lock.
+    sink: Arc<dyn FrameSink>,
+    outbox: Mutex<Outbox>,
+    /// Wakes the connection's task: output to finish, or the connection is ending.
+    wake: Notify,
+    /// Set once a close plan exists: an atomic load for the fan-out path.
     closing: AtomicBool,
     plan: Mutex<Option<ClosePlan>>,
     last_pong_ms: AtomicU64,
@@ -101,14 +109,21 @@ pub struct ConnHandle {
 }
 
 impl ConnHandle {
-    /// A handle whose writer reads from the other end of `tx`.
-    pub fn new(id: u64, endpoint: Arc<EndpointRuntime>, selection: Selection, tx: mpsc::Sender<Outbound>) -> Self {
+    /// A handle writing to `sink`, with at most the endpoint's `outbound_queue` messages
+    /// pending behind a socket that does not take them.
+    pub fn new(id: u64, endpoint: Arc<EndpointRuntime>, selection: Selection, sink: Arc<dyn FrameSink>) -> Self {
+        let opcode = match endpoint.codec.frame_kind() {
+            FrameKind::Text => Opcode::Text,
+            FrameKind::Binary => Opcode::Binary,
+        };
+        let outbox = Outbox::new(opcode, endpoint.config.outbound_queue);
         ConnHandle {
             id,
             endpoint,
             selection: RwLock::new(selection),
-            tx,
-            cancel: CancellationToken::new(),
+            sink,
+            outbox: Mutex::new(outbox),
+            wake: Notify::new(),
             closing: AtomicBool::new(false),
             plan: Mutex::new(None),
             last_pong_ms: AtomicU64::new(0),
@@ -136,25 +151,61 @@ impl ConnHandle {
         }
     }
 
-    /// Queues a message without waiting. A full queue means the client is not reading: it is
-    /// closed as a slow consumer rather than allowed to grow memory or stall the sender.
+    /// Sends a message without waiting: onto the socket if nothing is pending, else behind
+    /// what is. Too much pending means the client is not reading: it is closed as a slow
+    /// consumer rather than allowed to grow memory or stall the sender.
     pub fn send(&self, message: Bytes) -> SendOutcome {
-        match self.tx.try_send(Outbound::Message(message)) {
-            Ok(()) => SendOutcome::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        self.push(Outbound::Message(message), true)
+    }
+
+    /// Sends several messages of the endpoint's type: one vectored write when nothing is
+    /// pending (the dispatcher's path when events for a topic arrive faster than a fan-out
+    /// pass takes).
+    pub fn send_many(&self, messages: &[Bytes]) -> SendOutcome {
+        let pushed = self.outbox.lock().push_many(&*self.sink, messages);
+        self.outcome(pushed)
+    }
+
+    fn push(&self, item: Outbound, bounded: bool) -> SendOutcome {
+        let pushed = self.outbox.lock().push(&*self.sink, item, bounded);
+        self.outcome(pushed)
+    }
+
+    fn outcome(&self, pushed: Push) -> SendOutcome {
+        match pushed {
+            Push::Written | Push::Queued => SendOutcome::Queued,
+            Push::Pending => {
+                self.wake.notify_one();
+                SendOutcome::Queued
+            }
+            Push::Full => {
                 self.close(CloseReason::SlowConsumer);
                 SendOutcome::SlowConsumer
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => SendOutcome::Gone,
+            Push::Broken => {
+                self.close_with(ClosePlan::Silent);
+                SendOutcome::Gone
+            }
+            Push::Closed => SendOutcome::Gone,
         }
     }
 
-    /// Queues a message with an explicit frame type, waiting for room in the queue.
-    pub async fn send_wait(&self, data: Bytes, text: bool) {
-        let _ = self.tx.send(Outbound::Typed { text, data }).await;
+    /// Sends a message with an explicit frame type, then waits until the socket has taken
+    /// everything pending: the echo handler's backpressure (it runs on the connection's own
+    /// task, which stops reading meanwhile).
+    pub async fn send_flushed(&self, data: Bytes, text: bool) {
+        if self.push(Outbound::Typed { text, data }, false) != SendOutcome::Queued {
+            return;
+        }
+        while self.flush() == Flush::Blocked {
+            if self.writable().await.is_err() {
+                self.close_with(ClosePlan::Silent);
+                return;
+            }
+        }
     }
 
-    /// Queues an event from the broker: live events are held back while a replay runs, and
+    /// Sends an event from the broker: live events are held back while a replay runs, and
     /// persisted events (`sid`) the connection already has are dropped, so replayed and live
     /// events never overlap or go backwards.
     pub fn send_event(&self, frame: Bytes, sid: Option<LogId>) -> SendOutcome {
@@ -163,7 +214,7 @@ impl ConnHandle {
         }
         let mut pos = self.positions.lock();
         if let Some(held) = pos.held.as_mut() {
-            if held.len() >= self.tx.max_capacity() {
+            if held.len() >= self.endpoint.config.outbound_queue {
                 drop(pos);
                 self.close(CloseReason::SlowConsumer);
                 return SendOutcome::SlowConsumer;
@@ -171,23 +222,16 @@ impl ConnHandle {
             held.push((sid, frame));
             return SendOutcome::Queued;
         }
-        self.queue_in_order(&mut pos, frame, sid)
+        self.send_in_order(&mut pos, frame, sid)
     }
 
-    fn queue_in_order(&self, pos: &mut Positions, frame: Bytes, sid: Option<LogId>) -> SendOutcome {
+    fn send_in_order(&self, pos: &mut Positions, frame: Bytes, sid: Option<LogId>) -> SendOutcome {
         let Some(sid) = sid else { return self.send(frame) };
         if pos.last_queued.is_some_and(|last| sid <= last) {
             return SendOutcome::Duplicate;
         }
         pos.last_queued = Some(sid);
-        match self.tx.try_send(Outbound::Event { frame, sid }) {
-            Ok(()) => SendOutcome::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close(CloseReason::SlowConsumer);
-                SendOutcome::SlowConsumer
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => SendOutcome::Gone,
-        }
+        self.push(Outbound::Event { frame, sid }, true)
     }
 
     /// Starts holding live events back (before the connection subscribes, when it will
@@ -197,38 +241,55 @@ impl ConnHandle {
         self.holding.store(true, Ordering::Release);
     }
 
-    /// Queues a replayed event, ahead of any held live event.
+    /// Sends a replayed event, ahead of any held live event.
     pub fn send_replayed(&self, frame: Bytes, sid: LogId) -> SendOutcome {
         let mut pos = self.positions.lock();
-        self.queue_in_order(&mut pos, frame, Some(sid))
+        self.send_in_order(&mut pos, frame, Some(sid))
     }
 
-    /// Ends the replay: queues the held live events the replay did not already cover, in
+    /// Ends the replay: sends the held live events the replay did not already cover, in
     /// arrival order, and lets later events through directly.
     pub fn end_hold(&self) {
         let mut pos = self.positions.lock();
         for (sid, frame) in pos.held.take().unwrap_or_default() {
-            self.queue_in_order(&mut pos, frame, sid);
+            self.send_in_order(&mut pos, frame, sid);
         }
         self.holding.store(false, Ordering::Release);
     }
 
-    /// Records that the writer put a persisted event on the socket.
-    pub fn written(&self, sid: LogId) {
-        let mut pos = self.positions.lock();
-        if pos.last_written.is_none_or(|w| sid > w) {
-            pos.last_written = Some(sid);
-        }
-    }
-
     /// The last persisted event written to the socket: where a later replay starts.
     pub fn last_written(&self) -> Option<LogId> {
-        self.positions.lock().last_written
+        self.outbox.lock().last_written()
     }
 
-    /// Queues a pong; dropped if the queue is full (the client is being closed anyway).
-    pub fn send_pong(&self, payload: Vec<u8>) {
-        let _ = self.tx.try_send(Outbound::Pong(payload));
+    /// Sends a control frame (ping, pong); dropped with the connection if too much is pending.
+    pub fn send_control(&self, opcode: Opcode, payload: Vec<u8>) {
+        self.push(Outbound::Control(opcode, payload), true);
+    }
+
+    /// Writes what is pending as far as the socket takes it (the connection's task calls
+    /// this when woken or when the socket becomes writable).
+    pub fn flush(&self) -> Flush {
+        self.outbox.lock().flush(&*self.sink)
+    }
+
+    /// Resolves when the socket can take more bytes.
+    pub async fn writable(&self) -> std::io::Result<()> {
+        std::future::poll_fn(|cx| self.sink.poll_write_ready(cx)).await
+    }
+
+    /// Resolves when the connection's task has something to do: output to finish or a close.
+    pub fn woken(&self) -> tokio::sync::futures::Notified<'_> {
+        self.wake.notified()
+    }
+
+    /// Queues the final frames: everything pending stays (except for a slow consumer, which is
+    /// closed precisely because it does not read it), then the close frame if there is one.
+    /// Nothing is accepted after this.
+    pub fn seal(&self, close: Option<Vec<u8>>, drop_pending: bool) -> Flush {
+        let mut outbox = self.outbox.lock();
+        outbox.seal(close, drop_pending);
+        outbox.flush(&*self.sink)
     }
 
     /// Ends the connection with `reason` (first caller wins).
@@ -244,7 +305,7 @@ impl ConnHandle {
         }
         drop(current);
         self.closing.store(true, Ordering::Release);
-        self.cancel.cancel();
+        self.wake.notify_one();
     }
 
     /// How the connection is ending, if it is.
@@ -252,9 +313,9 @@ impl ConnHandle {
         self.plan.lock().clone()
     }
 
-    /// Resolves once the connection is ending.
-    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
-        self.cancel.cancelled()
+    /// Whether live events are held back while a replay runs.
+    pub fn is_holding(&self) -> bool {
+        self.holding.load(Ordering::Acquire)
     }
 
     /// Whether the connection is ending.

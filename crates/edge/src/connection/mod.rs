@@ -1,38 +1,44 @@
-//! The connection actor: one per WebSocket, the same shape for every dialect.
+//! The connection actor: one task per WebSocket, the same shape for every dialect.
 //!
-//! The task that runs [`run`] is the reader and owns the [`MessageHandler`] (for the real
-//! endpoints a [`Session`]: subscriptions, command handling); a second task runs the writer,
-//! fed by a bounded queue. Everything else (dispatcher, drain, revocation) reaches the
-//! connection through its [`ConnHandle`].
+//! The task owns the [`MessageHandler`] (for the real endpoints a [`Session`]: subscriptions,
+//! command handling), reads and decodes client frames, runs every timer of the connection
+//! (heartbeat, idle and unsubscribed timeouts, token expiry, drain) from one deadline, and
+//! finishes output the socket did not take at once. Output itself is written by whoever sends
+//! it, straight onto the socket when nothing is pending (see [`ConnHandle`]), so delivering an
+//! event wakes no task. Everything else (dispatcher, drain, revocation) reaches the connection
+//! through its handle. An idle connection holds no read or write buffer.
 
 mod assembler;
 mod echo;
+mod frames;
 mod handle;
+mod outbox;
 mod rate;
 mod session;
+mod timers;
 mod wire;
-mod writer;
 
 use std::future::Future;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use fastwebsockets::{Frame, OpCode, Role, WebSocketError};
 use switchboard_protocol::timefmt::now_millis;
 use switchboard_protocol::CloseReason;
-use tokio::sync::mpsc;
+use tokio::net::TcpStream;
 
 pub use echo::EchoHandler;
+pub use frames::{decode, Decoded, Frame, FrameOp};
 pub use handle::{ClosePlan, ConnHandle, Outbound, Selection, SendOutcome};
+pub use outbox::{Discard, Flush, FrameSink, MAX_FRAMES_PER_WRITE};
 pub use session::Session;
 pub use wire::{close_payload, push_frame, Opcode};
 
 use crate::endpoint::EndpointRuntime;
 use crate::node::Node;
 use assembler::MessageAssembler;
+use timers::Timers;
 
-/// What a connection does with the messages it receives. The actor shape (reader, writer,
+/// What a connection does with the messages it receives. The actor shape (reader, output,
 /// heartbeats, close handshake) is the same for every handler.
 pub trait MessageHandler: Send {
     /// Called once after the upgrade, before any message is read.
@@ -48,143 +54,181 @@ pub trait MessageHandler: Send {
 
 /// How long to wait for the client's close frame after the server sent its own.
 const CLOSE_LINGER: Duration = Duration::from_secs(3);
+/// How long the final frames (pending output, then the close frame) may take to write.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Smallest read: enough for every client command in one go.
+const READ_CHUNK: usize = 4096;
+/// Largest single read reservation while a big frame arrives.
+const MAX_READ_CHUNK: usize = 1 << 20;
 
-/// Runs one accepted connection to its end. `expires_at` (unix seconds) closes it with the
-/// endpoint's `auth_expired` code; `make_handler` builds the handler from the shared handle.
-pub async fn run<H: MessageHandler>(
+/// Completes the upgrade of an accepted WebSocket request and starts the connection's task
+/// (see [`run`]). The node serves HTTP/1.1 over plain `TcpStream`s (see `server`), so the
+/// upgraded IO is the socket itself, which the connection then reads and writes without
+/// buffering. The connection runs on a task of its own, so none of the upgrade's state stays
+/// with it.
+pub async fn run_upgraded<H: MessageHandler + 'static>(
     node: Arc<Node>,
     endpoint: Arc<EndpointRuntime>,
     expires_at: Option<u64>,
     make_handler: impl FnOnce(Arc<ConnHandle>) -> H,
     upgrade: fastwebsockets::upgrade::UpgradeFut,
 ) {
-    let ws = match upgrade.await {
-        Ok(ws) => ws,
+    let upgraded = match upgrade.await {
+        Ok(ws) => ws.into_inner().into_inner(),
         Err(e) => {
             tracing::debug!(error = %e, "upgrade failed");
             return;
         }
     };
-    let (read_half, write_half) = tokio::io::split(ws.into_inner());
-    let (mut reader, _) = fastwebsockets::after_handshake_split(read_half, tokio::io::sink(), Role::Server);
-    reader.set_max_message_size(endpoint.config.max_message_bytes);
-    reader.set_auto_close(true);
-    reader.set_auto_pong(true);
+    match upgraded.downcast::<hyper_util::rt::TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let hyper::upgrade::Parts { io, read_buf, .. } = parts;
+            // `read_buf` is a view into hyper's whole read buffer: copy what the client sent
+            // early (usually nothing) and let the buffer go before the connection starts.
+            let early = read_buf.to_vec();
+            drop(read_buf);
+            let socket = Arc::new(io.into_inner());
+            let conn =
+                Arc::new(ConnHandle::new(node.next_conn_id(), endpoint.clone(), Selection::default(), socket.clone()));
+            let session = make_handler(conn.clone());
+            let timers = Timers::new(&endpoint.config, expires_at);
+            node.connections.spawn(run(node.clone(), conn, socket, session, timers, early));
+        }
+        Err(_) => tracing::error!("upgraded connection is not a TCP socket; it is dropped"),
+    }
+}
 
-    let (tx, rx) = mpsc::channel(endpoint.config.outbound_queue);
-    let conn = Arc::new(ConnHandle::new(node.next_conn_id(), endpoint.clone(), Selection::default(), tx));
-    let expires_at = expires_at.map(|exp| {
-        let left = exp.saturating_sub(now_millis() / 1000);
-        tokio::time::Instant::now() + Duration::from_secs(left)
-    });
-    let writer = tokio::spawn(writer::run(write_half, rx, conn.clone(), expires_at));
-
+/// Runs one connection to its end. `early` holds bytes the client sent right behind its
+/// handshake. Everything here lives as long as the connection: keep it small.
+async fn run<H: MessageHandler>(
+    node: Arc<Node>,
+    conn: Arc<ConnHandle>,
+    socket: Arc<TcpStream>,
+    mut session: H,
+    mut timers: Timers,
+    early: Vec<u8>,
+) {
+    let endpoint = conn.endpoint.clone();
     let path = endpoint.config.path.as_str();
     node.metrics.connections.with_label_values(&[path]).inc();
-    let mut session = make_handler(conn.clone());
-    if let Err(reason) = session.start().await {
+    // The handler's futures are boxed while they run, so their state is not part of every
+    // connection's task for its whole life.
+    if let Err(reason) = Box::pin(session.start()).await {
         conn.close(reason);
     }
 
-    let mut assembler = MessageAssembler::new(endpoint.config.max_message_bytes);
+    let max_bytes = endpoint.config.max_message_bytes;
+    let mut assembler = MessageAssembler::new(max_bytes);
     let mut bucket = rate::TokenBucket::new(endpoint.config.message_rate, endpoint.config.message_burst);
-    // On drain, each connection closes at a random point of the drain window, so clients
-    // reconnect elsewhere spread out instead of all at once.
-    let jitter = node.config.drain_window.mul_f64(rand::random::<f64>());
-    let drain = async {
-        node.draining.cancelled().await;
-        tokio::time::sleep(jitter).await;
-    };
-    tokio::pin!(drain);
-    let far = tokio::time::Instant::now() + Duration::from_secs(10 * 365 * 86_400);
-    let after = |d: Duration| if d.is_zero() { far } else { tokio::time::Instant::now() + d };
-    let idle = tokio::time::sleep_until(after(endpoint.config.idle_timeout));
-    tokio::pin!(idle);
-    let unsubscribed = tokio::time::sleep_until(after(endpoint.config.unsubscribed_timeout));
-    tokio::pin!(unsubscribed);
-    let mut obligations = |frame: Frame<'_>| {
-        match frame.opcode {
-            OpCode::Pong => conn.send_pong(frame.payload.to_vec()),
-            // Control frames carry at most 125 bytes; a longer close is a protocol error.
-            OpCode::Close if frame.payload.len() > 125 => conn.close(CloseReason::ProtocolError),
-            OpCode::Close => conn.close_with(ClosePlan::Echo(frame.payload.to_vec())),
-            _ => {}
-        }
-        std::future::ready(Ok::<(), std::convert::Infallible>(()))
-    };
-    loop {
-        let frame = tokio::select! {
-            biased;
-            _ = conn.cancelled() => break,
-            _ = &mut drain => {
-                conn.close(CloseReason::GoingAway);
-                break;
-            }
-            _ = &mut idle => {
-                conn.close(CloseReason::Idle);
-                break;
-            }
-            _ = &mut unsubscribed => {
-                if session.is_subscribed() {
-                    unsubscribed.as_mut().reset(after(endpoint.config.unsubscribed_timeout));
-                    continue;
+    let sleep = tokio::time::sleep_until(timers.next());
+    tokio::pin!(sleep);
+    let draining = node.draining.cancelled();
+    tokio::pin!(draining);
+    let mut drain_armed = false;
+    let mut input = early;
+    let mut want = READ_CHUNK;
+    let mut blocked = false;
+
+    while !conn.is_closing() {
+        // Handle every complete frame that has arrived.
+        let mut used = 0;
+        while !conn.is_closing() && used < input.len() {
+            let frame = match frames::decode(&mut input[used..], max_bytes) {
+                Ok(Decoded::Frame(frame, n)) => {
+                    used += n;
+                    frame
                 }
-                conn.close_with(ClosePlan::Server(CloseReason::Idle, "No subscription".to_owned()));
-                break;
-            }
-            frame = reader.read_frame(&mut obligations) => frame,
-        };
-        let frame = match frame {
-            Ok(frame) => frame,
-            Err(e) => {
-                conn.close_with(plan_for(&e));
-                break;
-            }
-        };
-        match frame.opcode {
-            OpCode::Close => break,
-            OpCode::Pong => conn.pong_received(now_millis()),
-            OpCode::Ping => {}
-            OpCode::Text | OpCode::Binary | OpCode::Continuation => match assembler.push(frame) {
-                Ok(Some(message)) => {
-                    node.metrics.messages_in.with_label_values(&[path]).inc();
-                    idle.as_mut().reset(after(endpoint.config.idle_timeout));
-                    if let Err(wait) = bucket.take(std::time::Instant::now()) {
-                        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-                        let text = format!("Rate limited: retry in {secs} s");
-                        conn.close_with(ClosePlan::Server(CloseReason::RateLimited, text));
-                        break;
-                    }
-                    session.handle(&message.data, message.is_text).await;
+                Ok(Decoded::Incomplete { want: w }) => {
+                    want = w;
+                    break;
                 }
-                Ok(None) => {}
                 Err(reason) => {
                     conn.close(reason);
                     break;
                 }
+            };
+            match frame.op {
+                FrameOp::Ping => conn.send_control(Opcode::Pong, frame.payload.to_vec()),
+                FrameOp::Pong => conn.pong_received(now_millis()),
+                FrameOp::Close => conn.close_with(ClosePlan::Echo(frame.payload.to_vec())),
+                FrameOp::Text | FrameOp::Binary | FrameOp::Continuation => match assembler.push(frame) {
+                    Ok(Some(message)) => {
+                        node.metrics.messages_in.with_label_values(&[path]).inc();
+                        timers.message_received();
+                        if let Err(wait) = bucket.take(std::time::Instant::now()) {
+                            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                            let text = format!("Rate limited: retry in {secs} s");
+                            conn.close_with(ClosePlan::Server(CloseReason::RateLimited, text));
+                            break;
+                        }
+                        Box::pin(session.handle(&message.data, message.is_text)).await;
+                    }
+                    Ok(None) => {}
+                    Err(reason) => conn.close(reason),
+                },
+            }
+        }
+        if used == input.len() {
+            // Nothing pending: hold no read buffer while idle.
+            input = Vec::new();
+            want = READ_CHUNK;
+        } else {
+            input.drain(..used);
+        }
+        if conn.is_closing() {
+            break;
+        }
+
+        tokio::select! {
+            biased;
+            _ = conn.woken() => blocked = flushed(&conn),
+            ready = conn.writable(), if blocked => match ready {
+                Ok(()) => blocked = flushed(&conn),
+                Err(_) => conn.close_with(ClosePlan::Silent),
             },
+            ready = socket.readable(), if !blocked => {
+                if ready.is_err() || !read_some(&socket, &mut input, want) {
+                    conn.close_with(ClosePlan::Silent);
+                }
+            }
+            () = &mut sleep => {
+                timers.fire(&conn, session.is_subscribed());
+                sleep.as_mut().reset(timers.next());
+            }
+            () = &mut draining, if !drain_armed => {
+                // Each connection closes at a random point of the drain window, so clients
+                // reconnect elsewhere spread out instead of all at once.
+                drain_armed = true;
+                timers.drain_after(node.config.drain_window.mul_f64(rand::random::<f64>()));
+                sleep.as_mut().reset(timers.next());
+            }
         }
     }
 
-    session.finish().await;
+    Box::pin(session.finish()).await;
+    let plan = conn.close_plan();
+    let (close, drop_pending) = match &plan {
+        Some(ClosePlan::Server(reason, text)) => {
+            (Some(close_payload(endpoint.close_code(*reason), text)), *reason == CloseReason::SlowConsumer)
+        }
+        Some(ClosePlan::Echo(payload)) => (Some(payload.clone()), false),
+        Some(ClosePlan::Silent) | None => (None, true),
+    };
+    let sealed = conn.seal(close, drop_pending);
+    if sealed == Flush::Blocked {
+        let _ = Box::pin(tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
+            while conn.writable().await.is_ok() && conn.flush() == Flush::Blocked {}
+        }))
+        .await;
+    }
     // After a server-initiated close, read until the client answers (or a bound passes) so
     // the close frame is not lost to a TCP reset on unread data. A connection failed for a
     // protocol violation is dropped at once instead (RFC 6455 §7.1.7).
-    let linger = matches!(conn.close_plan(), Some(ClosePlan::Server(reason, _)) if !reason.fails_connection());
-    if linger {
-        let _ = tokio::time::timeout(CLOSE_LINGER, async {
-            loop {
-                match reader.read_frame(&mut obligations).await {
-                    Ok(f) if f.opcode == OpCode::Close => break,
-                    Ok(_) => {}
-                    Err(_) => break,
-                }
-            }
-        })
-        .await;
+    let linger = matches!(&plan, Some(ClosePlan::Server(reason, _)) if !reason.fails_connection());
+    if linger && sealed != Flush::Broken {
+        let _ = Box::pin(tokio::time::timeout(CLOSE_LINGER, await_client_close(&socket, input, max_bytes))).await;
     }
-    let _ = writer.await;
-    let code = match conn.close_plan() {
+    let code = match plan {
         Some(ClosePlan::Server(reason, _)) => endpoint.close_code(reason).to_string(),
         Some(ClosePlan::Echo(p)) if p.len() >= 2 => u16::from_be_bytes([p[0], p[1]]).to_string(),
         Some(ClosePlan::Echo(_)) => "1005".into(),
@@ -194,14 +238,49 @@ pub async fn run<H: MessageHandler>(
     node.metrics.connections.with_label_values(&[path]).dec();
 }
 
-fn plan_for(error: &WebSocketError) -> ClosePlan {
-    let reason = match error {
-        WebSocketError::FrameTooLarge => CloseReason::MessageTooBig,
-        WebSocketError::InvalidUTF8 => CloseReason::InvalidPayload,
-        WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed | WebSocketError::IoError(_) => {
-            return ClosePlan::Silent
+/// Flushes pending output; true when the socket is full and the task must wait for it.
+fn flushed(conn: &ConnHandle) -> bool {
+    match conn.flush() {
+        Flush::Idle => false,
+        Flush::Blocked => true,
+        Flush::Broken => {
+            conn.close_with(ClosePlan::Silent);
+            false
         }
-        _ => CloseReason::ProtocolError,
-    };
-    ClosePlan::Server(reason, reason.default_text().to_owned())
+    }
+}
+
+/// Reads what the socket has into `input` (room for at least the frame being assembled, up
+/// to a bound); false when the client is gone.
+fn read_some(socket: &TcpStream, input: &mut Vec<u8>, want: usize) -> bool {
+    let room = want.saturating_sub(input.len()).clamp(READ_CHUNK, MAX_READ_CHUNK);
+    input.reserve(room);
+    match socket.try_read_buf(input) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(e) => matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted),
+    }
+}
+
+/// Reads and discards frames until the client's close frame, an error, or end of stream.
+async fn await_client_close(socket: &TcpStream, mut input: Vec<u8>, max_bytes: usize) {
+    let mut want = READ_CHUNK;
+    loop {
+        let mut used = 0;
+        while used < input.len() {
+            match frames::decode(&mut input[used..], max_bytes) {
+                Ok(Decoded::Frame(frame, _)) if frame.op == FrameOp::Close => return,
+                Ok(Decoded::Frame(_, n)) => used += n,
+                Ok(Decoded::Incomplete { want: w }) => {
+                    want = w;
+                    break;
+                }
+                Err(_) => return,
+            }
+        }
+        input.drain(..used);
+        if socket.readable().await.is_err() || !read_some(socket, &mut input, want) {
+            return;
+        }
+    }
 }

@@ -30,8 +30,8 @@ pub struct Session {
     topics: HashSet<String>,
     /// Channels the client subscribed to by name.
     channels: HashSet<String>,
-    /// Quota slots this connection holds.
-    slots: Vec<QuotaSlot>,
+    /// Whether this connection holds quota slots (the node's keeper knows which).
+    holds_slots: bool,
     /// The client's `last_event_id`, for replay.
     resume: Option<String>,
     /// Where this connection's replay started.
@@ -49,7 +49,7 @@ impl Session {
             principal,
             topics: HashSet::new(),
             channels: HashSet::new(),
-            slots: Vec::new(),
+            holds_slots: false,
             resume,
             replay_start: None,
             subscribed: false,
@@ -81,11 +81,6 @@ impl Session {
             }
         }
         Ok(true)
-    }
-
-    /// This connection's id as a quota holder: unique across the cluster.
-    fn holder(&self) -> String {
-        format!("{}:{}", self.node.id, self.conn.id)
     }
 
     /// The quotas this connection must fit in.
@@ -300,9 +295,9 @@ impl MessageHandler for Session {
     async fn start(&mut self) -> Result<(), CloseReason> {
         let ep = self.conn.endpoint.clone();
         let slots = self.quota_slots();
-        match self.node.quotas.admit(&slots, &self.holder()).await {
-            Ok(true) => self.slots = slots,
-            Ok(false) => return Err(CloseReason::ConnectionLimit),
+        match self.node.quotas.admit(slots, self.conn.id).await {
+            Ok(Some(held)) => self.holds_slots = !held.is_empty(),
+            Ok(None) => return Err(CloseReason::ConnectionLimit),
             Err(e) => {
                 tracing::warn!(error = %e, "quota check failed");
                 return Err(CloseReason::Internal);
@@ -389,9 +384,8 @@ impl MessageHandler for Session {
         if let (Some(start), Some(user)) = (self.replay_start, self.principal.user()) {
             replay::save_cursor(&self.node, &self.conn, user, start).await;
         }
-        let slots = std::mem::take(&mut self.slots);
-        if !slots.is_empty() {
-            self.node.quotas.release(&slots, &self.holder()).await;
+        if std::mem::take(&mut self.holds_slots) {
+            self.node.quotas.release(self.conn.id).await;
         }
         let topics: Vec<String> = self.topics.drain().collect();
         for t in &topics {

@@ -17,7 +17,7 @@ use crate::node::Node;
 pub async fn echo(State(node): State<Arc<Node>>, ep: Arc<EndpointRuntime>, mut req: Request) -> Response {
     match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok((response, upgrade)) => {
-            node.connections.spawn(connection::run(node.clone(), ep, None, EchoHandler::new, upgrade));
+            node.connections.spawn(connection::run_upgraded(node.clone(), ep, None, EchoHandler::new, upgrade));
             response.map(axum::body::Body::new)
         }
         Err(e) => ApiError::bad_request(format!("invalid WebSocket handshake: {e}")).into_response(),

@@ -64,7 +64,7 @@ pub async fn accept(State(node): State<Arc<Node>>, ep: Arc<EndpointRuntime>, mut
             let handler_node = node.clone();
             let resume = query.get("last_event_id").cloned();
             let make = move |conn| connection::Session::new(handler_node, conn, principal, resume);
-            node.connections.spawn(connection::run(node.clone(), ep.clone(), expires_at, make, upgrade));
+            node.connections.spawn(connection::run_upgraded(node.clone(), ep.clone(), expires_at, make, upgrade));
             response.map(axum::body::Body::new)
         }
         Err(e) => {

@@ -1,0 +1,238 @@
+//! Client-to-server WebSocket frames (RFC 6455 §5), decoded in place from the connection's
+//! input buffer with no IO.
+//!
+//! The edge reads its own frames so that an idle connection holds no read buffer at all: the
+//! connection task waits for the socket to become readable, reads what is there, decodes the
+//! complete frames in place (unmasking them where they lie) and frees the buffer once it is
+//! empty. Every violation maps to the close reason RFC 6455 prescribes.
+
+use switchboard_protocol::CloseReason;
+
+/// Longest frame header: 2 bytes, 8 of extended length, 4 of mask.
+const MAX_HEADER: usize = 14;
+
+/// What a client frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameOp {
+    /// Continues a fragmented message.
+    Continuation,
+    /// Starts a text message.
+    Text,
+    /// Starts a binary message.
+    Binary,
+    /// Close.
+    Close,
+    /// Ping.
+    Ping,
+    /// Pong.
+    Pong,
+}
+
+impl FrameOp {
+    fn from_bits(bits: u8) -> Option<FrameOp> {
+        Some(match bits {
+            0x0 => FrameOp::Continuation,
+            0x1 => FrameOp::Text,
+            0x2 => FrameOp::Binary,
+            0x8 => FrameOp::Close,
+            0x9 => FrameOp::Ping,
+            0xA => FrameOp::Pong,
+            _ => return None,
+        })
+    }
+
+    /// Whether this is a control frame (close, ping, pong).
+    pub fn is_control(self) -> bool {
+        matches!(self, FrameOp::Close | FrameOp::Ping | FrameOp::Pong)
+    }
+}
+
+/// One decoded, unmasked client frame, borrowed from the input buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// Whether this is the last frame of its message.
+    pub fin: bool,
+    /// Its kind.
+    pub op: FrameOp,
+    /// The unmasked payload.
+    pub payload: &'a [u8],
+}
+
+/// Decodes the first frame in `buf` if all of it has arrived: the frame and the bytes it
+/// took, `None` when more input is needed (`want` then says how many bytes in all the frame
+/// needs, when known), or the reason to close. Frames longer than `max_payload` are refused
+/// as soon as their header arrives, so a client cannot make the server buffer them.
+pub fn decode(buf: &mut [u8], max_payload: usize) -> Result<Decoded<'_>, CloseReason> {
+    if buf.len() < 2 {
+        return Ok(Decoded::Incomplete { want: 2 });
+    }
+    let (b0, b1) = (buf[0], buf[1]);
+    let fin = b0 & 0x80 != 0;
+    // No extension is negotiated, so every reserved bit must be clear.
+    if b0 & 0x70 != 0 {
+        return Err(CloseReason::ProtocolError);
+    }
+    let op = FrameOp::from_bits(b0 & 0x0F).ok_or(CloseReason::ProtocolError)?;
+    // Client frames must be masked (§5.1).
+    if b1 & 0x80 == 0 {
+        return Err(CloseReason::ProtocolError);
+    }
+    let (len, at) = match b1 & 0x7F {
+        126 if buf.len() >= 4 => (u64::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
+        127 if buf.len() >= 10 => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&buf[2..10]);
+            (u64::from_be_bytes(b), 10)
+        }
+        126 | 127 => return Ok(Decoded::Incomplete { want: MAX_HEADER }),
+        n => (u64::from(n), 2),
+    };
+    if op.is_control() && (!fin || len > 125) {
+        return Err(CloseReason::ProtocolError);
+    }
+    if len >> 63 != 0 {
+        return Err(CloseReason::ProtocolError);
+    }
+    if len > max_payload as u64 {
+        return Err(CloseReason::MessageTooBig);
+    }
+    let len = len as usize;
+    let start = at + 4;
+    let total = start + len;
+    if buf.len() < total {
+        return Ok(Decoded::Incomplete { want: total });
+    }
+    let mask = [buf[at], buf[at + 1], buf[at + 2], buf[at + 3]];
+    let payload = &mut buf[start..total];
+    fastwebsockets::unmask(payload, mask);
+    let payload = &*payload;
+    match op {
+        FrameOp::Text if fin && std::str::from_utf8(payload).is_err() => return Err(CloseReason::InvalidPayload),
+        FrameOp::Close => check_close(payload)?,
+        _ => {}
+    }
+    Ok(Decoded::Frame(Frame { fin, op, payload }, total))
+}
+
+/// The result of [`decode`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    /// A whole frame and how many bytes of the buffer it took.
+    Frame(Frame<'a>, usize),
+    /// More input is needed: the buffer must reach `want` bytes (a lower bound while the
+    /// header is incomplete).
+    Incomplete {
+        /// Bytes needed.
+        want: usize,
+    },
+}
+
+/// A close frame carries nothing, or a valid code and a UTF-8 reason (§5.5.1, §7.4).
+fn check_close(payload: &[u8]) -> Result<(), CloseReason> {
+    match payload.len() {
+        0 => Ok(()),
+        1 => Err(CloseReason::ProtocolError),
+        _ => {
+            let code = u16::from_be_bytes([payload[0], payload[1]]);
+            if std::str::from_utf8(&payload[2..]).is_err() {
+                return Err(CloseReason::InvalidPayload);
+            }
+            if is_valid_close_code(code) {
+                Ok(())
+            } else {
+                Err(CloseReason::ProtocolError)
+            }
+        }
+    }
+}
+
+/// Whether a peer may send `code` in a close frame: the defined codes that are not reserved
+/// for local use (1005, 1006, 1015), and the registered and private ranges.
+pub fn is_valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1013 | 3000..=4999)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        let mut out = vec![first];
+        match payload.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n if n <= 65_535 => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    #[test]
+    fn decodes_a_masked_text_frame_in_place() {
+        let mut buf = masked(0x81, b"hello");
+        buf.extend_from_slice(&[0x89]);
+        let got = decode(&mut buf, 1024).expect("valid");
+        assert_eq!(got, Decoded::Frame(Frame { fin: true, op: FrameOp::Text, payload: b"hello" }, 11));
+    }
+
+    #[test]
+    fn waits_for_the_whole_frame() {
+        let whole = masked(0x82, &[7u8; 300]);
+        for cut in [0, 1, 2, 3, 7, 8, 100, whole.len() - 1] {
+            let mut part = whole[..cut].to_vec();
+            assert!(matches!(decode(&mut part, 1024), Ok(Decoded::Incomplete { .. })), "cut at {cut}");
+        }
+        let mut part = whole[..100].to_vec();
+        assert_eq!(decode(&mut part, 1024), Ok(Decoded::Incomplete { want: whole.len() }));
+        let mut long = masked(0x82, &vec![1u8; 70_000]);
+        match decode(&mut long, 100_000) {
+            Ok(Decoded::Frame(f, n)) => assert_eq!((f.payload.len(), n), (70_000, long.len())),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn refuses_what_rfc_6455_forbids() {
+        let cases: Vec<(Vec<u8>, CloseReason)> = vec![
+            (masked(0xC1, b"x"), CloseReason::ProtocolError), // RSV1 without an extension
+            (masked(0x83, b"x"), CloseReason::ProtocolError), // reserved opcode
+            (vec![0x81, 0x01, b'x'], CloseReason::ProtocolError), // unmasked
+            (masked(0x09, b"x"), CloseReason::ProtocolError), // fragmented ping
+            (masked(0x89, &[0u8; 126]), CloseReason::ProtocolError), // control frame over 125
+            (masked(0x81, &[0xC3, 0x28]), CloseReason::InvalidPayload), // bad UTF-8
+            (masked(0x88, &[0x03]), CloseReason::ProtocolError), // one-byte close
+            (masked(0x88, &[0x03, 0xED]), CloseReason::ProtocolError), // close code 1005
+            (masked(0x88, &[0x03, 0xE8, 0xFF]), CloseReason::InvalidPayload), // bad reason
+            (masked(0x82, &[0u8; 2000]), CloseReason::MessageTooBig),
+        ];
+        for (i, (mut bytes, reason)) in cases.into_iter().enumerate() {
+            assert_eq!(decode(&mut bytes, 1024), Err(reason), "case {i}");
+        }
+        // Too big is known from the header alone.
+        let mut head = masked(0x82, &[0u8; 2000])[..4].to_vec();
+        assert_eq!(decode(&mut head, 1024), Err(CloseReason::MessageTooBig));
+        let mut huge = vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4];
+        assert_eq!(decode(&mut huge, usize::MAX), Err(CloseReason::ProtocolError));
+    }
+
+    #[test]
+    fn accepts_fragments_and_valid_closes() {
+        let mut start = masked(0x01, &[0xE2, 0x82]); // a text fragment cut inside a character
+        assert!(matches!(decode(&mut start, 1024), Ok(Decoded::Frame(Frame { fin: false, .. }, _))));
+        for code in [1000u16, 1001, 1003, 1007, 1011, 1013, 3000, 4999] {
+            let mut close = masked(0x88, &code.to_be_bytes());
+            assert!(matches!(decode(&mut close, 1024), Ok(Decoded::Frame(_, _))), "code {code}");
+        }
+        for code in [0u16, 999, 1004, 1005, 1006, 1014, 1015, 1016, 2999, 5000] {
+            assert!(!is_valid_close_code(code), "code {code}");
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! A connection's pending output, and the rule that makes fan-out cheap: when nothing is
+//! pending, a message goes straight onto the socket with one non-blocking vectored write
+//! (frame header plus the shared payload bytes, no copy); only what the socket does not take
+//! is kept, and then everything after it queues behind it so frames never interleave. The
+//! connection's task finishes pending output when the socket becomes writable, coalescing
+//! queued frames into one write of up to [`BATCH_BYTES`].
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::task::{Context, Poll};
+
+use switchboard_broker::LogId;
+
+use super::handle::Outbound;
+use super::wire::{header, push_header, Opcode};
+
+/// Most bytes coalesced into one socket write.
+const BATCH_BYTES: usize = 64 * 1024;
+/// Most frames written with one vectored write by [`Outbox::push_many`].
+pub const MAX_FRAMES_PER_WRITE: usize = 32;
+
+/// Where a connection's frames go: a socket that takes bytes without blocking and says when it
+/// can take more.
+pub trait FrameSink: Send + Sync {
+    /// Writes what the socket takes now; `WouldBlock` when it takes nothing.
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    /// Ready once the socket can take more bytes.
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl FrameSink for tokio::net::TcpStream {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        tokio::net::TcpStream::try_write_vectored(self, bufs)
+    }
+
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::net::TcpStream::poll_write_ready(self, cx)
+    }
+}
+
+/// A sink that takes every byte and keeps none: for measuring the node's own cost of a
+/// fan-out without the kernel's (benchmarks).
+pub struct Discard;
+
+impl FrameSink for Discard {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        Ok(bufs.iter().map(|b| b.len()).sum())
+    }
+
+    fn poll_write_ready(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// What became of a pushed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// All of it is on the socket.
+    Written,
+    /// The socket took part or none of it; the rest waits for the connection's task, which
+    /// must be woken.
+    Pending,
+    /// Queued behind pending output (the task is already at work).
+    Queued,
+    /// The bound on pending messages was reached.
+    Full,
+    /// The socket failed.
+    Broken,
+    /// The connection's output is sealed (closing) or broken.
+    Closed,
+}
+
+/// What a flush achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Nothing is pending any more.
+    Idle,
+    /// The socket is full; wait until it is writable and flush again.
+    Blocked,
+    /// The socket failed.
+    Broken,
+}
+
+/// Pending output of one connection. Empty (no allocation) while nothing is pending.
+pub struct Outbox {
+    opcode: Opcode,
+    capacity: usize,
+    /// Frames not yet in a batch.
+    queue: VecDeque<Outbound>,
+    /// The batch being written, and how much of it the socket took.
+    batch: Vec<u8>,
+    sent: usize,
+    /// The newest persisted event in the batch.
+    batch_sid: Option<LogId>,
+    /// The newest persisted event fully written.
+    last_written: Option<LogId>,
+    /// Output is pending: new frames must queue.
+    busy: bool,
+    sealed: bool,
+    broken: bool,
+}
+
+impl Outbox {
+    /// An empty outbox for an endpoint sending `opcode` messages, holding at most `capacity`
+    /// queued messages.
+    pub fn new(opcode: Opcode, capacity: usize) -> Outbox {
+        Outbox {
+            opcode,
+            capacity,
+            queue: VecDeque::new(),
+            batch: Vec::new(),
+            sent: 0,
+            batch_sid: None,
+            last_written: None,
+            busy: false,
+            sealed: false,
+            broken: false,
+        }
+    }
+
+    /// The newest persisted event the socket took.
+    pub fn last_written(&self) -> Option<LogId> {
+        self.last_written
+    }
+
+    /// Writes `item` now if nothing is pending, else queues it (refused past the bound when
+    /// `bounded`).
+    pub fn push(&mut self, sink: &dyn FrameSink, item: Outbound, bounded: bool) -> Push {
+        if self.sealed || self.broken {
+            return Push::Closed;
+        }
+        if self.busy {
+            if bounded && self.queue.len() >= self.capacity {
+                return Push::Full;
+            }
+            self.queue.push_back(item);
+            return Push::Queued;
+        }
+        let (opcode, payload, sid) = self.parts(&item);
+        let (head, n) = header(opcode, payload.len());
+        let head = &head[..n];
+        let total = head.len() + payload.len();
+        let written = match sink.try_write_vectored(&[IoSlice::new(head), IoSlice::new(payload)]) {
+            Ok(w) if w == total => {
+                self.record(sid);
+                return Push::Written;
+            }
+            Ok(w) => w,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(_) => {
+                self.broken = true;
+                return Push::Broken;
+            }
+        };
+        // Keep the rest; everything after it waits behind it.
+        if written < head.len() {
+            self.batch.extend_from_slice(&head[written..]);
+            self.batch.extend_from_slice(payload);
+        } else {
+            self.batch.extend_from_slice(&payload[written - head.len()..]);
+        }
+        self.sent = 0;
+        self.batch_sid = sid;
+        self.busy = true;
+        Push::Pending
+    }
+
+    /// Like [`Outbox::push`] for several messages of the endpoint's type at once: one vectored
+    /// write of all of them (headers and shared payloads) when nothing is pending.
+    pub fn push_many(&mut self, sink: &dyn FrameSink, frames: &[bytes::Bytes]) -> Push {
+        if self.sealed || self.broken {
+            return Push::Closed;
+        }
+        if self.busy {
+            if self.queue.len() + frames.len() > self.capacity {
+                return Push::Full;
+            }
+            self.queue.extend(frames.iter().cloned().map(Outbound::Message));
+            return Push::Queued;
+        }
+        let now = &frames[..frames.len().min(MAX_FRAMES_PER_WRITE)];
+        let mut heads = [([0u8; 10], 0usize); MAX_FRAMES_PER_WRITE];
+        let mut iov = [IoSlice::new(&[]); 2 * MAX_FRAMES_PER_WRITE];
+        let mut total = 0;
+        for (i, frame) in now.iter().enumerate() {
+            heads[i] = header(self.opcode, frame.len());
+            total += heads[i].1 + frame.len();
+        }
+        for (i, frame) in now.iter().enumerate() {
+            iov[2 * i] = IoSlice::new(&heads[i].0[..heads[i].1]);
+            iov[2 * i + 1] = IoSlice::new(frame);
+        }
+        let mut written = match sink.try_write_vectored(&iov[..2 * now.len()]) {
+            Ok(w) => w,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(_) => {
+                self.broken = true;
+                return Push::Broken;
+            }
+        };
+        if written == total && now.len() == frames.len() {
+            return Push::Written;
+        }
+        // Keep what the socket did not take, in order.
+        for part in &iov[..2 * now.len()] {
+            let skip = written.min(part.len());
+            written -= skip;
+            self.batch.extend_from_slice(&part[skip..]);
+        }
+        self.queue.extend(frames[now.len()..].iter().cloned().map(Outbound::Message));
+        self.sent = 0;
+        self.busy = true;
+        Push::Pending
+    }
+
+    /// Writes pending output until the socket is full or nothing is left.
+    pub fn flush(&mut self, sink: &dyn FrameSink) -> Flush {
+        loop {
+            if self.broken {
+                return Flush::Broken;
+            }
+            if self.sent == self.batch.len() {
+                if let Some(sid) = self.batch_sid.take() {
+                    self.record(Some(sid));
+                }
+                self.batch.clear();
+                self.sent = 0;
+                if self.queue.is_empty() {
+                    // Idle connections hold no output buffer.
+                    self.batch = Vec::new();
+                    self.busy = false;
+                    return Flush::Idle;
+                }
+                while let Some(item) = self.queue.pop_front() {
+                    let (opcode, payload, sid) = self.parts(&item);
+                    push_header(&mut self.batch, opcode, payload.len());
+                    self.batch.extend_from_slice(payload);
+                    if sid.is_some() {
+                        self.batch_sid = sid;
+                    }
+                    if self.batch.len() >= BATCH_BYTES {
+                        break;
+                    }
+                }
+                if self.queue.is_empty() && self.queue.capacity() > 64 {
+                    self.queue = VecDeque::new();
+                }
+            }
+            match sink.try_write_vectored(&[IoSlice::new(&self.batch[self.sent..])]) {
+                Ok(0) => self.broken = true,
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Blocked,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => self.broken = true,
+            }
+        }
+    }
+
+    /// Accepts nothing more; drops queued frames when `drop_pending` (a batch already begun
+    /// is finished so the close frame stays well-formed), then queues `close`.
+    pub fn seal(&mut self, close: Option<Vec<u8>>, drop_pending: bool) {
+        if drop_pending {
+            self.queue.clear();
+        }
+        if let Some(payload) = close {
+            self.queue.push_back(Outbound::Control(Opcode::Close, payload));
+            self.busy = true;
+        }
+        self.sealed = true;
+    }
+
+    fn parts<'a>(&self, item: &'a Outbound) -> (Opcode, &'a [u8], Option<LogId>) {
+        match item {
+            Outbound::Message(bytes) => (self.opcode, bytes, None),
+            Outbound::Event { frame, sid } => (self.opcode, frame, Some(*sid)),
+            Outbound::Typed { text: true, data } => (Opcode::Text, data, None),
+            Outbound::Typed { text: false, data } => (Opcode::Binary, data, None),
+            Outbound::Control(opcode, payload) => (*opcode, payload, None),
+        }
+    }
+
+    fn record(&mut self, sid: Option<LogId>) {
+        if let Some(sid) = sid {
+            if self.last_written.is_none_or(|w| sid > w) {
+                self.last_written = Some(sid);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use parking_lot::Mutex;
+
+    /// A socket that takes at most `room` bytes, then would block.
+    struct Tight {
+        room: Mutex<usize>,
+        taken: Mutex<Vec<u8>>,
+    }
+
+    impl FrameSink for Tight {
+        fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            let mut room = self.room.lock();
+            if *room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(*room);
+                self.taken.lock().extend_from_slice(&b[..take]);
+                *room -= take;
+                n += take;
+            }
+            Ok(n)
+        }
+
+        fn poll_write_ready(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x81, payload.len() as u8];
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn writes_directly_then_queues_behind_a_partial_write() {
+        let sink = Tight { room: Mutex::new(10), taken: Mutex::default() };
+        let mut outbox = Outbox::new(Opcode::Text, 2);
+        let msg = |s: &str| Outbound::Message(Bytes::copy_from_slice(s.as_bytes()));
+        assert_eq!(outbox.push(&sink, msg("abc"), true), Push::Written);
+        assert_eq!(outbox.push(&sink, msg("defghij"), true), Push::Pending);
+        assert_eq!(outbox.push(&sink, msg("k"), true), Push::Queued);
+        assert_eq!(outbox.push(&sink, msg("l"), true), Push::Queued);
+        assert_eq!(outbox.push(&sink, msg("m"), true), Push::Full);
+        assert_eq!(outbox.flush(&sink), Flush::Blocked);
+        *sink.room.lock() = 1_000;
+        assert_eq!(outbox.flush(&sink), Flush::Idle);
+        let expected = [frame(b"abc"), frame(b"defghij"), frame(b"k"), frame(b"l")].concat();
+        assert_eq!(*sink.taken.lock(), expected);
+        assert_eq!(outbox.push(&sink, msg("n"), true), Push::Written);
+    }
+
+    #[test]
+    fn writes_many_frames_in_one_go_and_keeps_the_rest_in_order() {
+        let sink = Tight { room: Mutex::new(7), taken: Mutex::default() };
+        let mut outbox = Outbox::new(Opcode::Text, 100);
+        let frames: Vec<Bytes> = (0..40).map(|i| Bytes::from(format!("m{i}"))).collect();
+        assert_eq!(outbox.push_many(&sink, &frames), Push::Pending);
+        *sink.room.lock() = 10_000;
+        assert_eq!(outbox.flush(&sink), Flush::Idle);
+        let expected: Vec<u8> = frames.iter().flat_map(|f| frame(f)).collect();
+        assert_eq!(*sink.taken.lock(), expected);
+        let all = Tight { room: Mutex::new(10_000), taken: Mutex::default() };
+        assert_eq!(outbox.push_many(&all, &frames[..3]), Push::Written);
+        assert_eq!(*all.taken.lock(), [frame(b"m0"), frame(b"m1"), frame(b"m2")].concat());
+    }
+
+    #[test]
+    fn records_persisted_positions_once_written_and_seals_with_close() {
+        let sink = Tight { room: Mutex::new(3), taken: Mutex::default() };
+        let mut outbox = Outbox::new(Opcode::Text, 8);
+        let sid = LogId { ms: 5, seq: 0 };
+        assert_eq!(outbox.push(&sink, Outbound::Event { frame: Bytes::from_static(b"xyz"), sid }, true), Push::Pending);
+        assert_eq!(outbox.last_written(), None);
+        outbox.seal(Some(vec![0x03, 0xE8]), true);
+        assert_eq!(outbox.push(&sink, Outbound::Message(Bytes::from_static(b"late")), true), Push::Closed);
+        *sink.room.lock() = 100;
+        assert_eq!(outbox.flush(&sink), Flush::Idle);
+        assert_eq!(outbox.last_written(), Some(sid));
+        assert_eq!(*sink.taken.lock(), [frame(b"xyz"), vec![0x88, 2, 0x03, 0xE8]].concat());
+    }
+}
