@@ -19,6 +19,7 @@ pub mod persistence;
 pub mod quota;
 pub mod registry;
 pub mod server;
+pub mod short_set;
 pub mod topics;
 
 pub use config::Config;

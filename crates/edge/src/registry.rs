@@ -5,9 +5,10 @@
 //! answers "is anybody here still interested in this topic", which [`crate::topics::TopicSync`]
 //! uses to keep exactly one broker subscription per topic per node.
 //!
-//! Each topic keeps its subscribers in a dense vector (fast iteration for fan-out) plus an
-//! index by connection id, so joining and leaving stay O(1) even with 100k subscribers on one
-//! topic.
+//! Each topic keeps its subscribers in a dense vector (fast iteration for fan-out); past
+//! [`INDEX_FROM`] subscribers it adds an index by connection id, so joining and leaving stay
+//! O(1) even with 100k subscribers on one topic, while the many one-subscriber topics (a user's
+//! own stream) stay a few dozen bytes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,10 +17,50 @@ use parking_lot::RwLock;
 
 use crate::connection::ConnHandle;
 
+/// Topics with more subscribers than this index them by connection id.
+const INDEX_FROM: usize = 16;
+
 #[derive(Default)]
 struct Subscribers {
     conns: Vec<Arc<ConnHandle>>,
-    position: HashMap<u64, usize>,
+    /// Connection id -> index in `conns`, once the topic is large.
+    position: Option<HashMap<u64, usize>>,
+}
+
+impl Subscribers {
+    fn find(&self, id: u64) -> Option<usize> {
+        match &self.position {
+            Some(index) => index.get(&id).copied(),
+            None => self.conns.iter().position(|c| c.id == id),
+        }
+    }
+
+    fn add(&mut self, conn: &Arc<ConnHandle>) {
+        if self.find(conn.id).is_some() {
+            return;
+        }
+        self.conns.push(conn.clone());
+        match &mut self.position {
+            Some(index) => {
+                index.insert(conn.id, self.conns.len() - 1);
+            }
+            None if self.conns.len() > INDEX_FROM => {
+                self.position = Some(self.conns.iter().enumerate().map(|(i, c)| (c.id, i)).collect());
+            }
+            None => {}
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        let Some(pos) = self.find(id) else { return };
+        self.conns.swap_remove(pos);
+        if let Some(index) = &mut self.position {
+            index.remove(&id);
+            if let Some(moved) = self.conns.get(pos) {
+                index.insert(moved.id, pos);
+            }
+        }
+    }
 }
 
 /// Topic → local subscribers.
@@ -33,11 +74,7 @@ impl TopicRegistry {
     pub fn add(&self, topic: &str, conn: &Arc<ConnHandle>) -> bool {
         let mut topics = self.topics.write();
         let first = !topics.contains_key(topic);
-        let subs = topics.entry(topic.to_owned()).or_default();
-        if let std::collections::hash_map::Entry::Vacant(slot) = subs.position.entry(conn.id) {
-            slot.insert(subs.conns.len());
-            subs.conns.push(conn.clone());
-        }
+        topics.entry(topic.to_owned()).or_default().add(conn);
         first
     }
 
@@ -47,12 +84,7 @@ impl TopicRegistry {
         let Some(subs) = topics.get_mut(topic) else {
             return true;
         };
-        if let Some(pos) = subs.position.remove(&conn_id) {
-            subs.conns.swap_remove(pos);
-            if let Some(moved) = subs.conns.get(pos) {
-                subs.position.insert(moved.id, pos);
-            }
-        }
+        subs.remove(conn_id);
         if subs.conns.is_empty() {
             topics.remove(topic);
             true
@@ -87,5 +119,54 @@ impl TopicRegistry {
     /// Number of topics with at least one local subscriber.
     pub fn topic_count(&self) -> usize {
         self.topics.read().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::connection::{Discard, Selection};
+    use crate::endpoint::EndpointRuntime;
+
+    fn conns(n: u64) -> Vec<Arc<ConnHandle>> {
+        let config = crate::Config::from_toml(crate::config::DEFAULT_CONFIG_TOML).expect("default config");
+        let endpoint = Arc::new(EndpointRuntime::new(config.endpoints[0].clone()));
+        (1..=n)
+            .map(|id| Arc::new(ConnHandle::new(id, endpoint.clone(), Selection::default(), Arc::new(Discard))))
+            .collect()
+    }
+
+    fn members(registry: &TopicRegistry, topic: &str) -> BTreeSet<u64> {
+        let mut ids = BTreeSet::new();
+        registry.for_each(topic, |c| assert!(ids.insert(c.id), "connection {} listed twice", c.id));
+        ids
+    }
+
+    #[test]
+    fn joins_and_leaves_below_and_above_the_index_threshold() {
+        let registry = TopicRegistry::default();
+        let all = conns(3 * INDEX_FROM as u64);
+        let mut expected = BTreeSet::new();
+        for (i, c) in all.iter().enumerate() {
+            assert_eq!(registry.add("t", c), i == 0);
+            assert!(!registry.add("t", c), "adding twice is a no-op");
+            expected.insert(c.id);
+            assert_eq!(members(&registry, "t"), expected);
+        }
+        // Leave in an order that moves entries around (every third, then the rest backwards).
+        let order: Vec<u64> =
+            (1..=all.len() as u64).filter(|i| i % 3 == 0).chain((1..=all.len() as u64).rev()).collect();
+        for id in order {
+            if !expected.remove(&id) {
+                continue;
+            }
+            let empty = registry.remove("t", id);
+            assert_eq!(empty, expected.is_empty());
+            assert_eq!(members(&registry, "t"), expected);
+            assert_eq!(registry.subscriber_count("t"), expected.len());
+        }
+        assert!(!registry.has("t"));
     }
 }

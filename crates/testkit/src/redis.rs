@@ -12,7 +12,28 @@ use std::time::{Duration, Instant};
 /// How long a server may take to start answering.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Ports are picked below Linux's ephemeral range (32768 and up), with the cluster bus port
+/// (port + 10000) free as well: a port the OS hands out at random could be taken by any
+/// client socket before redis-server binds it, and its bus port even more so.
+const PORTS: std::ops::Range<u16> = 20_000..22_700;
+/// How many times a server that could not bind its port is started again on another.
+const START_ATTEMPTS: usize = 5;
+
+fn bindable(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
 fn free_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    // Spread processes over the range (tests run in several processes at once).
+    let offset = (std::process::id() as u16).wrapping_mul(97);
+    for _ in 0..PORTS.len() {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed).wrapping_add(offset);
+        let port = PORTS.start + n % (PORTS.end - PORTS.start);
+        if bindable(port) && bindable(port + 10_000) {
+            return port;
+        }
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     l.local_addr().expect("addr").port()
 }
@@ -52,11 +73,23 @@ impl RedisServer {
 
     fn start_with(port: u16, dir: PathBuf, extra: Vec<String>) -> RedisServer {
         let mut server = RedisServer { port, dir, extra, child: None };
+        for _ in 1..START_ATTEMPTS {
+            if server.spawn_once() {
+                return server;
+            }
+            // It exited: most likely its port was taken meanwhile. Try another.
+            server.port = free_port();
+        }
         server.spawn();
         server
     }
 
     fn spawn(&mut self) {
+        assert!(self.spawn_once(), "redis-server on port {} exited at start (port taken?)", self.port);
+    }
+
+    /// Starts the process and waits until it answers; false if it exited first.
+    fn spawn_once(&mut self) -> bool {
         let mut cmd = Command::new("redis-server");
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
@@ -67,12 +100,17 @@ impl RedisServer {
         let child = cmd.spawn().unwrap_or_else(|e| {
             panic!("cannot start redis-server ({e}); install it (scripts/test.sh does: apt-get install redis-server)")
         });
-        self.child = Some(child);
+        let child = self.child.insert(child);
         let deadline = Instant::now() + START_TIMEOUT;
         while raw_command(self.port, "PING").is_none_or(|r| !r.starts_with("+PONG")) {
+            if child.try_wait().ok().flatten().is_some() {
+                self.child = None;
+                return false;
+            }
             assert!(Instant::now() < deadline, "redis-server on port {} did not answer PING", self.port);
             std::thread::sleep(Duration::from_millis(20));
         }
+        true
     }
 
     /// `redis://127.0.0.1:port`.

@@ -7,20 +7,20 @@
 //! socket does not take at once is queued, and the connection's task finishes it when the
 //! socket becomes writable.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use switchboard_broker::LogId;
 use switchboard_protocol::{CloseReason, Event, FieldFilter, FrameKind};
-use tokio::sync::Notify;
 
 use super::outbox::{Flush, FrameSink, Outbox, Push};
 use super::wire::Opcode;
 use crate::endpoint::EndpointRuntime;
+use crate::short_set::ShortSet;
 
 /// What the connection writes: complete WebSocket messages and control frames.
 #[derive(Debug)]
@@ -82,7 +82,7 @@ pub enum ClosePlan {
 #[derive(Debug, Default)]
 pub struct Selection {
     /// Event types chosen by the client (orbnet); `None` means every type the endpoint offers.
-    pub types: Option<HashSet<String>>,
+    pub types: Option<ShortSet>,
     /// Payload filter.
     pub filter: Option<FieldFilter>,
 }
@@ -97,8 +97,10 @@ pub struct ConnHandle {
     pub selection: RwLock<Selection>,
     sink: Arc<dyn FrameSink>,
     outbox: Mutex<Outbox>,
-    /// Wakes the connection's task: output to finish, or the connection is ending.
-    wake: Notify,
+    /// The connection's task, woken when there is output to finish or the connection ends.
+    task: AtomicWaker,
+    /// Set with every wake, cleared by the task when it wakes.
+    wake_pending: AtomicBool,
     /// Set once a close plan exists: an atomic load for the fan-out path.
     closing: AtomicBool,
     plan: Mutex<Option<ClosePlan>>,
@@ -123,7 +125,8 @@ impl ConnHandle {
             selection: RwLock::new(selection),
             sink,
             outbox: Mutex::new(outbox),
-            wake: Notify::new(),
+            task: AtomicWaker::new(),
+            wake_pending: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             plan: Mutex::new(None),
             last_pong_ms: AtomicU64::new(0),
@@ -175,7 +178,7 @@ impl ConnHandle {
         match pushed {
             Push::Written | Push::Queued => SendOutcome::Queued,
             Push::Pending => {
-                self.wake.notify_one();
+                self.wake();
                 SendOutcome::Queued
             }
             Push::Full => {
@@ -278,9 +281,25 @@ impl ConnHandle {
         std::future::poll_fn(|cx| self.sink.poll_write_ready(cx)).await
     }
 
+    fn wake(&self) {
+        self.wake_pending.store(true, Ordering::Release);
+        self.task.wake();
+    }
+
     /// Resolves when the connection's task has something to do: output to finish or a close.
-    pub fn woken(&self) -> tokio::sync::futures::Notified<'_> {
-        self.wake.notified()
+    /// Only the connection's own task waits on it.
+    pub fn woken(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            if self.wake_pending.swap(false, Ordering::AcqRel) {
+                return std::task::Poll::Ready(());
+            }
+            self.task.register(cx.waker());
+            if self.wake_pending.swap(false, Ordering::AcqRel) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
     }
 
     /// Queues the final frames: everything pending stays (except for a slow consumer, which is
@@ -305,7 +324,7 @@ impl ConnHandle {
         }
         drop(current);
         self.closing.store(true, Ordering::Release);
-        self.wake.notify_one();
+        self.wake();
     }
 
     /// How the connection is ending, if it is.

@@ -98,7 +98,7 @@ pub async fn run_upgraded<H: MessageHandler + 'static>(
     }
 }
 
-/// Runs one connection to its end. `early` holds bytes the client sent right behind its
+/// Runs one connection to its end. `input` holds bytes the client sent right behind its
 /// handshake. Everything here lives as long as the connection: keep it small.
 async fn run<H: MessageHandler>(
     node: Arc<Node>,
@@ -106,7 +106,7 @@ async fn run<H: MessageHandler>(
     socket: Arc<TcpStream>,
     mut session: H,
     mut timers: Timers,
-    early: Vec<u8>,
+    mut input: Vec<u8>,
 ) {
     let endpoint = conn.endpoint.clone();
     let path = endpoint.config.path.as_str();
@@ -125,7 +125,6 @@ async fn run<H: MessageHandler>(
     let draining = node.draining.cancelled();
     tokio::pin!(draining);
     let mut drain_armed = false;
-    let mut input = early;
     let mut want = READ_CHUNK;
     let mut blocked = false;
 
@@ -154,7 +153,7 @@ async fn run<H: MessageHandler>(
                 FrameOp::Text | FrameOp::Binary | FrameOp::Continuation => match assembler.push(frame) {
                     Ok(Some(message)) => {
                         node.metrics.messages_in.with_label_values(&[path]).inc();
-                        timers.message_received();
+                        timers.message_received(&endpoint.config);
                         if let Err(wait) = bucket.take(std::time::Instant::now()) {
                             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
                             let text = format!("Rate limited: retry in {secs} s");
@@ -186,13 +185,13 @@ async fn run<H: MessageHandler>(
                 Ok(()) => blocked = flushed(&conn),
                 Err(_) => conn.close_with(ClosePlan::Silent),
             },
-            ready = socket.readable(), if !blocked => {
+            ready = std::future::poll_fn(|cx| socket.poll_read_ready(cx)), if !blocked => {
                 if ready.is_err() || !read_some(&socket, &mut input, want) {
                     conn.close_with(ClosePlan::Silent);
                 }
             }
             () = &mut sleep => {
-                timers.fire(&conn, session.is_subscribed());
+                timers.fire(&conn, &endpoint.config, session.is_subscribed());
                 sleep.as_mut().reset(timers.next());
             }
             () = &mut draining, if !drain_armed => {

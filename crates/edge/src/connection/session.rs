@@ -1,7 +1,6 @@
 //! A connection's state machine: what it is subscribed to and how it answers each command.
 //! Dialect-neutral: the codec decodes commands and encodes replies; this file decides.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,6 +19,7 @@ use crate::ids::{event_id, session_id};
 use crate::node::Node;
 use crate::persistence::replay;
 use crate::quota::QuotaSlot;
+use crate::short_set::ShortSet;
 
 /// One connection's subscriptions and command handling.
 pub struct Session {
@@ -27,9 +27,9 @@ pub struct Session {
     conn: Arc<ConnHandle>,
     principal: Principal,
     /// Every broker topic this connection is registered on.
-    topics: HashSet<String>,
+    topics: ShortSet,
     /// Channels the client subscribed to by name.
-    channels: HashSet<String>,
+    channels: ShortSet,
     /// Whether this connection holds quota slots (the node's keeper knows which).
     holds_slots: bool,
     /// The client's `last_event_id`, for replay.
@@ -47,8 +47,8 @@ impl Session {
             node,
             conn,
             principal,
-            topics: HashSet::new(),
-            channels: HashSet::new(),
+            topics: ShortSet::default(),
+            channels: ShortSet::default(),
             holds_slots: false,
             resume,
             replay_start: None,
@@ -114,7 +114,7 @@ impl Session {
     }
 
     async fn register(&mut self, topics: &[String]) -> Result<(), ClientError> {
-        let fresh: Vec<String> = topics.iter().filter(|t| !self.topics.contains(*t)).cloned().collect();
+        let fresh: Vec<String> = topics.iter().filter(|t| !self.topics.contains(t)).cloned().collect();
         for t in &fresh {
             self.node.registry.add(t, &self.conn);
             self.topics.insert(t.clone());
@@ -131,7 +131,7 @@ impl Session {
     }
 
     async fn unregister(&mut self, topics: &[String]) {
-        let gone: Vec<String> = topics.iter().filter(|t| self.topics.remove(*t)).cloned().collect();
+        let gone: Vec<String> = topics.iter().filter(|t| self.topics.remove(t)).cloned().collect();
         for t in &gone {
             self.node.registry.remove(t, self.conn.id);
         }
@@ -163,7 +163,7 @@ impl Session {
                 }
             }
         }
-        let new_channels: Vec<&String> = channels.iter().filter(|c| !self.channels.contains(*c)).collect();
+        let new_channels: Vec<&String> = channels.iter().filter(|c| !self.channels.contains(c)).collect();
         if self.channels.len() + new_channels.len() > ep.config.max_subscriptions {
             return Err(ClientError::new(
                 ErrorKind::TooManySubscriptions,
@@ -177,7 +177,7 @@ impl Session {
         }
         let mut selection = self.conn.selection.write();
         if !types.is_empty() {
-            selection.types.get_or_insert_with(HashSet::new).extend(types);
+            selection.types.get_or_insert_with(ShortSet::default).extend(types);
         }
         if let Some(f) = filter {
             selection.filter = (!f.is_empty()).then_some(f);
@@ -308,7 +308,7 @@ impl MessageHandler for Session {
             // endpoint every type flows until the first subscribe narrows it: the replay
             // sends every type too, and a persisted event dropped in between would be
             // skipped by the saved cursor for good.
-            self.conn.selection.write().types = Some(HashSet::new());
+            self.conn.selection.write().types = Some(ShortSet::default());
         }
         let sid = session_id();
         self.reply(&Reply::Welcome { session_id: &sid, now_ms: now_millis() });
@@ -387,7 +387,7 @@ impl MessageHandler for Session {
         if std::mem::take(&mut self.holds_slots) {
             self.node.quotas.release(self.conn.id).await;
         }
-        let topics: Vec<String> = self.topics.drain().collect();
+        let topics: Vec<String> = self.topics.take();
         for t in &topics {
             self.node.registry.remove(t, self.conn.id);
         }

@@ -14,16 +14,13 @@ use super::wire::Opcode;
 use crate::config::EndpointConfig;
 
 /// The deadlines of one connection.
+/// The durations come from the endpoint's configuration, passed in where needed, so this stays
+/// small.
 pub struct Timers {
     heartbeat: Instant,
-    ping_interval: Duration,
-    pong_timeout: Duration,
     ping_sent_ms: Option<u64>,
     missed: u32,
-    max_missed: u32,
-    idle_timeout: Duration,
     idle: Option<Instant>,
-    unsubscribed_timeout: Duration,
     unsubscribed: Option<Instant>,
     expiry: Option<Instant>,
     drain: Option<Instant>,
@@ -37,14 +34,9 @@ impl Timers {
         let after = |d: Duration| (!d.is_zero()).then(|| now + d);
         Timers {
             heartbeat: now + config.ping_interval,
-            ping_interval: config.ping_interval,
-            pong_timeout: config.pong_timeout,
             ping_sent_ms: None,
             missed: 0,
-            max_missed: config.max_missed_pongs.max(1),
-            idle_timeout: config.idle_timeout,
             idle: after(config.idle_timeout),
-            unsubscribed_timeout: config.unsubscribed_timeout,
             unsubscribed: after(config.unsubscribed_timeout),
             expiry: expires_at.map(|exp| now + Duration::from_secs(exp.saturating_sub(now_millis() / 1000))),
             drain: None,
@@ -57,9 +49,9 @@ impl Timers {
     }
 
     /// A client message arrived: the idle timeout starts over.
-    pub fn message_received(&mut self) {
-        if !self.idle_timeout.is_zero() {
-            self.idle = Some(Instant::now() + self.idle_timeout);
+    pub fn message_received(&mut self, config: &EndpointConfig) {
+        if !config.idle_timeout.is_zero() {
+            self.idle = Some(Instant::now() + config.idle_timeout);
         }
     }
 
@@ -70,7 +62,7 @@ impl Timers {
 
     /// Acts on every deadline that has passed: closes the connection for the first reason
     /// due, or sends the next heartbeat ping.
-    pub fn fire(&mut self, conn: &ConnHandle, subscribed: bool) {
+    pub fn fire(&mut self, conn: &ConnHandle, config: &EndpointConfig, subscribed: bool) {
         let now = Instant::now();
         let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
         if due(self.expiry) {
@@ -86,18 +78,18 @@ impl Timers {
             if !subscribed {
                 return conn.close_with(ClosePlan::Server(CloseReason::Idle, "No subscription".to_owned()));
             }
-            self.unsubscribed = Some(now + self.unsubscribed_timeout);
+            self.unsubscribed = Some(now + config.unsubscribed_timeout);
         }
         if self.heartbeat <= now {
-            self.heartbeat(conn, now);
+            self.heartbeat(conn, config, now);
         }
     }
 
-    fn heartbeat(&mut self, conn: &ConnHandle, now: Instant) {
+    fn heartbeat(&mut self, conn: &ConnHandle, config: &EndpointConfig, now: Instant) {
         match self.ping_sent_ms {
             Some(sent) if conn.last_pong_ms() < sent => {
                 self.missed += 1;
-                if self.missed >= self.max_missed {
+                if self.missed >= config.max_missed_pongs.max(1) {
                     conn.close(CloseReason::HeartbeatTimeout);
                 } else {
                     // Ping again at once; the connection gets `max_missed` chances.
@@ -109,12 +101,12 @@ impl Timers {
                 self.missed = 0;
                 self.ping_sent_ms = None;
                 let since = Duration::from_millis(now_millis().saturating_sub(sent));
-                self.heartbeat = now + self.ping_interval.saturating_sub(since);
+                self.heartbeat = now + config.ping_interval.saturating_sub(since);
             }
             None => {
                 self.ping_sent_ms = Some(now_millis());
                 conn.send_control(Opcode::Ping, Vec::new());
-                self.heartbeat = now + self.pong_timeout;
+                self.heartbeat = now + config.pong_timeout;
             }
         }
     }

@@ -1,0 +1,89 @@
+//! A set of strings kept as a short vector: a connection's topics, channels and chosen event
+//! types are a handful of entries each, held by every connection for its whole life, where a
+//! hash set's table and hasher state would cost more than the strings themselves.
+
+/// A small set of strings (linear lookups; meant for a few dozen entries at most, which the
+/// endpoints' `max_subscriptions` bounds).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ShortSet(Vec<String>);
+
+impl ShortSet {
+    /// Whether `item` is in the set.
+    pub fn contains(&self, item: &str) -> bool {
+        self.0.iter().any(|s| s == item)
+    }
+
+    /// Adds `item`; false if it was already there.
+    pub fn insert(&mut self, item: String) -> bool {
+        if self.contains(&item) {
+            return false;
+        }
+        self.0.push(item);
+        self.0.shrink_to_fit();
+        true
+    }
+
+    /// Removes `item`; false if it was not there.
+    pub fn remove(&mut self, item: &str) -> bool {
+        match self.0.iter().position(|s| s == item) {
+            Some(i) => {
+                self.0.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The entries, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &String> {
+        self.0.iter()
+    }
+
+    /// Empties the set, returning its entries.
+    pub fn take(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Extend<String> for ShortSet {
+    fn extend<I: IntoIterator<Item = String>>(&mut self, items: I) {
+        for item in items {
+            self.insert(item);
+        }
+    }
+}
+
+impl FromIterator<String> for ShortSet {
+    fn from_iter<I: IntoIterator<Item = String>>(items: I) -> Self {
+        let mut set = ShortSet::default();
+        set.extend(items);
+        set
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn behaves_as_a_set() {
+        let mut set: ShortSet = ["a", "b", "a"].map(String::from).into_iter().collect();
+        assert_eq!(set.len(), 2);
+        assert!(set.contains("a") && set.contains("b") && !set.contains("c"));
+        assert!(!set.insert("b".into()));
+        assert!(set.remove("a"));
+        assert!(!set.remove("a"));
+        assert_eq!(set.take(), vec!["b".to_owned()]);
+        assert!(set.is_empty());
+    }
+}
