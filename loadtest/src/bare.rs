@@ -12,8 +12,12 @@ use std::rc::Rc;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
+use switchboard_edge::connection::{decode, push_frame, Decoded, FrameOp, Opcode};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+/// Largest client frame accepted (clients send only subscribe messages and pings).
+const MAX_CLIENT_FRAME: usize = 64 * 1024;
 
 /// Arguments of `bare-server`.
 #[derive(Args)]
@@ -106,14 +110,7 @@ async fn serve(stream: Rc<TcpStream>, shared: Shared) {
 /// Writes one pre-encoded frame to every subscribed socket, one `write` each.
 fn fan_out(shared: &Shared, payload: &[u8]) {
     let mut frame = Vec::with_capacity(payload.len() + 10);
-    frame.push(0x81);
-    if payload.len() < 126 {
-        frame.push(payload.len() as u8);
-    } else {
-        frame.push(126);
-        frame.extend_from_slice(&(payload.len().min(65_535) as u16).to_be_bytes());
-    }
-    frame.extend_from_slice(&payload[..payload.len().min(65_535)]);
+    push_frame(&mut frame, Opcode::Text, payload);
     let mut f = shared.borrow_mut();
     let mut short = 0;
     for socket in &f.sockets {
@@ -126,20 +123,26 @@ fn fan_out(shared: &Shared, payload: &[u8]) {
     f.short_writes += short as u64;
 }
 
-/// Reads client frames: answers pings, ignores the rest, returns when the client goes.
+/// Reads client frames (with the gateway's own decoder): answers pings, ignores the rest,
+/// returns when the client closes, errs or goes.
 async fn websocket(stream: &TcpStream, mut buf: Vec<u8>) {
     loop {
-        while let Some((opcode, payload, used)) = parse_client_frame(&buf) {
+        loop {
+            let (op, payload, used) = match decode(&mut buf, MAX_CLIENT_FRAME) {
+                Ok(Decoded::Frame(frame, used)) => (frame.op, frame.payload.to_vec(), used),
+                Ok(Decoded::Incomplete { .. }) => break,
+                Err(_) => return,
+            };
             buf.drain(..used);
-            match opcode {
-                0x9 => {
-                    let mut pong = vec![0x8A, payload.len() as u8];
-                    pong.extend_from_slice(&payload);
+            match op {
+                FrameOp::Ping => {
+                    let mut pong = Vec::new();
+                    push_frame(&mut pong, Opcode::Pong, &payload);
                     if write_all(stream, &pong).await.is_err() {
                         return;
                     }
                 }
-                0x8 => return,
+                FrameOp::Close => return,
                 _ => {}
             }
         }
@@ -147,23 +150,6 @@ async fn websocket(stream: &TcpStream, mut buf: Vec<u8>) {
             return;
         }
     }
-}
-
-/// One masked client frame (payloads under 64 KiB): opcode, unmasked payload, bytes used.
-fn parse_client_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
-    if buf.len() < 2 {
-        return None;
-    }
-    let opcode = buf[0] & 0x0F;
-    let (len, mut at) = match buf[1] & 0x7F {
-        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-        126 | 127 => return None,
-        n => (n as usize, 2),
-    };
-    let mask: [u8; 4] = buf.get(at..at + 4)?.try_into().ok()?;
-    at += 4;
-    let payload = buf.get(at..at + len)?.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]).collect();
-    Some((opcode, payload, at + len))
 }
 
 async fn read_until_head(stream: &TcpStream, buf: &mut Vec<u8>) -> Option<usize> {

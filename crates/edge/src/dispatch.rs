@@ -91,6 +91,25 @@ impl TypeVerdicts {
     }
 }
 
+/// One fan-out pass over a topic's subscribers: its events, and what is reused from one
+/// connection to the next.
+struct Pass<'a> {
+    events: Vec<Prepared<'a>>,
+    verdicts: TypeVerdicts,
+    /// The frames going to the current connection.
+    picked: Vec<Bytes>,
+    /// Whether any event is persisted (then each goes out on its own, in log order).
+    persisted: bool,
+}
+
+impl<'a> Pass<'a> {
+    fn new(events: &'a [Event]) -> Self {
+        let events: Vec<Prepared<'a>> = events.iter().map(Prepared::new).collect();
+        let persisted = events.iter().any(|p| p.sid.is_some());
+        Pass { picked: Vec::with_capacity(events.len()), events, verdicts: TypeVerdicts::default(), persisted }
+    }
+}
+
 impl Dispatcher {
     /// A dispatcher over the node's registry.
     pub fn new(registry: Arc<TopicRegistry>, metrics: Arc<Metrics>) -> Arc<Self> {
@@ -100,26 +119,20 @@ impl Dispatcher {
     /// Fans one event out to the subscribers of `topic` at once, on the caller's thread;
     /// returns how many got it.
     pub fn fan_out(&self, topic: &str, event: &Event) -> usize {
-        let mut prepared = [Prepared::new(event)];
-        let mut verdicts = TypeVerdicts::default();
-        self.registry.for_each(topic, |conn| self.deliver_to(conn, &mut prepared, &mut verdicts, &mut Vec::new()));
-        prepared[0].delivered
+        let mut pass = Pass::new(std::slice::from_ref(event));
+        self.registry.for_each(topic, |conn| self.deliver_to(conn, &mut pass));
+        pass.events[0].delivered
     }
 
     /// Sends the events of a pass to one connection: all of them in one write when they are
     /// live events and the connection is not replaying, else one by one in log order.
-    fn deliver_to(
-        &self,
-        conn: &ConnHandle,
-        events: &mut [Prepared<'_>],
-        verdicts: &mut TypeVerdicts,
-        picked: &mut Vec<Bytes>,
-    ) {
+    fn deliver_to(&self, conn: &ConnHandle, pass: &mut Pass<'_>) {
         if conn.is_closing() {
             return;
         }
+        let Pass { events, verdicts, picked, persisted } = pass;
         let allowed = verdicts.for_conn(conn, events);
-        let in_order = conn.is_holding() || events.iter().any(|p| p.sid.is_some());
+        let in_order = *persisted || conn.is_holding();
         picked.clear();
         // Which events went into `picked` (a pass has at most 32 events).
         let mut who = 0u64;
@@ -171,19 +184,17 @@ impl Dispatcher {
 
     async fn pass(&self, topic: &str, events: &[Event]) {
         let subscribers = self.registry.snapshot(topic);
-        let mut prepared: Vec<Prepared<'_>> = events.iter().map(Prepared::new).collect();
-        let mut verdicts = TypeVerdicts::default();
-        let mut picked = Vec::with_capacity(events.len());
+        let mut pass = Pass::new(events);
         let mut chunks = subscribers.chunks(PASS_CHUNK).peekable();
         while let Some(chunk) = chunks.next() {
             for conn in chunk {
-                self.deliver_to(conn, &mut prepared, &mut verdicts, &mut picked);
+                self.deliver_to(conn, &mut pass);
             }
             if chunks.peek().is_some() {
                 tokio::task::yield_now().await;
             }
         }
-        for p in &prepared {
+        for p in &pass.events {
             self.observe(p.delivered);
         }
     }
@@ -212,10 +223,8 @@ impl DeliverySink for Dispatcher {
                 waiting.push(event);
                 return;
             }
-            let me = self.me.upgrade();
-            let runtime = tokio::runtime::Handle::try_current();
-            if let (Some(me), Ok(runtime)) = (me, runtime) {
-                if self.registry.subscriber_count(topic) > INLINE_FANOUT {
+            if self.registry.subscriber_count(topic) > INLINE_FANOUT {
+                if let (Some(me), Ok(runtime)) = (self.me.upgrade(), tokio::runtime::Handle::try_current()) {
                     running.insert(topic.to_owned(), Vec::new());
                     runtime.spawn(me.run_topic(topic.to_owned(), event));
                     return;

@@ -21,9 +21,6 @@ pub struct QuotaSlot {
     pub limit: u32,
 }
 
-/// The slots of one connection, shared by its session and the keeper.
-pub type HeldSlots = Arc<[QuotaSlot]>;
-
 /// The slots this node holds, and their renewal. A holder is a connection, named in the broker
 /// as `{node id}:{connection id}` so it is unique across the cluster; the keeper stores only
 /// the connection id and the connection's shared slot list, which keeps it to a few dozen
@@ -32,7 +29,8 @@ pub struct QuotaKeeper {
     broker: SharedBroker,
     lease: Duration,
     node_id: String,
-    held: Mutex<HashMap<u64, HeldSlots>>,
+    /// Connection id -> its slots (shared, so a renewal takes a cheap snapshot).
+    held: Mutex<HashMap<u64, Arc<[QuotaSlot]>>>,
 }
 
 impl QuotaKeeper {
@@ -47,21 +45,20 @@ impl QuotaKeeper {
 
     /// Takes every slot for connection `conn_id`, or none, in one atomic broker call (the
     /// slots of one connection are keyed by one principal and hash-tagged to one Redis Cluster
-    /// slot). Returns the held slots, `None` when a quota is full.
-    pub async fn admit(&self, slots: Vec<QuotaSlot>, conn_id: u64) -> Result<Option<HeldSlots>, BrokerError> {
+    /// slot). False when a quota is full.
+    pub async fn admit(&self, slots: Vec<QuotaSlot>, conn_id: u64) -> Result<bool, BrokerError> {
         if slots.is_empty() {
-            return Ok(Some(Arc::from(slots)));
+            return Ok(true);
         }
         let pairs: Vec<(String, u32)> = slots.iter().map(|s| (s.key.clone(), s.limit)).collect();
         if !self.broker.try_acquire_all(&pairs, &self.holder(conn_id), self.lease).await? {
-            return Ok(None);
+            return Ok(false);
         }
-        let slots: HeldSlots = Arc::from(slots);
-        self.held.lock().insert(conn_id, slots.clone());
-        Ok(Some(slots))
+        self.held.lock().insert(conn_id, Arc::from(slots));
+        Ok(true)
     }
 
-    /// Gives connection `conn_id`'s slots back (it closed).
+    /// Gives connection `conn_id`'s slots back (it closed); nothing to do if it holds none.
     pub async fn release(&self, conn_id: u64) {
         let Some(slots) = self.held.lock().remove(&conn_id) else { return };
         let holder = self.holder(conn_id);
@@ -74,7 +71,7 @@ impl QuotaKeeper {
 
     /// Renews every held slot, one broker call per quota key (with all of its holders here).
     pub async fn renew_all(&self) {
-        let snapshot: Vec<(u64, HeldSlots)> = self.held.lock().iter().map(|(id, s)| (*id, s.clone())).collect();
+        let snapshot: Vec<(u64, Arc<[QuotaSlot]>)> = self.held.lock().iter().map(|(id, s)| (*id, s.clone())).collect();
         let mut by_key: HashMap<&str, Vec<String>> = HashMap::new();
         for (conn_id, slots) in &snapshot {
             for slot in slots.iter() {

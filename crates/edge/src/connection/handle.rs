@@ -197,14 +197,8 @@ impl ConnHandle {
     /// everything pending: the echo handler's backpressure (it runs on the connection's own
     /// task, which stops reading meanwhile).
     pub async fn send_flushed(&self, data: Bytes, text: bool) {
-        if self.push(Outbound::Typed { text, data }, false) != SendOutcome::Queued {
-            return;
-        }
-        while self.flush() == Flush::Blocked {
-            if self.writable().await.is_err() {
-                self.close_with(ClosePlan::Silent);
-                return;
-            }
+        if self.push(Outbound::Typed { text, data }, false) == SendOutcome::Queued && !self.flush_all().await {
+            self.close_with(ClosePlan::Silent);
         }
     }
 
@@ -274,6 +268,19 @@ impl ConnHandle {
     /// this when woken or when the socket becomes writable).
     pub fn flush(&self) -> Flush {
         self.outbox.lock().flush(&*self.sink)
+    }
+
+    /// Writes everything pending, waiting for the socket as long as it takes; false if the
+    /// socket failed.
+    pub async fn flush_all(&self) -> bool {
+        loop {
+            match self.flush() {
+                Flush::Idle => return true,
+                Flush::Broken => return false,
+                Flush::Blocked if self.writable().await.is_err() => return false,
+                Flush::Blocked => {}
+            }
+        }
     }
 
     /// Resolves when the socket can take more bytes.

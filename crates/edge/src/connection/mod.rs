@@ -12,6 +12,7 @@ mod assembler;
 mod echo;
 mod frames;
 mod handle;
+mod input;
 mod outbox;
 mod rate;
 mod session;
@@ -36,6 +37,7 @@ pub use wire::{close_payload, push_frame, Opcode};
 use crate::endpoint::EndpointRuntime;
 use crate::node::Node;
 use assembler::MessageAssembler;
+use input::Input;
 use timers::Timers;
 
 /// What a connection does with the messages it receives. The actor shape (reader, output,
@@ -56,10 +58,6 @@ pub trait MessageHandler: Send {
 const CLOSE_LINGER: Duration = Duration::from_secs(3);
 /// How long the final frames (pending output, then the close frame) may take to write.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Smallest read: enough for every client command in one go.
-const READ_CHUNK: usize = 4096;
-/// Largest single read reservation while a big frame arrives.
-const MAX_READ_CHUNK: usize = 1 << 20;
 
 /// Completes the upgrade of an accepted WebSocket request and starts the connection's task
 /// (see [`run`]). The node serves HTTP/1.1 over plain `TcpStream`s (see `server`), so the
@@ -92,21 +90,21 @@ pub async fn run_upgraded<H: MessageHandler + 'static>(
                 Arc::new(ConnHandle::new(node.next_conn_id(), endpoint.clone(), Selection::default(), socket.clone()));
             let session = make_handler(conn.clone());
             let timers = Timers::new(&endpoint.config, expires_at);
-            node.connections.spawn(run(node.clone(), conn, socket, session, timers, early));
+            node.connections.spawn(run(node.clone(), conn, socket, session, timers, Input::new(early)));
         }
         Err(_) => tracing::error!("upgraded connection is not a TCP socket; it is dropped"),
     }
 }
 
-/// Runs one connection to its end. `input` holds bytes the client sent right behind its
-/// handshake. Everything here lives as long as the connection: keep it small.
+/// Runs one connection to its end; `input` starts with whatever the client sent right behind
+/// its handshake. Everything here lives as long as the connection: keep it small.
 async fn run<H: MessageHandler>(
     node: Arc<Node>,
     conn: Arc<ConnHandle>,
     socket: Arc<TcpStream>,
     mut session: H,
     mut timers: Timers,
-    mut input: Vec<u8>,
+    mut input: Input,
 ) {
     let endpoint = conn.endpoint.clone();
     let path = endpoint.config.path.as_str();
@@ -125,22 +123,14 @@ async fn run<H: MessageHandler>(
     let draining = node.draining.cancelled();
     tokio::pin!(draining);
     let mut drain_armed = false;
-    let mut want = READ_CHUNK;
     let mut blocked = false;
 
     while !conn.is_closing() {
         // Handle every complete frame that has arrived.
-        let mut used = 0;
-        while !conn.is_closing() && used < input.len() {
-            let frame = match frames::decode(&mut input[used..], max_bytes) {
-                Ok(Decoded::Frame(frame, n)) => {
-                    used += n;
-                    frame
-                }
-                Ok(Decoded::Incomplete { want: w }) => {
-                    want = w;
-                    break;
-                }
+        while !conn.is_closing() {
+            let frame = match input.next_frame(max_bytes) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
                 Err(reason) => {
                     conn.close(reason);
                     break;
@@ -167,13 +157,8 @@ async fn run<H: MessageHandler>(
                 },
             }
         }
-        if used == input.len() {
-            // Nothing pending: hold no read buffer while idle.
-            input = Vec::new();
-            want = READ_CHUNK;
-        } else {
-            input.drain(..used);
-        }
+        // Nothing pending: hold no read buffer while idle.
+        input.compact();
         if conn.is_closing() {
             break;
         }
@@ -186,7 +171,7 @@ async fn run<H: MessageHandler>(
                 Err(_) => conn.close_with(ClosePlan::Silent),
             },
             ready = std::future::poll_fn(|cx| socket.poll_read_ready(cx)), if !blocked => {
-                if ready.is_err() || !read_some(&socket, &mut input, want) {
+                if ready.is_err() || !input.read_from(&socket) {
                     conn.close_with(ClosePlan::Silent);
                 }
             }
@@ -215,10 +200,7 @@ async fn run<H: MessageHandler>(
     };
     let sealed = conn.seal(close, drop_pending);
     if sealed == Flush::Blocked {
-        let _ = Box::pin(tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
-            while conn.writable().await.is_ok() && conn.flush() == Flush::Blocked {}
-        }))
-        .await;
+        let _ = Box::pin(tokio::time::timeout(CLOSE_WRITE_TIMEOUT, conn.flush_all())).await;
     }
     // After a server-initiated close, read until the client answers (or a bound passes) so
     // the close frame is not lost to a TCP reset on unread data. A connection failed for a
@@ -249,36 +231,18 @@ fn flushed(conn: &ConnHandle) -> bool {
     }
 }
 
-/// Reads what the socket has into `input` (room for at least the frame being assembled, up
-/// to a bound); false when the client is gone.
-fn read_some(socket: &TcpStream, input: &mut Vec<u8>, want: usize) -> bool {
-    let room = want.saturating_sub(input.len()).clamp(READ_CHUNK, MAX_READ_CHUNK);
-    input.reserve(room);
-    match socket.try_read_buf(input) {
-        Ok(0) => false,
-        Ok(_) => true,
-        Err(e) => matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted),
-    }
-}
-
 /// Reads and discards frames until the client's close frame, an error, or end of stream.
-async fn await_client_close(socket: &TcpStream, mut input: Vec<u8>, max_bytes: usize) {
-    let mut want = READ_CHUNK;
+async fn await_client_close(socket: &TcpStream, mut input: Input, max_bytes: usize) {
     loop {
-        let mut used = 0;
-        while used < input.len() {
-            match frames::decode(&mut input[used..], max_bytes) {
-                Ok(Decoded::Frame(frame, _)) if frame.op == FrameOp::Close => return,
-                Ok(Decoded::Frame(_, n)) => used += n,
-                Ok(Decoded::Incomplete { want: w }) => {
-                    want = w;
-                    break;
-                }
+        loop {
+            match input.next_frame(max_bytes) {
+                Ok(Some(frame)) if frame.op == FrameOp::Close => return,
+                Ok(Some(_)) => {}
+                Ok(None) => break,
                 Err(_) => return,
             }
         }
-        input.drain(..used);
-        if socket.readable().await.is_err() || !read_some(socket, &mut input, want) {
+        if socket.readable().await.is_err() || !input.read_from(socket) {
             return;
         }
     }

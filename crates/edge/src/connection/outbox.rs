@@ -137,36 +137,21 @@ impl Outbox {
             return Push::Queued;
         }
         let (opcode, payload, sid) = self.parts(&item);
-        let (head, n) = header(opcode, payload.len());
-        let head = &head[..n];
-        let total = head.len() + payload.len();
-        let written = match sink.try_write_vectored(&[IoSlice::new(head), IoSlice::new(payload)]) {
-            Ok(w) if w == total => {
+        match self.write_now(sink, [(opcode, payload)]) {
+            Push::Written => {
                 self.record(sid);
-                return Push::Written;
+                Push::Written
             }
-            Ok(w) => w,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => 0,
-            Err(_) => {
-                self.broken = true;
-                return Push::Broken;
+            Push::Pending => {
+                self.batch_sid = sid;
+                Push::Pending
             }
-        };
-        // Keep the rest; everything after it waits behind it.
-        if written < head.len() {
-            self.batch.extend_from_slice(&head[written..]);
-            self.batch.extend_from_slice(payload);
-        } else {
-            self.batch.extend_from_slice(&payload[written - head.len()..]);
+            other => other,
         }
-        self.sent = 0;
-        self.batch_sid = sid;
-        self.busy = true;
-        Push::Pending
     }
 
     /// Like [`Outbox::push`] for several messages of the endpoint's type at once: one vectored
-    /// write of all of them (headers and shared payloads) when nothing is pending.
+    /// write of (up to [`MAX_FRAMES_PER_WRITE`] of) them when nothing is pending.
     pub fn push_many(&mut self, sink: &dyn FrameSink, frames: &[bytes::Bytes]) -> Push {
         if self.sealed || self.broken {
             return Push::Closed;
@@ -178,19 +163,38 @@ impl Outbox {
             self.queue.extend(frames.iter().cloned().map(Outbound::Message));
             return Push::Queued;
         }
-        let now = &frames[..frames.len().min(MAX_FRAMES_PER_WRITE)];
+        let (now, later) = frames.split_at(frames.len().min(MAX_FRAMES_PER_WRITE));
+        let opcode = self.opcode;
+        let pushed = self.write_now(sink, now.iter().map(|f| (opcode, &f[..])));
+        if matches!(pushed, Push::Written | Push::Pending) && !later.is_empty() {
+            self.queue.extend(later.iter().cloned().map(Outbound::Message));
+            self.busy = true;
+            return Push::Pending;
+        }
+        pushed
+    }
+
+    /// Writes up to [`MAX_FRAMES_PER_WRITE`] frames with one vectored write (headers and the
+    /// payloads where they lie). What the socket does not take is copied into the batch and
+    /// the outbox becomes busy (`Pending`): everything after it waits behind it.
+    fn write_now<'a>(&mut self, sink: &dyn FrameSink, frames: impl IntoIterator<Item = (Opcode, &'a [u8])>) -> Push {
         let mut heads = [([0u8; 10], 0usize); MAX_FRAMES_PER_WRITE];
+        let mut payloads: [&[u8]; MAX_FRAMES_PER_WRITE] = [&[]; MAX_FRAMES_PER_WRITE];
+        let mut n = 0;
+        for (opcode, payload) in frames.into_iter().take(MAX_FRAMES_PER_WRITE) {
+            heads[n] = header(opcode, payload.len());
+            payloads[n] = payload;
+            n += 1;
+        }
         let mut iov = [IoSlice::new(&[]); 2 * MAX_FRAMES_PER_WRITE];
-        let mut total = 0;
-        for (i, frame) in now.iter().enumerate() {
-            heads[i] = header(self.opcode, frame.len());
-            total += heads[i].1 + frame.len();
-        }
-        for (i, frame) in now.iter().enumerate() {
+        for i in 0..n {
             iov[2 * i] = IoSlice::new(&heads[i].0[..heads[i].1]);
-            iov[2 * i + 1] = IoSlice::new(frame);
+            iov[2 * i + 1] = IoSlice::new(payloads[i]);
         }
-        let mut written = match sink.try_write_vectored(&iov[..2 * now.len()]) {
+        let parts = &iov[..2 * n];
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let mut written = match sink.try_write_vectored(parts) {
+            Ok(w) if w == total => return Push::Written,
             Ok(w) => w,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => 0,
             Err(_) => {
@@ -198,16 +202,11 @@ impl Outbox {
                 return Push::Broken;
             }
         };
-        if written == total && now.len() == frames.len() {
-            return Push::Written;
-        }
-        // Keep what the socket did not take, in order.
-        for part in &iov[..2 * now.len()] {
+        for part in parts {
             let skip = written.min(part.len());
             written -= skip;
             self.batch.extend_from_slice(&part[skip..]);
         }
-        self.queue.extend(frames[now.len()..].iter().cloned().map(Outbound::Message));
         self.sent = 0;
         self.busy = true;
         Push::Pending
@@ -358,6 +357,12 @@ mod tests {
         let all = Tight { room: Mutex::new(10_000), taken: Mutex::default() };
         assert_eq!(outbox.push_many(&all, &frames[..3]), Push::Written);
         assert_eq!(*all.taken.lock(), [frame(b"m0"), frame(b"m1"), frame(b"m2")].concat());
+        // More than one write's worth: the first 32 go at once, the rest through the task.
+        let roomy = Tight { room: Mutex::new(10_000), taken: Mutex::default() };
+        assert_eq!(outbox.push_many(&roomy, &frames), Push::Pending);
+        assert_eq!(roomy.taken.lock().len(), frames[..MAX_FRAMES_PER_WRITE].iter().map(|f| f.len() + 2).sum::<usize>());
+        assert_eq!(outbox.flush(&roomy), Flush::Idle);
+        assert_eq!(*roomy.taken.lock(), expected);
     }
 
     #[test]

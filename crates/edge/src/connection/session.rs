@@ -30,8 +30,6 @@ pub struct Session {
     topics: ShortSet,
     /// Channels the client subscribed to by name.
     channels: ShortSet,
-    /// Whether this connection holds quota slots (the node's keeper knows which).
-    holds_slots: bool,
     /// The client's `last_event_id`, for replay.
     resume: Option<String>,
     /// Where this connection's replay started.
@@ -49,7 +47,6 @@ impl Session {
             principal,
             topics: ShortSet::default(),
             channels: ShortSet::default(),
-            holds_slots: false,
             resume,
             replay_start: None,
             subscribed: false,
@@ -296,8 +293,8 @@ impl MessageHandler for Session {
         let ep = self.conn.endpoint.clone();
         let slots = self.quota_slots();
         match self.node.quotas.admit(slots, self.conn.id).await {
-            Ok(Some(held)) => self.holds_slots = !held.is_empty(),
-            Ok(None) => return Err(CloseReason::ConnectionLimit),
+            Ok(true) => {}
+            Ok(false) => return Err(CloseReason::ConnectionLimit),
             Err(e) => {
                 tracing::warn!(error = %e, "quota check failed");
                 return Err(CloseReason::Internal);
@@ -384,9 +381,7 @@ impl MessageHandler for Session {
         if let (Some(start), Some(user)) = (self.replay_start, self.principal.user()) {
             replay::save_cursor(&self.node, &self.conn, user, start).await;
         }
-        if std::mem::take(&mut self.holds_slots) {
-            self.node.quotas.release(self.conn.id).await;
-        }
+        self.node.quotas.release(self.conn.id).await;
         let topics: Vec<String> = self.topics.take();
         for t in &topics {
             self.node.registry.remove(t, self.conn.id);

@@ -1,0 +1,70 @@
+//! A connection's input: bytes read from the socket and not yet decoded into frames. It holds
+//! no allocation while nothing is pending, which is most of an idle connection's life.
+
+use switchboard_protocol::CloseReason;
+use tokio::net::TcpStream;
+
+use super::frames::{self, Decoded, Frame};
+
+/// Smallest read: enough for every client command in one go.
+const READ_CHUNK: usize = 4096;
+/// Largest single read reservation while a big frame arrives.
+const MAX_READ_CHUNK: usize = 1 << 20;
+
+/// Undecoded input of one connection.
+pub struct Input {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already decoded.
+    used: usize,
+    /// Bytes the frame at `used` needs in all, as far as its header tells.
+    want: usize,
+}
+
+impl Input {
+    /// Input starting with `early`: bytes the client sent right behind its handshake.
+    pub fn new(early: Vec<u8>) -> Input {
+        Input { buf: early, used: 0, want: READ_CHUNK }
+    }
+
+    /// The next complete frame (unmasked in place), `None` when more bytes are needed, or the
+    /// reason to close the connection.
+    pub fn next_frame(&mut self, max_payload: usize) -> Result<Option<Frame<'_>>, CloseReason> {
+        if self.used == self.buf.len() {
+            return Ok(None);
+        }
+        match frames::decode(&mut self.buf[self.used..], max_payload)? {
+            Decoded::Frame(frame, n) => {
+                self.used += n;
+                Ok(Some(frame))
+            }
+            Decoded::Incomplete { want } => {
+                self.want = want;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Drops the decoded bytes; frees the buffer when nothing is left.
+    pub fn compact(&mut self) {
+        if self.used == self.buf.len() {
+            self.buf = Vec::new();
+            self.want = READ_CHUNK;
+        } else {
+            self.buf.drain(..self.used);
+        }
+        self.used = 0;
+    }
+
+    /// Reads what the socket has (with room for at least the frame being assembled, up to a
+    /// bound); false when the client is gone.
+    pub fn read_from(&mut self, socket: &TcpStream) -> bool {
+        self.compact();
+        let room = self.want.saturating_sub(self.buf.len()).clamp(READ_CHUNK, MAX_READ_CHUNK);
+        self.buf.reserve(room);
+        match socket.try_read_buf(&mut self.buf) {
+            Ok(0) => false,
+            Ok(_) => true,
+            Err(e) => matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted),
+        }
+    }
+}
