@@ -10,7 +10,7 @@ use clap::Args;
 use indicatif::ProgressBar;
 use serde_json::{json, Value};
 
-use crate::client::{now_micros, token};
+use crate::client::{ensure_descriptors, now_micros, token};
 use crate::crowd::{merge, Crowd};
 use crate::{procstat, Target};
 
@@ -45,9 +45,7 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
     if args.duration_secs > 600 || args.rate <= 0.0 || args.rate > 100_000.0 || args.subscribers > 1_000_000 {
         bail!("fanout is bounded to 600 s, 100,000 events/s and 1,000,000 subscribers");
     }
-    if args.subscribers as u64 + 64 > fd_limit {
-        bail!("{} subscribers need more descriptors than RLIMIT_NOFILE allows here ({fd_limit})", args.subscribers);
-    }
+    ensure_descriptors(args.subscribers, "subscribers", fd_limit)?;
     let crowd = Crowd::gather(
         target,
         args.subscribers,

@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::client::token;
+use crate::client::{ensure_descriptors, token};
 use crate::crowd::Crowd;
 use crate::{procstat, Target};
 
@@ -29,9 +29,7 @@ pub async fn run(target: &Target, args: IdleArgs, fd_limit: u64) -> Result<Value
     if args.connections > 1_000_000 || args.hold_secs > 600 {
         bail!("idle is bounded to 1,000,000 connections and 600 s");
     }
-    if args.connections as u64 + 64 > fd_limit {
-        bail!("{} connections need more descriptors than RLIMIT_NOFILE allows here ({fd_limit}); split over several processes", args.connections);
-    }
+    ensure_descriptors(args.connections, "connections", fd_limit)?;
     let pid = target.server_pid;
     let rss_before = pid.and_then(procstat::rss_bytes);
     let crowd = Crowd::gather(

@@ -10,7 +10,7 @@ use clap::Args;
 use indicatif::ProgressBar;
 use serde_json::{json, Value};
 
-use crate::client::{now_micros, token};
+use crate::client::{ensure_descriptors, now_micros, token};
 use crate::crowd::{merge, Crowd};
 use crate::{procstat, Target};
 
@@ -39,9 +39,10 @@ pub async fn run(target: &Target, args: ManyArgs, fd_limit: u64) -> Result<Value
     if args.duration_secs > 600 || args.rate <= 0.0 || args.rate > 1_000_000.0 || args.batch == 0 || args.batch > 1000 {
         bail!("many is bounded to 600 s, 1,000,000 events/s and batches of 1..=1000");
     }
-    if args.connections as u64 + 64 > fd_limit || args.connections == 0 {
-        bail!("{} connections need more descriptors than RLIMIT_NOFILE allows here ({fd_limit})", args.connections);
+    if args.connections == 0 {
+        bail!("many needs at least one connection");
     }
+    ensure_descriptors(args.connections, "connections", fd_limit)?;
     let crowd = Crowd::gather(
         target,
         args.connections,

@@ -12,7 +12,7 @@ use indicatif::ProgressBar;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{connect, token};
+use crate::client::{connect, ensure_descriptors, token};
 use crate::crowd::Crowd;
 use crate::Target;
 
@@ -45,9 +45,7 @@ pub async fn run(target: &Target, args: ReplayArgs, fd_limit: u64) -> Result<Val
     if args.clients == 0 || args.clients > 100_000 || args.missed > 10_000 {
         bail!("replay is bounded to 100,000 clients and 10,000 missed events each");
     }
-    if args.clients as u64 + 64 > fd_limit {
-        bail!("{} clients need more descriptors than RLIMIT_NOFILE allows here ({fd_limit})", args.clients);
-    }
+    ensure_descriptors(args.clients, "clients", fd_limit)?;
     let run_id = crate::client::now_micros();
     let user = move |i: usize| format!("replay-{run_id}-{i}");
     let path = |i: usize| format!("/ws/notifications?token={}", token(target, &user(i)));

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{connect, token};
+use crate::client::{connect, ensure_descriptors, token};
 use crate::Target;
 
 /// Arguments of `connect`.
@@ -36,9 +36,7 @@ pub async fn run(target: &Target, args: StormArgs, fd_limit: u64) -> Result<Valu
     if args.connections == 0 || args.connections > 1_000_000 || args.rate <= 0.0 || args.rate > 100_000.0 {
         bail!("connect is bounded to 1,000,000 connections at up to 100,000 per second");
     }
-    if args.connections as u64 + 64 > fd_limit {
-        bail!("{} connections need more descriptors than RLIMIT_NOFILE allows here ({fd_limit})", args.connections);
-    }
+    ensure_descriptors(args.connections, "connections", fd_limit)?;
     let (stop, _) = broadcast::channel::<()>(1);
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Result<Duration, String>>(args.connections);
     let bar = ProgressBar::new(args.connections as u64).with_message("connecting");

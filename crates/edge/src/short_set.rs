@@ -18,8 +18,9 @@ impl ShortSet {
         if self.contains(&item) {
             return false;
         }
+        // Grow by exactly one: these sets stay small and live as long as their connection.
+        self.0.reserve_exact(1);
         self.0.push(item);
-        self.0.shrink_to_fit();
         true
     }
 

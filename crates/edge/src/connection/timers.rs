@@ -13,9 +13,8 @@ use super::handle::{ClosePlan, ConnHandle};
 use super::wire::Opcode;
 use crate::config::EndpointConfig;
 
-/// The deadlines of one connection.
-/// The durations come from the endpoint's configuration, passed in where needed, so this stays
-/// small.
+/// The deadlines of one connection. The durations are read from the endpoint's configuration
+/// where needed rather than copied here, so this stays small.
 pub struct Timers {
     heartbeat: Instant,
     ping_sent_ms: Option<u64>,
