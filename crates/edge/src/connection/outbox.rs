@@ -12,13 +12,17 @@ use std::task::{Context, Poll};
 use switchboard_broker::LogId;
 
 use super::handle::Outbound;
-use super::wire::{header, push_header, Opcode};
+use super::wire::{header, header_len, push_frame, push_header, Opcode};
 
 /// Most bytes coalesced into one socket write.
 const BATCH_BYTES: usize = 64 * 1024;
 /// Writes up to this size are copied into one buffer on the stack and written with a plain
 /// `write`.
 const SMALL_WRITE: usize = 1024;
+thread_local! {
+    /// Where small frames are assembled for one plain `write`.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(SMALL_WRITE));
+}
 /// Most frames written with one vectored write by [`Outbox::push_many`].
 pub const MAX_FRAMES_PER_WRITE: usize = 32;
 
@@ -148,7 +152,7 @@ impl Outbox {
             return Push::Queued;
         }
         let (opcode, payload, sid) = self.parts(&item);
-        match self.write_now(sink, [(opcode, payload)]) {
+        match self.write_now(sink, std::iter::once((opcode, payload))) {
             Push::Written => {
                 self.record(sid);
                 Push::Written
@@ -185,14 +189,33 @@ impl Outbox {
         pushed
     }
 
-    /// Writes up to [`MAX_FRAMES_PER_WRITE`] frames with one vectored write (headers and the
-    /// payloads where they lie). What the socket does not take is copied into the batch and
-    /// the outbox becomes busy (`Pending`): everything after it waits behind it.
-    fn write_now<'a>(&mut self, sink: &dyn FrameSink, frames: impl IntoIterator<Item = (Opcode, &'a [u8])>) -> Push {
+    /// Writes up to [`MAX_FRAMES_PER_WRITE`] frames with one socket write. What the socket does
+    /// not take is copied into the batch and the outbox becomes busy (`Pending`): everything
+    /// after it waits behind it.
+    fn write_now<'a, I>(&mut self, sink: &dyn FrameSink, frames: I) -> Push
+    where
+        I: Iterator<Item = (Opcode, &'a [u8])> + Clone,
+    {
+        let frames = frames.take(MAX_FRAMES_PER_WRITE);
+        let total: usize = frames.clone().map(|(_, p)| header_len(p.len()) + p.len()).sum();
+        if total <= SMALL_WRITE {
+            // Small frames (the common event) go out as one contiguous buffer: a plain write
+            // costs the kernel less than gathering the pieces. The buffer is per thread, so
+            // this neither allocates nor zeroes anything per write.
+            return SCRATCH.with(|scratch| {
+                let mut buf = scratch.borrow_mut();
+                buf.clear();
+                for (opcode, payload) in frames {
+                    push_frame(&mut buf, opcode, payload);
+                }
+                let result = sink.try_write(&buf);
+                self.keep_unwritten(result, total, std::iter::once(&buf[..]))
+            });
+        }
         let mut heads = [([0u8; 10], 0usize); MAX_FRAMES_PER_WRITE];
         let mut payloads: [&[u8]; MAX_FRAMES_PER_WRITE] = [&[]; MAX_FRAMES_PER_WRITE];
         let mut n = 0;
-        for (opcode, payload) in frames.into_iter().take(MAX_FRAMES_PER_WRITE) {
+        for (opcode, payload) in frames {
             heads[n] = header(opcode, payload.len());
             payloads[n] = payload;
             n += 1;
@@ -203,20 +226,17 @@ impl Outbox {
             iov[2 * i + 1] = IoSlice::new(payloads[i]);
         }
         let parts = &iov[..2 * n];
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        let result = if total <= SMALL_WRITE {
-            // Small frames (the common event) go out as one contiguous buffer: a plain write
-            // costs the kernel less than gathering the pieces.
-            let mut buf = [0u8; SMALL_WRITE];
-            let mut at = 0;
-            for part in parts {
-                buf[at..at + part.len()].copy_from_slice(part);
-                at += part.len();
-            }
-            sink.try_write(&buf[..total])
-        } else {
-            sink.try_write_vectored(parts)
-        };
+        let result = sink.try_write_vectored(parts);
+        self.keep_unwritten(result, total, parts.iter().map(|p| &p[..]))
+    }
+
+    /// After a write of `total` bytes made of `parts`: keeps what the socket did not take.
+    fn keep_unwritten<'p>(
+        &mut self,
+        result: io::Result<usize>,
+        total: usize,
+        parts: impl Iterator<Item = &'p [u8]>,
+    ) -> Push {
         let mut written = match result {
             Ok(w) if w == total => return Push::Written,
             Ok(w) => w,

@@ -52,6 +52,15 @@ pub fn header(opcode: Opcode, len: usize) -> ([u8; 10], usize) {
     }
 }
 
+/// How many bytes the header of a frame carrying `len` payload bytes takes.
+pub fn header_len(len: usize) -> usize {
+    match len {
+        0..=125 => 2,
+        126..=65_535 => 4,
+        _ => 10,
+    }
+}
+
 /// Appends a whole frame.
 pub fn push_frame(buf: &mut Vec<u8>, opcode: Opcode, payload: &[u8]) {
     push_header(buf, opcode, payload.len());
@@ -95,6 +104,7 @@ mod tests {
             push_header(&mut b, Opcode::Binary, len);
             let (h, n) = header(Opcode::Binary, len);
             assert_eq!(&h[..n], &b[..], "len {len}");
+            assert_eq!(header_len(len), n, "len {len}");
         }
     }
 
