@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use switchboard_testkit::tungstenite::Message;
-use switchboard_testkit::{test_config, Received, TestNode};
+use switchboard_testkit::{test_config, Received, TestNode, WAIT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn fast_heartbeat() -> switchboard_edge::Config {
     test_config(|c| {
@@ -128,6 +129,24 @@ async fn a_slow_consumer_is_closed_without_stalling_others() {
             other => panic!("unexpected {other:?}"),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_closes_idle_keep_alive_http_connections() {
+    let mut node = TestNode::default().await;
+    let mut socket = tokio::net::TcpStream::connect(node.addr).await.expect("connect");
+    socket.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n").await.expect("send");
+    let mut head = [0u8; 12];
+    tokio::time::timeout(WAIT, socket.read_exact(&mut head)).await.expect("answer in time").expect("read");
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // The connection stays open (keep-alive) until the node drains, which must close it
+    // rather than wait for the client.
+    let closed = tokio::spawn(async move {
+        let mut rest = Vec::new();
+        tokio::time::timeout(WAIT, socket.read_to_end(&mut rest)).await.map(|r| r.is_ok())
+    });
+    node.drain().await;
+    assert_eq!(closed.await.expect("reader"), Ok(true), "the idle keep-alive connection was closed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
