@@ -20,6 +20,18 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
   fi
 fi
 
+# sb-load's --plot test draws with a TrueType font.
+if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] && [ ! -f /usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf ]; then
+  if command -v apt-get >/dev/null; then
+    say "installing fonts-dejavu-core (apt-get), for sb-load --plot"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq fonts-dejavu-core >/dev/null
+  else
+    echo "error: sb-load's plot test needs a TrueType font (DejaVu Sans); install fonts-dejavu-core" >&2
+    exit 1
+  fi
+fi
+
 # The document-client tests drive the gateway with seed 000's own Python client, which uses
 # the `websockets` library.
 if ! python3 -c 'import websockets' 2>/dev/null; then

@@ -16,11 +16,12 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{connect, now_micros, Ws};
+use crate::plot::{self, Sample};
 use crate::Target;
 
 /// The clients of a run.
 pub struct Crowd {
-    tasks: Vec<JoinHandle<Vec<u32>>>,
+    tasks: Vec<JoinHandle<Vec<Sample>>>,
     stop: broadcast::Sender<()>,
     /// Events received so far, by all clients.
     pub delivered: Arc<AtomicU64>,
@@ -72,6 +73,7 @@ impl Crowd {
         let message = subscribe_msg.to_string();
         let bar = ProgressBar::new(n as u64).with_message("connecting");
         let started = Instant::now();
+        let since_start = move || started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32;
         let mut tasks = Vec::with_capacity(n);
         for i in 0..n {
             let (target, gate, ready, delivered) = (target.clone(), gate.clone(), ready_tx.clone(), delivered.clone());
@@ -97,7 +99,8 @@ impl Crowd {
                             m = ws.next() => match m {
                                 Some(Ok(Message::Text(t))) => {
                                     if let Some(sent_at) = publish_micros(&t) {
-                                        latencies.push(now_micros().saturating_sub(sent_at).min(u64::from(u32::MAX)) as u32);
+                                        let latency = now_micros().saturating_sub(sent_at).min(u64::from(u32::MAX)) as u32;
+                                        latencies.push((since_start(), latency));
                                         delivered.fetch_add(1, Ordering::Relaxed);
                                     }
                                 }
@@ -144,14 +147,24 @@ impl Crowd {
         }
     }
 
-    /// Disconnects everybody and returns the latency percentiles in ms.
-    pub async fn finish(self) -> Result<Value> {
+    /// Disconnects everybody and returns the latency percentiles in ms; with `--plot` and a
+    /// `title` (scenarios that measure deliveries), also draws the latencies (see [`plot`]).
+    pub async fn finish(self, target: &Target, title: Option<&str>) -> Result<Value> {
         let _ = self.stop.send(());
         let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+        let mut samples = Vec::new();
         for t in self.tasks {
-            for l in t.await.unwrap_or_default() {
+            let received = t.await.unwrap_or_default();
+            for &(_, l) in &received {
                 let _ = hist.record(u64::from(l).max(1));
             }
+            if target.plot.is_some() && title.is_some() {
+                samples.extend(received);
+            }
+        }
+        if let (Some(path), Some(title)) = (&target.plot, title) {
+            samples.sort_unstable();
+            plot::render(path, title, &samples)?;
         }
         let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
         Ok(json!({

@@ -83,7 +83,8 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
     crowd.wait_for(expected, Duration::from_secs(10)).await;
     let (elapsed, server_cpu) = window.finish();
     let got = crowd.delivered.load(Ordering::Relaxed);
-    let latency = crowd.finish().await?;
+    let latency =
+        crowd.finish(target, Some(&format!("fanout: {} subscribers, {} events/s", subscribed, args.rate))).await?;
     Ok(merge(
         json!({
             "scenario": "fanout",

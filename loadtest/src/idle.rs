@@ -45,7 +45,7 @@ pub async fn run(target: &Target, args: IdleArgs, fd_limit: u64) -> Result<Value
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_after = pid.and_then(procstat::rss_bytes);
     tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
-    crowd.finish().await?;
+    crowd.finish(target, None).await?;
     let per_conn = |rss: Option<u64>| rss.map(|r| r as f64 / ok.max(1) as f64);
     Ok(json!({
         "scenario": "idle",

@@ -12,7 +12,8 @@
 //! - `bare-server`: not a scenario but the baseline for `fanout`: a one-thread server that
 //!   writes pre-encoded frames straight to its sockets.
 //!
-//! The server's memory and CPU are read from `/proc/<pid>` (`--server-pid`).
+//! The server's memory and CPU are read from `/proc/<pid>` (`--server-pid`); `--plot FILE`
+//! draws the latencies of a run (SVG or PNG).
 
 mod bare;
 mod client;
@@ -20,6 +21,7 @@ mod crowd;
 mod fanout;
 mod idle;
 mod many;
+mod plot;
 mod procstat;
 mod replay;
 mod storm;
@@ -61,6 +63,10 @@ pub struct Target {
     /// Print results as JSON.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Draw the publish→deliver latency (per second p50/p99/max, and a histogram) into this
+    /// file: `.svg` or `.png` (fanout and many).
+    #[arg(long, global = true)]
+    pub plot: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]

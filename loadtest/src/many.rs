@@ -84,7 +84,8 @@ pub async fn run(target: &Target, args: ManyArgs, fd_limit: u64) -> Result<Value
     crowd.wait_for(published, Duration::from_secs(15)).await;
     let (elapsed, server_cpu) = window.finish();
     let got = crowd.delivered.load(Ordering::Relaxed);
-    let latency = crowd.finish().await?;
+    let latency =
+        crowd.finish(target, Some(&format!("many: {} connections, {} events/s offered", connected, args.rate))).await?;
     Ok(merge(
         json!({
             "scenario": "many",

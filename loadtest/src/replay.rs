@@ -53,7 +53,7 @@ pub async fn run(target: &Target, args: ReplayArgs, fd_limit: u64) -> Result<Val
     let first =
         Crowd::gather(target, args.clients, 256, json!({"type": "subscribe", "channels": ["notification"]}), path)
             .await;
-    first.finish().await?;
+    first.finish(target, None).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let http = reqwest::Client::new();
