@@ -18,8 +18,29 @@ use parking_lot::{Mutex, RwLock};
 use crate::clock::{Clock, SystemClock};
 use crate::{Broker, DeliverySink, KeyValue, Leases, Log, LogId, PubSub, Result};
 
-/// How many writes between sweeps of expired keys, so unread expired keys cannot pile up.
-const SWEEP_EVERY_WRITES: u64 = 1024;
+/// Fewest writes between two sweeps of expired keys (or logs).
+const SWEEP_MIN_WRITES: usize = 1024;
+
+/// When to sweep a map of expiring entries so expired ones cannot pile up, at a cost per write
+/// that does not grow with the map: a sweep is due after as many writes as half the entries
+/// the map held at the last one (at least [`SWEEP_MIN_WRITES`]), so each entry is scanned about
+/// twice per write on average, however large the map.
+#[derive(Default)]
+struct SweepSchedule {
+    writes: usize,
+}
+
+impl SweepSchedule {
+    /// Counts a write into a map of `len` entries; true when a sweep is due.
+    fn write(&mut self, len: usize) -> bool {
+        self.writes += 1;
+        if self.writes >= SWEEP_MIN_WRITES.max(len / 2) {
+            self.writes = 0;
+            return true;
+        }
+        false
+    }
+}
 
 type NodeId = u64;
 
@@ -38,7 +59,7 @@ struct HubState {
     topics: RwLock<TopicSubscribers>,
     keys: Mutex<Keys>,
     logs: Mutex<HashMap<String, LogState>>,
-    log_appends: AtomicU64,
+    log_sweeps: Mutex<SweepSchedule>,
     /// Lease key -> (holder, expiry ms). A short list per key: limits are small, and a list
     /// costs a fraction of a map per key (one key per user and quota on a busy node).
     leases: Mutex<HashMap<String, LeaseHolders>>,
@@ -51,7 +72,7 @@ type LeaseHolders = Vec<(Box<str>, u64)>;
 struct Keys {
     values: HashMap<String, (Bytes, Option<u64>)>,
     sets: HashMap<String, HashSet<String>>,
-    writes: u64,
+    sweeps: SweepSchedule,
 }
 
 #[derive(Default)]
@@ -107,7 +128,7 @@ impl MemoryHub {
                 topics: RwLock::default(),
                 keys: Mutex::default(),
                 logs: Mutex::default(),
-                log_appends: AtomicU64::new(0),
+                log_sweeps: Mutex::default(),
                 leases: Mutex::default(),
             }),
         }
@@ -137,10 +158,10 @@ impl Drop for MemoryBroker {
 }
 
 impl HubState {
-    /// Every [`SWEEP_EVERY_WRITES`] appends, drops the logs that expired as a whole, so idle
+    /// Now and then (see [`SweepSchedule`]) drops the logs that expired as a whole, so idle
     /// users' logs do not pile up.
     fn sweep_logs(&self, logs: &mut HashMap<String, LogState>, now: u64) {
-        if self.log_appends.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY_WRITES == SWEEP_EVERY_WRITES - 1 {
+        if self.log_sweeps.lock().write(logs.len()) {
             logs.retain(|_, s| s.expires_at_ms > now);
         }
     }
@@ -170,8 +191,7 @@ impl HubState {
     }
 
     fn note_write(&self, keys: &mut Keys) {
-        keys.writes += 1;
-        if keys.writes.is_multiple_of(SWEEP_EVERY_WRITES) {
+        if keys.sweeps.write(keys.values.len()) {
             let now = self.clock.now_ms();
             keys.values.retain(|_, (_, exp)| exp.is_none_or(|e| e > now));
         }
@@ -423,5 +443,43 @@ impl Broker for MemoryBroker {
 
     fn now_ms(&self) -> u64 {
         self.hub.clock.now_ms()
+    }
+}
+
+#[cfg(test)]
+mod sweep_tests {
+    use super::*;
+
+    fn writes_until_due(schedule: &mut SweepSchedule, len: usize) -> usize {
+        (1..).find(|_| schedule.write(len)).unwrap_or(0)
+    }
+
+    #[test]
+    fn sweeps_come_after_a_number_of_writes_that_grows_with_the_map() {
+        let mut schedule = SweepSchedule::default();
+        assert_eq!(writes_until_due(&mut schedule, 10), SWEEP_MIN_WRITES);
+        assert_eq!(writes_until_due(&mut schedule, 400_000), 200_000);
+        assert_eq!(writes_until_due(&mut schedule, 0), SWEEP_MIN_WRITES);
+    }
+
+    #[tokio::test]
+    async fn expired_keys_are_dropped_by_later_writes_even_if_never_read() {
+        let clock = Arc::new(crate::clock::OffsetClock::default());
+        let hub = MemoryHub::with_clock(clock.clone());
+        struct Nobody;
+        impl DeliverySink for Nobody {
+            fn deliver(&self, _: &str, _: Bytes) {}
+        }
+        let broker = hub.node(Arc::new(Nobody));
+        for i in 0..3000 {
+            broker.set(&format!("short:{i}"), Bytes::from_static(b"x"), Some(Duration::from_secs(1))).await.unwrap();
+        }
+        clock.advance(2_000);
+        // A sweep is due within half the map's size in writes (here at most 6,000 keys).
+        for i in 0..3000 {
+            broker.set(&format!("long:{i}"), Bytes::from_static(b"x"), None).await.unwrap();
+        }
+        let keys = hub.inner.keys.lock();
+        assert!(keys.values.keys().all(|k| k.starts_with("long:")), "{} keys left", keys.values.len());
     }
 }
