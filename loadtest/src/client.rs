@@ -33,7 +33,7 @@ pub fn raise_fd_limit() -> u64 {
 pub fn ensure_descriptors(n: usize, what: &str, fd_limit: u64) -> Result<()> {
     if n as u64 + 64 > fd_limit {
         anyhow::bail!(
-            "{n} {what} need more descriptors than RLIMIT_NOFILE allows here ({fd_limit}); use fewer or run several sb-load processes"
+            "{n} {what} need more descriptors than RLIMIT_NOFILE allows here ({fd_limit}); use fewer (idle splits them over processes with --processes N)"
         );
     }
     Ok(())
