@@ -1,18 +1,14 @@
-//! Opening many client WebSockets: spread over several 127.0.0.x source addresses, with the
-//! descriptor limit raised as far as the system allows.
+//! Opening many client WebSockets through the client crate's [`Connection`]: spread over
+//! several 127.0.0.x source addresses, with the descriptor limit raised as far as the system
+//! allows.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{Context, Result};
+use switchboard_client::{ConnectOptions, Connection};
 use switchboard_edge::auth::jwt::mint_hs256;
-use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::WebSocketStream;
 
 use crate::Target;
-
-/// A connected client.
-pub type Ws = WebSocketStream<TcpStream>;
 
 /// Raises RLIMIT_NOFILE to its hard limit; returns the limit now in force.
 pub fn raise_fd_limit() -> u64 {
@@ -40,19 +36,14 @@ pub fn ensure_descriptors(n: usize, what: &str, fd_limit: u64) -> Result<()> {
 }
 
 /// Connects client number `i` to `path_and_query`, from source address 127.0.0.(1 + i % sources).
-pub async fn connect(target: &Target, i: usize, path_and_query: &str) -> Result<Ws> {
+pub async fn connect(target: &Target, i: usize, path_and_query: &str) -> Result<Connection> {
     let source = Ipv4Addr::new(127, 0, 0, 1 + (i % target.sources.max(1) as usize) as u8);
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::from((source, 0))).with_context(|| format!("bind {source}"))?;
     let server = target.server[i % target.server.len()];
-    let stream = socket.connect(server).await.with_context(|| format!("connect from {source}"))?;
-    stream.set_nodelay(true)?;
-    let url = format!("ws://{server}{path_and_query}");
     // Small buffers: the tool holds tens of thousands of clients in one process.
-    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
-    let (ws, _) =
-        tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await.context("WebSocket handshake")?;
-    Ok(ws)
+    let options = ConnectOptions { source: Some(IpAddr::V4(source)), read_buffer_bytes: 4096 };
+    Connection::open(&format!("ws://{server}{path_and_query}"), &options)
+        .await
+        .with_context(|| format!("from {source}"))
 }
 
 /// A token for `sub`.

@@ -1,5 +1,5 @@
-//! A crowd of clients: connected, subscribed (a subscribe message, then a ping whose pong
-//! proves the server processed it), then listening, each recording the publish→deliver
+//! A crowd of clients: connected, subscribed (the subscribe messages, then a ping whose pong
+//! proves the server processed them: [`Connection::send_confirmed`]), then listening, each recording the publish→deliver
 //! latency of every event that carries a publish time. Every scenario is built on it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,15 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use serde_json::{json, Value};
+use switchboard_client::{Connection, Incoming};
 use tokio::sync::{broadcast, Semaphore};
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{connect, now_micros, Ws};
+use crate::client::{connect, now_micros};
 use crate::plot::{self, Sample};
 use crate::Target;
 
@@ -43,74 +42,59 @@ pub fn publish_micros(text: &str) -> Option<u64> {
     digits[..end].parse().ok()
 }
 
-async fn subscribe(ws: &mut Ws, message: &str) -> Result<()> {
-    ws.send(Message::text(message.to_owned())).await?;
-    ws.send(Message::Ping(b"s".to_vec().into())).await?;
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Pong(_))) => return Ok(()),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(e.into()),
-            None => anyhow::bail!("closed before subscribing"),
-        }
-    }
-}
-
 impl Crowd {
-    /// Connects `n` clients (client `i` to `path(i)`), each sending `subscribe`, at most
-    /// `concurrency` handshakes at a time.
+    /// Connects `n` clients, client `i` to the path `plan(i).0` sending the subscriptions
+    /// `plan(i).1`, at most `concurrency` handshakes at a time.
     pub async fn gather(
         target: &Target,
         n: usize,
         concurrency: usize,
-        subscribe_msg: Value,
-        path: impl Fn(usize) -> String,
+        plan: impl Fn(usize) -> (String, Vec<Value>),
     ) -> Crowd {
         let delivered = Arc::new(AtomicU64::new(0));
         let (stop, _) = broadcast::channel::<()>(1);
         let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<Result<(), String>>(n.max(1));
         let gate = Arc::new(Semaphore::new(concurrency.max(1)));
-        let message = subscribe_msg.to_string();
         let bar = ProgressBar::new(n as u64).with_message("connecting");
         let started = Instant::now();
         let since_start = move || started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32;
         let mut tasks = Vec::with_capacity(n);
         for i in 0..n {
             let (target, gate, ready, delivered) = (target.clone(), gate.clone(), ready_tx.clone(), delivered.clone());
-            let (mut stop, message, path) = (stop.subscribe(), message.clone(), path(i));
+            let (mut stop, (path, subscriptions)) = (stop.subscribe(), plan(i));
             tasks.push(tokio::spawn(async move {
                 let permit = gate.acquire_owned().await;
-                let mut ws = match connect(&target, i, &path).await {
-                    Ok(ws) => ws,
+                let mut conn: Connection = match connect(&target, i, &path).await {
+                    Ok(conn) => conn,
                     Err(e) => {
                         let _ = ready.send(Err(format!("{e:#}"))).await;
                         return Vec::new();
                     }
                 };
-                let subscribed = subscribe(&mut ws, &message).await;
+                let subscribed = conn.send_confirmed(&subscriptions).await;
                 drop(permit);
                 let ok = subscribed.is_ok();
-                let _ = ready.send(subscribed.map_err(|e| format!("{e:#}"))).await;
+                let _ = ready.send(subscribed.map(drop).map_err(|e| format!("{e:#}"))).await;
                 let mut latencies = Vec::new();
                 if ok {
                     loop {
                         tokio::select! {
                             _ = stop.recv() => break,
-                            m = ws.next() => match m {
-                                Some(Ok(Message::Text(t))) => {
+                            m = conn.next() => match m {
+                                Incoming::Text(t) => {
                                     if let Some(sent_at) = publish_micros(&t) {
                                         let latency = now_micros().saturating_sub(sent_at).min(u64::from(u32::MAX)) as u32;
                                         latencies.push((since_start(), latency));
                                         delivered.fetch_add(1, Ordering::Relaxed);
                                     }
                                 }
-                                Some(Ok(_)) => {}
-                                _ => break,
+                                Incoming::Closed(_) => break,
+                                Incoming::Binary(_) | Incoming::Pong(_) => {}
                             }
                         }
                     }
                 }
-                let _ = ws.close(None).await;
+                conn.close().await;
                 latencies
             }));
         }

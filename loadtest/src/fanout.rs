@@ -1,5 +1,6 @@
-//! `fanout`: N subscribers on one channel of the `basic` endpoint, one publisher at R
-//! events/s through the publish API. Every payload carries its publish time, so each delivery
+//! `fanout`: N subscribers on one broadcast stream (a channel of the `basic` endpoint, or the
+//! orbnet notifications endpoint's broadcast channel), one publisher at R events/s through
+//! the publish API. Every payload carries its publish time, so each delivery
 //! yields a publish→deliver latency.
 
 use std::sync::atomic::Ordering;
@@ -12,6 +13,7 @@ use serde_json::{json, Value};
 
 use crate::client::{ensure_descriptors, now_micros, token};
 use crate::crowd::{merge, Crowd};
+use crate::dialect::DialectArg;
 use crate::{procstat, Target};
 
 /// Arguments of `fanout`.
@@ -29,9 +31,12 @@ pub struct FanoutArgs {
     /// Payload size in bytes (at least 48: it carries the timestamp).
     #[arg(long, default_value_t = 64)]
     pub payload_bytes: usize,
-    /// Channel to use.
-    #[arg(long, default_value = "status:load")]
-    pub channel: String,
+    /// Dialect the subscribers speak.
+    #[arg(long, value_enum, default_value_t = DialectArg::Basic)]
+    pub dialect: DialectArg,
+    /// Channel to publish to (default: `status:load` for basic, `notifications` for orbnet).
+    #[arg(long)]
+    pub channel: Option<String>,
     /// Concurrent handshakes.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
@@ -46,13 +51,10 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
         bail!("fanout is bounded to 600 s, 100,000 events/s and 1,000,000 subscribers");
     }
     ensure_descriptors(args.subscribers, "subscribers", fd_limit)?;
-    let crowd = Crowd::gather(
-        target,
-        args.subscribers,
-        args.concurrency,
-        json!({"type": "subscribe", "data": {"channel": args.channel}}),
-        |i| format!("/ws?token={}", token(target, &format!("fan-{i}"))),
-    )
+    let stream = args.dialect.broadcast(args.channel.as_deref());
+    let crowd = Crowd::gather(target, args.subscribers, args.concurrency, |i| {
+        (format!("{}?token={}", stream.path, token(target, &format!("fan-{i}"))), stream.subscriptions.clone())
+    })
     .await;
     let subscribed = crowd.connected;
 
@@ -70,8 +72,7 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
     let bar = ProgressBar::new(total_events).with_message("publishing");
     for _ in 0..total_events {
         ticker.tick().await;
-        let body =
-            json!({"channel": args.channel, "type": "status_update", "payload": {"t": now_micros(), "pad": pad}});
+        let body = stream.publish_body(json!({"t": now_micros(), "pad": pad}));
         match http.post(&url).bearer_auth(&target.admin_key).json(&body).send().await {
             Ok(r) if r.status().is_success() => {}
             _ => publish_errors += 1,
@@ -88,6 +89,7 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
     Ok(merge(
         json!({
             "scenario": "fanout",
+            "dialect": args.dialect.name(),
             "subscribers": subscribed,
             "events_published": total_events - publish_errors,
             "publish_errors": publish_errors,

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::client::{ensure_descriptors, token};
 use crate::crowd::Crowd;
+use crate::dialect::DialectArg;
 use crate::{procstat, Target};
 
 /// Arguments of `idle`.
@@ -27,6 +28,10 @@ pub struct IdleArgs {
     /// Seconds to hold them after all are subscribed (at most 600).
     #[arg(long, default_value_t = 3)]
     pub hold_secs: u64,
+    /// Dialect the connections speak; each subscribes to a stream of its own (orbnet: its
+    /// user's notifications; basic: a channel `status:idle-<i>`).
+    #[arg(long, value_enum, default_value_t = DialectArg::Orbnet)]
+    pub dialect: DialectArg,
     /// Concurrent handshakes (per process).
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
@@ -53,13 +58,10 @@ pub async fn run(target: &Target, args: IdleArgs, fd_limit: u64) -> Result<Value
     let pid = target.server_pid.filter(|_| !args.child);
     let rss_before = pid.and_then(procstat::rss_bytes);
     let first = args.first;
-    let crowd = Crowd::gather(
-        target,
-        args.connections,
-        args.concurrency,
-        json!({"type": "subscribe", "channels": ["notification"]}),
-        |i| format!("/ws/notifications?token={}", token(target, &format!("idle-{}", first + i))),
-    )
+    let crowd = Crowd::gather(target, args.connections, args.concurrency, |i| {
+        let (path, subscriptions) = args.dialect.own_stream(first + i);
+        (format!("{path}?token={}", token(target, &format!("idle-{}", first + i))), subscriptions)
+    })
     .await;
     let (ok, failed, first_error, connect_secs) =
         (crowd.connected, crowd.failed, crowd.first_error.clone(), crowd.connect_seconds);
@@ -78,22 +80,23 @@ pub async fn run(target: &Target, args: IdleArgs, fd_limit: u64) -> Result<Value
     let rss_after = pid.and_then(procstat::rss_bytes);
     tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
     crowd.finish(target, None).await?;
-    Ok(report(ok, failed, first_error, connect_secs, rss_before, rss_after, 1))
+    Ok(report(&args, ok, failed, first_error, connect_secs, rss_before, rss_after))
 }
 
 fn report(
+    args: &IdleArgs,
     ok: usize,
     failed: usize,
     first_error: Option<String>,
     connect_secs: f64,
     rss_before: Option<u64>,
     rss_after: Option<u64>,
-    processes: usize,
 ) -> Value {
     let per_conn = |rss: Option<u64>| rss.map(|r| r as f64 / ok.max(1) as f64);
     json!({
         "scenario": "idle",
-        "processes": processes,
+        "dialect": args.dialect.name(),
+        "processes": args.processes,
         "connections_ok": ok,
         "connections_failed": failed,
         "first_error": first_error,
@@ -118,7 +121,7 @@ fn child_command(target: &Target, args: &IdleArgs, first: usize, count: usize) -
         .env("SWITCHBOARD_JWT_SECRET", &target.secret)
         .env("SWITCHBOARD_ADMIN_KEY", &target.admin_key)
         .args(["idle", "--child", "--connections", &count.to_string(), "--first", &first.to_string()])
-        .args(["--concurrency", &args.concurrency.to_string()])
+        .args(["--concurrency", &args.concurrency.to_string(), "--dialect", args.dialect.name()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -171,5 +174,5 @@ async fn run_split(target: &Target, args: &IdleArgs) -> Result<Value> {
             first_error = report["first_error"].as_str().map(str::to_owned);
         }
     }
-    Ok(report(ok, failed, first_error, connect_secs, rss_before, rss_after, n))
+    Ok(report(args, ok, failed, first_error, connect_secs, rss_before, rss_after))
 }

@@ -18,6 +18,7 @@
 mod bare;
 mod client;
 mod crowd;
+mod dialect;
 mod fanout;
 mod idle;
 mod many;

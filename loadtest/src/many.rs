@@ -9,6 +9,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use indicatif::ProgressBar;
 use serde_json::{json, Value};
+use switchboard_client::Dialect;
 
 use crate::client::{ensure_descriptors, now_micros, token};
 use crate::crowd::{merge, Crowd};
@@ -43,13 +44,10 @@ pub async fn run(target: &Target, args: ManyArgs, fd_limit: u64) -> Result<Value
         bail!("many needs at least one connection");
     }
     ensure_descriptors(args.connections, "connections", fd_limit)?;
-    let crowd = Crowd::gather(
-        target,
-        args.connections,
-        args.concurrency,
-        json!({"type": "subscribe", "channels": ["notification"]}),
-        |i| format!("/ws/notifications?token={}", token(target, &format!("many-{i}"))),
-    )
+    let crowd = Crowd::gather(target, args.connections, args.concurrency, |i| {
+        let path = format!("/ws/notifications?token={}", token(target, &format!("many-{i}")));
+        (path, Dialect::Orbnet.subscriptions(&["notification"]))
+    })
     .await;
     let connected = crowd.connected;
 

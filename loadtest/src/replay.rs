@@ -6,11 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use clap::Args;
-use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
+use switchboard_client::{Dialect, Incoming};
 
 use crate::client::{connect, ensure_descriptors, token};
 use crate::crowd::Crowd;
@@ -51,8 +50,7 @@ pub async fn run(target: &Target, args: ReplayArgs, fd_limit: u64) -> Result<Val
     let path = |i: usize| format!("/ws/notifications?token={}", token(target, &user(i)));
     // First visit: the server records where each client is.
     let first =
-        Crowd::gather(target, args.clients, 256, json!({"type": "subscribe", "channels": ["notification"]}), path)
-            .await;
+        Crowd::gather(target, args.clients, 256, |i| (path(i), Dialect::Orbnet.subscriptions(&["notification"]))).await;
     first.finish(target, None).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -94,19 +92,19 @@ pub async fn run(target: &Target, args: ReplayArgs, fd_limit: u64) -> Result<Val
             let (target, path) = (target.clone(), path(i));
             tokio::spawn(async move {
                 let t0 = Instant::now();
-                let mut ws = connect(&target, i, &path).await.ok()?;
+                let mut conn = connect(&target, i, &path).await.ok()?;
                 let mut replayed = 0usize;
                 loop {
-                    match tokio::time::timeout(Duration::from_secs(60), ws.next()).await {
-                        Ok(Some(Ok(Message::Text(t)))) => {
+                    match tokio::time::timeout(Duration::from_secs(60), conn.next()).await {
+                        Ok(Incoming::Text(t)) => {
                             let v: Value = serde_json::from_str(&t).ok()?;
                             if v["type"] == "replay_complete" {
-                                let _ = ws.close(None).await;
+                                conn.close().await;
                                 return Some((t0.elapsed(), replayed, v["truncated"] == true));
                             }
                             replayed += usize::from(v["replayed"] == true);
                         }
-                        Ok(Some(Ok(_))) => {}
+                        Ok(Incoming::Binary(_) | Incoming::Pong(_)) => {}
                         _ => return None,
                     }
                 }

@@ -7,12 +7,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use clap::Args;
-use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use serde_json::{json, Value};
+use switchboard_client::{ConnectError, Incoming};
 use tokio::sync::broadcast;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{connect, ensure_descriptors, token};
 use crate::Target;
@@ -49,16 +48,18 @@ pub async fn run(target: &Target, args: StormArgs, fd_limit: u64) -> Result<Valu
         let path = format!("{}?token={}", args.path, token(&target, &format!("storm-{i}")));
         tasks.push(tokio::spawn(async move {
             let t0 = Instant::now();
-            let mut ws = match connect(&target, i, &path).await {
-                Ok(ws) => ws,
-                Err(e) => return drop(done.send(Err(format!("connect: {}", e.root_cause()))).await),
+            let mut conn = match connect(&target, i, &path).await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Failures are counted by cause, without the source address.
+                    let cause = e.downcast_ref::<ConnectError>().map_or_else(|| format!("{e:#}"), ToString::to_string);
+                    return drop(done.send(Err(cause)).await);
+                }
             };
-            let acked = match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
-                Ok(Some(Ok(Message::Text(t)))) if t.contains("connection_ack") => Ok(t0.elapsed()),
-                Ok(Some(Ok(Message::Close(f)))) => Err(format!("closed: {}", f.map_or(1005, |f| u16::from(f.code)))),
-                Ok(Some(Ok(other))) => Err(format!("unexpected frame: {other}")),
-                Ok(Some(Err(e))) => Err(format!("error: {e}")),
-                Ok(None) => Err("connection ended before the ack".to_string()),
+            let acked = match tokio::time::timeout(Duration::from_secs(30), conn.next()).await {
+                Ok(Incoming::Text(t)) if t.contains("connection_ack") => Ok(t0.elapsed()),
+                Ok(Incoming::Closed(code)) => Err(format!("closed: {code}")),
+                Ok(other) => Err(format!("unexpected message: {other:?}")),
                 Err(_) => Err("no ack in 30 s".to_string()),
             };
             let ok = acked.is_ok();
@@ -66,7 +67,7 @@ pub async fn run(target: &Target, args: StormArgs, fd_limit: u64) -> Result<Valu
             if ok {
                 let _ = stop.recv().await;
             }
-            let _ = ws.close(None).await;
+            conn.close().await;
         }));
     }
     drop(done_tx);

@@ -1,13 +1,16 @@
-//! A client for Switchboard's JSON endpoints that does what the API documents ask of every
-//! client: reconnect with exponential backoff and jitter, subscribe again after every
-//! reconnect, resume with `last_event_id` so nothing is missed, and deduplicate events by `id`
-//! (an event may be sent again across reconnects).
+//! A client for Switchboard's JSON endpoints (the `orbnet` and `basic` dialects).
+//!
+//! [`Client`] does what the API documents ask of every client: reconnect with exponential
+//! backoff and jitter, subscribe again after every reconnect, resume with `last_event_id` so
+//! nothing is missed, and deduplicate events by `id` (an event may be sent again across
+//! reconnects). [`Connection`] is one connection without
+//! any of that, for tools that hold many (the load generator `sb-load` is built on it).
 //!
 //! ```no_run
 //! # async fn demo() {
-//! use switchboard_client::{Client, ClientConfig, ClientEvent};
+//! use switchboard_client::{Client, ClientConfig, ClientEvent, Dialect};
 //! let config = ClientConfig::new(vec!["ws://127.0.0.1:8080/ws/notifications".into()], "TOKEN".into())
-//!     .subscribe(serde_json::json!({"type": "subscribe", "channels": ["notification"]}));
+//!     .subscribe_to(Dialect::Orbnet, &["notification"]);
 //! let mut client = Client::start(config);
 //! while let Some(event) = client.next().await {
 //!     if let ClientEvent::Event(e) = event {
@@ -17,173 +20,12 @@
 //! # }
 //! ```
 
+mod connection;
 mod dedupe;
+mod dialect;
+mod reconnecting;
 
-use std::time::Duration;
-
-use futures_util::{SinkExt, StreamExt};
-use serde_json::Value;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
-
+pub use connection::{ConnectError, ConnectOptions, Connection, Incoming};
 pub use dedupe::RecentIds;
-
-/// How to connect and what to subscribe to.
-#[derive(Debug, Clone)]
-pub struct ClientConfig {
-    /// Endpoint URLs (`ws://host/ws/notifications`); tried round-robin, so a client moves to
-    /// another node when one goes away.
-    pub urls: Vec<String>,
-    /// The JWT, sent as `?token=`.
-    pub token: String,
-    /// Messages sent after every (re)connect, in order.
-    pub subscriptions: Vec<Value>,
-    /// First reconnect delay; doubles per failed attempt.
-    pub min_backoff: Duration,
-    /// Longest reconnect delay.
-    pub max_backoff: Duration,
-    /// How many recent event ids are remembered for deduplication.
-    pub dedupe_window: usize,
-}
-
-impl ClientConfig {
-    /// A config with the documents' reconnection defaults (1 s doubling to 30 s, jittered).
-    pub fn new(urls: Vec<String>, token: String) -> Self {
-        ClientConfig {
-            urls,
-            token,
-            subscriptions: Vec::new(),
-            min_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(30),
-            dedupe_window: 10_000,
-        }
-    }
-
-    /// Adds a message to send after every connect.
-    pub fn subscribe(mut self, message: Value) -> Self {
-        self.subscriptions.push(message);
-        self
-    }
-
-    /// Sets the backoff bounds.
-    pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.min_backoff = min;
-        self.max_backoff = max;
-        self
-    }
-}
-
-/// What the application sees.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ClientEvent {
-    /// Connected (or reconnected) to this URL.
-    Connected(String),
-    /// An event, never one already delivered.
-    Event(Value),
-    /// Any other server message (acks, errors, `replay_complete`, pongs).
-    Control(Value),
-    /// The connection ended with this close code (1006: no close frame); a reconnect follows
-    /// unless the code means the credentials were refused.
-    Disconnected(u16),
-}
-
-/// A running client; dropping it disconnects.
-pub struct Client {
-    rx: mpsc::Receiver<ClientEvent>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Client {
-    /// Starts connecting in the background.
-    pub fn start(config: ClientConfig) -> Client {
-        let (tx, rx) = mpsc::channel(1024);
-        Client { rx, task: tokio::spawn(run(config, tx)) }
-    }
-
-    /// The next event; `None` once the client gave up (credentials refused).
-    pub async fn next(&mut self) -> Option<ClientEvent> {
-        self.rx.recv().await
-    }
-}
-
-/// Close codes after which reconnecting cannot help: the credentials were refused.
-fn is_fatal(code: u16) -> bool {
-    matches!(code, 4001 | 4003 | 4401)
-}
-
-/// The delay before reconnect attempt `attempt` (0-based): exponential, capped, with full
-/// jitter so that many clients dropped at once do not come back at once.
-pub fn backoff_delay(config: &ClientConfig, attempt: u32) -> Duration {
-    let exp = config.min_backoff.saturating_mul(1u32 << attempt.min(16));
-    let cap = exp.min(config.max_backoff);
-    cap.mul_f64(0.5 + rand::random::<f64>() * 0.5)
-}
-
-async fn run(config: ClientConfig, tx: mpsc::Sender<ClientEvent>) {
-    let mut seen = RecentIds::new(config.dedupe_window);
-    let mut last_id: Option<String> = None;
-    let mut attempt = 0u32;
-    for url in config.urls.iter().cycle() {
-        let sep = if url.contains('?') { '&' } else { '?' };
-        let mut full = format!("{url}{sep}token={}", config.token);
-        if let Some(id) = &last_id {
-            full.push_str(&format!("&last_event_id={id}"));
-        }
-        let code = match tokio_tungstenite::connect_async(full.as_str()).await {
-            Ok((mut ws, _)) => {
-                attempt = 0;
-                if tx.send(ClientEvent::Connected(url.clone())).await.is_err() {
-                    return;
-                }
-                let mut subscribed = true;
-                for s in &config.subscriptions {
-                    subscribed &= ws.send(Message::text(s.to_string())).await.is_ok();
-                }
-                let mut code = 1006;
-                if subscribed {
-                    loop {
-                        match ws.next().await {
-                            Some(Ok(Message::Text(t))) => {
-                                let Ok(v) = serde_json::from_str::<Value>(&t) else { continue };
-                                let event = match v.get("id").and_then(Value::as_str) {
-                                    Some(id) if v.get("type").and_then(Value::as_str) != Some("error") => {
-                                        if !seen.insert(id) {
-                                            continue;
-                                        }
-                                        last_id = Some(id.to_owned());
-                                        ClientEvent::Event(v)
-                                    }
-                                    _ => ClientEvent::Control(v),
-                                };
-                                if tx.send(event).await.is_err() {
-                                    return;
-                                }
-                            }
-                            Some(Ok(Message::Close(frame))) => {
-                                code = frame.map_or(1005, |f| u16::from(f.code));
-                                break;
-                            }
-                            Some(Ok(_)) => {}
-                            Some(Err(_)) | None => break,
-                        }
-                    }
-                }
-                code
-            }
-            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) if resp.status() == 401 => 4001,
-            Err(_) => 1006,
-        };
-        if tx.send(ClientEvent::Disconnected(code)).await.is_err() || is_fatal(code) {
-            return;
-        }
-        tokio::time::sleep(backoff_delay(&config, attempt)).await;
-        attempt = attempt.saturating_add(1);
-    }
-}
+pub use dialect::{event_id, Dialect};
+pub use reconnecting::{backoff_delay, Client, ClientConfig, ClientEvent};

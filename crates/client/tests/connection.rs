@@ -1,0 +1,65 @@
+//! One [`Connection`] against a real node, in both dialects: subscriptions confirmed by a
+//! ping round trip, events arriving as text, a chosen source address, refusals told apart.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde_json::{json, Value};
+use switchboard_client::{event_id, ConnectError, ConnectOptions, Connection, Dialect, Incoming};
+use switchboard_testkit::{TestNode, WAIT};
+
+async fn next_json(conn: &mut Connection) -> Value {
+    match tokio::time::timeout(WAIT, conn.next()).await.expect("a message in time") {
+        Incoming::Text(t) => serde_json::from_str(&t).expect("JSON"),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_basic_connection_receives_its_channel_once_the_subscription_is_confirmed() {
+    let node = TestNode::default().await;
+    let options = ConnectOptions { source: Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3))), ..Default::default() };
+    let url = node.ws_url(&format!("/ws?token={}", node.token("bob")));
+    let mut conn = Connection::open(&url, &options).await.expect("connects from 127.0.0.3");
+    let meanwhile = conn.send_confirmed(&Dialect::Basic.subscriptions(&["status:svc"])).await.expect("confirmed");
+    assert!(meanwhile.is_empty(), "basic acknowledges nothing: {meanwhile:?}");
+    node.publish(json!({"channel": "status:svc", "type": "status_update", "payload": {"up": true}})).await;
+    let event = next_json(&mut conn).await;
+    assert_eq!(event["data"], json!({"up": true}));
+    assert!(event_id(&event).is_some(), "an event: {event}");
+}
+
+#[tokio::test]
+async fn an_orbnet_connection_sees_its_ack_before_the_confirmation_and_events_after() {
+    let node = TestNode::default().await;
+    let url = node.ws_url(&format!("/ws/notifications?token={}", node.token("carol")));
+    let mut conn = Connection::open(&url, &ConnectOptions::default()).await.expect("connects");
+    let meanwhile = conn.send_confirmed(&Dialect::Orbnet.subscriptions(&["notification"])).await.expect("confirmed");
+    let kinds: Vec<Value> =
+        meanwhile.iter().map(|t| serde_json::from_str::<Value>(t).expect("JSON")["type"].clone()).collect();
+    assert!(kinds.contains(&json!("connection_ack")), "{kinds:?}");
+    node.publish(json!({"user": "carol", "type": "notification", "payload": {"n": 1}})).await;
+    let event = next_json(&mut conn).await;
+    assert_eq!((event["type"].clone(), event["payload"]["n"].clone()), (json!("notification"), json!(1)));
+    conn.close().await;
+}
+
+#[tokio::test]
+async fn a_refused_subscription_fails_the_confirmation_with_the_servers_error() {
+    let node = TestNode::default().await;
+    let url = node.ws_url(&format!("/ws?token={}", node.token("dave")));
+    let mut conn = Connection::open(&url, &ConnectOptions::default()).await.expect("connects");
+    let refused = conn.send_confirmed(&Dialect::Basic.subscriptions(&["no-such-namespace"])).await;
+    match refused {
+        Err(ConnectError::Rejected(text)) => assert!(text.contains("\"error\""), "{text}"),
+        other => panic!("expected the server's error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn refused_credentials_and_bad_urls_are_told_apart() {
+    let node = TestNode::default().await;
+    let refused = Connection::open(&node.ws_url("/ws?token=nope"), &ConnectOptions::default()).await;
+    assert!(matches!(refused, Err(ConnectError::Refused(401))), "{:?}", refused.err());
+    let tls = Connection::open("wss://127.0.0.1:1/ws", &ConnectOptions::default()).await;
+    assert!(matches!(tls, Err(ConnectError::Url(_))), "{:?}", tls.err());
+}

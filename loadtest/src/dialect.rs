@@ -1,0 +1,73 @@
+//! `--dialect`: which of the gateway's dialects a scenario speaks, and what that means for
+//! the endpoint path, the subscription and the publish body of a broadcast.
+
+use clap::ValueEnum;
+use serde_json::{json, Value};
+use switchboard_client::Dialect;
+
+/// A dialect on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DialectArg {
+    /// OrbNET at `/ws/notifications`: a broadcast is a `server_alert` to the `notifications` channel.
+    Orbnet,
+    /// The generic service at `/ws`: a broadcast is a `status_update` to a channel.
+    Basic,
+}
+
+/// Everything a scenario needs to subscribe clients to one shared stream and publish to it.
+pub struct Broadcast {
+    /// Endpoint path.
+    pub path: &'static str,
+    /// Messages each client sends to subscribe.
+    pub subscriptions: Vec<Value>,
+    channel: String,
+    kind: &'static str,
+}
+
+impl Broadcast {
+    /// The publish API body of one event carrying `payload`.
+    pub fn publish_body(&self, payload: Value) -> Value {
+        json!({"channel": self.channel, "type": self.kind, "payload": payload})
+    }
+}
+
+impl DialectArg {
+    /// Its name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            DialectArg::Orbnet => "orbnet",
+            DialectArg::Basic => "basic",
+        }
+    }
+
+    /// Endpoint path and subscriptions of client `i` on a stream of its own: its user's
+    /// notifications (orbnet), or a channel `status:idle-<i>` (basic).
+    pub fn own_stream(self, i: usize) -> (&'static str, Vec<Value>) {
+        match self {
+            DialectArg::Orbnet => ("/ws/notifications", Dialect::Orbnet.subscriptions(&["notification"])),
+            DialectArg::Basic => ("/ws", Dialect::Basic.subscriptions(&[&format!("status:idle-{i}")])),
+        }
+    }
+
+    /// The shared stream: `channel`, or the dialect's default (`notifications`, the orbnet
+    /// endpoint's broadcast channel; `status:load` for basic).
+    pub fn broadcast(self, channel: Option<&str>) -> Broadcast {
+        match self {
+            DialectArg::Orbnet => Broadcast {
+                path: "/ws/notifications",
+                subscriptions: Dialect::Orbnet.subscriptions(&["server_alert"]),
+                channel: channel.unwrap_or("notifications").to_owned(),
+                kind: "server_alert",
+            },
+            DialectArg::Basic => {
+                let channel = channel.unwrap_or("status:load");
+                Broadcast {
+                    path: "/ws",
+                    subscriptions: Dialect::Basic.subscriptions(&[channel]),
+                    channel: channel.to_owned(),
+                    kind: "status_update",
+                }
+            }
+        }
+    }
+}
