@@ -169,12 +169,22 @@ impl HubState {
     fn deliver(&self, topic: &str, message: &Bytes) {
         // Copy the sinks out so that delivery (which may take a while for a large fan-out)
         // never runs under the topic lock.
-        let sinks: Vec<Arc<dyn DeliverySink>> = match self.topics.read().get(topic) {
-            Some(subs) => subs.iter().map(|(_, s)| s.clone()).collect(),
-            None => return,
-        };
-        for sink in sinks {
-            sink.deliver(topic, message.clone());
+        let topics = self.topics.read();
+        match topics.get(topic).map(Vec::as_slice) {
+            None | Some([]) => {}
+            // The usual case, one node per process: no list to copy.
+            Some([(_, only)]) => {
+                let sink = only.clone();
+                drop(topics);
+                sink.deliver(topic, message.clone());
+            }
+            Some(subs) => {
+                let sinks: Vec<Arc<dyn DeliverySink>> = subs.iter().map(|(_, s)| s.clone()).collect();
+                drop(topics);
+                for sink in sinks {
+                    sink.deliver(topic, message.clone());
+                }
+            }
         }
     }
 
@@ -336,7 +346,12 @@ impl Log for MemoryBroker {
     async fn append_with_id(&self, log: &str, id: LogId, entry: Bytes, retention: Duration) -> Result<bool> {
         let now = self.hub.clock.now_ms();
         let mut logs = self.hub.logs.lock();
-        let appended = append_at(logs.entry(log.to_owned()).or_default(), id, entry, now, retention);
+        // The log usually exists: look it up without allocating its name.
+        let state = match logs.get_mut(log) {
+            Some(state) => state,
+            None => logs.entry(log.to_owned()).or_default(),
+        };
+        let appended = append_at(state, id, entry, now, retention);
         self.hub.sweep_logs(&mut logs, now);
         Ok(appended)
     }

@@ -1,15 +1,20 @@
 //! Encode + local fan-out, the dispatcher's whole job per event: decode nothing, encode once
 //! per dialect, hand the same bytes to N connections' output (frame header, vectored write).
+//! And the other shape of traffic, many small topics (one user stream per connection): an
+//! event as the broker hands it over, decoded, looked up, encoded and written.
 //! The sockets are [`Discard`] sinks: this isolates the node's own cost from the kernel's.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use switchboard_broker::DeliverySink;
 use switchboard_edge::connection::{ConnHandle, Discard, Selection};
 use switchboard_edge::dispatch::Dispatcher;
 use switchboard_edge::endpoint::EndpointRuntime;
 use switchboard_edge::metrics::Metrics;
+use switchboard_edge::persistence;
 use switchboard_edge::registry::TopicRegistry;
 use switchboard_edge::Config;
 use switchboard_protocol::{DialectKind, Event};
@@ -57,6 +62,58 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    group.finish();
+    user_streams(c, &config);
+    stamp(c);
+}
+
+/// The persistence worker's step per event: the ingest entry stamped with its position.
+/// `appended` is the publish API's compact entry; `reparsed` the same entry with a trailing
+/// space, which takes the long way (parse, set, serialize), as every entry did before.
+fn stamp(c: &mut Criterion) {
+    let entry = r#"{"id":"evt_01JABCDEFGHJKMNPQRSTVW00042","type":"notification","user":"many-42","ts":1770552000000,"payload":{"t":1770552000000123}}"#;
+    let id = switchboard_broker::LogId::parse("1770552000000-7").expect("a log id");
+    let mut group = c.benchmark_group("worker_stamp");
+    group.throughput(Throughput::Elements(1));
+    for (name, body) in [("appended", entry.to_string()), ("reparsed", format!("{entry} "))] {
+        group.bench_function(name, |b| b.iter(|| persistence::worker::stamp(id, body.as_bytes())));
+    }
+    group.finish();
+}
+
+/// 19,000 connections on `/ws/notifications`, each on its own user stream; every event comes
+/// from the broker as JSON for one of them, in a scattered order (as `sb-load many` sends).
+fn user_streams(c: &mut Criterion, config: &Config) {
+    const USERS: usize = 19_000;
+    let endpoint = Arc::new(EndpointRuntime::new(
+        config.endpoints.iter().find(|e| e.path == "/ws/notifications").expect("/ws/notifications").clone(),
+    ));
+    let registry = Arc::new(TopicRegistry::default());
+    let dispatcher = Dispatcher::new(registry.clone(), Arc::new(Metrics::new()));
+    let mut conns = Vec::with_capacity(USERS);
+    for id in 0..USERS {
+        let conn = Arc::new(ConnHandle::new(id as u64, endpoint.clone(), Selection::default(), Arc::new(Discard)));
+        registry.add(&format!("u:many-{id}"), &conn);
+        conns.push(conn);
+    }
+    let messages: Vec<(String, Bytes)> = (0..USERS)
+        .map(|i| (i * 7919) % USERS)
+        .map(|u| {
+            let json = format!(
+                r#"{{"id":"evt_01JABCDEFGHJKMNPQRSTVW{u:05}","type":"notification","user":"many-{u}","ts":1770552000000,"payload":{{"t":1770552000000123}}}}"#
+            );
+            (format!("u:many-{u}"), Bytes::from(json))
+        })
+        .collect();
+    let mut group = c.benchmark_group("user_streams");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function(BenchmarkId::new("decode_look_up_encode_write", USERS), |b| {
+        let mut next = messages.iter().cycle();
+        b.iter(|| {
+            let (topic, message) = next.next().expect("cycles forever");
+            dispatcher.deliver(topic, message.clone());
+        })
+    });
     group.finish();
 }
 

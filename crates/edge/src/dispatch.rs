@@ -157,6 +157,18 @@ impl Dispatcher {
         }
     }
 
+    /// Sends one event to one connection: [`Self::deliver_to`] for a pass of one event,
+    /// without the pass's bookkeeping (the path of every event to a small topic).
+    fn deliver_one(&self, conn: &ConnHandle, p: &mut Prepared<'_>) {
+        if conn.is_closing() {
+            return;
+        }
+        let Some(frame) = p.frame_for(conn, conn.endpoint.allows_type(&p.event.kind)) else { return };
+        let outcome =
+            if p.sid.is_some() || conn.is_holding() { conn.send_event(frame, p.sid) } else { conn.send(frame) };
+        self.count(outcome, &mut p.delivered);
+    }
+
     fn count(&self, outcome: SendOutcome, delivered: &mut usize) {
         match outcome {
             SendOutcome::Queued => *delivered += 1,
@@ -216,22 +228,27 @@ impl DeliverySink for Dispatcher {
             }
         };
         self.metrics.publish_to_dispatch.observe(now_millis().saturating_sub(event.ts) as f64 / 1000.0);
-        {
-            let mut running = self.running.lock();
-            if let Some(waiting) = running.get_mut(topic) {
-                // A pass is under way: the next one takes this event, in order.
-                waiting.push(event);
-                return;
-            }
-            if self.registry.subscriber_count(topic) > INLINE_FANOUT {
-                if let (Some(me), Ok(runtime)) = (self.me.upgrade(), tokio::runtime::Handle::try_current()) {
-                    running.insert(topic.to_owned(), Vec::new());
-                    runtime.spawn(me.run_topic(topic.to_owned(), event));
-                    return;
-                }
-            }
+        if let Some(waiting) = self.running.lock().get_mut(topic) {
+            // A pass is under way: the next one takes this event, in order.
+            waiting.push(event);
+            return;
         }
-        let n = self.fan_out(topic, &event);
-        self.observe(n);
+        // A small topic (a user's own stream) is served right here, in one registry lookup.
+        let mut one = Prepared::new(&event);
+        if self.registry.for_each_up_to(topic, INLINE_FANOUT, |conn| self.deliver_one(conn, &mut one)) {
+            self.observe(one.delivered);
+            return;
+        }
+        let mut running = self.running.lock();
+        if let Some(waiting) = running.get_mut(topic) {
+            waiting.push(event);
+        } else if let (Some(me), Ok(runtime)) = (self.me.upgrade(), tokio::runtime::Handle::try_current()) {
+            running.insert(topic.to_owned(), Vec::new());
+            runtime.spawn(me.run_topic(topic.to_owned(), event));
+        } else {
+            drop(running);
+            let n = self.fan_out(topic, &event);
+            self.observe(n);
+        }
     }
 }

@@ -105,15 +105,23 @@ impl TopicRegistry {
         }
     }
 
+    /// Calls `f` for every subscriber of `topic` under a read lock (so `f` must not block),
+    /// unless it has more than `max`: then returns false without calling `f`.
+    pub fn for_each_up_to(&self, topic: &str, max: usize, f: impl FnMut(&Arc<ConnHandle>)) -> bool {
+        match self.topics.read().get(topic) {
+            Some(subs) if subs.conns.len() > max => false,
+            Some(subs) => {
+                subs.conns.iter().for_each(f);
+                true
+            }
+            None => true,
+        }
+    }
+
     /// The subscribers of `topic` right now, for a fan-out that writes to them without
     /// holding the registry's lock.
     pub fn snapshot(&self, topic: &str) -> Vec<Arc<ConnHandle>> {
         self.topics.read().get(topic).map(|subs| subs.conns.clone()).unwrap_or_default()
-    }
-
-    /// How many local connections want `topic`.
-    pub fn subscriber_count(&self, topic: &str) -> usize {
-        self.topics.read().get(topic).map_or(0, |subs| subs.conns.len())
     }
 
     /// Number of topics with at least one local subscriber.
@@ -165,7 +173,11 @@ mod tests {
             let empty = registry.remove("t", id);
             assert_eq!(empty, expected.is_empty());
             assert_eq!(members(&registry, "t"), expected);
-            assert_eq!(registry.subscriber_count("t"), expected.len());
+            let n = expected.len();
+            assert!(registry.for_each_up_to("t", n, |_| {}), "{n} subscribers are not more than {n}");
+            if n > 0 {
+                assert!(!registry.for_each_up_to("t", n - 1, |_| panic!("called past the limit")));
+            }
         }
         assert!(!registry.has("t"));
     }
