@@ -24,17 +24,6 @@ pub fn raise_fd_limit() -> u64 {
     lim.rlim_cur
 }
 
-/// Fails unless `n` clients (plus a margin for the tool's own descriptors) fit under the
-/// descriptor limit in force, naming the limit the run would hit.
-pub fn ensure_descriptors(n: usize, what: &str, fd_limit: u64) -> Result<()> {
-    if n as u64 + 64 > fd_limit {
-        anyhow::bail!(
-            "{n} {what} need more descriptors than RLIMIT_NOFILE allows here ({fd_limit}); use fewer (idle splits them over processes with --processes N)"
-        );
-    }
-    Ok(())
-}
-
 /// Connects client number `i` to `path_and_query`, from source address 127.0.0.(1 + i % sources).
 pub async fn connect(target: &Target, i: usize, path_and_query: &str) -> Result<Connection> {
     let source = Ipv4Addr::new(127, 0, 0, 1 + (i % target.sources.max(1) as usize) as u8);

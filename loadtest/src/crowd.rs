@@ -1,6 +1,8 @@
 //! A crowd of clients: connected, subscribed (the subscribe messages, then a ping whose pong
-//! proves the server processed them: [`Connection::send_confirmed`]), then listening, each recording the publish→deliver
-//! latency of every event that carries a publish time. Every scenario is built on it.
+//! proves the server processed them: [`Connection::send_confirmed`]), then listening, each
+//! recording the publish→deliver latency of every event that carries a publish time. Every
+//! scenario is built on it. The clients live in this process or, with `--processes N`, in
+//! child processes ([`crate::split`]); the scenario sees the same crowd either way.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,12 +18,20 @@ use tokio::task::JoinHandle;
 
 use crate::client::{connect, now_micros};
 use crate::plot::{self, Sample};
+use crate::split::{self, SplitArgs};
 use crate::Target;
+
+/// Where the clients are.
+enum Members {
+    /// In this process: one task each.
+    Local { tasks: Vec<JoinHandle<Vec<Sample>>>, stop: broadcast::Sender<()>, started_unix_ms: u64 },
+    /// In child processes.
+    Children(split::Children),
+}
 
 /// The clients of a run.
 pub struct Crowd {
-    tasks: Vec<JoinHandle<Vec<Sample>>>,
-    stop: broadcast::Sender<()>,
+    members: Members,
     /// Events received so far, by all clients.
     pub delivered: Arc<AtomicU64>,
     /// Clients that connected and subscribed.
@@ -42,11 +52,52 @@ pub fn publish_micros(text: &str) -> Option<u64> {
     digits[..end].parse().ok()
 }
 
+/// What a scenario's crowd is made of: `n` clients, at most `concurrency` handshakes at a
+/// time per process; client `i` connects to `plan(i).0` and subscribes with `plan(i).1`.
+/// With `--processes` above 1, `child_args(first, count)` gives the scenario arguments of the
+/// child holding clients `first..first + count` (the child runs the same `plan`).
+pub struct Recipe<'a, P, A> {
+    /// Clients in all.
+    pub n: usize,
+    /// Concurrent handshakes per process.
+    pub concurrency: usize,
+    /// Path and subscriptions of client `i`.
+    pub plan: P,
+    /// A child's scenario arguments.
+    pub child_args: A,
+    /// The scenario's `--processes`, `--child`, `--first`.
+    pub split: &'a SplitArgs,
+}
+
 impl Crowd {
-    /// Connects `n` clients, client `i` to the path `plan(i).0` sending the subscriptions
-    /// `plan(i).1`, at most `concurrency` handshakes at a time.
-    pub async fn gather(
+    /// Connects the crowd of `recipe`: here, or split over child processes. In a child,
+    /// `recipe.n` is its share and client numbers start at `--first`.
+    pub async fn assemble<P, A>(target: &Target, recipe: Recipe<'_, P, A>) -> Result<Crowd>
+    where
+        P: Fn(usize) -> (String, Vec<Value>),
+        A: Fn(usize, usize) -> Vec<String>,
+    {
+        let Recipe { n, concurrency, plan, child_args, split } = recipe;
+        if split.processes > 1 && !split.child {
+            let delivered = Arc::new(AtomicU64::new(0));
+            let gathered = split::spawn(target, n, split.processes, child_args, delivered.clone()).await?;
+            let ready = gathered.ready;
+            return Ok(Crowd {
+                members: Members::Children(gathered.children),
+                delivered,
+                connected: ready.connected,
+                failed: ready.failed,
+                first_error: ready.first_error,
+                connect_seconds: ready.connect_seconds,
+            });
+        }
+        Ok(Crowd::gather(target, split.first, n, concurrency, plan).await)
+    }
+
+    /// Connects clients `first..first + n` in this process.
+    async fn gather(
         target: &Target,
+        first: usize,
         n: usize,
         concurrency: usize,
         plan: impl Fn(usize) -> (String, Vec<Value>),
@@ -55,11 +106,15 @@ impl Crowd {
         let (stop, _) = broadcast::channel::<()>(1);
         let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<Result<(), String>>(n.max(1));
         let gate = Arc::new(Semaphore::new(concurrency.max(1)));
-        let bar = ProgressBar::new(n as u64).with_message("connecting");
-        let started = Instant::now();
+        let bar = if std::env::var_os(split::CHILD_ENV).is_some() {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(n as u64).with_message("connecting")
+        };
+        let (started, started_unix_ms) = (Instant::now(), now_micros() / 1000);
         let since_start = move || started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32;
         let mut tasks = Vec::with_capacity(n);
-        for i in 0..n {
+        for i in first..first + n {
             let (target, gate, ready, delivered) = (target.clone(), gate.clone(), ready_tx.clone(), delivered.clone());
             let (mut stop, (path, subscriptions)) = (stop.subscribe(), plan(i));
             tasks.push(tokio::spawn(async move {
@@ -113,8 +168,7 @@ impl Crowd {
         }
         bar.finish_and_clear();
         Crowd {
-            tasks,
-            stop,
+            members: Members::Local { tasks, stop, started_unix_ms },
             delivered,
             connected,
             failed,
@@ -131,23 +185,50 @@ impl Crowd {
         }
     }
 
+    /// Disconnects everybody; returns every delivery's arrival (ms since the clients started)
+    /// and latency (µs), in arrival order.
+    async fn collect(self) -> Result<Vec<Sample>> {
+        let mut samples = match self.members {
+            Members::Local { tasks, stop, .. } => {
+                let _ = stop.send(());
+                let mut all = Vec::new();
+                for t in tasks {
+                    all.extend(t.await.unwrap_or_default());
+                }
+                all
+            }
+            Members::Children(children) => children.collect().await?,
+        };
+        samples.sort_unstable();
+        Ok(samples)
+    }
+
+    /// In a child of a split run: reports to the parent until it says stop (see [`split`]).
+    pub async fn serve_as_child(self) -> Result<()> {
+        let started_unix_ms = match &self.members {
+            Members::Local { started_unix_ms, .. } => *started_unix_ms,
+            Members::Children(_) => anyhow::bail!("a child does not split further"),
+        };
+        let ready = split::Ready {
+            connected: self.connected,
+            failed: self.failed,
+            first_error: self.first_error.clone(),
+            connect_seconds: self.connect_seconds,
+            started_unix_ms,
+        };
+        let delivered = self.delivered.clone();
+        split::serve_as_child(ready, delivered, self.collect()).await
+    }
+
     /// Disconnects everybody and returns the latency percentiles in ms; with `--plot` and a
     /// `title` (scenarios that measure deliveries), also draws the latencies (see [`plot`]).
     pub async fn finish(self, target: &Target, title: Option<&str>) -> Result<Value> {
-        let _ = self.stop.send(());
+        let samples = self.collect().await?;
         let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
-        let mut samples = Vec::new();
-        for t in self.tasks {
-            let received = t.await.unwrap_or_default();
-            for &(_, l) in &received {
-                let _ = hist.record(u64::from(l).max(1));
-            }
-            if target.plot.is_some() && title.is_some() {
-                samples.extend(received);
-            }
+        for &(_, l) in &samples {
+            let _ = hist.record(u64::from(l).max(1));
         }
         if let (Some(path), Some(title)) = (&target.plot, title) {
-            samples.sort_unstable();
             plot::render(path, title, &samples)?;
         }
         let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;

@@ -11,9 +11,10 @@ use clap::Args;
 use indicatif::ProgressBar;
 use serde_json::{json, Value};
 
-use crate::client::{ensure_descriptors, now_micros, token};
-use crate::crowd::{merge, Crowd};
+use crate::client::{now_micros, token};
+use crate::crowd::{merge, Crowd, Recipe};
 use crate::dialect::DialectArg;
+use crate::split::{ensure_descriptors, SplitArgs};
 use crate::{procstat, Target};
 
 /// Arguments of `fanout`.
@@ -43,6 +44,8 @@ pub struct FanoutArgs {
     /// Publish through this node instead of `--server` (cross-node fan-out in a cluster).
     #[arg(long)]
     pub publish_server: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub split: SplitArgs,
 }
 
 /// Runs the scenario.
@@ -50,12 +53,22 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
     if args.duration_secs > 600 || args.rate <= 0.0 || args.rate > 100_000.0 || args.subscribers > 1_000_000 {
         bail!("fanout is bounded to 600 s, 100,000 events/s and 1,000,000 subscribers");
     }
-    ensure_descriptors(args.subscribers, "subscribers", fd_limit)?;
+    ensure_descriptors(args.subscribers, args.split.processes, "subscribers", fd_limit)?;
     let stream = args.dialect.broadcast(args.channel.as_deref());
-    let crowd = Crowd::gather(target, args.subscribers, args.concurrency, |i| {
-        (format!("{}?token={}", stream.path, token(target, &format!("fan-{i}"))), stream.subscriptions.clone())
-    })
-    .await;
+    let plan =
+        |i| (format!("{}?token={}", stream.path, token(target, &format!("fan-{i}"))), stream.subscriptions.clone());
+    let child_args = |_first, count: usize| {
+        let mut a = vec!["fanout".to_string(), "--dialect".into(), args.dialect.name().into()];
+        a.extend(["--concurrency".into(), args.concurrency.to_string(), "--subscribers".into(), count.to_string()]);
+        a.extend(args.channel.iter().flat_map(|c| ["--channel".to_string(), c.clone()]));
+        a
+    };
+    let recipe = Recipe { n: args.subscribers, concurrency: args.concurrency, plan, child_args, split: &args.split };
+    let crowd = Crowd::assemble(target, recipe).await?;
+    if args.split.child {
+        crowd.serve_as_child().await?;
+        return Ok(Value::Null);
+    }
     let subscribed = crowd.connected;
 
     let http = reqwest::Client::new();
@@ -90,6 +103,7 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
         json!({
             "scenario": "fanout",
             "dialect": args.dialect.name(),
+            "processes": args.split.processes,
             "subscribers": subscribed,
             "events_published": total_events - publish_errors,
             "publish_errors": publish_errors,

@@ -25,6 +25,7 @@ mod many;
 mod plot;
 mod procstat;
 mod replay;
+mod split;
 mod storm;
 
 use std::net::SocketAddr;
@@ -109,6 +110,10 @@ fn main() -> Result<()> {
             Scenario::BareServer(_) => bail!("bare-server runs on its own one-thread runtime"),
         }
     })?;
+    if report.is_null() {
+        // A child of a split run: it spoke to its parent already.
+        return Ok(());
+    }
     if cli.target.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

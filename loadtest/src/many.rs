@@ -11,8 +11,9 @@ use indicatif::ProgressBar;
 use serde_json::{json, Value};
 use switchboard_client::Dialect;
 
-use crate::client::{ensure_descriptors, now_micros, token};
-use crate::crowd::{merge, Crowd};
+use crate::client::{now_micros, token};
+use crate::crowd::{merge, Crowd, Recipe};
+use crate::split::{ensure_descriptors, SplitArgs};
 use crate::{procstat, Target};
 
 /// Arguments of `many`.
@@ -33,6 +34,8 @@ pub struct ManyArgs {
     /// Concurrent handshakes.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
+    #[command(flatten)]
+    pub split: SplitArgs,
 }
 
 /// Runs the scenario.
@@ -43,12 +46,21 @@ pub async fn run(target: &Target, args: ManyArgs, fd_limit: u64) -> Result<Value
     if args.connections == 0 {
         bail!("many needs at least one connection");
     }
-    ensure_descriptors(args.connections, "connections", fd_limit)?;
-    let crowd = Crowd::gather(target, args.connections, args.concurrency, |i| {
+    ensure_descriptors(args.connections, args.split.processes, "connections", fd_limit)?;
+    let plan = |i| {
         let path = format!("/ws/notifications?token={}", token(target, &format!("many-{i}")));
         (path, Dialect::Orbnet.subscriptions(&["notification"]))
-    })
-    .await;
+    };
+    let child_args = |_first, count: usize| {
+        let concurrency = args.concurrency.to_string();
+        ["many", "--concurrency", &concurrency, "--connections", &count.to_string()].map(String::from).to_vec()
+    };
+    let recipe = Recipe { n: args.connections, concurrency: args.concurrency, plan, child_args, split: &args.split };
+    let crowd = Crowd::assemble(target, recipe).await?;
+    if args.split.child {
+        crowd.serve_as_child().await?;
+        return Ok(Value::Null);
+    }
     let connected = crowd.connected;
 
     let http = reqwest::Client::new();
@@ -88,6 +100,7 @@ pub async fn run(target: &Target, args: ManyArgs, fd_limit: u64) -> Result<Value
         json!({
             "scenario": "many",
             "connections": connected,
+            "processes": args.split.processes,
             "events_published": published,
             "failed_batches": errors,
             "deliveries": got,

@@ -74,7 +74,8 @@ where
 {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("{e:?}");
     root.fill(&WHITE).map_err(err)?;
-    let root = root.titled(title, ("sans-serif", 24)).map_err(err)?;
+    let title = format!("{title}: {} deliveries", samples.len());
+    let root = root.titled(&title, ("sans-serif", 24)).map_err(err)?;
     let (top, bottom) = root.split_vertically(SIZE.1 / 2 - 20);
 
     let seconds = per_second(samples);

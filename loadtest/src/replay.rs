@@ -11,8 +11,9 @@ use indicatif::ProgressBar;
 use serde_json::{json, Value};
 use switchboard_client::{Dialect, Incoming};
 
-use crate::client::{connect, ensure_descriptors, token};
-use crate::crowd::Crowd;
+use crate::client::{connect, token};
+use crate::crowd::{Crowd, Recipe};
+use crate::split::{ensure_descriptors, SplitArgs};
 use crate::Target;
 
 /// Arguments of `replay`.
@@ -44,13 +45,18 @@ pub async fn run(target: &Target, args: ReplayArgs, fd_limit: u64) -> Result<Val
     if args.clients == 0 || args.clients > 100_000 || args.missed > 10_000 {
         bail!("replay is bounded to 100,000 clients and 10,000 missed events each");
     }
-    ensure_descriptors(args.clients, "clients", fd_limit)?;
+    ensure_descriptors(args.clients, 1, "clients", fd_limit)?;
     let run_id = crate::client::now_micros();
     let user = move |i: usize| format!("replay-{run_id}-{i}");
     let path = |i: usize| format!("/ws/notifications?token={}", token(target, &user(i)));
     // First visit: the server records where each client is.
-    let first =
-        Crowd::gather(target, args.clients, 256, |i| (path(i), Dialect::Orbnet.subscriptions(&["notification"]))).await;
+    let here = SplitArgs { processes: 1, first: 0, child: false };
+    let plan = |i| (path(i), Dialect::Orbnet.subscriptions(&["notification"]));
+    let first = Crowd::assemble(
+        target,
+        Recipe { n: args.clients, concurrency: 256, plan, child_args: |_, _| Vec::new(), split: &here },
+    )
+    .await?;
     first.finish(target, None).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
 

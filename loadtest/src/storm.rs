@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 use switchboard_client::{ConnectError, Incoming};
 use tokio::sync::broadcast;
 
-use crate::client::{connect, ensure_descriptors, token};
+use crate::client::{connect, token};
+use crate::split::ensure_descriptors;
 use crate::Target;
 
 /// Arguments of `connect`.
@@ -35,7 +36,7 @@ pub async fn run(target: &Target, args: StormArgs, fd_limit: u64) -> Result<Valu
     if args.connections == 0 || args.connections > 1_000_000 || args.rate <= 0.0 || args.rate > 100_000.0 {
         bail!("connect is bounded to 1,000,000 connections at up to 100,000 per second");
     }
-    ensure_descriptors(args.connections, "connections", fd_limit)?;
+    ensure_descriptors(args.connections, 1, "connections", fd_limit)?;
     let (stop, _) = broadcast::channel::<()>(1);
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Result<Duration, String>>(args.connections);
     let bar = ProgressBar::new(args.connections as u64).with_message("connecting");
