@@ -44,8 +44,17 @@ impl DialectArg {
     /// notifications (orbnet), or a channel `status:idle-<i>` (basic).
     pub fn own_stream(self, i: usize) -> (&'static str, Vec<Value>) {
         match self {
-            DialectArg::Orbnet => ("/ws/notifications", Dialect::Orbnet.subscriptions(&["notification"])),
+            DialectArg::Orbnet => self.user_stream(),
             DialectArg::Basic => ("/ws", Dialect::Basic.subscriptions(&[&format!("status:idle-{i}")])),
+        }
+    }
+
+    /// Endpoint path and subscriptions of a client that wants its user's events: orbnet
+    /// subscribes to `notification` on `/ws/notifications`; basic gets them on `/ws` unasked.
+    pub fn user_stream(self) -> (&'static str, Vec<Value>) {
+        match self {
+            DialectArg::Orbnet => ("/ws/notifications", Dialect::Orbnet.subscriptions(&["notification"])),
+            DialectArg::Basic => ("/ws", Vec::new()),
         }
     }
 

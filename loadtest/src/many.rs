@@ -1,5 +1,5 @@
-//! `many`: N connections, each on its own user stream (`/ws/notifications`, user `many-<i>`),
-//! and a publisher sending persisted notifications to random users at R events/s through the
+//! `many`: N connections, each on its own user stream (user `many-<i>`; orbnet's
+//! `/ws/notifications` or basic's `/ws`), and a publisher sending persisted notifications to random users at R events/s through the
 //! batch publish API. Measures publish→deliver latency through the persistence worker.
 
 use std::sync::atomic::Ordering;
@@ -9,10 +9,10 @@ use anyhow::{bail, Result};
 use clap::Args;
 use indicatif::ProgressBar;
 use serde_json::{json, Value};
-use switchboard_client::Dialect;
 
 use crate::client::{now_micros, token};
 use crate::crowd::{merge, Crowd, Recipe};
+use crate::dialect::DialectArg;
 use crate::split::{ensure_descriptors, SplitArgs};
 use crate::{procstat, Target};
 
@@ -31,6 +31,9 @@ pub struct ManyArgs {
     /// Events per publish request.
     #[arg(long, default_value_t = 50)]
     pub batch: usize,
+    /// Dialect the connections speak.
+    #[arg(long, value_enum, default_value_t = DialectArg::Orbnet)]
+    pub dialect: DialectArg,
     /// Concurrent handshakes.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
@@ -47,13 +50,13 @@ pub async fn run(target: &Target, args: ManyArgs, fd_limit: u64) -> Result<Value
         bail!("many needs at least one connection");
     }
     ensure_descriptors(args.connections, args.split.processes, "connections", fd_limit)?;
-    let plan = |i| {
-        let path = format!("/ws/notifications?token={}", token(target, &format!("many-{i}")));
-        (path, Dialect::Orbnet.subscriptions(&["notification"]))
-    };
+    let (path, subscriptions) = args.dialect.user_stream();
+    let plan = |i| (format!("{path}?token={}", token(target, &format!("many-{i}"))), subscriptions.clone());
     let child_args = |_first, count: usize| {
-        let concurrency = args.concurrency.to_string();
-        ["many", "--concurrency", &concurrency, "--connections", &count.to_string()].map(String::from).to_vec()
+        let (count, concurrency) = (count.to_string(), args.concurrency.to_string());
+        ["many", "--concurrency", &concurrency, "--connections", &count, "--dialect", args.dialect.name()]
+            .map(String::from)
+            .to_vec()
     };
     let recipe = Recipe { n: args.connections, concurrency: args.concurrency, plan, child_args, split: &args.split };
     let crowd = Crowd::assemble(target, recipe).await?;
@@ -99,6 +102,7 @@ pub async fn run(target: &Target, args: ManyArgs, fd_limit: u64) -> Result<Value
     Ok(merge(
         json!({
             "scenario": "many",
+            "dialect": args.dialect.name(),
             "connections": connected,
             "processes": args.split.processes,
             "events_published": published,

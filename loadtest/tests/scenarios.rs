@@ -78,6 +78,19 @@ async fn many_split_over_processes_gets_every_persisted_event_and_plots_them_all
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_speaks_basic_where_user_events_arrive_unasked() {
+    let node = TestNode::default().await;
+    let report = sb_load(
+        &node,
+        &["many", "--dialect", "basic", "--connections", "10", "--rate", "100", "--batch", "10"],
+        &["--duration-secs", "1"],
+    )
+    .await;
+    assert_eq!(report["dialect"], "basic");
+    assert_eq!((report["deliveries"].clone(), report["drops"].clone()), (100.into(), 0.into()), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_speaks_basic_with_a_channel_per_connection() {
     let node = TestNode::default().await;
     let report = sb_load(&node, &["idle", "--dialect", "basic", "--connections", "30", "--hold-secs", "0"], &[]).await;
