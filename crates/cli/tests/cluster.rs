@@ -12,21 +12,25 @@ use switchboard_testkit::{connect_ws, token_with, Received, WsClient, ADMIN, SEC
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
 fn node(role: &str, redis_url: &str, cluster: bool) -> NodeProcess {
+    node_with(role, redis_url, cluster, &[])
+}
+
+/// A node with `extra` settings over the tests' defaults.
+fn node_with(role: &str, redis_url: &str, cluster: bool, extra: &[(&str, &str)]) -> NodeProcess {
     let cluster = if cluster { "true" } else { "false" };
-    NodeProcess::start(
-        BIN,
-        &[role],
-        &[
-            ("SWITCHBOARD_REDIS_URL", redis_url),
-            ("SWITCHBOARD_REDIS_CLUSTER", cluster),
-            ("SWITCHBOARD_JWT_SECRET", SECRET),
-            ("SWITCHBOARD_ADMIN_KEY", ADMIN),
-            ("SWITCHBOARD_PERSISTENCE__WORKER_LEASE", "2s"),
-            // A client that lags a slow CI machine by more than 100 events must not see a
-            // truncated replay in the reconnect race test.
-            ("SWITCHBOARD_PERSISTENCE__REPLAY_LIMIT", "1000"),
-        ],
-    )
+    let mut env = vec![
+        ("SWITCHBOARD_REDIS_URL", redis_url),
+        ("SWITCHBOARD_REDIS_CLUSTER", cluster),
+        ("SWITCHBOARD_JWT_SECRET", SECRET),
+        ("SWITCHBOARD_ADMIN_KEY", ADMIN),
+        ("SWITCHBOARD_PERSISTENCE__WORKER_LEASE", "2s"),
+        // A client that lags a slow CI machine by more than 100 events must not see a
+        // truncated replay in the reconnect race test.
+        ("SWITCHBOARD_PERSISTENCE__REPLAY_LIMIT", "1000"),
+    ];
+    env.retain(|(k, _)| !extra.iter().any(|(x, _)| x == k));
+    env.extend_from_slice(extra);
+    NodeProcess::start(BIN, &[role], &env)
 }
 
 fn edge(redis_url: &str, cluster: bool) -> NodeProcess {
@@ -87,6 +91,21 @@ async fn a_client_on_one_edge_receives_what_is_published_through_another() {
     }
     got.sort();
     assert_eq!(got, [1, 2, 4], "bob's event must not arrive");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_wakes_a_worker_in_another_process_at_once() {
+    let redis = RedisServer::start();
+    let a = edge(&redis.url(), false);
+    // Polls and lease renewals an hour apart: within WAIT only the edge's wake-up can start it.
+    let slow = [("SWITCHBOARD_PERSISTENCE__IDLE_POLL", "1h"), ("SWITCHBOARD_PERSISTENCE__WORKER_LEASE", "3h")];
+    let _worker = node_with("worker", &redis.url(), false, &slow);
+    wait_until("the worker to listen for wake-ups", || numsub(&redis, "sys:ingest-appended") == 1).await;
+    let mut alice = basic_client(&a, "alice", &[]).await;
+    for n in 1..=3 {
+        publish_ok(&a, json!({"user": "alice", "type": "notification", "payload": {"n": n}}));
+        assert_eq!(alice.json().await["data"]["n"], n, "persisted and delivered without waiting for a poll");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

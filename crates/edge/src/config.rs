@@ -124,6 +124,10 @@ pub struct PersistenceConfig {
     /// A dead worker's shards are taken over within this time.
     #[serde(default = "default_worker_lease", with = "duration_str")]
     pub worker_lease: Duration,
+    /// How often an idle worker looks at its shards anyway. Publishes through an edge wake
+    /// the workers at once; this catches entries written to the ingest log by other means.
+    #[serde(default = "default_idle_poll", with = "duration_str")]
+    pub idle_poll: Duration,
 }
 
 impl Default for PersistenceConfig {
@@ -134,6 +138,7 @@ impl Default for PersistenceConfig {
             replay_limit: default_replay_limit(),
             shards: default_shards(),
             worker_lease: default_worker_lease(),
+            idle_poll: default_idle_poll(),
         }
     }
 }
@@ -152,6 +157,9 @@ fn default_shards() -> u32 {
 }
 fn default_worker_lease() -> Duration {
     Duration::from_secs(10)
+}
+fn default_idle_poll() -> Duration {
+    Duration::from_millis(100)
 }
 
 /// Diagnostic endpoints.
@@ -471,6 +479,9 @@ impl Config {
         }
         if p.worker_lease < Duration::from_secs(1) {
             problems.push("persistence.worker_lease: must be at least 1s".to_string());
+        }
+        if p.idle_poll < Duration::from_millis(1) {
+            problems.push("persistence.idle_poll: must be at least 1ms".to_string());
         }
         let echo = &self.diagnostics.echo_path;
         if !echo.is_empty() && !echo.starts_with('/') {

@@ -18,9 +18,11 @@ use serde_json::Value;
 use switchboard_broker::{DeliverySink, LogId};
 use switchboard_protocol::timefmt::now_millis;
 use switchboard_protocol::{DialectKind, Event};
+use tokio::sync::Notify;
 
 use crate::connection::{ConnHandle, SendOutcome};
 use crate::metrics::Metrics;
+use crate::persistence::INGEST_WAKE_TOPIC;
 use crate::registry::TopicRegistry;
 
 /// Topics with more local subscribers than this get a fan-out task of their own.
@@ -37,6 +39,8 @@ pub struct Dispatcher {
     metrics: Arc<Metrics>,
     /// Topics whose fan-out task is running, with the events waiting for its next pass.
     running: Mutex<HashMap<String, Vec<Event>>>,
+    /// Woken by [`INGEST_WAKE_TOPIC`] messages.
+    ingest_appended: Notify,
     me: Weak<Dispatcher>,
 }
 
@@ -113,7 +117,19 @@ impl<'a> Pass<'a> {
 impl Dispatcher {
     /// A dispatcher over the node's registry.
     pub fn new(registry: Arc<TopicRegistry>, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new_cyclic(|me| Dispatcher { registry, metrics, running: Mutex::default(), me: me.clone() })
+        Arc::new_cyclic(|me| Dispatcher {
+            registry,
+            metrics,
+            running: Mutex::default(),
+            ingest_appended: Notify::new(),
+            me: me.clone(),
+        })
+    }
+
+    /// Notified when an edge (this node or another) appended to the ingest log: the
+    /// persistence worker waits on it between rounds.
+    pub fn ingest_appended(&self) -> &Notify {
+        &self.ingest_appended
     }
 
     /// Fans one event out to the subscribers of `topic` at once, on the caller's thread;
@@ -219,6 +235,10 @@ impl Dispatcher {
 
 impl DeliverySink for Dispatcher {
     fn deliver(&self, topic: &str, message: Bytes) {
+        if topic == INGEST_WAKE_TOPIC {
+            self.ingest_appended.notify_one();
+            return;
+        }
         self.metrics.events_in.inc();
         let event: Event = match serde_json::from_slice(&message) {
             Ok(e) => e,

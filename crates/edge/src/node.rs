@@ -47,9 +47,6 @@ pub struct Node {
     pub connections: TaskTracker,
     /// Cancelled when the node starts draining.
     pub draining: CancellationToken,
-    /// Woken when this node appended to the ingest log, so a worker in the same process
-    /// starts at once instead of at its next poll.
-    pub ingest_appended: tokio::sync::Notify,
     next_conn_id: AtomicU64,
 }
 
@@ -131,7 +128,6 @@ impl Node {
             endpoints,
             connections: TaskTracker::new(),
             draining: CancellationToken::new(),
-            ingest_appended: tokio::sync::Notify::new(),
             next_conn_id: AtomicU64::new(1),
         })
     }

@@ -21,7 +21,7 @@ use super::ApiError;
 use crate::endpoint::{channel_topic, user_topic};
 use crate::ids::event_id;
 use crate::node::Node;
-use crate::persistence::{ingest_log, shard_for};
+use crate::persistence::{ingest_log, shard_for, INGEST_WAKE_TOPIC};
 
 /// Most events in one batch.
 const MAX_BATCH: usize = 1000;
@@ -72,12 +72,13 @@ impl Outgoing {
     /// Appends the ingest entries (one round trip; a user's events keep their order) and publishes
     /// the live messages; returns the ingest positions. Nothing is acknowledged unless the
     /// broker took it.
-    async fn send(&self, node: &Node) -> Result<Vec<String>, ApiError> {
+    async fn send(mut self, node: &Node) -> Result<Vec<String>, ApiError> {
         let retention = node.config.persistence.retention;
         let ids = node.broker.append_many(&self.ingest, retention).await.map_err(ApiError::unavailable)?;
         let positions: Vec<String> = ids.iter().map(ToString::to_string).collect();
         if !positions.is_empty() {
-            node.ingest_appended.notify_one();
+            // Wake the workers, wherever they run, in the same round trip as the live events.
+            self.live.push((INGEST_WAKE_TOPIC.to_owned(), bytes::Bytes::new()));
         }
         node.broker.publish_many(&self.live).await.map_err(ApiError::unavailable)?;
         Ok(positions)

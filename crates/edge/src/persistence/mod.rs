@@ -23,6 +23,11 @@ pub fn shard_for(user: &str, shards: u32) -> u32 {
     (h % u64::from(shards.max(1))) as u32
 }
 
+/// The broker topic on which edges tell every worker that they appended to the ingest log
+/// (an empty message after each append), so that workers in other processes start at once.
+/// Client topics all start with `u:` or `c:`, so no client can subscribe to it.
+pub const INGEST_WAKE_TOPIC: &str = "sys:ingest-appended";
+
 /// The ingest log of a shard.
 pub fn ingest_log(shard: u32) -> String {
     format!("ingest:{shard}")

@@ -6,7 +6,7 @@
 //! and publishes again (edges drop events a connection already has, by `sid`).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use std::borrow::Cow;
 
@@ -16,20 +16,26 @@ use switchboard_broker::{BrokerError, LogId};
 use switchboard_protocol::Event;
 use tokio_util::sync::CancellationToken;
 
-use super::{event_position_key, ingest_cursor_key, ingest_log, user_log, worker_lease_key};
+use super::{event_position_key, ingest_cursor_key, ingest_log, user_log, worker_lease_key, INGEST_WAKE_TOPIC};
 use crate::endpoint::user_topic;
 use crate::node::Node;
 
 /// Entries processed per shard per round.
 const BATCH: usize = 256;
-/// Pause when no shard had work (a publish through this same process wakes the worker at
-/// once; other edges' publishes are picked up at the next poll).
-const IDLE_POLL: Duration = Duration::from_millis(10);
 
 /// Runs the worker until `stop` is cancelled, then gives its shards up.
+///
+/// Between rounds with nothing to do it waits for an edge's [`INGEST_WAKE_TOPIC`] message, or
+/// `idle_poll` (for entries written to the ingest log by other means), or a third of its lease
+/// (to renew it), whichever comes first.
 pub async fn run(node: Arc<Node>, stop: CancellationToken) {
     let shards = node.config.persistence.shards;
     let lease = node.config.persistence.worker_lease;
+    let idle = node.config.persistence.idle_poll.min(lease / 3);
+    let wake = [INGEST_WAKE_TOPIC.to_owned()];
+    if let Err(e) = node.broker.subscribe(&wake).await {
+        tracing::warn!(error = %e, "no wake-ups from edges; polling the ingest log every {idle:?}");
+    }
     let holder = node.id.clone();
     let mut owned = vec![false; shards as usize];
     // The cursor of a shard this worker owns changes only through this worker: it is read
@@ -68,14 +74,15 @@ pub async fn run(node: Arc<Node>, stop: CancellationToken) {
         if worked == 0 {
             tokio::select! {
                 _ = stop.cancelled() => {}
-                _ = node.ingest_appended.notified() => {}
-                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = node.dispatcher.ingest_appended().notified() => {}
+                _ = tokio::time::sleep(idle) => {}
             }
         }
     }
     for shard in (0..shards).filter(|s| owned[*s as usize]) {
         let _ = node.broker.release(&worker_lease_key(shard), &holder).await;
     }
+    let _ = node.broker.unsubscribe(&wake).await;
 }
 
 /// Processes one batch of a shard; returns how many entries it handled.
