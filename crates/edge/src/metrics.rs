@@ -41,6 +41,9 @@ pub struct Metrics {
     pub topics: IntGauge,
     /// HTTP request durations of the publish API.
     pub publish_seconds: HistogramVec,
+    /// How long renewing all of this node's quota slots took (must stay well under a third of
+    /// `quota_lease`, the renewal period).
+    pub quota_renewal_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -112,6 +115,14 @@ impl Metrics {
                 HistogramVec::new(
                     HistogramOpts::new("publish_request_seconds", "Publish API latency").buckets(buckets),
                     &["route"],
+                )
+                .expect("valid metric definition"),
+            ),
+            quota_renewal_seconds: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new("quota_renewal_seconds", "Time to renew every quota slot held by this node")
+                        .buckets(vec![0.001, 0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0]),
                 )
                 .expect("valid metric definition"),
             ),

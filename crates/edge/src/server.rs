@@ -42,7 +42,7 @@ pub async fn serve_role(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = if role == Role::Worker { ops_router(node.clone()) } else { router(node.clone()) };
-    let renewal = node.quotas.spawn_renewal();
+    let renewal = node.quotas.spawn_renewal(node.metrics.clone());
     let stop_worker = CancellationToken::new();
     let worker = (role != Role::Edge).then(|| tokio::spawn(worker::run(node.clone(), stop_worker.clone())));
     let drain_node = node.clone();
