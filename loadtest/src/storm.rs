@@ -1,6 +1,7 @@
 //! `connect`: a connection storm. Opens N connections at R per second (each: TCP connect,
-//! WebSocket handshake, `connection_ack`), holds them until all are open, then closes them.
-//! Reports connect latency percentiles and failures by cause.
+//! WebSocket handshake, then proof that the session runs: orbnet's `connection_ack`, or for
+//! basic, which sends nothing on connect, the answer to a ping), holds them until all are
+//! open, then closes them. Reports connect latency percentiles and failures by cause.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use switchboard_client::{ConnectError, Incoming};
 use tokio::sync::broadcast;
 
 use crate::client::{connect, token};
+use crate::dialect::DialectArg;
 use crate::split::ensure_descriptors;
 use crate::Target;
 
@@ -26,9 +28,12 @@ pub struct StormArgs {
     /// Connections started per second.
     #[arg(long, default_value_t = 2_000.0)]
     pub rate: f64,
-    /// Endpoint path (an orbnet endpoint: the storm waits for `connection_ack`).
-    #[arg(long, default_value = "/ws/notifications")]
-    pub path: String,
+    /// Dialect the clients speak.
+    #[arg(long, value_enum, default_value_t = DialectArg::Orbnet)]
+    pub dialect: DialectArg,
+    /// Endpoint path (default: `/ws/notifications` for orbnet, `/ws` for basic).
+    #[arg(long)]
+    pub path: Option<String>,
 }
 
 /// Runs the scenario.
@@ -37,6 +42,8 @@ pub async fn run(target: &Target, args: StormArgs, fd_limit: u64) -> Result<Valu
         bail!("connect is bounded to 1,000,000 connections at up to 100,000 per second");
     }
     ensure_descriptors(args.connections, 1, "connections", fd_limit)?;
+    let dialect = args.dialect;
+    let endpoint = args.path.clone().unwrap_or_else(|| dialect.user_stream().0.to_owned());
     let (stop, _) = broadcast::channel::<()>(1);
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Result<Duration, String>>(args.connections);
     let bar = ProgressBar::new(args.connections as u64).with_message("connecting");
@@ -46,7 +53,7 @@ pub async fn run(target: &Target, args: StormArgs, fd_limit: u64) -> Result<Valu
     for i in 0..args.connections {
         ticker.tick().await;
         let (target, done, mut stop) = (target.clone(), done_tx.clone(), stop.subscribe());
-        let path = format!("{}?token={}", args.path, token(&target, &format!("storm-{i}")));
+        let path = format!("{endpoint}?token={}", token(&target, &format!("storm-{i}")));
         tasks.push(tokio::spawn(async move {
             let t0 = Instant::now();
             let mut conn = match connect(&target, i, &path).await {
@@ -57,11 +64,20 @@ pub async fn run(target: &Target, args: StormArgs, fd_limit: u64) -> Result<Valu
                     return drop(done.send(Err(cause)).await);
                 }
             };
-            let acked = match tokio::time::timeout(Duration::from_secs(30), conn.next()).await {
-                Ok(Incoming::Text(t)) if t.contains("connection_ack") => Ok(t0.elapsed()),
-                Ok(Incoming::Closed(code)) => Err(format!("closed: {code}")),
-                Ok(other) => Err(format!("unexpected message: {other:?}")),
-                Err(_) => Err("no ack in 30 s".to_string()),
+            let acked = match dialect {
+                DialectArg::Orbnet => match tokio::time::timeout(Duration::from_secs(30), conn.next()).await {
+                    Ok(Incoming::Text(t)) if t.contains("connection_ack") => Ok(t0.elapsed()),
+                    Ok(Incoming::Closed(code)) => Err(format!("closed: {code}")),
+                    Ok(other) => Err(format!("unexpected message: {other:?}")),
+                    Err(_) => Err("no ack in 30 s".to_string()),
+                },
+                DialectArg::Basic => {
+                    match tokio::time::timeout(Duration::from_secs(30), conn.send_confirmed(&[])).await {
+                        Ok(Ok(_)) => Ok(t0.elapsed()),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err("no pong in 30 s".to_string()),
+                    }
+                }
             };
             let ok = acked.is_ok();
             let _ = done.send(acked).await;
@@ -93,6 +109,7 @@ pub async fn run(target: &Target, args: StormArgs, fd_limit: u64) -> Result<Valu
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     Ok(json!({
         "scenario": "connect",
+        "dialect": args.dialect.name(),
         "connections_ok": hist.len(),
         "connections_failed": failures.values().sum::<usize>(),
         "failures": failures,

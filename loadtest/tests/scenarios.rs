@@ -98,3 +98,23 @@ async fn idle_speaks_basic_with_a_channel_per_connection() {
     let metrics = node.metrics().await;
     assert!(metrics.contains(r#"switchboard_connects_total{endpoint="/ws",result="accepted"} 30"#), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_storm_in_either_dialect_counts_every_session_it_opened() {
+    let node = TestNode::default().await;
+    for dialect in ["orbnet", "basic"] {
+        let report =
+            sb_load(&node, &["connect", "--dialect", dialect, "--connections", "40", "--rate", "400"], &[]).await;
+        assert_eq!(
+            (report["dialect"].as_str(), report["connections_ok"].as_u64()),
+            (Some(dialect), Some(40)),
+            "{report}"
+        );
+        assert_eq!(report["connections_failed"], 0, "{report}");
+    }
+    let metrics = node.metrics().await;
+    for endpoint in ["/ws", "/ws/notifications"] {
+        let accepted = format!(r#"switchboard_connects_total{{endpoint="{endpoint}",result="accepted"}} 40"#);
+        assert!(metrics.contains(&accepted), "{endpoint}: {metrics}");
+    }
+}
