@@ -1,7 +1,8 @@
 //! `fanout`: N subscribers on one broadcast stream (a channel of the `basic` endpoint, or the
 //! orbnet notifications endpoint's broadcast channel), one publisher at R events/s through
-//! the publish API. Every payload carries its publish time, so each delivery
-//! yields a publish→deliver latency.
+//! the publish API. Every payload carries the time it was due to be published (see
+//! [`crate::pace`]), so each delivery yields a publish→deliver latency that includes any time
+//! the publisher spent held up by the server.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -11,9 +12,10 @@ use clap::Args;
 use indicatif::ProgressBar;
 use serde_json::{json, Value};
 
-use crate::client::{now_micros, token};
+use crate::client::token;
 use crate::crowd::{merge, Crowd, Recipe};
 use crate::dialect::DialectArg;
+use crate::pace::Pace;
 use crate::split::{ensure_descriptors, SplitArgs};
 use crate::{procstat, Target};
 
@@ -80,12 +82,12 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
     let pad = "x".repeat(args.payload_bytes.saturating_sub(40));
     let total_events = (args.rate * args.duration_secs as f64).round() as u64;
     let window = procstat::Window::start(target.server_pid);
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
+    let mut pace = Pace::new(Duration::from_secs_f64(1.0 / args.rate));
     let mut publish_errors = 0u64;
     let bar = ProgressBar::new(total_events).with_message("publishing");
     for _ in 0..total_events {
-        ticker.tick().await;
-        let body = stream.publish_body(json!({"t": now_micros(), "pad": pad}));
+        let due = pace.tick().await;
+        let body = stream.publish_body(json!({"t": due, "pad": pad}));
         match http.post(&url).bearer_auth(&target.admin_key).json(&body).send().await {
             Ok(r) if r.status().is_success() => {}
             _ => publish_errors += 1,
@@ -113,6 +115,7 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
             "seconds": elapsed,
             "deliveries_per_second": got as f64 / elapsed,
             "server_cpu_seconds": server_cpu,
+            "publisher_behind_ms_max": pace.behind_max_micros as f64 / 1000.0,
             "deliveries_per_server_cpu_second": server_cpu.map(|c| got as f64 / c.max(1e-9)),
         }),
         latency,

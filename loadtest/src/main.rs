@@ -22,6 +22,7 @@ mod dialect;
 mod fanout;
 mod idle;
 mod many;
+mod pace;
 mod plot;
 mod procstat;
 mod replay;

@@ -1,6 +1,9 @@
 //! `many`: N connections, each on its own user stream (user `many-<i>`; orbnet's
-//! `/ws/notifications` or basic's `/ws`), and a publisher sending persisted notifications to random users at R events/s through the
-//! batch publish API. Measures publish→deliver latency through the persistence worker.
+//! `/ws/notifications` or basic's `/ws`), and a publisher sending persisted notifications to
+//! random users at R events/s through the batch publish API. Measures publish→deliver latency
+//! through the persistence worker, from the time each batch was due (see [`crate::pace`]).
+//! The batch size bounds the latency from below: a batch's events reach their sockets one
+//! after another.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -13,6 +16,7 @@ use serde_json::{json, Value};
 use crate::client::{now_micros, token};
 use crate::crowd::{merge, Crowd, Recipe};
 use crate::dialect::DialectArg;
+use crate::pace::Pace;
 use crate::split::{ensure_descriptors, SplitArgs};
 use crate::{procstat, Target};
 
@@ -71,12 +75,12 @@ pub async fn run(target: &Target, args: ManyArgs, fd_limit: u64) -> Result<Value
     let total = (args.rate * args.duration_secs as f64).round() as u64;
     let batches = total.div_ceil(args.batch as u64);
     let window = procstat::Window::start(target.server_pid);
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(args.batch as f64 / args.rate));
+    let mut pace = Pace::new(Duration::from_secs_f64(args.batch as f64 / args.rate));
     let (mut published, mut errors) = (0u64, 0u64);
     let mut seed = now_micros() | 1;
     let bar = ProgressBar::new(batches).with_message("publishing");
     for _ in 0..batches {
-        ticker.tick().await;
+        let due = pace.tick().await;
         let events: Vec<Value> = (0..args.batch)
             .map(|_| {
                 // xorshift: a cheap spread of target users.
@@ -84,7 +88,7 @@ pub async fn run(target: &Target, args: ManyArgs, fd_limit: u64) -> Result<Value
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
                 let user = format!("many-{}", seed % args.connections as u64);
-                json!({"user": user, "type": "notification", "payload": {"t": now_micros()}})
+                json!({"user": user, "type": "notification", "payload": {"t": due}})
             })
             .collect();
         match http.post(&url).bearer_auth(&target.admin_key).json(&json!({"events": events})).send().await {
@@ -112,6 +116,7 @@ pub async fn run(target: &Target, args: ManyArgs, fd_limit: u64) -> Result<Value
             "seconds": elapsed,
             "deliveries_per_second": got as f64 / elapsed,
             "server_cpu_seconds": server_cpu,
+            "publisher_behind_ms_max": pace.behind_max_micros as f64 / 1000.0,
         }),
         latency,
     ))

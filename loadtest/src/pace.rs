@@ -1,0 +1,61 @@
+//! Publishing at a fixed rate. Each message carries the time it was *due*, not the time it
+//! went out: when the server pushes back (a publish request takes longer than the period) the
+//! publisher falls behind, and that wait is part of the latency the clients measure instead of
+//! vanishing from it (no "coordinated omission").
+
+use std::time::Duration;
+
+use tokio::time::{Interval, MissedTickBehavior};
+
+use crate::client::now_micros;
+
+/// A fixed-rate schedule.
+pub struct Pace {
+    interval: Interval,
+    started_micros: u64,
+    period_micros: f64,
+    ticks: u64,
+    /// The furthest behind schedule a tick was taken, in µs.
+    pub behind_max_micros: u64,
+}
+
+impl Pace {
+    /// A schedule with one tick every `period`, the first one now.
+    pub fn new(period: Duration) -> Pace {
+        let mut interval = tokio::time::interval(period);
+        // Catch up after a stall, as an open-loop load generator must.
+        interval.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        Pace {
+            interval,
+            started_micros: now_micros(),
+            period_micros: period.as_secs_f64() * 1e6,
+            ticks: 0,
+            behind_max_micros: 0,
+        }
+    }
+
+    /// Waits for the next tick; returns when it was due (µs since the epoch).
+    pub async fn tick(&mut self) -> u64 {
+        self.interval.tick().await;
+        let due = self.started_micros + (self.ticks as f64 * self.period_micros) as u64;
+        self.ticks += 1;
+        self.behind_max_micros = self.behind_max_micros.max(now_micros().saturating_sub(due));
+        due
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ticks_are_stamped_when_due_and_a_stall_shows_as_lag() {
+        let mut pace = Pace::new(Duration::from_millis(10));
+        let first = pace.tick().await;
+        // The publisher is held up for 35 ms (as by a slow publish request).
+        std::thread::sleep(Duration::from_millis(35));
+        let late: Vec<u64> = [pace.tick().await, pace.tick().await, pace.tick().await].into();
+        assert_eq!(late, [first + 10_000, first + 20_000, first + 30_000], "stamped when due, not when sent");
+        assert!(pace.behind_max_micros >= 25_000, "the stall shows: {} µs behind", pace.behind_max_micros);
+    }
+}
