@@ -14,6 +14,7 @@ pub mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;
+mod expiring;
 pub mod memory;
 pub mod redis;
 

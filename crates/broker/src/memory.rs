@@ -16,31 +16,8 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
 use crate::clock::{Clock, SystemClock};
+use crate::expiring::{ExpiringMap, SweepSchedule};
 use crate::{Broker, DeliverySink, KeyValue, Leases, Log, LogId, PubSub, Result};
-
-/// Fewest writes between two sweeps of expired keys (or logs).
-const SWEEP_MIN_WRITES: usize = 1024;
-
-/// When to sweep a map of expiring entries so expired ones cannot pile up, at a cost per write
-/// that does not grow with the map: a sweep is due after as many writes as half the entries
-/// the map held at the last one (at least [`SWEEP_MIN_WRITES`]), so each entry is scanned about
-/// twice per write on average, however large the map.
-#[derive(Default)]
-struct SweepSchedule {
-    writes: usize,
-}
-
-impl SweepSchedule {
-    /// Counts a write into a map of `len` entries; true when a sweep is due.
-    fn write(&mut self, len: usize) -> bool {
-        self.writes += 1;
-        if self.writes >= SWEEP_MIN_WRITES.max(len / 2) {
-            self.writes = 0;
-            return true;
-        }
-        false
-    }
-}
 
 type NodeId = u64;
 
@@ -70,9 +47,8 @@ type LeaseHolders = Vec<(Box<str>, u64)>;
 
 #[derive(Default)]
 struct Keys {
-    values: HashMap<String, (Bytes, Option<u64>)>,
+    values: ExpiringMap,
     sets: HashMap<String, HashSet<String>>,
-    sweeps: SweepSchedule,
 }
 
 #[derive(Default)]
@@ -189,22 +165,7 @@ impl HubState {
     }
 
     fn live_value(&self, keys: &mut Keys, key: &str) -> Option<Bytes> {
-        let now = self.clock.now_ms();
-        match keys.values.get(key) {
-            Some((_, Some(exp))) if *exp <= now => {
-                keys.values.remove(key);
-                None
-            }
-            Some((v, _)) => Some(v.clone()),
-            None => None,
-        }
-    }
-
-    fn note_write(&self, keys: &mut Keys) {
-        if keys.sweeps.write(keys.values.len()) {
-            let now = self.clock.now_ms();
-            keys.values.retain(|_, (_, exp)| exp.is_none_or(|e| e > now));
-        }
+        keys.values.get(key, self.clock.now_ms()).map(|(v, _)| v.clone())
     }
 }
 
@@ -252,8 +213,7 @@ impl KeyValue for MemoryBroker {
     async fn set(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<()> {
         let exp = ttl.map(|t| self.hub.clock.now_ms() + t.as_millis() as u64);
         let mut keys = self.hub.keys.lock();
-        keys.values.insert(key.to_owned(), (value, exp));
-        self.hub.note_write(&mut keys);
+        keys.values.insert(key, (value, exp), self.hub.clock.now_ms());
         Ok(())
     }
 
@@ -263,8 +223,7 @@ impl KeyValue for MemoryBroker {
         if self.hub.live_value(&mut keys, key).is_some() {
             return Ok(false);
         }
-        keys.values.insert(key.to_owned(), (value, Some(exp)));
-        self.hub.note_write(&mut keys);
+        keys.values.insert(key, (value, Some(exp)), self.hub.clock.now_ms());
         Ok(true)
     }
 
@@ -274,12 +233,12 @@ impl KeyValue for MemoryBroker {
             Some(v) => std::str::from_utf8(&v).ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) + 1,
             None => 1,
         };
-        let exp = match keys.values.get(key) {
+        let now = self.hub.clock.now_ms();
+        let exp = match keys.values.get(key, now) {
             Some((_, exp)) if count > 1 => *exp,
-            _ => Some(self.hub.clock.now_ms() + window.as_millis() as u64),
+            _ => Some(now + window.as_millis() as u64),
         };
-        keys.values.insert(key.to_owned(), (Bytes::from(count.to_string()), exp));
-        self.hub.note_write(&mut keys);
+        keys.values.insert(key, (Bytes::from(count.to_string()), exp), now);
         Ok(count)
     }
 
@@ -464,18 +423,6 @@ impl Broker for MemoryBroker {
 #[cfg(test)]
 mod sweep_tests {
     use super::*;
-
-    fn writes_until_due(schedule: &mut SweepSchedule, len: usize) -> usize {
-        (1..).find(|_| schedule.write(len)).unwrap_or(0)
-    }
-
-    #[test]
-    fn sweeps_come_after_a_number_of_writes_that_grows_with_the_map() {
-        let mut schedule = SweepSchedule::default();
-        assert_eq!(writes_until_due(&mut schedule, 10), SWEEP_MIN_WRITES);
-        assert_eq!(writes_until_due(&mut schedule, 400_000), 200_000);
-        assert_eq!(writes_until_due(&mut schedule, 0), SWEEP_MIN_WRITES);
-    }
 
     #[tokio::test]
     async fn expired_keys_are_dropped_by_later_writes_even_if_never_read() {

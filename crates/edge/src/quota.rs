@@ -17,6 +17,8 @@ use crate::metrics::Metrics;
 
 /// Quota keys renewed concurrently (pipelined on the broker connection).
 pub const RENEWALS_IN_FLIGHT: usize = 64;
+/// Connections whose slots are renewed between two yields to the rest of the node.
+const RENEWAL_SLICE: usize = 256;
 
 /// One quota a connection must fit in: a broker key and its limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,38 +77,45 @@ impl QuotaKeeper {
         }
     }
 
-    /// Renews every held slot: one broker call per quota key (with all of its holders here),
-    /// [`RENEWALS_IN_FLIGHT`] at a time, so that a node with hundreds of thousands of keys
-    /// renews them in a fraction of the period (Redis pipelines them on one connection)
-    /// instead of one round trip after another. Returns how many calls failed.
+    /// Renews every held slot: per slice of [`RENEWAL_SLICE`] connections, one broker call
+    /// per quota key with all of its holders in the slice, [`RENEWALS_IN_FLIGHT`] calls at a
+    /// time (Redis pipelines them on one connection), then a yield to the rest of the node (with
+    /// the in-process broker every call is ready at once, and 100k of them in one go would
+    /// stall deliveries). A node with hundreds of thousands of keys renews them in a fraction of
+    /// the period. Returns how many calls failed.
     pub async fn renew_all(&self) -> usize {
         let snapshot: Vec<(u64, Arc<[QuotaSlot]>)> = self.held.lock().iter().map(|(id, s)| (*id, s.clone())).collect();
-        let mut by_key: HashMap<String, Vec<String>> = HashMap::new();
-        for (conn_id, slots) in &snapshot {
-            for slot in slots.iter() {
-                by_key.entry(slot.key.clone()).or_default().push(self.holder(*conn_id));
-            }
-        }
         let lease = self.lease;
-        stream::iter(by_key)
-            .map(|(key, holders)| {
-                let broker = self.broker.clone();
-                async move {
-                    let outcome = broker.renew(&key, &holders, lease).await;
-                    (key, outcome)
+        let mut failed = 0;
+        for conns in snapshot.chunks(RENEWAL_SLICE) {
+            let mut by_key: HashMap<String, Vec<String>> = HashMap::new();
+            for (conn_id, slots) in conns {
+                for slot in slots.iter() {
+                    by_key.entry(slot.key.clone()).or_default().push(self.holder(*conn_id));
                 }
-            })
-            .buffer_unordered(RENEWALS_IN_FLIGHT)
-            .fold(0, |failed, (key, outcome)| async move {
-                match outcome {
-                    Ok(_) => failed,
-                    Err(e) => {
-                        tracing::warn!(key, error = %e, "could not renew quota slots");
-                        failed + 1
+            }
+            failed += stream::iter(by_key)
+                .map(|(key, holders)| {
+                    let broker = self.broker.clone();
+                    async move {
+                        let outcome = broker.renew(&key, &holders, lease).await;
+                        (key, outcome)
                     }
-                }
-            })
-            .await
+                })
+                .buffer_unordered(RENEWALS_IN_FLIGHT)
+                .fold(0, |failed, (key, outcome)| async move {
+                    match outcome {
+                        Ok(_) => failed,
+                        Err(e) => {
+                            tracing::warn!(key, error = %e, "could not renew quota slots");
+                            failed + 1
+                        }
+                    }
+                })
+                .await;
+            tokio::task::yield_now().await;
+        }
+        failed
     }
 
     /// Renews held slots every third of the lease until the process ends, recording how long
@@ -152,8 +161,8 @@ mod tests {
         let lease = Duration::from_secs(30);
         let keeper = QuotaKeeper::new(broker.clone(), lease, "node-a".into());
         let other = QuotaKeeper::new(broker, lease, "node-b".into());
-        // More keys than renewals in flight, so the rounds overlap.
-        let users = 3 * RENEWALS_IN_FLIGHT;
+        // More connections than one slice, and more keys than calls in flight.
+        let users = 3 * RENEWAL_SLICE / 2;
         for user in 0..users {
             assert!(keeper.admit(slot(user), user as u64).await.expect("broker"), "user {user} admitted");
         }
