@@ -88,7 +88,7 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
     for _ in 0..total_events {
         let due = pace.tick().await;
         let body = stream.publish_body(json!({"t": due, "pad": pad}));
-        match http.post(&url).bearer_auth(&target.admin_key).json(&body).send().await {
+        match pace.send(http.post(&url).bearer_auth(&target.admin_key).json(&body).send()).await {
             Ok(r) if r.status().is_success() => {}
             _ => publish_errors += 1,
         }
@@ -116,6 +116,7 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
             "deliveries_per_second": got as f64 / elapsed,
             "server_cpu_seconds": server_cpu,
             "publisher_behind_ms_max": pace.behind_max_micros as f64 / 1000.0,
+            "publish_request_ms_max": pace.slowest_send_micros as f64 / 1000.0,
             "deliveries_per_server_cpu_second": server_cpu.map(|c| got as f64 / c.max(1e-9)),
         }),
         latency,

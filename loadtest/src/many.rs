@@ -91,7 +91,7 @@ pub async fn run(target: &Target, args: ManyArgs, fd_limit: u64) -> Result<Value
                 json!({"user": user, "type": "notification", "payload": {"t": due}})
             })
             .collect();
-        match http.post(&url).bearer_auth(&target.admin_key).json(&json!({"events": events})).send().await {
+        match pace.send(http.post(&url).bearer_auth(&target.admin_key).json(&json!({"events": events})).send()).await {
             Ok(r) if r.status().is_success() => published += args.batch as u64,
             _ => errors += 1,
         }
@@ -117,6 +117,7 @@ pub async fn run(target: &Target, args: ManyArgs, fd_limit: u64) -> Result<Value
             "deliveries_per_second": got as f64 / elapsed,
             "server_cpu_seconds": server_cpu,
             "publisher_behind_ms_max": pace.behind_max_micros as f64 / 1000.0,
+            "publish_request_ms_max": pace.slowest_send_micros as f64 / 1000.0,
         }),
         latency,
     ))

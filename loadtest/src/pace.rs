@@ -17,6 +17,10 @@ pub struct Pace {
     ticks: u64,
     /// The furthest behind schedule a tick was taken, in µs.
     pub behind_max_micros: u64,
+    /// The slowest request sent through [`Pace::send`], in µs: when it is about as long as
+    /// `behind_max_micros`, the server held the publisher up; when it is much shorter, the
+    /// load tool itself stalled.
+    pub slowest_send_micros: u64,
 }
 
 impl Pace {
@@ -31,6 +35,7 @@ impl Pace {
             period_micros: period.as_secs_f64() * 1e6,
             ticks: 0,
             behind_max_micros: 0,
+            slowest_send_micros: 0,
         }
     }
 
@@ -41,6 +46,14 @@ impl Pace {
         self.ticks += 1;
         self.behind_max_micros = self.behind_max_micros.max(now_micros().saturating_sub(due));
         due
+    }
+
+    /// Sends one publish request, timing it.
+    pub async fn send<T>(&mut self, request: impl std::future::Future<Output = T>) -> T {
+        let started = std::time::Instant::now();
+        let outcome = request.await;
+        self.slowest_send_micros = self.slowest_send_micros.max(started.elapsed().as_micros() as u64);
+        outcome
     }
 }
 
