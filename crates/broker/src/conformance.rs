@@ -273,10 +273,10 @@ pub async fn logs_read_after_an_id_in_order_and_trim_by_age(factory: &dyn NodeFa
 
     // Copying entries under their ids is idempotent and keeps order.
     let copy = unique("copy");
-    assert!(a.broker.append_with_id(&copy, ids[3], Bytes::from_static(b"e3"), day).await.expect("copy"));
-    assert!(!a.broker.append_with_id(&copy, ids[3], Bytes::from_static(b"e3"), day).await.expect("copy again"));
-    assert!(!a.broker.append_with_id(&copy, ids[1], Bytes::from_static(b"e1"), day).await.expect("copy older"));
-    assert!(a.broker.append_with_id(&copy, ids[7], Bytes::from_static(b"e7"), day).await.expect("copy newer"));
+    assert!(a.broker.append_with_id(&copy, ids[3], Bytes::from_static(b"e3"), day, 100).await.expect("copy"));
+    assert!(!a.broker.append_with_id(&copy, ids[3], Bytes::from_static(b"e3"), day, 100).await.expect("copy again"));
+    assert!(!a.broker.append_with_id(&copy, ids[1], Bytes::from_static(b"e1"), day, 100).await.expect("copy older"));
+    assert!(a.broker.append_with_id(&copy, ids[7], Bytes::from_static(b"e7"), day, 100).await.expect("copy newer"));
     let copied = a.broker.read_after(&copy, None, 10).await.expect("read copy");
     assert_eq!(copied.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [ids[3], ids[7]]);
     let (other, batch): (String, Vec<(String, LogId, Bytes)>) = {
@@ -292,11 +292,24 @@ pub async fn logs_read_after_an_id_in_order_and_trim_by_age(factory: &dyn NodeFa
             .collect();
         (other, batch)
     };
-    a.broker.append_with_id_many(&batch, day).await.expect("copy many");
+    a.broker.append_with_id_many(&batch, day, 100).await.expect("copy many");
     let copied = a.broker.read_after(&copy, None, 10).await.expect("read copy");
     assert_eq!(copied.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [ids[3], ids[7], ids[8], ids[9]]);
     let copied = a.broker.read_after(&other, None, 10).await.expect("read other");
     assert_eq!(copied.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [ids[7], ids[8], ids[9]]);
+
+    // A copy keeps only the newest `max_entries`: enough for the newest `limit` and to tell
+    // that older ones were left out.
+    let capped = unique("capped");
+    let all: Vec<(String, LogId, Bytes)> =
+        (0..20).map(|i| (capped.clone(), ids[i], Bytes::from(format!("e{i}")))).collect();
+    a.broker.append_with_id_many(&all, day, 4).await.expect("copy many, capped");
+    let kept = a.broker.read_after(&capped, None, 100).await.expect("read capped");
+    assert_eq!(kept.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids[16..20], "the newest four");
+    let (last3, truncated) = a.broker.read_last_after(&capped, Some(ids[2]), 3).await.expect("read last");
+    assert_eq!((last3.iter().map(|(id, _)| *id).collect::<Vec<_>>(), truncated), (ids[17..20].to_vec(), true));
+    assert!(a.broker.append_with_id(&capped, ids[19], Bytes::from_static(b"again"), day, 4).await.is_ok());
+    assert_eq!(a.broker.read_after(&capped, None, 100).await.expect("read").len(), 4, "no growth on a repeat");
 
     let short = unique("log");
     a.broker.append(&short, Bytes::from_static(b"old"), Duration::from_millis(100)).await.expect("append");
@@ -311,7 +324,10 @@ pub async fn logs_read_after_an_id_in_order_and_trim_by_age(factory: &dyn NodeFa
     a.broker.append(&idle, Bytes::from_static(b"x"), Duration::from_millis(150)).await.expect("append");
     let copied = unique("idle-copy");
     let id = LogId { ms: 1, seq: 0 };
-    a.broker.append_with_id(&copied, id, Bytes::from_static(b"x"), Duration::from_millis(150)).await.expect("copy");
+    a.broker
+        .append_with_id(&copied, id, Bytes::from_static(b"x"), Duration::from_millis(150), 100)
+        .await
+        .expect("copy");
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let left = a.broker.read_after(&idle, None, 10).await.expect("read").len()

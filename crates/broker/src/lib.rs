@@ -143,13 +143,28 @@ pub trait Log: Send + Sync {
     /// Appends an entry under a given id (the id it has in another log), unless the log
     /// already holds an entry with that id or a later one: true if appended. Copying entries
     /// from log to log this way is idempotent, so a crashed copier can simply start over.
-    async fn append_with_id(&self, log: &str, id: LogId, entry: Bytes, retention: Duration) -> Result<bool>;
+    /// Besides entries older than `retention`, all but the newest `max_entries` are dropped
+    /// (a replay log need hold no more than one replay can send, plus one to tell that more
+    /// were missed), so a busy user's log stays small however many events they get.
+    async fn append_with_id(
+        &self,
+        log: &str,
+        id: LogId,
+        entry: Bytes,
+        retention: Duration,
+        max_entries: usize,
+    ) -> Result<bool>;
 
     /// [`Log::append_with_id`] for many entries (each skipped if already there), in one round
     /// trip where the broker allows.
-    async fn append_with_id_many(&self, entries: &[(String, LogId, Bytes)], retention: Duration) -> Result<()> {
+    async fn append_with_id_many(
+        &self,
+        entries: &[(String, LogId, Bytes)],
+        retention: Duration,
+        max_entries: usize,
+    ) -> Result<()> {
         for (log, id, entry) in entries {
-            self.append_with_id(log, *id, entry.clone(), retention).await?;
+            self.append_with_id(log, *id, entry.clone(), retention, max_entries).await?;
         }
         Ok(())
     }

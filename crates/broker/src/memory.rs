@@ -66,7 +66,7 @@ fn live_log<'a>(logs: &'a HashMap<String, LogState>, log: &str, now: u64) -> Opt
 
 /// Appends under `id` if it is newer than the log's top, trims by age and pushes the whole
 /// log's expiry out; true if appended.
-fn append_at(state: &mut LogState, id: LogId, entry: Bytes, now: u64, retention: Duration) -> bool {
+fn append_at(state: &mut LogState, id: LogId, entry: Bytes, now: u64, retention: Duration, max: usize) -> bool {
     if state.expires_at_ms <= now {
         *state = LogState::default();
     }
@@ -76,7 +76,7 @@ fn append_at(state: &mut LogState, id: LogId, entry: Bytes, now: u64, retention:
     state.last = Some(id);
     state.entries.push_back((id, entry));
     let min_ms = now.saturating_sub(retention.as_millis() as u64);
-    while state.entries.front().is_some_and(|(id, _)| id.ms < min_ms) {
+    while state.entries.front().is_some_and(|(id, _)| id.ms < min_ms) || state.entries.len() > max.max(1) {
         state.entries.pop_front();
     }
     state.expires_at_ms = now + retention.as_millis() as u64;
@@ -291,18 +291,28 @@ impl Log for MemoryBroker {
     async fn append(&self, log: &str, entry: Bytes, retention: Duration) -> Result<LogId> {
         let now = self.hub.clock.now_ms();
         let mut logs = self.hub.logs.lock();
-        let state = logs.entry(log.to_owned()).or_default();
+        let state = match logs.get_mut(log) {
+            Some(state) => state,
+            None => logs.entry(log.to_owned()).or_default(),
+        };
         // Ids only grow, even if the clock steps back (as Redis does for XADD *).
         let id = match state.last.filter(|_| state.expires_at_ms > now) {
             Some(last) if last.ms >= now => LogId { ms: last.ms, seq: last.seq + 1 },
             _ => LogId { ms: now, seq: 0 },
         };
-        append_at(state, id, entry, now, retention);
+        append_at(state, id, entry, now, retention, usize::MAX);
         self.hub.sweep_logs(&mut logs, now);
         Ok(id)
     }
 
-    async fn append_with_id(&self, log: &str, id: LogId, entry: Bytes, retention: Duration) -> Result<bool> {
+    async fn append_with_id(
+        &self,
+        log: &str,
+        id: LogId,
+        entry: Bytes,
+        retention: Duration,
+        max_entries: usize,
+    ) -> Result<bool> {
         let now = self.hub.clock.now_ms();
         let mut logs = self.hub.logs.lock();
         // The log usually exists: look it up without allocating its name.
@@ -310,7 +320,7 @@ impl Log for MemoryBroker {
             Some(state) => state,
             None => logs.entry(log.to_owned()).or_default(),
         };
-        let appended = append_at(state, id, entry, now, retention);
+        let appended = append_at(state, id, entry, now, retention, max_entries);
         self.hub.sweep_logs(&mut logs, now);
         Ok(appended)
     }

@@ -65,8 +65,10 @@ pub struct RedisBroker {
 const XADD_IF_NEWER: &str = include_str!("scripts/xadd_if_newer.lua");
 
 /// The `EVAL` of [`XADD_IF_NEWER`] for one entry.
-fn xadd_if_newer(log: &str, id: LogId, entry: &[u8], now_ms: u64, retention: Duration) -> redis::Cmd {
+fn xadd_if_newer(log: &str, id: LogId, entry: &[u8], now_ms: u64, retention: Duration, max: usize) -> redis::Cmd {
     let min_ms = now_ms.saturating_sub(retention.as_millis() as u64);
+    // 0 tells the script not to cap the length.
+    let max = if max == usize::MAX { 0 } else { max.max(1) as u64 };
     redis::cmd("EVAL")
         .arg(XADD_IF_NEWER)
         .arg(1)
@@ -75,6 +77,7 @@ fn xadd_if_newer(log: &str, id: LogId, entry: &[u8], now_ms: u64, retention: Dur
         .arg(min_ms)
         .arg(entry)
         .arg(retention.as_millis().max(1) as u64)
+        .arg(max)
         .clone()
 }
 
@@ -293,16 +296,29 @@ impl Log for RedisBroker {
             .collect()
     }
 
-    async fn append_with_id(&self, log: &str, id: LogId, entry: Bytes, retention: Duration) -> Result<bool> {
-        let appended: i64 = self.query(&xadd_if_newer(log, id, &entry, self.clock.now_ms(), retention)).await?;
+    async fn append_with_id(
+        &self,
+        log: &str,
+        id: LogId,
+        entry: Bytes,
+        retention: Duration,
+        max_entries: usize,
+    ) -> Result<bool> {
+        let cmd = xadd_if_newer(log, id, &entry, self.clock.now_ms(), retention, max_entries);
+        let appended: i64 = self.query(&cmd).await?;
         Ok(appended == 1)
     }
 
-    async fn append_with_id_many(&self, entries: &[(String, LogId, Bytes)], retention: Duration) -> Result<()> {
+    async fn append_with_id_many(
+        &self,
+        entries: &[(String, LogId, Bytes)],
+        retention: Duration,
+        max_entries: usize,
+    ) -> Result<()> {
         let now = self.clock.now_ms();
         let cmds: Vec<(String, redis::Cmd)> = entries
             .iter()
-            .map(|(log, id, entry)| (log.clone(), xadd_if_newer(log, *id, entry, now, retention)))
+            .map(|(log, id, entry)| (log.clone(), xadd_if_newer(log, *id, entry, now, retention, max_entries)))
             .collect();
         self.commands.query_all(&cmds).await.map(|_| ()).map_err(unavailable)
     }

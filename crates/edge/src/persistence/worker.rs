@@ -116,7 +116,8 @@ async fn process(node: &Node, shard: u32, cached: &mut Option<Option<LogId>>) ->
         index.push((event_position_key(&stamped.user, &stamped.event_id), Bytes::from(stamped.sid)));
         live.push((user_topic(&stamped.user), stamped.bytes));
     }
-    broker.append_with_id_many(&copies, retention).await?;
+    // A replay sends at most `replay_limit` events; one more tells it that more were missed.
+    broker.append_with_id_many(&copies, retention, node.config.persistence.replay_limit + 1).await?;
     broker.set_many(&index, Some(retention)).await?;
     broker.publish_many(&live).await?;
     broker.set(&cursor_key, Bytes::from(last.to_string()), None).await?;
