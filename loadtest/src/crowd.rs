@@ -17,6 +17,7 @@ use tokio::sync::{broadcast, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::client::{connect, now_micros};
+use crate::dialect::DialectArg;
 use crate::plot::{self, Sample};
 use crate::split::{self, SplitArgs};
 use crate::Target;
@@ -54,44 +55,62 @@ pub fn publish_micros(text: &str) -> Option<u64> {
 
 /// What a scenario's crowd is made of: `n` clients, at most `concurrency` handshakes at a
 /// time per process; client `i` connects to `plan(i).0` and subscribes with `plan(i).1`.
-/// With `--processes` above 1, `child_args(first, count)` gives the scenario arguments of the
-/// child holding clients `first..first + count` (the child runs the same `plan`).
-pub struct Recipe<'a, P, A> {
+/// With `--processes` above 1, each child runs `sb-load <scenario> <count_flag> <its share>
+/// --concurrency C --dialect D <extra>` and so the same `plan`.
+pub struct Recipe<'a, P> {
     /// Clients in all.
     pub n: usize,
     /// Concurrent handshakes per process.
     pub concurrency: usize,
     /// Path and subscriptions of client `i`.
     pub plan: P,
-    /// A child's scenario arguments.
-    pub child_args: A,
+    /// The scenario's name on the command line.
+    pub scenario: &'static str,
+    /// Its flag for the number of clients (`--connections`, `--subscribers`).
+    pub count_flag: &'static str,
+    /// The dialect the clients speak.
+    pub dialect: DialectArg,
+    /// More scenario arguments a child needs.
+    pub extra: Vec<String>,
     /// The scenario's `--processes`, `--child`, `--first`.
     pub split: &'a SplitArgs,
 }
 
 impl Crowd {
-    /// Connects the crowd of `recipe`: here, or split over child processes. In a child,
-    /// `recipe.n` is its share and client numbers start at `--first`.
-    pub async fn assemble<P, A>(target: &Target, recipe: Recipe<'_, P, A>) -> Result<Crowd>
+    /// Connects the crowd of `recipe`: here, or split over child processes. In a child of a
+    /// split run (`recipe.n` is then its share, numbered from `--first`), serves the parent
+    /// instead (see [`split`]) and returns `None`: the scenario has nothing left to do.
+    pub async fn assemble<P>(target: &Target, recipe: Recipe<'_, P>) -> Result<Option<Crowd>>
     where
         P: Fn(usize) -> (String, Vec<Value>),
-        A: Fn(usize, usize) -> Vec<String>,
     {
-        let Recipe { n, concurrency, plan, child_args, split } = recipe;
+        let Recipe { n, concurrency, plan, scenario, count_flag, dialect, extra, split } = recipe;
         if split.processes > 1 && !split.child {
+            let child_args = |_first, count: usize| {
+                let mut args: Vec<String> = [scenario, count_flag].map(String::from).to_vec();
+                args.extend([count.to_string(), "--concurrency".into(), concurrency.to_string()]);
+                args.extend(["--dialect".to_string(), dialect.name().into()]);
+                args.extend(extra.iter().cloned());
+                args
+            };
             let delivered = Arc::new(AtomicU64::new(0));
             let gathered = split::spawn(target, n, split.processes, child_args, delivered.clone()).await?;
             let ready = gathered.ready;
-            return Ok(Crowd {
+            return Ok(Some(Crowd {
                 members: Members::Children(gathered.children),
                 delivered,
                 connected: ready.connected,
                 failed: ready.failed,
                 first_error: ready.first_error,
                 connect_seconds: ready.connect_seconds,
-            });
+            }));
         }
-        Ok(Crowd::gather(target, split.first, n, concurrency, plan).await)
+        let crowd = Crowd::gather(target, split.first, n, concurrency, plan).await;
+        if split.child {
+            crowd.serve_as_child().await?;
+            return Ok(None);
+        }
+        Ok(Some(crowd))
     }
 
     /// Connects clients `first..first + n` in this process.
@@ -204,7 +223,7 @@ impl Crowd {
     }
 
     /// In a child of a split run: reports to the parent until it says stop (see [`split`]).
-    pub async fn serve_as_child(self) -> Result<()> {
+    async fn serve_as_child(self) -> Result<()> {
         let started_unix_ms = match &self.members {
             Members::Local { started_unix_ms, .. } => *started_unix_ms,
             Members::Children(_) => anyhow::bail!("a child does not split further"),

@@ -59,18 +59,17 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
     let stream = args.dialect.broadcast(args.channel.as_deref());
     let plan =
         |i| (format!("{}?token={}", stream.path, token(target, &format!("fan-{i}"))), stream.subscriptions.clone());
-    let child_args = |_first, count: usize| {
-        let mut a = vec!["fanout".to_string(), "--dialect".into(), args.dialect.name().into()];
-        a.extend(["--concurrency".into(), args.concurrency.to_string(), "--subscribers".into(), count.to_string()]);
-        a.extend(args.channel.iter().flat_map(|c| ["--channel".to_string(), c.clone()]));
-        a
+    let recipe = Recipe {
+        n: args.subscribers,
+        concurrency: args.concurrency,
+        plan,
+        scenario: "fanout",
+        count_flag: "--subscribers",
+        dialect: args.dialect,
+        extra: args.channel.iter().flat_map(|c| ["--channel".to_string(), c.clone()]).collect(),
+        split: &args.split,
     };
-    let recipe = Recipe { n: args.subscribers, concurrency: args.concurrency, plan, child_args, split: &args.split };
-    let crowd = Crowd::assemble(target, recipe).await?;
-    if args.split.child {
-        crowd.serve_as_child().await?;
-        return Ok(Value::Null);
-    }
+    let Some(crowd) = Crowd::assemble(target, recipe).await? else { return Ok(Value::Null) };
     let subscribed = crowd.connected;
 
     let http = reqwest::Client::new();

@@ -48,18 +48,17 @@ pub async fn run(target: &Target, args: IdleArgs, fd_limit: u64) -> Result<Value
         let (path, subscriptions) = args.dialect.own_stream(i);
         (format!("{path}?token={}", token(target, &format!("idle-{i}"))), subscriptions)
     };
-    let child_args = |_first, count: usize| {
-        let (count, concurrency) = (count.to_string(), args.concurrency.to_string());
-        ["idle", "--connections", &count, "--concurrency", &concurrency, "--dialect", args.dialect.name()]
-            .map(String::from)
-            .to_vec()
+    let recipe = Recipe {
+        n: args.connections,
+        concurrency: args.concurrency,
+        plan,
+        scenario: "idle",
+        count_flag: "--connections",
+        dialect: args.dialect,
+        extra: Vec::new(),
+        split: &args.split,
     };
-    let recipe = Recipe { n: args.connections, concurrency: args.concurrency, plan, child_args, split: &args.split };
-    let crowd = Crowd::assemble(target, recipe).await?;
-    if args.split.child {
-        crowd.serve_as_child().await?;
-        return Ok(Value::Null);
-    }
+    let Some(crowd) = Crowd::assemble(target, recipe).await? else { return Ok(Value::Null) };
     let (ok, connect_secs) = (crowd.connected, crowd.connect_seconds);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_after = pid.and_then(procstat::rss_bytes);

@@ -56,18 +56,17 @@ pub async fn run(target: &Target, args: ManyArgs, fd_limit: u64) -> Result<Value
     ensure_descriptors(args.connections, args.split.processes, "connections", fd_limit)?;
     let (path, subscriptions) = args.dialect.user_stream();
     let plan = |i| (format!("{path}?token={}", token(target, &format!("many-{i}"))), subscriptions.clone());
-    let child_args = |_first, count: usize| {
-        let (count, concurrency) = (count.to_string(), args.concurrency.to_string());
-        ["many", "--concurrency", &concurrency, "--connections", &count, "--dialect", args.dialect.name()]
-            .map(String::from)
-            .to_vec()
+    let recipe = Recipe {
+        n: args.connections,
+        concurrency: args.concurrency,
+        plan,
+        scenario: "many",
+        count_flag: "--connections",
+        dialect: args.dialect,
+        extra: Vec::new(),
+        split: &args.split,
     };
-    let recipe = Recipe { n: args.connections, concurrency: args.concurrency, plan, child_args, split: &args.split };
-    let crowd = Crowd::assemble(target, recipe).await?;
-    if args.split.child {
-        crowd.serve_as_child().await?;
-        return Ok(Value::Null);
-    }
+    let Some(crowd) = Crowd::assemble(target, recipe).await? else { return Ok(Value::Null) };
     let connected = crowd.connected;
 
     let http = reqwest::Client::new();

@@ -13,6 +13,7 @@ use switchboard_client::{Dialect, Incoming};
 
 use crate::client::{connect, token};
 use crate::crowd::{Crowd, Recipe};
+use crate::dialect::DialectArg;
 use crate::split::{ensure_descriptors, SplitArgs};
 use crate::Target;
 
@@ -52,11 +53,17 @@ pub async fn run(target: &Target, args: ReplayArgs, fd_limit: u64) -> Result<Val
     // First visit: the server records where each client is.
     let here = SplitArgs { processes: 1, first: 0, child: false };
     let plan = |i| (path(i), Dialect::Orbnet.subscriptions(&["notification"]));
-    let first = Crowd::assemble(
-        target,
-        Recipe { n: args.clients, concurrency: 256, plan, child_args: |_, _| Vec::new(), split: &here },
-    )
-    .await?;
+    let recipe = Recipe {
+        n: args.clients,
+        concurrency: 256,
+        plan,
+        scenario: "replay",
+        count_flag: "--clients",
+        dialect: DialectArg::Orbnet,
+        extra: Vec::new(),
+        split: &here,
+    };
+    let Some(first) = Crowd::assemble(target, recipe).await? else { return Ok(Value::Null) };
     first.finish(target, None).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
