@@ -298,6 +298,21 @@ pub async fn logs_read_after_an_id_in_order_and_trim_by_age(factory: &dyn NodeFa
     let copied = a.broker.read_after(&other, None, 10).await.expect("read other");
     assert_eq!(copied.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [ids[7], ids[8], ids[9]]);
 
+    // A consumer trims what it is done with; ids keep growing past the trimmed ones.
+    let trimmed = unique("trimmed");
+    let mut tids = Vec::new();
+    for i in 0..5 {
+        tids.push(a.broker.append(&trimmed, Bytes::from(format!("t{i}")), day).await.expect("append"));
+    }
+    a.broker.trim_through(&trimmed, tids[2]).await.expect("trim");
+    let left: Vec<LogId> =
+        a.broker.read_after(&trimmed, None, 10).await.expect("read").iter().map(|(id, _)| *id).collect();
+    assert_eq!(left, tids[3..], "entries through the given id are gone");
+    a.broker.trim_through(&trimmed, tids[4]).await.expect("trim all");
+    assert!(a.broker.read_after(&trimmed, None, 10).await.expect("read").is_empty());
+    let next = a.broker.append(&trimmed, Bytes::from_static(b"t5"), day).await.expect("append after trim");
+    assert!(next > tids[4], "{next} after a trim must still follow {}", tids[4]);
+
     // A copy keeps only the newest `max_entries`: enough for the newest `limit` and to tell
     // that older ones were left out.
     let capped = unique("capped");

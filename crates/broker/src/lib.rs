@@ -172,6 +172,10 @@ pub trait Log: Send + Sync {
     /// Up to `limit` entries with id greater than `after` (all if `None`), oldest first.
     async fn read_after(&self, log: &str, after: Option<LogId>, limit: usize) -> Result<Vec<(LogId, Bytes)>>;
 
+    /// Drops the entries with id `through` or older (the ones a consumer is done with); later
+    /// appends still get ids after the newest entry ever appended.
+    async fn trim_through(&self, log: &str, through: LogId) -> Result<()>;
+
     /// The newest `limit` entries with id greater than `after`, oldest first, and whether
     /// older ones after `after` were left out.
     async fn read_last_after(

@@ -353,6 +353,16 @@ impl Log for MemoryBroker {
         };
         Ok(state.entries.iter().skip(start).take(limit).cloned().collect())
     }
+
+    async fn trim_through(&self, log: &str, through: LogId) -> Result<()> {
+        let mut logs = self.hub.logs.lock();
+        if let Some(state) = logs.get_mut(log) {
+            while state.entries.front().is_some_and(|(id, _)| *id <= through) {
+                state.entries.pop_front();
+            }
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]

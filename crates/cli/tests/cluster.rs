@@ -106,6 +106,11 @@ async fn a_publish_wakes_a_worker_in_another_process_at_once() {
         publish_ok(&a, json!({"user": "alice", "type": "notification", "payload": {"n": n}}));
         assert_eq!(alice.json().await["data"]["n"], n, "persisted and delivered without waiting for a poll");
     }
+    // The worker is done with those entries: the ingest log keeps nothing it stored.
+    let ingest_len =
+        || (0..4).map(|s| redis.cli(&["XLEN", &format!("ingest:{s}")]).trim().parse::<u64>().unwrap_or(0)).sum::<u64>();
+    wait_until("the ingest log to be trimmed", || ingest_len() == 0).await;
+    assert_eq!(redis.cli(&["XLEN", "events:alice"]).trim(), "3", "while the user's log keeps them for replay");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -357,6 +357,13 @@ impl Log for RedisBroker {
             })
             .collect()
     }
+
+    async fn trim_through(&self, log: &str, through: LogId) -> Result<()> {
+        // MINID keeps the entries at or after the given id: the one right after `through`.
+        let keep_from = LogId { ms: through.ms, seq: through.seq.saturating_add(1) };
+        let _: i64 = self.query(redis::cmd("XTRIM").arg(log).arg("MINID").arg(keep_from.to_string())).await?;
+        Ok(())
+    }
 }
 
 #[async_trait]

@@ -122,6 +122,11 @@ async fn process(node: &Node, shard: u32, cached: &mut Option<Option<LogId>>) ->
     broker.publish_many(&live).await?;
     broker.set(&cursor_key, Bytes::from(last.to_string()), None).await?;
     *cached = Some(Some(last));
+    // Done with these: the ingest log holds only what is not yet stored (a failed trim is
+    // made good by the next one, which trims through a later id).
+    if let Err(e) = broker.trim_through(&ingest_log(shard), last).await {
+        tracing::warn!(shard, error = %e, "could not trim the ingest log");
+    }
     node.metrics.persisted.inc_by(entries.len() as u64);
     Ok(entries.len())
 }
