@@ -15,6 +15,7 @@ pub enum DialectArg {
 }
 
 /// Everything a scenario needs to subscribe clients to one shared stream and publish to it.
+#[derive(Clone)]
 pub struct Broadcast {
     /// Endpoint path.
     pub path: &'static str,

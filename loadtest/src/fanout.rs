@@ -9,13 +9,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use indicatif::ProgressBar;
 use serde_json::{json, Value};
 
 use crate::client::token;
 use crate::crowd::{merge, Crowd, Recipe};
 use crate::dialect::DialectArg;
-use crate::pace::Pace;
+use crate::pace::{publish, Schedule};
 use crate::split::{ensure_descriptors, SplitArgs};
 use crate::{procstat, Target};
 
@@ -72,28 +71,22 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
     let Some(crowd) = Crowd::assemble(target, recipe).await? else { return Ok(Value::Null) };
     let subscribed = crowd.connected;
 
-    let http = reqwest::Client::new();
     let publish_to = args.publish_server.unwrap_or(target.server[0]);
     if !publish_to.ip().is_loopback() {
         bail!("sb-load only targets loopback addresses (127.0.0.0/8)");
     }
-    let url = format!("http://{publish_to}/v1/publish");
-    let pad = "x".repeat(args.payload_bytes.saturating_sub(40));
     let total_events = (args.rate * args.duration_secs as f64).round() as u64;
+    let schedule = Schedule {
+        url: format!("http://{publish_to}/v1/publish"),
+        admin_key: target.admin_key.clone(),
+        period: Duration::from_secs_f64(1.0 / args.rate),
+        requests: total_events,
+    };
+    let pad = "x".repeat(args.payload_bytes.saturating_sub(40));
     let window = procstat::Window::start(target.server_pid);
-    let mut pace = Pace::new(Duration::from_secs_f64(1.0 / args.rate));
-    let mut publish_errors = 0u64;
-    let bar = ProgressBar::new(total_events).with_message("publishing");
-    for _ in 0..total_events {
-        let due = pace.tick().await;
-        let body = stream.publish_body(json!({"t": due, "pad": pad}));
-        match pace.send(http.post(&url).bearer_auth(&target.admin_key).json(&body).send()).await {
-            Ok(r) if r.status().is_success() => {}
-            _ => publish_errors += 1,
-        }
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
+    let to = stream.clone();
+    let run = publish(schedule, move |due| to.publish_body(json!({"t": due, "pad": pad}))).await?;
+    let publish_errors = run.failed;
     let expected = (total_events - publish_errors) * subscribed as u64;
     crowd.wait_for(expected, Duration::from_secs(10)).await;
     let (elapsed, server_cpu) = window.finish();
@@ -114,8 +107,8 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
             "seconds": elapsed,
             "deliveries_per_second": got as f64 / elapsed,
             "server_cpu_seconds": server_cpu,
-            "publisher_behind_ms_max": pace.behind_max_micros as f64 / 1000.0,
-            "publish_request_ms_max": pace.slowest_send_micros as f64 / 1000.0,
+            "publisher_behind_ms_max": run.behind_max_micros as f64 / 1000.0,
+            "publish_request_ms_max": run.slowest_send_micros as f64 / 1000.0,
             "deliveries_per_server_cpu_second": server_cpu.map(|c| got as f64 / c.max(1e-9)),
         }),
         latency,

@@ -10,13 +10,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use indicatif::ProgressBar;
 use serde_json::{json, Value};
 
 use crate::client::{now_micros, token};
 use crate::crowd::{merge, Crowd, Recipe};
 use crate::dialect::DialectArg;
-use crate::pace::Pace;
+use crate::pace::{publish, Schedule};
 use crate::split::{ensure_descriptors, SplitArgs};
 use crate::{procstat, Target};
 
@@ -69,34 +68,30 @@ pub async fn run(target: &Target, args: ManyArgs, fd_limit: u64) -> Result<Value
     let Some(crowd) = Crowd::assemble(target, recipe).await? else { return Ok(Value::Null) };
     let connected = crowd.connected;
 
-    let http = reqwest::Client::new();
-    let url = format!("http://{}/v1/publish/batch", target.server[0]);
     let total = (args.rate * args.duration_secs as f64).round() as u64;
-    let batches = total.div_ceil(args.batch as u64);
-    let window = procstat::Window::start(target.server_pid);
-    let mut pace = Pace::new(Duration::from_secs_f64(args.batch as f64 / args.rate));
-    let (mut published, mut errors) = (0u64, 0u64);
+    let schedule = Schedule {
+        url: format!("http://{}/v1/publish/batch", target.server[0]),
+        admin_key: target.admin_key.clone(),
+        period: Duration::from_secs_f64(args.batch as f64 / args.rate),
+        requests: total.div_ceil(args.batch as u64),
+    };
+    let (batch, users) = (args.batch, args.connections as u64);
     let mut seed = now_micros() | 1;
-    let bar = ProgressBar::new(batches).with_message("publishing");
-    for _ in 0..batches {
-        let due = pace.tick().await;
-        let events: Vec<Value> = (0..args.batch)
+    let window = procstat::Window::start(target.server_pid);
+    let run = publish(schedule, move |due| {
+        let events: Vec<Value> = (0..batch)
             .map(|_| {
                 // xorshift: a cheap spread of target users.
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
-                let user = format!("many-{}", seed % args.connections as u64);
-                json!({"user": user, "type": "notification", "payload": {"t": due}})
+                json!({"user": format!("many-{}", seed % users), "type": "notification", "payload": {"t": due}})
             })
             .collect();
-        match pace.send(http.post(&url).bearer_auth(&target.admin_key).json(&json!({"events": events})).send()).await {
-            Ok(r) if r.status().is_success() => published += args.batch as u64,
-            _ => errors += 1,
-        }
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
+        json!({ "events": events })
+    })
+    .await?;
+    let (published, errors) = (run.ok * batch as u64, run.failed);
     crowd.wait_for(published, Duration::from_secs(15)).await;
     let (elapsed, server_cpu) = window.finish();
     let got = crowd.delivered.load(Ordering::Relaxed);
@@ -115,8 +110,8 @@ pub async fn run(target: &Target, args: ManyArgs, fd_limit: u64) -> Result<Value
             "seconds": elapsed,
             "deliveries_per_second": got as f64 / elapsed,
             "server_cpu_seconds": server_cpu,
-            "publisher_behind_ms_max": pace.behind_max_micros as f64 / 1000.0,
-            "publish_request_ms_max": pace.slowest_send_micros as f64 / 1000.0,
+            "publisher_behind_ms_max": run.behind_max_micros as f64 / 1000.0,
+            "publish_request_ms_max": run.slowest_send_micros as f64 / 1000.0,
         }),
         latency,
     ))

@@ -1,10 +1,15 @@
 //! Publishing at a fixed rate. Each message carries the time it was *due*, not the time it
 //! went out: when the server pushes back (a publish request takes longer than the period) the
 //! publisher falls behind, and that wait is part of the latency the clients measure instead of
-//! vanishing from it (no "coordinated omission").
+//! vanishing from it (no "coordinated omission"). The publisher runs on a thread of its own, so
+//! that the clients in the same process (thousands of tasks woken by deliveries) cannot hold it
+//! up either.
 
 use std::time::Duration;
 
+use anyhow::{Context, Result};
+use indicatif::ProgressBar;
+use serde_json::Value;
 use tokio::time::{Interval, MissedTickBehavior};
 
 use crate::client::now_micros;
@@ -55,6 +60,67 @@ impl Pace {
         self.slowest_send_micros = self.slowest_send_micros.max(started.elapsed().as_micros() as u64);
         outcome
     }
+}
+
+/// Where and what to publish.
+pub struct Schedule {
+    /// The publish API URL (`http://127.0.0.1:8080/v1/publish`).
+    pub url: String,
+    /// The admin key.
+    pub admin_key: String,
+    /// Time between two requests.
+    pub period: Duration,
+    /// Requests in all.
+    pub requests: u64,
+}
+
+/// What a publishing run did.
+pub struct Published {
+    /// Requests the server accepted.
+    pub ok: u64,
+    /// Requests that failed.
+    pub failed: u64,
+    /// See [`Pace::behind_max_micros`].
+    pub behind_max_micros: u64,
+    /// See [`Pace::slowest_send_micros`].
+    pub slowest_send_micros: u64,
+}
+
+/// Posts `schedule.requests` bodies, one every period, each made by `body(due)` from the time
+/// it was due (µs since the epoch), on a thread and runtime of its own.
+pub async fn publish(schedule: Schedule, mut body: impl FnMut(u64) -> Value + Send + 'static) -> Result<Published> {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("publisher".into())
+        .spawn(move || {
+            let outcome = tokio::runtime::Builder::new_current_thread().enable_all().build().map(|rt| {
+                rt.block_on(async move {
+                    let http = reqwest::Client::new();
+                    let mut pace = Pace::new(schedule.period);
+                    let (mut ok, mut failed) = (0, 0);
+                    let bar = ProgressBar::new(schedule.requests).with_message("publishing");
+                    for _ in 0..schedule.requests {
+                        let due = pace.tick().await;
+                        let request = http.post(&schedule.url).bearer_auth(&schedule.admin_key).json(&body(due));
+                        match pace.send(request.send()).await {
+                            Ok(r) if r.status().is_success() => ok += 1,
+                            _ => failed += 1,
+                        }
+                        bar.inc(1);
+                    }
+                    bar.finish_and_clear();
+                    Published {
+                        ok,
+                        failed,
+                        behind_max_micros: pace.behind_max_micros,
+                        slowest_send_micros: pace.slowest_send_micros,
+                    }
+                })
+            });
+            let _ = done_tx.send(outcome);
+        })
+        .context("starting the publisher thread")?;
+    Ok(done_rx.await.context("the publisher thread ended early")??)
 }
 
 #[cfg(test)]
