@@ -86,7 +86,7 @@ impl Crowd {
     {
         let Recipe { n, concurrency, plan, scenario, count_flag, dialect, extra, split } = recipe;
         if split.processes > 1 && !split.child {
-            let child_args = |_first, count: usize| {
+            let child_args = |count: usize| {
                 let mut args: Vec<String> = [scenario, count_flag].map(String::from).to_vec();
                 args.extend([count.to_string(), "--concurrency".into(), concurrency.to_string()]);
                 args.extend(["--dialect".to_string(), dialect.name().into()]);

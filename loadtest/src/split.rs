@@ -91,13 +91,20 @@ where
     say(serde_json::to_string(&Samples { samples })?)
 }
 
+/// One child of a split run, connected.
+struct ChildProc {
+    child: Child,
+    /// Closing it tells the child to stop.
+    stdin: Option<ChildStdin>,
+    /// Its samples, once it sends them.
+    end: mpsc::Receiver<Result<Samples>>,
+    /// When its clients started (its samples count from here).
+    started_unix_ms: u64,
+}
+
 /// The children of a split run, connected.
 pub struct Children {
-    children: Vec<(Child, Option<ChildStdin>, mpsc::Receiver<Result<Samples>>)>,
-    /// The earliest child start, which merged arrival times count from.
-    started_unix_ms: u64,
-    /// Each child's start, in the order of `children`.
-    starts: Vec<u64>,
+    procs: Vec<ChildProc>,
 }
 
 /// What all children reported when they got ready, added up.
@@ -108,14 +115,15 @@ pub struct Gathered {
     pub ready: Ready,
 }
 
-/// Starts `processes` children for `n` clients; `scenario(first, count)` gives the scenario
-/// arguments of the child holding clients `first..first + count`. Returns once every child
-/// has its clients connected; their deliveries are added to `delivered` as they report them.
+/// Starts `processes` children for `n` clients; `scenario(count)` gives the scenario
+/// arguments of a child holding `count` of them (it is told its first client's number).
+/// Returns once every child has its clients connected; their deliveries are added to
+/// `delivered` as they report them.
 pub async fn spawn(
     target: &Target,
     n: usize,
     processes: usize,
-    scenario: impl Fn(usize, usize) -> Vec<String>,
+    scenario: impl Fn(usize) -> Vec<String>,
     delivered: Arc<AtomicU64>,
 ) -> Result<Gathered> {
     let exe = std::env::current_exe().context("locating sb-load")?;
@@ -129,7 +137,7 @@ pub async fn spawn(
             .env("SWITCHBOARD_JWT_SECRET", &target.secret)
             .env("SWITCHBOARD_ADMIN_KEY", &target.admin_key)
             .env(CHILD_ENV, "1")
-            .args(scenario(first, end - first))
+            .args(scenario(end - first))
             .args(["--child", "--first", &first.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -143,25 +151,24 @@ pub async fn spawn(
         std::thread::spawn(move || listen(BufReader::new(stdout), ready_tx, end_tx, &delivered));
         readies.push(ready_rx);
         let stdin = child.stdin.take();
-        children.push((child, stdin, end_rx));
+        children.push(ChildProc { child, stdin, end: end_rx, started_unix_ms: 0 });
     }
     let readies = tokio::task::spawn_blocking(move || {
         readies.into_iter().map(|r| r.recv().unwrap_or_else(|_| Err(anyhow!("the child ended")))).collect::<Vec<_>>()
     })
     .await?;
-    let mut total = Ready { connected: 0, failed: 0, first_error: None, connect_seconds: 0.0, started_unix_ms: 0 };
-    let mut starts = Vec::with_capacity(processes);
-    for ready in readies {
+    let mut total =
+        Ready { connected: 0, failed: 0, first_error: None, connect_seconds: 0.0, started_unix_ms: u64::MAX };
+    for (proc, ready) in children.iter_mut().zip(readies) {
         let ready = ready.context("a child sb-load did not get ready (see its errors above)")?;
         total.connected += ready.connected;
         total.failed += ready.failed;
         total.first_error = total.first_error.or(ready.first_error);
         total.connect_seconds = total.connect_seconds.max(ready.connect_seconds);
-        starts.push(ready.started_unix_ms);
+        total.started_unix_ms = total.started_unix_ms.min(ready.started_unix_ms);
+        proc.started_unix_ms = ready.started_unix_ms;
     }
-    let started_unix_ms = starts.iter().copied().min().unwrap_or(0);
-    total.started_unix_ms = started_unix_ms;
-    Ok(Gathered { children: Children { children, started_unix_ms, starts }, ready: total })
+    Ok(Gathered { children: Children { procs: children }, ready: total })
 }
 
 /// Reads one child's stdout: the ready line, delivery totals, the samples.
@@ -211,17 +218,17 @@ impl Children {
     /// Tells every child to stop, and returns all their samples, arrival times counted from
     /// the earliest child's start.
     pub async fn collect(mut self) -> Result<Vec<Sample>> {
-        for (_, stdin, _) in &mut self.children {
-            drop(stdin.take());
+        for proc in &mut self.procs {
+            drop(proc.stdin.take());
         }
-        let (earliest, starts) = (self.started_unix_ms, self.starts);
+        let earliest = self.procs.iter().map(|p| p.started_unix_ms).min().unwrap_or(0);
         tokio::task::spawn_blocking(move || {
             let mut all = Vec::new();
-            for ((mut child, _, end), start) in self.children.into_iter().zip(starts) {
-                let samples = end.recv().unwrap_or_else(|_| Err(anyhow!("the child ended")));
-                let status = child.wait()?;
+            for mut proc in self.procs {
+                let samples = proc.end.recv().unwrap_or_else(|_| Err(anyhow!("the child ended")));
+                let status = proc.child.wait()?;
                 let Samples { samples } = samples.with_context(|| format!("a child sb-load (exit {status})"))?;
-                let shift = u32::try_from(start.saturating_sub(earliest)).unwrap_or(u32::MAX);
+                let shift = u32::try_from(proc.started_unix_ms.saturating_sub(earliest)).unwrap_or(u32::MAX);
                 all.extend(samples.into_iter().map(|(at, latency)| (at.saturating_add(shift), latency)));
             }
             Ok::<_, anyhow::Error>(all)
