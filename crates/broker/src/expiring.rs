@@ -83,7 +83,8 @@ impl ExpiringMap {
 
     /// The live value of `key` at `now`; an expired entry is removed on the way.
     pub(crate) fn get(&mut self, key: &str, now: u64) -> Option<&Entry> {
-        let shard = &mut self.shards[(self.hasher.hash_one(key) % SHARDS as u64) as usize];
+        let i = self.shard(key);
+        let shard = &mut self.shards[i];
         if shard.get(key).is_some_and(|(_, exp)| exp.is_some_and(|e| e <= now)) {
             shard.remove(key);
             return None;

@@ -64,6 +64,15 @@ fn live_log<'a>(logs: &'a HashMap<String, LogState>, log: &str, now: u64) -> Opt
     logs.get(log).filter(|s| s.expires_at_ms > now)
 }
 
+/// Runs `f` on the log named `log`, created empty if missing; the usual case (it exists)
+/// allocates nothing.
+fn with_log<R>(logs: &mut HashMap<String, LogState>, log: &str, f: impl FnOnce(&mut LogState) -> R) -> R {
+    match logs.get_mut(log) {
+        Some(state) => f(state),
+        None => f(logs.entry(log.to_owned()).or_default()),
+    }
+}
+
 /// Appends under `id` if it is newer than the log's top, trims by age and pushes the whole
 /// log's expiry out; true if appended.
 fn append_at(state: &mut LogState, id: LogId, entry: Bytes, now: u64, retention: Duration, max: usize) -> bool {
@@ -291,16 +300,15 @@ impl Log for MemoryBroker {
     async fn append(&self, log: &str, entry: Bytes, retention: Duration) -> Result<LogId> {
         let now = self.hub.clock.now_ms();
         let mut logs = self.hub.logs.lock();
-        let state = match logs.get_mut(log) {
-            Some(state) => state,
-            None => logs.entry(log.to_owned()).or_default(),
-        };
-        // Ids only grow, even if the clock steps back (as Redis does for XADD *).
-        let id = match state.last.filter(|_| state.expires_at_ms > now) {
-            Some(last) if last.ms >= now => LogId { ms: last.ms, seq: last.seq + 1 },
-            _ => LogId { ms: now, seq: 0 },
-        };
-        append_at(state, id, entry, now, retention, usize::MAX);
+        let id = with_log(&mut logs, log, |state| {
+            // Ids only grow, even if the clock steps back (as Redis does for XADD *).
+            let id = match state.last.filter(|_| state.expires_at_ms > now) {
+                Some(last) if last.ms >= now => LogId { ms: last.ms, seq: last.seq + 1 },
+                _ => LogId { ms: now, seq: 0 },
+            };
+            append_at(state, id, entry, now, retention, usize::MAX);
+            id
+        });
         self.hub.sweep_logs(&mut logs, now);
         Ok(id)
     }
@@ -315,12 +323,7 @@ impl Log for MemoryBroker {
     ) -> Result<bool> {
         let now = self.hub.clock.now_ms();
         let mut logs = self.hub.logs.lock();
-        // The log usually exists: look it up without allocating its name.
-        let state = match logs.get_mut(log) {
-            Some(state) => state,
-            None => logs.entry(log.to_owned()).or_default(),
-        };
-        let appended = append_at(state, id, entry, now, retention, max_entries);
+        let appended = with_log(&mut logs, log, |state| append_at(state, id, entry, now, retention, max_entries));
         self.hub.sweep_logs(&mut logs, now);
         Ok(appended)
     }
