@@ -44,6 +44,19 @@ async fn an_orbnet_connection_sees_its_ack_before_the_confirmation_and_events_af
 }
 
 #[tokio::test]
+async fn the_connection_comes_from_the_source_address_asked_for() {
+    // A bare listener: it records who connected and hangs up before any handshake.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("ws://{}/ws", listener.local_addr().expect("addr"));
+    let accepted = tokio::spawn(async move { listener.accept().await.expect("accept").1 });
+    let options = ConnectOptions { source: Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 5))), ..Default::default() };
+    let opened = Connection::open(&url, &options).await;
+    assert!(opened.is_err(), "no WebSocket handshake was offered");
+    let peer = tokio::time::timeout(WAIT, accepted).await.expect("accepted in time").expect("listener task");
+    assert_eq!(peer.ip(), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 5)));
+}
+
+#[tokio::test]
 async fn a_refused_subscription_fails_the_confirmation_with_the_servers_error() {
     let node = TestNode::default().await;
     let url = node.ws_url(&format!("/ws?token={}", node.token("dave")));

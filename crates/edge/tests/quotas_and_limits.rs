@@ -148,3 +148,28 @@ async fn silent_and_unsubscribed_connections_are_closed_after_their_timeouts() {
     assert_eq!(silent.closed().await, (1008, "Idle timeout".to_string()));
     subscribes.barrier().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_slots_are_renewed_in_rounds_that_the_metrics_time() {
+    // A 3 s lease: a renewal round every second.
+    let node =
+        TestNode::start(switchboard_testkit::test_config(|c| c.quota_lease = std::time::Duration::from_secs(3))).await;
+    let _held = acked(&node, "/ws/notifications", "dora").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let metrics = node.metrics().await;
+        let rounds = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("switchboard_quota_renewal_seconds_count "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if rounds > 0 {
+            let failed =
+                metrics.lines().find_map(|l| l.strip_prefix(r#"switchboard_broker_errors_total{op="quota_renew"} "#));
+            assert!(failed.is_none_or(|n| n.trim() == "0"), "no renewal failed: {metrics}");
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no renewal round within {WAIT:?}: {metrics}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
