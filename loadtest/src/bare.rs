@@ -12,7 +12,7 @@ use std::rc::Rc;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
-use switchboard_edge::connection::{decode, push_frame, Decoded, FrameOp, Opcode};
+use switchboard_wsframe::{decode, push_frame, Decoded, FrameOp, Opcode};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{Context, Result};
 use switchboard_client::{ConnectOptions, Connection};
-use switchboard_edge::auth::jwt::mint_hs256;
+use switchboard_protocol::token::mint_hs256;
 
 use crate::Target;
 

@@ -12,7 +12,7 @@ use anyhow::Result;
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use serde_json::{json, Value};
-use switchboard_client::{Connection, Incoming};
+use switchboard_client::{ClientMessage, Connection, Dialect, Incoming};
 use tokio::sync::{broadcast, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -82,7 +82,7 @@ impl Crowd {
     /// instead (see [`split`]) and returns `None`: the scenario has nothing left to do.
     pub async fn assemble<P>(target: &Target, recipe: Recipe<'_, P>) -> Result<Option<Crowd>>
     where
-        P: Fn(usize) -> (String, Vec<Value>),
+        P: Fn(usize) -> (String, Vec<ClientMessage>),
     {
         let Recipe { n, concurrency, plan, scenario, count_flag, dialect, extra, split } = recipe;
         if split.processes > 1 && !split.child {
@@ -105,7 +105,7 @@ impl Crowd {
                 connect_seconds: ready.connect_seconds,
             }));
         }
-        let crowd = Crowd::gather(target, split.first, n, concurrency, plan).await;
+        let crowd = Crowd::gather(target, split.first, n, concurrency, dialect.kind(), plan).await;
         if split.child {
             crowd.serve_as_child().await?;
             return Ok(None);
@@ -119,7 +119,8 @@ impl Crowd {
         first: usize,
         n: usize,
         concurrency: usize,
-        plan: impl Fn(usize) -> (String, Vec<Value>),
+        dialect: Dialect,
+        plan: impl Fn(usize) -> (String, Vec<ClientMessage>),
     ) -> Crowd {
         let delivered = Arc::new(AtomicU64::new(0));
         let (stop, _) = broadcast::channel::<()>(1);
@@ -145,7 +146,7 @@ impl Crowd {
                         return Vec::new();
                     }
                 };
-                let subscribed = conn.send_confirmed(&subscriptions).await;
+                let subscribed = conn.send_confirmed(dialect, &subscriptions).await;
                 drop(permit);
                 let ok = subscribed.is_ok();
                 let _ = ready.send(subscribed.map(drop).map_err(|e| format!("{e:#}"))).await;

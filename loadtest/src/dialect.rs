@@ -3,7 +3,7 @@
 
 use clap::ValueEnum;
 use serde_json::{json, Value};
-use switchboard_client::Dialect;
+use switchboard_client::{ClientDialect, ClientMessage, Dialect};
 
 /// A dialect on the command line.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -20,7 +20,7 @@ pub struct Broadcast {
     /// Endpoint path.
     pub path: &'static str,
     /// Messages each client sends to subscribe.
-    pub subscriptions: Vec<Value>,
+    pub subscriptions: Vec<ClientMessage>,
     channel: String,
     kind: &'static str,
 }
@@ -33,6 +33,14 @@ impl Broadcast {
 }
 
 impl DialectArg {
+    /// The protocol's dialect.
+    pub fn kind(self) -> Dialect {
+        match self {
+            DialectArg::Orbnet => Dialect::Orbnet,
+            DialectArg::Basic => Dialect::Basic,
+        }
+    }
+
     /// Its name on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
@@ -43,7 +51,7 @@ impl DialectArg {
 
     /// Endpoint path and subscriptions of client `i` on a stream of its own: its user's
     /// notifications (orbnet), or a channel `status:idle-<i>` (basic).
-    pub fn own_stream(self, i: usize) -> (&'static str, Vec<Value>) {
+    pub fn own_stream(self, i: usize) -> (&'static str, Vec<ClientMessage>) {
         match self {
             DialectArg::Orbnet => self.user_stream(),
             DialectArg::Basic => ("/ws", Dialect::Basic.subscriptions(&[&format!("status:idle-{i}")])),
@@ -52,7 +60,7 @@ impl DialectArg {
 
     /// Endpoint path and subscriptions of a client that wants its user's events: orbnet
     /// subscribes to `notification` on `/ws/notifications`; basic gets them on `/ws` unasked.
-    pub fn user_stream(self) -> (&'static str, Vec<Value>) {
+    pub fn user_stream(self) -> (&'static str, Vec<ClientMessage>) {
         match self {
             DialectArg::Orbnet => ("/ws/notifications", Dialect::Orbnet.subscriptions(&["notification"])),
             DialectArg::Basic => ("/ws", Vec::new()),

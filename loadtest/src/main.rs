@@ -51,10 +51,10 @@ pub struct Target {
     #[arg(long, default_value = "127.0.0.1:8080", value_delimiter = ',', global = true)]
     pub server: Vec<SocketAddr>,
     /// HS256 secret used to mint client tokens.
-    #[arg(long, env = "SWITCHBOARD_JWT_SECRET", default_value = switchboard_edge::config::DEV_JWT_SECRET, global = true)]
+    #[arg(long, env = "SWITCHBOARD_JWT_SECRET", default_value = switchboard_protocol::token::DEV_JWT_SECRET, global = true)]
     pub secret: String,
     /// Admin key for the publish API.
-    #[arg(long, env = "SWITCHBOARD_ADMIN_KEY", default_value = switchboard_edge::config::DEV_ADMIN_KEY, global = true)]
+    #[arg(long, env = "SWITCHBOARD_ADMIN_KEY", default_value = switchboard_protocol::token::DEV_ADMIN_KEY, global = true)]
     pub admin_key: String,
     /// PID of the server process, for memory and CPU readings.
     #[arg(long, global = true)]

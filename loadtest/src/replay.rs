@@ -9,7 +9,7 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use serde_json::{json, Value};
-use switchboard_client::{Dialect, Incoming};
+use switchboard_client::{ClientDialect, Dialect, Incoming};
 
 use crate::client::{connect, token};
 use crate::crowd::{Crowd, Recipe};

@@ -11,7 +11,7 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use serde_json::{json, Value};
-use switchboard_client::{ConnectError, Incoming};
+use switchboard_client::{ClientDialect, ConnectError, Incoming, ServerMessage};
 use tokio::sync::broadcast;
 
 use crate::client::{connect, token};
@@ -66,13 +66,18 @@ pub async fn run(target: &Target, args: StormArgs, fd_limit: u64) -> Result<Valu
             };
             let acked = match dialect {
                 DialectArg::Orbnet => match tokio::time::timeout(Duration::from_secs(30), conn.next()).await {
-                    Ok(Incoming::Text(t)) if t.contains("connection_ack") => Ok(t0.elapsed()),
+                    Ok(Incoming::Text(t))
+                        if matches!(dialect.kind().classify(t.as_bytes()), Some(ServerMessage::Welcome { .. })) =>
+                    {
+                        Ok(t0.elapsed())
+                    }
                     Ok(Incoming::Closed(code)) => Err(format!("closed: {code}")),
                     Ok(other) => Err(format!("unexpected message: {other:?}")),
                     Err(_) => Err("no ack in 30 s".to_string()),
                 },
                 DialectArg::Basic => {
-                    match tokio::time::timeout(Duration::from_secs(30), conn.send_confirmed(&[])).await {
+                    match tokio::time::timeout(Duration::from_secs(30), conn.send_confirmed(dialect.kind(), &[])).await
+                    {
                         Ok(Ok(_)) => Ok(t0.elapsed()),
                         Ok(Err(e)) => Err(e.to_string()),
                         Err(_) => Err("no pong in 30 s".to_string()),

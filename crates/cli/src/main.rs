@@ -1,14 +1,16 @@
-//! `switchboard`: the one binary. `serve` runs a node; `token` mints a development JWT;
-//! `check-config` validates a config file and prints the effective endpoints.
+//! `switchboard`: the one binary. `serve`, `edge` and `worker` run a node in one of its roles;
+//! `token` mints a development JWT; `check-config` validates a config and prints the effective
+//! endpoints.
 
+use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use switchboard_edge::auth::jwt::mint_hs256;
-use switchboard_edge::config::{Config, DEV_ADMIN_KEY};
-use switchboard_edge::server::Role;
+use switchboard_edge::config::{AuthMethod, Config, JwtAlgorithm, Loaded, DEV_ADMIN_KEY};
+use switchboard_edge::server::{Role, WorkerProcess};
 use switchboard_edge::Node;
+use switchboard_protocol::token::mint_hs256;
 
 #[derive(Parser)]
 #[command(name = "switchboard", version, about = "A horizontally scaled real-time WebSocket gateway")]
@@ -64,37 +66,47 @@ enum Command {
         #[arg(long, env = "SWITCHBOARD_CONFIG")]
         config: Option<String>,
     },
-    /// Validate a config file and print the effective endpoints.
+    /// Validate a config (the built-in default when no file is given), with the environment
+    /// overrides applied, and print the effective endpoints.
     CheckConfig {
         /// The file to check.
-        file: String,
+        file: Option<String>,
     },
 }
 
-fn load(config: Option<&str>, listen: Option<SocketAddr>) -> Result<Config> {
-    let mut cfg = Config::load(config, std::env::vars()).map_err(|e| anyhow::anyhow!("{e}"))?;
+/// The role a process runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Process {
+    Node(Role),
+    Worker,
+}
+
+fn load(config: Option<&str>, listen: Option<SocketAddr>) -> Result<Loaded> {
+    let mut loaded = Config::load(config, std::env::vars()).map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(listen) = listen {
-        cfg.listen = listen;
-        let problems = cfg.problems();
+        loaded.config.listen = listen;
+        let problems = loaded.config.problems();
         if !problems.is_empty() {
             bail!("{}", problems.join("\n"));
         }
     }
-    Ok(cfg)
+    Ok(loaded)
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config, listen } => serve(load(config.as_deref(), listen)?, Role::All),
-        Command::Edge { config, listen } => serve(clustered(load(config.as_deref(), listen)?, "edge")?, Role::Edge),
+        Command::Serve { config, listen } => serve(load(config.as_deref(), listen)?, Process::Node(Role::All)),
+        Command::Edge { config, listen } => {
+            serve(clustered(load(config.as_deref(), listen)?, "edge")?, Process::Node(Role::Edge))
+        }
         Command::Worker { config, listen } => {
-            serve(clustered(load(config.as_deref(), listen)?, "worker")?, Role::Worker)
+            serve(clustered(load(config.as_deref(), listen)?, "worker")?, Process::Worker)
         }
         Command::Token { sub, ttl, claims, config } => {
-            let cfg = load(config.as_deref(), None)?;
-            if cfg.jwt.algorithm != "HS256" {
-                bail!("`token` mints HS256 tokens, but the config uses {}", cfg.jwt.algorithm);
+            let cfg = load(config.as_deref(), None)?.config;
+            if cfg.jwt.algorithm != JwtAlgorithm::HS256 {
+                bail!("`token` mints HS256 tokens, but the config uses {:?}", cfg.jwt.algorithm);
             }
             let mut extra = serde_json::Map::new();
             for c in claims {
@@ -106,15 +118,22 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::CheckConfig { file } => {
-            let cfg = Config::load(Some(&file), std::env::vars()).map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("{file}: OK");
-            println!("listen {}; broker: {}", cfg.listen, if cfg.redis_url.is_empty() { "embedded" } else { "redis" });
+            let loaded = Config::load(file.as_deref(), std::env::vars()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let cfg = &loaded.config;
+            println!("{}: OK", loaded.origin);
+            for warning in &loaded.warnings {
+                println!("warning: {warning}");
+            }
+            let broker = if cfg.redis_url.is_empty() { "embedded" } else { "redis" };
+            println!("listen {}; broker: {broker}", cfg.listen);
             for e in &cfg.endpoints {
+                let broadcast = if e.broadcast_channel.is_empty() { "-" } else { e.broadcast_channel.as_str() };
                 println!(
-                    "  {:<20} {:<8} auth={:?} types=[{}]",
+                    "  {:<20} {:<8} auth={:<8} broadcast={:<14} types=[{}]",
                     e.path,
                     e.dialect.name(),
-                    e.auth,
+                    auth_name(e.auth.method),
+                    broadcast,
                     e.event_types.join(", ")
                 );
             }
@@ -123,47 +142,94 @@ fn main() -> Result<()> {
     }
 }
 
-/// Cluster roles share state through Redis only.
-fn clustered(cfg: Config, role: &str) -> Result<Config> {
-    if cfg.redis_url.is_empty() {
-        bail!("`{role}` needs Redis: set SWITCHBOARD_REDIS_URL (or redis_url in the config); `serve` runs without it");
+fn auth_name(method: AuthMethod) -> &'static str {
+    match method {
+        AuthMethod::Jwt => "jwt",
+        AuthMethod::ApiKey => "api_key",
     }
-    Ok(cfg)
 }
 
-fn serve(cfg: Config, role: Role) -> Result<()> {
+/// Cluster roles share state through Redis only.
+fn clustered(loaded: Loaded, role: &str) -> Result<Loaded> {
+    if loaded.config.redis_url.is_empty() {
+        bail!("`{role}` needs Redis: set SWITCHBOARD_REDIS_URL (or redis_url in the config); `serve` runs without it");
+    }
+    Ok(loaded)
+}
+
+fn serve(loaded: Loaded, process: Process) -> Result<()> {
+    let cfg = loaded.config;
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log_level))
         .context("log_level")?;
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cfg.listen))?;
         let addr = listener.local_addr()?;
-        let node = connect(cfg.clone()).await?;
-        print_banner(&cfg, addr, role);
-        switchboard_edge::server::serve_role(node, role, listener, shutdown_signal()).await?;
+        match process {
+            Process::Node(role) => {
+                let node = retrying(
+                    || Node::connect(cfg.clone()),
+                    |e| match e {
+                        switchboard_edge::node::NodeError::Broker(e) => Some(e.to_string()),
+                        _ => None,
+                    },
+                )
+                .await?;
+                print_banner(&cfg, addr, role);
+                switchboard_edge::server::serve_role(node, role, listener, shutdown_signal()).await?;
+            }
+            Process::Worker => {
+                let worker = retrying(|| WorkerProcess::connect(cfg.clone()), |e| Some(e.to_string())).await?;
+                print_worker_banner(&cfg, addr);
+                worker.serve(listener, shutdown_signal()).await?;
+            }
+        }
         Ok(())
     })
 }
 
-/// Builds the node, waiting for Redis with capped exponential backoff if it is not up yet
-/// (edges may start before Redis in a compose or Kubernetes rollout).
-async fn connect(cfg: Config) -> Result<std::sync::Arc<Node>> {
+/// Runs `attempt` until it succeeds, waiting with capped exponential backoff while `transient`
+/// says the failure is Redis being unreachable (nodes may start before Redis in a compose or
+/// Kubernetes rollout); any other failure ends it.
+async fn retrying<T, E, F>(mut attempt: impl FnMut() -> F, transient: impl Fn(&E) -> Option<String>) -> Result<T>
+where
+    F: Future<Output = std::result::Result<T, E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
     let mut delay = std::time::Duration::from_millis(200);
     loop {
-        match Node::connect(cfg.clone()).await {
-            Ok(node) => return Ok(node),
-            Err(switchboard_edge::node::NodeError::Broker(e)) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "Redis unreachable; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(std::time::Duration::from_secs(5));
-            }
-            Err(e) => return Err(e.into()),
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) => match transient(&e) {
+                Some(why) => {
+                    tracing::warn!(error = why, retry_in = ?delay, "Redis unreachable; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                }
+                None => return Err(e.into()),
+            },
         }
     }
+}
+
+fn broker_name(cfg: &Config) -> &'static str {
+    match (cfg.redis_url.is_empty(), cfg.redis_cluster) {
+        (true, _) => "embedded broker",
+        (false, false) => "Redis",
+        (false, true) => "Redis Cluster",
+    }
+}
+
+fn print_worker_banner(cfg: &Config, addr: SocketAddr) {
+    println!("switchboard worker listening on http://{addr} ({}): /metrics /healthz /readyz", broker_name(cfg));
+    println!();
 }
 
 fn print_banner(cfg: &Config, addr: SocketAddr, role: Role) {
@@ -172,21 +238,12 @@ fn print_banner(cfg: &Config, addr: SocketAddr, role: Role) {
             "using development credentials (set SWITCHBOARD_JWT_SECRET and SWITCHBOARD_ADMIN_KEY for real use)"
         );
     }
-    let broker = match (cfg.redis_url.is_empty(), cfg.redis_cluster) {
-        (true, _) => "embedded broker",
-        (false, false) => "Redis",
-        (false, true) => "Redis Cluster",
-    };
-    if role == Role::Worker {
-        println!("switchboard worker listening on http://{addr} ({broker}): /metrics /healthz /readyz");
-        println!();
-        return;
-    }
-    println!("switchboard listening on http://{addr} ({broker})");
+    let what = if role == Role::All { "switchboard" } else { "switchboard edge" };
+    println!("{what} listening on http://{addr} ({})", broker_name(cfg));
     for e in &cfg.endpoints {
-        let cred = match e.auth {
-            switchboard_edge::config::AuthMethod::Jwt => "?token=<JWT>",
-            switchboard_edge::config::AuthMethod::ApiKey => "?api_key=<key>",
+        let cred = match e.auth.method {
+            AuthMethod::Jwt => "?token=<JWT>",
+            AuthMethod::ApiKey => "?api_key=<key>",
         };
         println!("  ws://{addr}{}{cred:<14}  {} dialect", e.path, e.dialect.name());
     }

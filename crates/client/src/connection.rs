@@ -5,12 +5,14 @@
 use std::net::{IpAddr, SocketAddr};
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::Value;
+use switchboard_protocol::{DialectKind, FrameKind, ServerMessage};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Bytes, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
+
+use crate::{ClientDialect, ClientMessage};
 
 /// How a connection is opened.
 #[derive(Debug, Clone)]
@@ -75,11 +77,6 @@ pub struct Connection {
     ws: WebSocketStream<TcpStream>,
 }
 
-/// Whether a text message is an error message (`{"type":"error",...}` in both dialects).
-fn is_error(text: &str) -> bool {
-    serde_json::from_str::<Value>(text).is_ok_and(|v| v.get("type").and_then(Value::as_str) == Some("error"))
-}
-
 fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> ConnectError {
     move |error| ConnectError::Io { what, error }
 }
@@ -121,9 +118,17 @@ impl Connection {
         Ok(self.ws.send(Message::Text(text.into())).await?)
     }
 
-    /// Sends a JSON message (a subscribe, a ping, a chat message).
-    pub async fn send_json(&mut self, message: &Value) -> Result<(), ConnectError> {
-        self.send_text(message.to_string()).await
+    /// Sends a dialect message (a subscribe, a ping, a chat message).
+    pub async fn send(&mut self, message: &ClientMessage) -> Result<(), ConnectError> {
+        let frame = match message.frame {
+            FrameKind::Text => {
+                let text = Utf8Bytes::try_from(message.bytes.clone())
+                    .map_err(|e| ConnectError::WebSocket(tungstenite::Error::Utf8(e.to_string())))?;
+                Message::Text(text)
+            }
+            FrameKind::Binary => Message::Binary(message.bytes.clone()),
+        };
+        Ok(self.ws.send(frame).await?)
     }
 
     /// Sends a WebSocket ping; its pong comes back as [`Incoming::Pong`].
@@ -134,10 +139,14 @@ impl Connection {
     /// Sends `messages`, then a ping, and waits for its pong: the server handles a
     /// connection's frames in order, so once the pong is back every message was processed
     /// (e.g. the subscriptions are in force). Returns the text messages that arrived meanwhile,
-    /// or [`ConnectError::Rejected`] if one of them was an error (in either dialect).
-    pub async fn send_confirmed(&mut self, messages: &[Value]) -> Result<Vec<Utf8Bytes>, ConnectError> {
+    /// or [`ConnectError::Rejected`] if one of them was an error message of `dialect`.
+    pub async fn send_confirmed(
+        &mut self,
+        dialect: DialectKind,
+        messages: &[ClientMessage],
+    ) -> Result<Vec<Utf8Bytes>, ConnectError> {
         for m in messages {
-            self.send_json(m).await?;
+            self.send(m).await?;
         }
         self.ping(b"confirm").await?;
         let mut meanwhile = Vec::new();
@@ -149,7 +158,8 @@ impl Connection {
                 Incoming::Closed(code) => return Err(ConnectError::Closed(code)),
             }
         }
-        match meanwhile.iter().find(|t| is_error(t)) {
+        let is_error = |t: &&Utf8Bytes| matches!(dialect.classify(t.as_bytes()), Some(ServerMessage::Error { .. }));
+        match meanwhile.iter().find(is_error) {
             Some(error) => Err(ConnectError::Rejected(error.to_string())),
             None => Ok(meanwhile),
         }

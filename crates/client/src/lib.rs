@@ -1,4 +1,5 @@
-//! A client for Switchboard's JSON endpoints (the `orbnet` and `basic` dialects).
+//! A client for Switchboard's endpoints, speaking each dialect through the protocol crate's
+//! codecs (the JSON dialects today).
 //!
 //! [`Client`] does what the API documents ask of every client: reconnect with exponential
 //! backoff and jitter, subscribe again after every reconnect, resume with `last_event_id` so
@@ -9,8 +10,8 @@
 //! ```no_run
 //! # async fn demo() {
 //! use switchboard_client::{Client, ClientConfig, ClientEvent, Dialect};
-//! let config = ClientConfig::new(vec!["ws://127.0.0.1:8080/ws/notifications".into()], "TOKEN".into())
-//!     .subscribe_to(Dialect::Orbnet, &["notification"]);
+//! let urls = vec!["ws://127.0.0.1:8080/ws/notifications".into()];
+//! let config = ClientConfig::new(Dialect::Orbnet, urls, "TOKEN".into()).subscribe_to(&["notification"]);
 //! let mut client = Client::start(config);
 //! while let Some(event) = client.next().await {
 //!     if let ClientEvent::Event(e) = event {
@@ -27,5 +28,6 @@ mod reconnecting;
 
 pub use connection::{ConnectError, ConnectOptions, Connection, Incoming};
 pub use dedupe::RecentIds;
-pub use dialect::{event_id, Dialect};
+pub use dialect::{event_id, ClientDialect, ClientMessage};
 pub use reconnecting::{backoff_delay, Client, ClientConfig, ClientEvent};
+pub use switchboard_protocol::{DialectKind as Dialect, ServerMessage};

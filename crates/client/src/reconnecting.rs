@@ -3,21 +3,24 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use switchboard_protocol::{DialectKind, ServerMessage};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::{event_id, ConnectError, ConnectOptions, Connection, Dialect, Incoming, RecentIds};
+use crate::{ClientDialect, ClientMessage, ConnectError, ConnectOptions, Connection, Incoming, RecentIds};
 
 /// How to connect and what to subscribe to.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
+    /// The endpoints' dialect.
+    pub dialect: DialectKind,
     /// Endpoint URLs (`ws://host/ws/notifications`); tried round-robin, so a client moves to
     /// another node when one goes away.
     pub urls: Vec<String>,
     /// The JWT, sent as `?token=`.
     pub token: String,
     /// Messages sent after every (re)connect, in order.
-    pub subscriptions: Vec<Value>,
+    pub subscriptions: Vec<ClientMessage>,
     /// First reconnect delay; doubles per failed attempt.
     pub min_backoff: Duration,
     /// Longest reconnect delay.
@@ -28,8 +31,9 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// A config with the documents' reconnection defaults (1 s doubling to 30 s, jittered).
-    pub fn new(urls: Vec<String>, token: String) -> Self {
+    pub fn new(dialect: DialectKind, urls: Vec<String>, token: String) -> Self {
         ClientConfig {
+            dialect,
             urls,
             token,
             subscriptions: Vec::new(),
@@ -40,14 +44,14 @@ impl ClientConfig {
     }
 
     /// Adds a message to send after every connect.
-    pub fn subscribe(mut self, message: Value) -> Self {
+    pub fn subscribe(mut self, message: ClientMessage) -> Self {
         self.subscriptions.push(message);
         self
     }
 
-    /// Adds the messages that subscribe to `topics` in `dialect` (see [`Dialect::subscriptions`]).
-    pub fn subscribe_to(mut self, dialect: Dialect, topics: &[&str]) -> Self {
-        self.subscriptions.extend(dialect.subscriptions(topics));
+    /// Adds the messages that subscribe to `topics` (see [`ClientDialect::subscriptions`]).
+    pub fn subscribe_to(mut self, topics: &[&str]) -> Self {
+        self.subscriptions.extend(self.dialect.subscriptions(topics));
         self
     }
 
@@ -129,7 +133,7 @@ async fn run(config: ClientConfig, tx: mpsc::Sender<ClientEvent>) {
                 }
                 let mut subscribed = true;
                 for s in &config.subscriptions {
-                    subscribed &= conn.send_json(s).await.is_ok();
+                    subscribed &= conn.send(s).await.is_ok();
                 }
                 if !subscribed {
                     1006
@@ -141,15 +145,15 @@ async fn run(config: ClientConfig, tx: mpsc::Sender<ClientEvent>) {
                             Incoming::Binary(_) | Incoming::Pong(_) => continue,
                         };
                         let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
-                        let event = match event_id(&v) {
-                            Some(id) => {
-                                if !seen.insert(id) {
+                        let event = match config.dialect.classify(text.as_bytes()) {
+                            Some(ServerMessage::Event { id, .. }) => {
+                                if !seen.insert(&id) {
                                     continue;
                                 }
-                                last_id = Some(id.to_owned());
+                                last_id = Some(id);
                                 ClientEvent::Event(v)
                             }
-                            None => ClientEvent::Control(v),
+                            _ => ClientEvent::Control(v),
                         };
                         if tx.send(event).await.is_err() {
                             return;

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use serde_json::{json, Value};
-use switchboard_client::{event_id, ConnectError, ConnectOptions, Connection, Dialect, Incoming};
+use switchboard_client::{event_id, ClientDialect, ConnectError, ConnectOptions, Connection, Dialect, Incoming};
 use switchboard_testkit::{TestNode, WAIT};
 
 async fn next_json(conn: &mut Connection) -> Value {
@@ -20,12 +20,13 @@ async fn a_basic_connection_receives_its_channel_once_the_subscription_is_confir
     let options = ConnectOptions { source: Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3))), ..Default::default() };
     let url = node.ws_url(&format!("/ws?token={}", node.token("bob")));
     let mut conn = Connection::open(&url, &options).await.expect("connects from 127.0.0.3");
-    let meanwhile = conn.send_confirmed(&Dialect::Basic.subscriptions(&["status:svc"])).await.expect("confirmed");
+    let meanwhile =
+        conn.send_confirmed(Dialect::Basic, &Dialect::Basic.subscriptions(&["status:svc"])).await.expect("confirmed");
     assert!(meanwhile.is_empty(), "basic acknowledges nothing: {meanwhile:?}");
     node.publish(json!({"channel": "status:svc", "type": "status_update", "payload": {"up": true}})).await;
     let event = next_json(&mut conn).await;
     assert_eq!(event["data"], json!({"up": true}));
-    assert!(event_id(&event).is_some(), "an event: {event}");
+    assert!(event_id(Dialect::Basic, event.to_string().as_bytes()).is_some(), "an event: {event}");
 }
 
 #[tokio::test]
@@ -33,7 +34,10 @@ async fn an_orbnet_connection_sees_its_ack_before_the_confirmation_and_events_af
     let node = TestNode::default().await;
     let url = node.ws_url(&format!("/ws/notifications?token={}", node.token("carol")));
     let mut conn = Connection::open(&url, &ConnectOptions::default()).await.expect("connects");
-    let meanwhile = conn.send_confirmed(&Dialect::Orbnet.subscriptions(&["notification"])).await.expect("confirmed");
+    let meanwhile = conn
+        .send_confirmed(Dialect::Orbnet, &Dialect::Orbnet.subscriptions(&["notification"]))
+        .await
+        .expect("confirmed");
     let kinds: Vec<Value> =
         meanwhile.iter().map(|t| serde_json::from_str::<Value>(t).expect("JSON")["type"].clone()).collect();
     assert!(kinds.contains(&json!("connection_ack")), "{kinds:?}");
@@ -61,7 +65,7 @@ async fn a_refused_subscription_fails_the_confirmation_with_the_servers_error() 
     let node = TestNode::default().await;
     let url = node.ws_url(&format!("/ws?token={}", node.token("dave")));
     let mut conn = Connection::open(&url, &ConnectOptions::default()).await.expect("connects");
-    let refused = conn.send_confirmed(&Dialect::Basic.subscriptions(&["no-such-namespace"])).await;
+    let refused = conn.send_confirmed(Dialect::Basic, &Dialect::Basic.subscriptions(&["no-such-namespace"])).await;
     match refused {
         Err(ConnectError::Rejected(text)) => assert!(text.contains("\"error\""), "{text}"),
         other => panic!("expected the server's error, got {other:?}"),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use switchboard_broker::memory::MemoryHub;
-use switchboard_client::{backoff_delay, Client, ClientConfig, ClientEvent};
+use switchboard_client::{backoff_delay, Client, ClientConfig, ClientEvent, Dialect};
 use switchboard_testkit::{test_config, TestNode, WAIT};
 
 async fn next(client: &mut Client) -> ClientEvent {
@@ -26,8 +26,8 @@ async fn the_client_moves_to_another_node_resumes_and_never_delivers_twice() {
     let mut a = TestNode::start_on_hub(test_config(|_| {}), &hub).await;
     let b = TestNode::start_on_hub(test_config(|_| {}), &hub).await;
     let urls = vec![a.ws_url("/ws/notifications"), b.ws_url("/ws/notifications")];
-    let config = ClientConfig::new(urls, a.token("alice"))
-        .subscribe(json!({"type": "subscribe", "channels": ["notification"]}))
+    let config = ClientConfig::new(Dialect::Orbnet, urls, a.token("alice"))
+        .subscribe_to(&["notification"])
         .backoff(Duration::from_millis(20), Duration::from_millis(100));
     let mut client = Client::start(config);
     assert_eq!(next(&mut client).await, ClientEvent::Connected(a.ws_url("/ws/notifications")));
@@ -70,7 +70,8 @@ async fn the_client_moves_to_another_node_resumes_and_never_delivers_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_credentials_stop_the_client_and_backoff_grows_with_jitter() {
     let node = TestNode::default().await;
-    let mut client = Client::start(ClientConfig::new(vec![node.ws_url("/ws/notifications")], "not-a-token".into()));
+    let mut client =
+        Client::start(ClientConfig::new(Dialect::Orbnet, vec![node.ws_url("/ws/notifications")], "not-a-token".into()));
     assert_eq!(next(&mut client).await, ClientEvent::Disconnected(4001));
     assert_eq!(
         tokio::time::timeout(WAIT, client.next()).await.expect("ends"),
@@ -78,7 +79,7 @@ async fn refused_credentials_stop_the_client_and_backoff_grows_with_jitter() {
         "no retry loop on bad credentials"
     );
 
-    let config = ClientConfig::new(Vec::new(), String::new());
+    let config = ClientConfig::new(Dialect::Orbnet, Vec::new(), String::new());
     for attempt in 0..8 {
         let d = backoff_delay(&config, attempt);
         let cap = (Duration::from_secs(1) * (1 << attempt)).min(Duration::from_secs(30));

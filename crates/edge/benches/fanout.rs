@@ -9,13 +9,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use switchboard_broker::DeliverySink;
-use switchboard_edge::connection::{ConnHandle, Discard, Selection};
-use switchboard_edge::dispatch::Dispatcher;
-use switchboard_edge::endpoint::EndpointRuntime;
-use switchboard_edge::metrics::Metrics;
-use switchboard_edge::persistence;
-use switchboard_edge::registry::TopicRegistry;
+use switchboard_edge::internals::{
+    ConnHandle, Discard, Dispatcher, EndpointRuntime, Metrics, Subscriptions, TopicRegistry,
+};
 use switchboard_edge::Config;
 use switchboard_protocol::{DialectKind, Event};
 
@@ -37,14 +33,15 @@ fn bench(c: &mut Criterion) {
         });
     }
     let config = Config::from_toml(switchboard_edge::config::DEFAULT_CONFIG_TOML).expect("default config");
-    let endpoint =
-        Arc::new(EndpointRuntime::new(config.endpoints.iter().find(|e| e.path == "/ws").expect("/ws").clone()));
+    let endpoint = Arc::new(EndpointRuntime::new(config.endpoint("/ws").expect("/ws").clone()));
     for n in [1_000usize, 10_000] {
         let registry = Arc::new(TopicRegistry::default());
         let dispatcher = Dispatcher::new(registry.clone(), Arc::new(Metrics::new()));
         let mut conns = Vec::with_capacity(n);
         for id in 0..n {
-            let conn = Arc::new(ConnHandle::new(id as u64, endpoint.clone(), Selection::default(), Arc::new(Discard)));
+            let mut subscriptions = Subscriptions::default();
+            subscriptions.add_channel("c:status:load".into(), None);
+            let conn = Arc::new(ConnHandle::new(id as u64, endpoint.clone(), subscriptions, Arc::new(Discard)));
             registry.add("c:status:load", &conn);
             conns.push(conn);
         }
@@ -76,7 +73,7 @@ fn stamp(c: &mut Criterion) {
     let mut group = c.benchmark_group("worker_stamp");
     group.throughput(Throughput::Elements(1));
     for (name, body) in [("appended", entry.to_string()), ("reparsed", format!("{entry} "))] {
-        group.bench_function(name, |b| b.iter(|| persistence::worker::stamp(id, body.as_bytes())));
+        group.bench_function(name, |b| b.iter(|| switchboard_worker::stamp(id, body.as_bytes())));
     }
     group.finish();
 }
@@ -85,14 +82,12 @@ fn stamp(c: &mut Criterion) {
 /// from the broker as JSON for one of them, in a scattered order (as `sb-load many` sends).
 fn user_streams(c: &mut Criterion, config: &Config) {
     const USERS: usize = 19_000;
-    let endpoint = Arc::new(EndpointRuntime::new(
-        config.endpoints.iter().find(|e| e.path == "/ws/notifications").expect("/ws/notifications").clone(),
-    ));
+    let endpoint = Arc::new(EndpointRuntime::new(config.endpoint("/ws/notifications").expect("endpoint").clone()));
     let registry = Arc::new(TopicRegistry::default());
     let dispatcher = Dispatcher::new(registry.clone(), Arc::new(Metrics::new()));
     let mut conns = Vec::with_capacity(USERS);
     for id in 0..USERS {
-        let conn = Arc::new(ConnHandle::new(id as u64, endpoint.clone(), Selection::default(), Arc::new(Discard)));
+        let conn = Arc::new(ConnHandle::new(id as u64, endpoint.clone(), Subscriptions::default(), Arc::new(Discard)));
         registry.add(&format!("u:many-{id}"), &conn);
         conns.push(conn);
     }

@@ -1,15 +1,16 @@
 //! An endpoint as the running node uses it: its config plus everything derived from it once
-//! (codec, type set, compiled channel patterns, close-code map), so the per-message paths
-//! never re-parse config.
+//! (codec, type set, compiled channel patterns, heartbeat policy, broadcast topic), so the
+//! per-message paths never re-parse config.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
 
-use switchboard_protocol::{CloseReason, Codec};
+use switchboard_protocol::keyspace::{channel_topic, is_user_topic};
+use switchboard_protocol::{CloseReason, Codec, HeartbeatStyle};
 use wildmatch::WildMatch;
 
-use std::sync::Arc;
-
-use crate::config::{Config, EndpointConfig};
+use crate::config::{AuthConfig, AuthMethod, Config, EndpointConfig, LimitsConfig};
 
 /// A configured endpoint, ready to serve.
 pub struct EndpointRuntime {
@@ -17,33 +18,69 @@ pub struct EndpointRuntime {
     pub config: EndpointConfig,
     /// Its dialect's codec.
     pub codec: &'static dyn Codec,
+    /// How its connections are kept alive.
+    pub heartbeat: Heartbeat,
     event_types: HashSet<String>,
     channels: Vec<WildMatch>,
     member_only: Vec<WildMatch>,
-    close_codes: HashMap<CloseReason, u16>,
+    broadcast_topic: Option<String>,
+}
+
+/// An endpoint's heartbeat: the dialect's style with the endpoint's timing.
+#[derive(Debug, Clone, Copy)]
+pub struct Heartbeat {
+    /// What is sent and what answers it.
+    pub style: HeartbeatStyle,
+    /// Time between pings.
+    pub interval: Duration,
+    /// How long an answer may take.
+    pub timeout: Duration,
+    /// Consecutive unanswered pings before the connection is closed.
+    pub max_missed: u32,
+    /// Whether pings are sent only after `interval` without a client message.
+    pub when_idle: bool,
 }
 
 impl EndpointRuntime {
     /// Derives the runtime form of an endpoint config (already validated).
     pub fn new(config: EndpointConfig) -> Self {
-        let close_codes = config
-            .close_codes
-            .iter()
-            .filter_map(|(name, code)| CloseReason::from_name(name).map(|r| (r, *code)))
-            .collect();
+        let codec = config.dialect.codec();
+        let h = &config.heartbeat;
         EndpointRuntime {
-            codec: config.dialect.codec(),
+            heartbeat: Heartbeat {
+                style: codec.heartbeat(),
+                interval: h.interval,
+                timeout: h.timeout,
+                max_missed: h.max_missed.max(1),
+                when_idle: h.when_idle,
+            },
+            codec,
             event_types: config.event_types.iter().cloned().collect(),
-            channels: config.channels.iter().map(|p| WildMatch::new(p)).collect(),
-            member_only: config.member_only_channels.iter().map(|p| WildMatch::new(p)).collect(),
-            close_codes,
+            channels: config.channels.allowed.iter().map(|p| WildMatch::new(p)).collect(),
+            member_only: config.channels.member_only.iter().map(|p| WildMatch::new(p)).collect(),
+            broadcast_topic: (!config.broadcast_channel.is_empty()).then(|| channel_topic(&config.broadcast_channel)),
             config,
         }
     }
 
+    /// The endpoint's path.
+    pub fn path(&self) -> &str {
+        &self.config.path
+    }
+
+    /// Its limits.
+    pub fn limits(&self) -> &LimitsConfig {
+        &self.config.limits
+    }
+
+    /// How its clients authenticate.
+    pub fn auth(&self) -> &AuthConfig {
+        &self.config.auth
+    }
+
     /// The close code for `reason` on this endpoint: config override, else the dialect's.
     pub fn close_code(&self, reason: CloseReason) -> u16 {
-        self.close_codes.get(&reason).copied().unwrap_or_else(|| self.codec.close_code(reason))
+        self.config.close_codes.get(&reason).copied().unwrap_or_else(|| self.codec.close_code(reason))
     }
 
     /// Whether events of this type are delivered on this endpoint.
@@ -65,6 +102,22 @@ impl EndpointRuntime {
     pub fn member_only(&self, channel: &str) -> bool {
         self.member_only.iter().any(|p| p.matches(channel))
     }
+
+    /// The broker topic of the endpoint's broadcast channel, if it has one.
+    pub fn broadcast_topic(&self) -> Option<&str> {
+        self.broadcast_topic.as_deref()
+    }
+
+    /// Whether `topic` is one of a connection's own streams here (a user's stream, the
+    /// broadcast channel) rather than a channel subscribed to by name.
+    pub fn is_own_stream(&self, topic: &str) -> bool {
+        is_user_topic(topic) || self.broadcast_topic.as_deref() == Some(topic)
+    }
+
+    /// Whether connections authenticate as users (and so have a user stream, quotas, presence).
+    pub fn has_users(&self) -> bool {
+        self.config.auth.method == AuthMethod::Jwt
+    }
 }
 
 /// The diagnostic echo endpoint, when the config enables it: large messages allowed (the
@@ -74,24 +127,11 @@ pub fn echo_endpoint(config: &Config) -> Option<Arc<EndpointRuntime>> {
     if path.is_empty() {
         return None;
     }
-    let toml = format!("path = {path:?}\ndialect = \"basic\"\nauth = \"jwt\"\nuser_events = false\n");
-    let mut ep: EndpointConfig = toml::from_str(&toml).ok()?;
-    ep.max_message_bytes = 32 << 20;
-    ep.outbound_queue = 4096;
+    let toml = format!(
+        "path = {path:?}\ndialect = \"basic\"\nauth = {{ method = \"jwt\" }}\nuser_events = false\n\
+         limits = {{ max_message_bytes = {}, outbound_queue = 4096 }}\n",
+        32 << 20
+    );
+    let ep: EndpointConfig = toml::from_str(&toml).ok()?;
     Some(Arc::new(EndpointRuntime::new(ep)))
-}
-
-/// Broker topic for events addressed to a user.
-pub fn user_topic(user: &str) -> String {
-    format!("u:{user}")
-}
-
-/// Broker topic for a channel.
-pub fn channel_topic(channel: &str) -> String {
-    format!("c:{channel}")
-}
-
-/// Broker set that holds a channel's members.
-pub fn members_key(channel: &str) -> String {
-    format!("members:{channel}")
 }

@@ -1,26 +1,42 @@
 //! The Switchboard edge: WebSocket endpoints for every dialect, local fan-out, and the HTTP
 //! publish/admin/operations API, over any [`switchboard_broker::Broker`].
 //!
-//! Layout: [`config`] (typed, validated config), [`auth`] (JWT, API keys), [`endpoint`] (an
-//! endpoint ready to serve), [`connection`] (the per-connection actor), [`registry`] and
-//! [`topics`] (local subscriptions and their broker mirror), [`dispatch`] (encode once, share
-//! bytes), [`http`] (routes), [`node`] (the shared handle), [`server`] (serve and drain).
+//! What is public is what a process needs to run a node: [`config`], [`Node`] and [`server`].
+//! The rest is the node's inside, each module owning one concern:
+//! - [`auth`]: credentials to principal (JWT, API keys);
+//! - `endpoint`: an endpoint's config made ready to serve (codec, heartbeat, patterns);
+//! - `connection`: the per-connection actor, its shared handle, output and subscriptions;
+//! - `session`: what a connection does with each command, through a narrow set of services;
+//! - `fanout`: local topic registry, broker subscription sync, encode-once dispatch;
+//! - `publish`: the one way in for events (publish API and client sends);
+//! - `replay`, `quota`, `membership`, `index`, `control`, `inbox`: replay on connect,
+//!   cluster-wide quotas, channel membership, connections by user, cluster control messages,
+//!   and routing of broker deliveries;
+//! - `http`: the routes; `node`: the composition root; `server`: roles, serving and draining.
 
 pub mod auth;
 pub mod config;
-pub mod connection;
-pub mod dispatch;
-pub mod endpoint;
+mod connection;
+mod control;
+mod endpoint;
+mod fanout;
 pub mod http;
-pub mod ids;
-pub mod metrics;
+mod ids;
+mod inbox;
+mod index;
+mod membership;
+mod metrics;
 pub mod node;
-pub mod persistence;
-pub mod quota;
-pub mod registry;
+mod publish;
+mod quota;
+mod replay;
 pub mod server;
-pub mod short_set;
-pub mod topics;
+mod session;
+mod short_set;
+
+#[cfg(feature = "internals")]
+pub mod internals;
 
 pub use config::Config;
+pub use fanout::dispatch::INLINE_FANOUT;
 pub use node::Node;

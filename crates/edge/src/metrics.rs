@@ -4,8 +4,7 @@
 //! delivery, so metrics cost nothing that grows with the number of subscribers.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// Every metric the node exports.
@@ -15,7 +14,8 @@ pub struct Metrics {
     pub connections: IntGaugeVec,
     /// Connection attempts by endpoint and result (`accepted`, `unauthorized`, ...).
     pub connects: IntCounterVec,
-    /// Closed connections by endpoint and close code.
+    /// Closed connections by endpoint, close code and who closed (`client`, `server`,
+    /// `network`: the socket went away without a close frame).
     pub disconnects: IntCounterVec,
     /// Client messages received, by endpoint.
     pub messages_in: IntCounterVec,
@@ -25,8 +25,6 @@ pub struct Metrics {
     pub events_in: IntCounter,
     /// Events accepted by the publish API.
     pub published: IntCounter,
-    /// Events stored in users' replay logs by this node's worker.
-    pub persisted: IntCounter,
     /// Events replayed to reconnecting clients.
     pub replayed: IntCounter,
     /// Connections closed because their queue was full.
@@ -75,12 +73,15 @@ impl Metrics {
                     .expect("valid metric definition"),
             ),
             connects: counter_vec("connects_total", "Connection attempts by result", &["endpoint", "result"]),
-            disconnects: counter_vec("disconnects_total", "Closed connections by close code", &["endpoint", "code"]),
+            disconnects: counter_vec(
+                "disconnects_total",
+                "Closed connections by close code and who closed",
+                &["endpoint", "code", "by"],
+            ),
             messages_in: counter_vec("messages_in_total", "Client messages received", &["endpoint"]),
             deliveries: counter("deliveries_total", "Events queued to connections"),
             events_in: counter("events_in_total", "Events received from the broker"),
             published: counter("published_total", "Events accepted by the publish API"),
-            persisted: counter("persisted_total", "Events stored in replay logs by this node's worker"),
             replayed: counter("replayed_total", "Events replayed to reconnecting clients"),
             slow_consumer_closes: counter(
                 "slow_consumer_closes_total",
@@ -130,10 +131,9 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8(out).unwrap_or_default()
+    /// The registry every metric of the process is in (the worker registers its own here
+    /// when it runs in the same process).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 }

@@ -1,74 +1,41 @@
-//! The node: the process-wide machinery every connection and HTTP handler reaches through one
-//! cheap-to-clone handle (`Arc<Node>`): config, broker, local registry, auth, metrics.
+//! The node: the composition root. It builds every service of an edge from the config and the
+//! broker, wires them together, and hands each part only what it needs (the connection actor a
+//! [`ConnContext`], sessions their [`SessionServices`], the HTTP handlers the node itself).
+//! Nothing below it imports it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use switchboard_broker::memory::MemoryHub;
 use switchboard_broker::redis::{RedisBroker, RedisSettings};
 use switchboard_broker::{BrokerError, DeliverySink, SharedBroker};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use switchboard_protocol::keyspace::CONTROL_TOPIC;
+use tokio::sync::Notify;
 
-use crate::auth::{ApiKeyStore, JwtVerifier};
+use crate::auth::{ApiKeyStore, Authenticator, JwtVerifier};
 use crate::config::Config;
-use crate::dispatch::Dispatcher;
+use crate::connection::ConnContext;
+use crate::control::ControlHandler;
 use crate::endpoint::EndpointRuntime;
+use crate::fanout::{Dispatcher, TopicRegistry, TopicSync};
+use crate::inbox::Inbox;
+use crate::index::ConnectionIndex;
+use crate::membership::Membership;
 use crate::metrics::Metrics;
+use crate::publish::PublishService;
 use crate::quota::QuotaKeeper;
-use crate::registry::TopicRegistry;
-use crate::topics::TopicSync;
+use crate::replay::Replayer;
+use crate::session::SessionServices;
 
 /// Everything shared by the connections and handlers of one node.
 pub struct Node {
-    /// The validated config.
-    pub config: Arc<Config>,
-    /// Shared state.
-    pub broker: SharedBroker,
-    /// Local topic → connections map.
-    pub registry: Arc<TopicRegistry>,
-    /// Keeps broker subscriptions equal to local needs.
-    pub topics: TopicSync,
-    /// Verifies user tokens.
-    pub jwt: JwtVerifier,
-    /// API keys.
-    pub api_keys: ApiKeyStore,
-    /// Cluster-wide connection quotas held by this node.
-    pub quotas: Arc<QuotaKeeper>,
-    /// This node's unique id (quota holders, logs).
-    pub id: String,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// Local fan-out (also used by the broker as its delivery sink).
-    pub dispatcher: Arc<Dispatcher>,
-    /// Configured endpoints.
-    pub endpoints: Vec<Arc<EndpointRuntime>>,
-    /// Connection tasks, so a drain can wait for them.
-    pub connections: TaskTracker,
-    /// Cancelled when the node starts draining.
-    pub draining: CancellationToken,
-    next_conn_id: AtomicU64,
-}
-
-/// The parts of a node that exist before its broker: the broker delivers into the dispatcher.
-struct Core {
-    jwt: JwtVerifier,
-    metrics: Arc<Metrics>,
-    registry: Arc<TopicRegistry>,
-    dispatcher: Arc<Dispatcher>,
-}
-
-impl Core {
-    fn new(config: &Config) -> Result<Core, NodeError> {
-        let metrics = Arc::new(Metrics::new());
-        let registry = Arc::new(TopicRegistry::default());
-        Ok(Core {
-            jwt: JwtVerifier::from_config(config)?,
-            dispatcher: Dispatcher::new(registry.clone(), metrics.clone()),
-            metrics,
-            registry,
-        })
-    }
+    id: String,
+    config: Arc<Config>,
+    broker: SharedBroker,
+    endpoints: Vec<Arc<EndpointRuntime>>,
+    auth: Authenticator,
+    sessions: Arc<SessionServices>,
+    conns: Arc<ConnContext>,
+    ingest_appended: Arc<Notify>,
 }
 
 /// Why a node could not be built.
@@ -82,6 +49,35 @@ pub enum NodeError {
     Broker(#[from] BrokerError),
 }
 
+/// The parts of a node that exist before its broker: the broker delivers into the inbox.
+struct Core {
+    metrics: Arc<Metrics>,
+    registry: Arc<TopicRegistry>,
+    ingest_appended: Arc<Notify>,
+    inbox: Arc<Inbox>,
+}
+
+impl Core {
+    fn new() -> Core {
+        let metrics = Arc::new(Metrics::new());
+        let registry = Arc::new(TopicRegistry::default());
+        let ingest_appended = Arc::new(Notify::new());
+        let dispatcher = Dispatcher::new(registry.clone(), metrics.clone());
+        let inbox = Arc::new(Inbox::new(dispatcher, ingest_appended.clone()));
+        Core { metrics, registry, ingest_appended, inbox }
+    }
+}
+
+/// Connects to the broker the config names: Redis (single server or cluster) when
+/// `redis_url` is set, else a fresh in-process one. Its deliveries go to `sink`.
+pub async fn connect_broker(config: &Config, sink: Arc<dyn DeliverySink>) -> Result<SharedBroker, BrokerError> {
+    if config.redis_url.is_empty() {
+        return Ok(Arc::new(MemoryHub::new().node(sink)));
+    }
+    let settings = RedisSettings::new(&config.redis_url, config.redis_cluster);
+    Ok(Arc::new(RedisBroker::connect(&settings, sink).await?))
+}
+
 impl Node {
     /// A node on the in-process broker (`switchboard serve` without Redis).
     pub fn embedded(config: Config) -> Result<Arc<Node>, NodeError> {
@@ -89,16 +85,12 @@ impl Node {
         Self::with_broker(config, |sink| Arc::new(hub.node(sink)))
     }
 
-    /// A node on the broker the config names: Redis (single server or cluster) when
-    /// `redis_url` is set, else the in-process broker. Fails if Redis cannot be reached now.
+    /// A node on the broker the config names. Fails if Redis cannot be reached now.
     pub async fn connect(config: Config) -> Result<Arc<Node>, NodeError> {
-        if config.redis_url.is_empty() {
-            return Self::embedded(config);
-        }
-        let core = Core::new(&config)?;
-        let settings = RedisSettings::new(&config.redis_url, config.redis_cluster);
-        let broker: SharedBroker = Arc::new(RedisBroker::connect(&settings, core.dispatcher.clone()).await?);
-        Ok(Self::assemble(config, core, broker))
+        let jwt = JwtVerifier::from_config(&config)?;
+        let core = Core::new();
+        let broker = connect_broker(&config, core.inbox.clone()).await?;
+        Ok(Self::assemble(config, core, broker, jwt))
     }
 
     /// A node whose broker is made by `make_broker` from the node's delivery sink.
@@ -106,39 +98,117 @@ impl Node {
         config: Config,
         make_broker: impl FnOnce(Arc<dyn DeliverySink>) -> SharedBroker,
     ) -> Result<Arc<Node>, NodeError> {
-        let core = Core::new(&config)?;
-        let broker = make_broker(core.dispatcher.clone());
-        Ok(Self::assemble(config, core, broker))
+        let jwt = JwtVerifier::from_config(&config)?;
+        let core = Core::new();
+        let broker = make_broker(core.inbox.clone());
+        Ok(Self::assemble(config, core, broker, jwt))
     }
 
-    fn assemble(config: Config, core: Core, broker: SharedBroker) -> Arc<Node> {
-        let endpoints = config.endpoints.iter().cloned().map(|e| Arc::new(EndpointRuntime::new(e))).collect();
+    fn assemble(config: Config, core: Core, broker: SharedBroker, jwt: JwtVerifier) -> Arc<Node> {
+        let Core { metrics, registry, ingest_appended, inbox } = core;
         let id = format!("node_{}", ulid::Ulid::new());
-        Arc::new(Node {
-            api_keys: ApiKeyStore::new(broker.clone(), config.api_keys.clone()),
+        let endpoints = config.endpoints.iter().cloned().map(|e| Arc::new(EndpointRuntime::new(e))).collect();
+        let topics = Arc::new(TopicSync::new(broker.clone(), registry.clone()));
+        let index = Arc::new(ConnectionIndex::default());
+        inbox.set_control(ControlHandler::new(index.clone(), registry.clone(), topics.clone()));
+        let membership = Membership::new(broker.clone());
+        let p = &config.persistence;
+        let sessions = Arc::new(SessionServices {
             quotas: Arc::new(QuotaKeeper::new(broker.clone(), config.quota_lease, id.clone())),
-            id,
-            topics: TopicSync::new(broker.clone(), core.registry.clone()),
+            replayer: Replayer::new(broker.clone(), p.retention, p.replay_limit, metrics.clone()),
+            publisher: Arc::new(PublishService::new(broker.clone(), p.clone(), membership.clone())),
+            membership,
+            registry,
+            topics,
+            index,
+            metrics: metrics.clone(),
+            total_per_user: config.max_connections_per_user,
+        });
+        Arc::new(Node {
+            auth: Authenticator::new(jwt, ApiKeyStore::new(broker.clone(), config.api_keys.clone())),
+            conns: Arc::new(ConnContext::new(metrics, config.drain_window)),
             config: Arc::new(config),
+            id,
             broker,
-            registry: core.registry,
-            jwt: core.jwt,
-            metrics: core.metrics,
-            dispatcher: core.dispatcher,
             endpoints,
-            connections: TaskTracker::new(),
-            draining: CancellationToken::new(),
-            next_conn_id: AtomicU64::new(1),
+            sessions,
+            ingest_appended,
         })
     }
 
-    /// A node-unique connection id.
-    pub fn next_conn_id(&self) -> u64 {
-        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    /// Subscribes the node to the cluster's control messages (before it serves).
+    pub async fn join_cluster(&self) -> Result<(), BrokerError> {
+        self.broker.subscribe(&[CONTROL_TOPIC.to_owned()]).await
+    }
+
+    /// The node's unique id (quota holders, worker leases, logs).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The validated config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The paths of the WebSocket endpoints served.
+    pub fn endpoint_paths(&self) -> Vec<&str> {
+        self.endpoints.iter().map(|e| e.path()).collect()
+    }
+
+    /// Whether a local connection is registered on `topic` (for tests and diagnostics).
+    pub fn has_local_subscribers(&self, topic: &str) -> bool {
+        self.sessions.registry.has(topic)
     }
 
     /// Whether the node accepts new connections (not draining; `/readyz` also pings the broker).
     pub fn is_accepting(&self) -> bool {
-        !self.draining.is_cancelled()
+        !self.conns.draining.is_cancelled()
+    }
+
+    /// Starts a graceful drain: no new connections, every open one closed within the drain
+    /// window.
+    pub fn start_draining(&self) {
+        self.conns.draining.cancel();
+    }
+
+    pub(crate) fn broker(&self) -> &SharedBroker {
+        &self.broker
+    }
+
+    pub(crate) fn endpoints(&self) -> &[Arc<EndpointRuntime>] {
+        &self.endpoints
+    }
+
+    pub(crate) fn authenticator(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    pub(crate) fn sessions(&self) -> &Arc<SessionServices> {
+        &self.sessions
+    }
+
+    pub(crate) fn conns(&self) -> &Arc<ConnContext> {
+        &self.conns
+    }
+
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.sessions.metrics
+    }
+
+    pub(crate) fn publisher(&self) -> &PublishService {
+        &self.sessions.publisher
+    }
+
+    pub(crate) fn membership(&self) -> &Membership {
+        &self.sessions.membership
+    }
+
+    pub(crate) fn quotas(&self) -> &Arc<QuotaKeeper> {
+        &self.sessions.quotas
+    }
+
+    pub(crate) fn ingest_appended(&self) -> &Arc<Notify> {
+        &self.ingest_appended
     }
 }

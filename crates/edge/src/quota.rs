@@ -12,7 +12,10 @@ use std::time::Duration;
 use futures_util::stream::{self, StreamExt};
 use parking_lot::Mutex;
 use switchboard_broker::{BrokerError, SharedBroker};
+use switchboard_protocol::keyspace::{api_key_quota, user_quota, user_quota_total};
 
+use crate::auth::Principal;
+use crate::endpoint::EndpointRuntime;
 use crate::metrics::Metrics;
 
 /// Quota keys renewed concurrently (pipelined on the broker connection).
@@ -23,10 +26,32 @@ const RENEWAL_SLICE: usize = 256;
 /// One quota a connection must fit in: a broker key and its limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuotaSlot {
-    /// Lease key (`quota:/ws/notifications:alice`).
+    /// Lease key (`quota:{alice}:/ws/notifications`, see [`switchboard_protocol::keyspace`]).
     pub key: String,
     /// Most concurrent holders.
     pub limit: u32,
+}
+
+/// The quotas a connection of `principal` to `endpoint` must fit in: the user's on this
+/// endpoint and across all (`total_per_user`, 0 for none), or the API key's. All of one
+/// principal's keys share a hash tag, so they are taken in one atomic call on a Redis Cluster.
+pub fn slots_for(principal: &Principal, endpoint: &EndpointRuntime, total_per_user: u32) -> Vec<QuotaSlot> {
+    let mut slots = Vec::new();
+    match principal {
+        Principal::User(claims) => {
+            let per_endpoint = endpoint.limits().max_connections_per_user;
+            if per_endpoint > 0 {
+                slots.push(QuotaSlot { key: user_quota(&claims.sub, endpoint.path()), limit: per_endpoint });
+            }
+            if total_per_user > 0 {
+                slots.push(QuotaSlot { key: user_quota_total(&claims.sub), limit: total_per_user });
+            }
+        }
+        Principal::ApiKey(key) => {
+            slots.push(QuotaSlot { key: api_key_quota(&key.name), limit: key.max_connections });
+        }
+    }
+    slots
 }
 
 /// The slots this node holds, and their renewal. A holder is a connection, named in the broker
@@ -150,7 +175,7 @@ mod tests {
     }
 
     fn slot(user: usize) -> Vec<QuotaSlot> {
-        vec![QuotaSlot { key: format!("quota:/ws:user-{user}"), limit: 1 }]
+        vec![QuotaSlot { key: user_quota(&format!("user-{user}"), "/ws"), limit: 1 }]
     }
 
     #[tokio::test]

@@ -1,4 +1,4 @@
-//! Running a node in one of its roles: bind, serve HTTP (and WebSockets on an edge), run the
+//! Running a process in one of its roles: bind, serve HTTP (and WebSockets on an edge), run the
 //! persistence worker where the role has one, and drain gracefully on shutdown.
 //!
 //! The accept loop is our own, on hyper's HTTP/1.1 connection builder over plain
@@ -13,23 +13,24 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use switchboard_broker::{BrokerError, SharedBroker};
+use switchboard_worker::{WakeSink, WorkerMetrics};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::http::{ops_router, router};
-use crate::node::Node;
-use crate::persistence::worker;
+use crate::config::Config;
+use crate::http::{ops_router, router, Ops};
+use crate::node::{connect_broker, Node};
 
-/// What a process runs.
+/// What a node process runs besides its HTTP surface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// Edge and persistence worker in one process (`switchboard serve`).
     All,
     /// WebSocket endpoints and the HTTP API, no worker (`switchboard edge`).
     Edge,
-    /// The persistence worker, with `/metrics`, `/healthz`, `/readyz` (`switchboard worker`).
-    Worker,
 }
 
 /// Serves `node` in `role` on `listener` until `shutdown` resolves, then drains: stops
@@ -41,20 +42,35 @@ pub async fn serve_role(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = if role == Role::Worker { ops_router(node.clone()) } else { router(node.clone()) };
-    let renewal = node.quotas.spawn_renewal(node.metrics.clone());
+    if let Err(e) = node.join_cluster().await {
+        tracing::warn!(error = %e, "not subscribed to cluster control messages yet; the broker connection retries");
+    }
+    let app = router(node.clone());
+    let renewal = node.quotas().spawn_renewal(node.metrics().clone());
     let stop_worker = CancellationToken::new();
-    let worker = (role != Role::Edge).then(|| tokio::spawn(worker::run(node.clone(), stop_worker.clone())));
+    let worker = (role == Role::All).then(|| {
+        let settings = node.config().persistence.worker_settings(node.id().to_owned());
+        let metrics = WorkerMetrics::register(node.metrics().registry());
+        let run = switchboard_worker::run(
+            node.broker().clone(),
+            settings,
+            metrics,
+            node.ingest_appended().clone(),
+            stop_worker.clone(),
+        );
+        tokio::spawn(run)
+    });
     let drain_node = node.clone();
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!("draining");
-        drain_node.draining.cancel();
+        drain_node.start_draining();
     });
-    accept_until(listener, app, node.draining.clone()).await;
-    node.connections.close();
-    let window = node.config.drain_window + Duration::from_secs(5);
-    if tokio::time::timeout(window, node.connections.wait()).await.is_err() {
+    let conns = node.conns().clone();
+    accept_until(listener, app, conns.draining.clone()).await;
+    conns.tasks.close();
+    let window = node.config().drain_window + Duration::from_secs(5);
+    if tokio::time::timeout(window, conns.tasks.wait()).await.is_err() {
         tracing::warn!("drain window passed with connections still open");
     }
     stop_worker.cancel();
@@ -72,6 +88,51 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     serve_role(node, Role::All, listener, shutdown).await
+}
+
+/// A persistence-worker process (`switchboard worker`): the broker, the worker and the
+/// operations endpoints (`/metrics`, `/healthz`, `/readyz`), none of an edge's machinery.
+pub struct WorkerProcess {
+    config: Config,
+    broker: SharedBroker,
+    wake: Arc<Notify>,
+}
+
+impl WorkerProcess {
+    /// Connects to the config's broker.
+    pub async fn connect(config: Config) -> Result<WorkerProcess, BrokerError> {
+        let wake = Arc::new(Notify::new());
+        let broker = connect_broker(&config, Arc::new(WakeSink(wake.clone()))).await?;
+        Ok(WorkerProcess { config, broker, wake })
+    }
+
+    /// Runs the worker and serves the operations endpoints on `listener` until `shutdown`,
+    /// then gives the worker's shards up.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let registry = prometheus::Registry::new_custom(Some("switchboard".into()), None).unwrap_or_default();
+        let metrics = WorkerMetrics::register(&registry);
+        let holder = format!("worker_{}", ulid::Ulid::new());
+        let settings = self.config.persistence.worker_settings(holder);
+        let stop = CancellationToken::new();
+        let worker =
+            tokio::spawn(switchboard_worker::run(self.broker.clone(), settings, metrics, self.wake, stop.clone()));
+        let draining = CancellationToken::new();
+        let ops = Ops { broker: self.broker, registry, draining: draining.clone() };
+        let stop_accepting = draining.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("stopping");
+            stop_accepting.cancel();
+        });
+        accept_until(listener, ops_router(ops), draining).await;
+        stop.cancel();
+        let _ = worker.await;
+        Ok(())
+    }
 }
 
 /// How long a client may take to send its request head.

@@ -81,7 +81,7 @@ async fn unknown_channels_fail_and_member_only_channels_need_membership() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_per_connection_are_capped() {
     let node = TestNode::start(switchboard_testkit::test_config(|c| {
-        c.endpoints.iter_mut().filter(|e| e.path == "/ws").for_each(|e| e.max_subscriptions = 2);
+        c.endpoints.iter_mut().filter(|e| e.path == "/ws").for_each(|e| e.limits.max_subscriptions = 2);
     }))
     .await;
     let mut c = connected(&node, "alice").await;

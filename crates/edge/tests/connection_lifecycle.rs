@@ -11,8 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 fn fast_heartbeat() -> switchboard_edge::Config {
     test_config(|c| {
         for e in &mut c.endpoints {
-            e.ping_interval = Duration::from_millis(200);
-            e.pong_timeout = Duration::from_millis(300);
+            e.heartbeat.interval = Duration::from_millis(200);
+            e.heartbeat.timeout = Duration::from_millis(300);
         }
     })
 }
@@ -32,9 +32,9 @@ async fn a_client_that_stops_answering_pings_is_closed() {
 async fn with_three_allowed_misses_a_silent_client_gets_three_pings_before_the_close() {
     let node = TestNode::start(test_config(|c| {
         for e in &mut c.endpoints {
-            e.ping_interval = Duration::from_millis(200);
-            e.pong_timeout = Duration::from_millis(200);
-            e.max_missed_pongs = 3;
+            e.heartbeat.interval = Duration::from_millis(200);
+            e.heartbeat.timeout = Duration::from_millis(200);
+            e.heartbeat.max_missed = 3;
         }
     }))
     .await;
@@ -98,7 +98,7 @@ async fn an_oversized_message_closes_with_1009() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_closed_without_stalling_others() {
     let node = TestNode::start(test_config(|c| {
-        c.endpoints.iter_mut().filter(|e| e.path == "/ws/notifications").for_each(|e| e.outbound_queue = 8);
+        c.endpoints.iter_mut().filter(|e| e.path == "/ws/notifications").for_each(|e| e.limits.outbound_queue = 8);
     }))
     .await;
     let mut slow = node.connect_user("/ws/notifications", "alice").await;

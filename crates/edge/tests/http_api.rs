@@ -109,7 +109,7 @@ async fn operations_endpoints_answer() {
     let page = node.request(Method::GET, "/playground").send().await.unwrap().text().await.unwrap();
     assert!(page.contains("Switchboard playground"));
     let (_, eps) = answer(node.request(Method::GET, "/playground/endpoints").send().await.unwrap()).await;
-    assert_eq!(eps["endpoints"].as_array().unwrap().len(), node.node.endpoints.len());
+    assert_eq!(eps["endpoints"].as_array().unwrap().len(), node.node.endpoint_paths().len());
     let mut c = node.connect_user("/ws/notifications", "alice").await;
     c.welcomed().await;
     let metrics = node.metrics().await;

@@ -101,11 +101,11 @@ async fn a_client_close_is_answered_and_frees_the_subscription() {
     alice.welcomed().await;
     alice.send_json(json!({"type": "subscribe", "channels": ["notification"]})).await;
     alice.barrier().await;
-    assert!(node.node.registry.has("u:alice"));
+    assert!(node.node.has_local_subscribers("u:alice"));
     alice.ws.close(None).await.expect("close");
     assert!(matches!(alice.next().await, Received::Closed(..) | Received::Gone));
     let deadline = tokio::time::Instant::now() + switchboard_testkit::WAIT;
-    while node.node.registry.has("u:alice") {
+    while node.node.has_local_subscribers("u:alice") {
         assert!(tokio::time::Instant::now() < deadline, "subscription not released after close");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }

@@ -91,8 +91,8 @@ async fn a_message_flood_is_closed_with_4029_and_the_wait_in_the_reason() {
 async fn typing_is_throttled_and_client_publish_is_rate_limited_per_user() {
     let node = TestNode::start(switchboard_testkit::test_config(|c| {
         for e in c.endpoints.iter_mut().filter(|e| e.path == "/ws/chat") {
-            e.publish_rate_per_user = 2;
-            e.typing_interval = std::time::Duration::from_secs(60);
+            e.publish.rate_per_user = 2;
+            e.publish.typing_interval = std::time::Duration::from_secs(60);
         }
     }))
     .await;
@@ -131,10 +131,10 @@ async fn silent_and_unsubscribed_connections_are_closed_after_their_timeouts() {
     let node = TestNode::start(switchboard_testkit::test_config(|c| {
         for e in &mut c.endpoints {
             if e.path == "/ws/notifications" {
-                e.unsubscribed_timeout = std::time::Duration::from_millis(500);
+                e.limits.unsubscribed_timeout = std::time::Duration::from_millis(500);
             }
             if e.path == "/ws" {
-                e.idle_timeout = std::time::Duration::from_millis(500);
+                e.limits.idle_timeout = std::time::Duration::from_millis(500);
             }
         }
     }))

@@ -34,15 +34,7 @@ async fn publish_n(node: &TestNode, from: u32, to: u32) -> Vec<String> {
 
 /// Waits until the persistence worker has stored `n` events in total.
 async fn persisted(node: &TestNode, n: u64) {
-    let deadline = tokio::time::Instant::now() + switchboard_testkit::WAIT;
-    while node.node.metrics.persisted.get() < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the worker did not persist {n} events, only {}",
-            node.node.metrics.persisted.get()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    node.await_metric("switchboard_persisted_total", n as f64).await;
 }
 
 /// Receives live events until `n` arrives (so everything before it has been written).
@@ -69,7 +61,7 @@ async fn missed_notifications_are_replayed_in_order_before_live_ones() {
 
     // Wait until the first connection's cursor is saved (its close was processed).
     let deadline = tokio::time::Instant::now() + switchboard_testkit::WAIT;
-    while node.node.registry.has("u:alice") {
+    while node.node.has_local_subscribers("u:alice") {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }

@@ -4,7 +4,7 @@
 //! inline, in passes.
 
 use serde_json::{json, Value};
-use switchboard_edge::dispatch::INLINE_FANOUT;
+use switchboard_edge::INLINE_FANOUT;
 use switchboard_testkit::{TestNode, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -1,11 +1,13 @@
 //! Why a connection is closed, in dialect-neutral terms.
 //!
-//! The documents disagree on codes (4008 is "connection limit" for orbnet and "rate limited"
-//! for veriops), so the actor only ever names a [`CloseReason`]; the endpoint's dialect (and its
+//! The documented APIs disagree on codes (4008 is "connection limit" in one and "rate limited"
+//! in another), so the edge only ever names a [`CloseReason`]; the endpoint's dialect (and its
 //! config overrides) turn it into a code in exactly one place: [`crate::Codec::close_code`].
 
-/// Every reason the server closes a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Every reason the server closes a connection. Config files name them in snake case
+/// (`connection_limit = 4008` in an endpoint's `close_codes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CloseReason {
     /// Normal closure.
     Normal,
@@ -39,11 +41,13 @@ pub enum CloseReason {
     TooManySubscriptions,
     /// Nothing happened on the connection for too long.
     Idle,
+    /// The session was revoked (logout elsewhere, an administrator).
+    SessionRevoked,
 }
 
 impl CloseReason {
     /// Every reason, for config validation and documentation.
-    pub const ALL: [CloseReason; 16] = [
+    pub const ALL: [CloseReason; 17] = [
         CloseReason::Normal,
         CloseReason::GoingAway,
         CloseReason::PolicyViolation,
@@ -60,6 +64,7 @@ impl CloseReason {
         CloseReason::InvalidPayload,
         CloseReason::TooManySubscriptions,
         CloseReason::Idle,
+        CloseReason::SessionRevoked,
     ];
 
     /// The config name of this reason (`connection_limit`), used in close-code overrides.
@@ -81,6 +86,7 @@ impl CloseReason {
             CloseReason::InvalidPayload => "invalid_payload",
             CloseReason::TooManySubscriptions => "too_many_subscriptions",
             CloseReason::Idle => "idle",
+            CloseReason::SessionRevoked => "session_revoked",
         }
     }
 
@@ -98,7 +104,7 @@ impl CloseReason {
             CloseReason::InvalidPayload => 1007,
             CloseReason::Internal => 1011,
             CloseReason::MessageTooBig => 1009,
-            CloseReason::AuthFailed | CloseReason::AuthExpired => 4001,
+            CloseReason::AuthFailed | CloseReason::AuthExpired | CloseReason::SessionRevoked => 4001,
             CloseReason::Forbidden => 4003,
             CloseReason::ConnectionLimit => 4008,
             CloseReason::RateLimited => 4029,
@@ -136,6 +142,7 @@ impl CloseReason {
             CloseReason::InvalidPayload => "Invalid UTF-8 in text message",
             CloseReason::TooManySubscriptions => "Too many subscriptions",
             CloseReason::Idle => "Idle timeout",
+            CloseReason::SessionRevoked => "Session revoked",
         }
     }
 }
@@ -145,9 +152,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_round_trip() {
+    fn names_round_trip_and_match_the_config_spelling() {
         for r in CloseReason::ALL {
             assert_eq!(CloseReason::from_name(r.name()), Some(r));
+            assert_eq!(serde_json::to_value(r).expect("serializes"), serde_json::json!(r.name()));
         }
     }
 }

@@ -31,8 +31,8 @@ pub struct Event {
     pub sender: Option<String>,
     /// Position in the user's replay log (`<ms>-<seq>`), for persisted events: edges use it
     /// to skip events a connection already got and to resume after a reconnect.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sid: Option<String>,
+    #[serde(default, rename = "pos", skip_serializing_if = "Option::is_none")]
+    pub position: Option<String>,
 }
 
 /// Where an event is addressed.

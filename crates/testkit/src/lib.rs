@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use switchboard_edge::auth::jwt::mint_hs256;
 use switchboard_edge::config::{Config, DEFAULT_CONFIG_TOML};
 use switchboard_edge::Node;
+use switchboard_protocol::token::mint_hs256;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -77,7 +77,7 @@ impl TestNode {
     }
 
     async fn serve(node: Arc<Node>) -> TestNode {
-        let listener = tokio::net::TcpListener::bind(node.config.listen).await.expect("bind a free port");
+        let listener = tokio::net::TcpListener::bind(node.config().listen).await.expect("bind a free port");
         let addr = listener.local_addr().expect("local addr");
         let serving = node.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -178,6 +178,47 @@ impl TestNode {
     pub async fn metrics(&self) -> String {
         self.request(reqwest::Method::GET, "/metrics").send().await.expect("metrics").text().await.expect("text")
     }
+
+    /// The value of one series on `/metrics` (`switchboard_persisted_total`, or with labels
+    /// `switchboard_connections{endpoint="/ws"}`), 0 when it is not there yet.
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics().await, series)
+    }
+
+    /// Waits until `series` on `/metrics` reaches `at_least`.
+    pub async fn await_metric(&self, series: &str, at_least: f64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let value = self.metric(series).await;
+            if value >= at_least {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{series} stayed at {value}, below {at_least}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until no local connection is registered on `topic` (a closed connection has been
+    /// cleaned up).
+    pub async fn await_no_local_subscribers(&self, topic: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.node.has_local_subscribers(topic) {
+            assert!(tokio::time::Instant::now() < deadline, "{topic} still has local subscribers");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The value of `series` in a Prometheus text exposition (0 when absent). A series given
+/// without labels matches the sample without labels.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
 }
 
 /// Connects a WebSocket client to `url`, with extra headers.

@@ -6,6 +6,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use switchboard_broker::{BrokerError, SharedBroker};
+use switchboard_protocol::keyspace::{api_key_name as name_key, api_key_record as record_key};
 
 use crate::config::ConfiguredApiKey;
 
@@ -40,18 +41,15 @@ pub struct ApiKeyStore {
     configured: Vec<ConfiguredApiKey>,
 }
 
-fn record_key(hash: &str) -> String {
-    format!("apikey:{hash}")
-}
-
-fn name_key(name: &str) -> String {
-    format!("apikey-name:{name}")
-}
-
 impl ApiKeyStore {
     /// A store over the broker plus the keys listed in the config.
     pub fn new(broker: SharedBroker, configured: Vec<ConfiguredApiKey>) -> Self {
         ApiKeyStore { broker, configured }
+    }
+
+    /// The broker the keys are kept in (shared state the authenticator also reads).
+    pub fn broker(&self) -> &SharedBroker {
+        &self.broker
     }
 
     /// Creates a key; returns the plain key, which is shown once and never stored.

@@ -1,30 +1,12 @@
-//! JWT verification (HS256 with a secret, RS256/ES256 with a PEM public key) and minting for
-//! `switchboard token`.
+//! JWT verification: HS256 with a secret, RS256/ES256 with a PEM public key; exactly one
+//! algorithm per node, so `alg: none` or a token signed another way is refused. A configured
+//! issuer or audience must be present in the token, not merely match when present.
 
 use jsonwebtoken::errors::ErrorKind as JwtErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::{Deserialize, Serialize};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use switchboard_protocol::token::Claims;
 
-use crate::config::Config;
-
-/// The claims Switchboard reads.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Claims {
-    /// The user id.
-    pub sub: String,
-    /// Expiry, unix seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exp: Option<u64>,
-    /// Session id, for revocation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sid: Option<String>,
-    /// Display name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Channel patterns this user may use (glob, `conversation:*`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channels: Option<Vec<String>>,
-}
+use crate::config::{Config, JwtAlgorithm};
 
 /// Why a token was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,7 +14,8 @@ pub enum TokenError {
     /// `exp` has passed (beyond the leeway).
     #[error("token expired")]
     Expired,
-    /// Bad signature, wrong algorithm, wrong issuer or audience, not yet valid, malformed.
+    /// Bad signature, wrong algorithm, issuer or audience, not yet valid, malformed; the text
+    /// says which, in words safe to show the client.
     #[error("invalid token: {0}")]
     Invalid(String),
 }
@@ -49,40 +32,38 @@ pub struct JwtVerifier {
 #[error("jwt: {0}")]
 pub struct JwtConfigError(String);
 
-fn algorithm(name: &str) -> Result<Algorithm, JwtConfigError> {
-    match name {
-        "HS256" => Ok(Algorithm::HS256),
-        "RS256" => Ok(Algorithm::RS256),
-        "ES256" => Ok(Algorithm::ES256),
-        other => Err(JwtConfigError(format!("unsupported algorithm {other}"))),
-    }
-}
-
 impl JwtVerifier {
     /// Builds the verifier from the config.
     pub fn from_config(config: &Config) -> Result<Self, JwtConfigError> {
         let jwt = &config.jwt;
-        let alg = algorithm(&jwt.algorithm)?;
         let pem = jwt.public_key_pem.as_bytes();
-        let key = match alg {
-            Algorithm::HS256 => DecodingKey::from_secret(config.jwt_secret().as_bytes()),
-            Algorithm::RS256 => {
-                DecodingKey::from_rsa_pem(pem).map_err(|e| JwtConfigError(format!("public_key_pem: {e}")))?
-            }
-            _ => DecodingKey::from_ec_pem(pem).map_err(|e| JwtConfigError(format!("public_key_pem: {e}")))?,
+        let (alg, key) = match jwt.algorithm {
+            JwtAlgorithm::HS256 => (Algorithm::HS256, DecodingKey::from_secret(config.jwt_secret().as_bytes())),
+            JwtAlgorithm::RS256 => (
+                Algorithm::RS256,
+                DecodingKey::from_rsa_pem(pem).map_err(|e| JwtConfigError(format!("public_key_pem: {e}")))?,
+            ),
+            JwtAlgorithm::ES256 => (
+                Algorithm::ES256,
+                DecodingKey::from_ec_pem(pem).map_err(|e| JwtConfigError(format!("public_key_pem: {e}")))?,
+            ),
         };
         let mut validation = Validation::new(alg);
         validation.leeway = jwt.leeway.as_secs();
         validation.validate_nbf = true;
-        validation.required_spec_claims = ["sub".to_string()].into_iter().collect();
+        // `exp` is checked when present; whether it must be present is the endpoint's choice.
+        let mut required = vec!["sub"];
         if !jwt.issuer.is_empty() {
             validation.set_issuer(&[jwt.issuer.as_str()]);
+            required.push("iss");
         }
         if jwt.audience.is_empty() {
             validation.validate_aud = false;
         } else {
             validation.set_audience(&[jwt.audience.as_str()]);
+            required.push("aud");
         }
+        validation.set_required_spec_claims(&required);
         Ok(JwtVerifier { key, validation })
     }
 
@@ -91,34 +72,43 @@ impl JwtVerifier {
         match jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation) {
             Ok(data) if data.claims.sub.is_empty() => Err(TokenError::Invalid("empty `sub`".into())),
             Ok(data) => Ok(data.claims),
-            Err(e) if matches!(e.kind(), JwtErrorKind::ExpiredSignature) => Err(TokenError::Expired),
-            Err(e) => Err(TokenError::Invalid(e.to_string())),
+            Err(e) => Err(match e.kind() {
+                JwtErrorKind::ExpiredSignature => TokenError::Expired,
+                kind => TokenError::Invalid(explain(kind)),
+            }),
         }
     }
 }
 
-/// Mints an HS256 token with `sub`, `iat`, `exp` and extra claims (for `switchboard token`
-/// and tests).
-pub fn mint_hs256(
-    secret: &str,
-    sub: &str,
-    ttl_secs: u64,
-    extra: serde_json::Map<String, serde_json::Value>,
-) -> Result<String, jsonwebtoken::errors::Error> {
-    let now = jsonwebtoken::get_current_timestamp();
-    let mut claims = extra;
-    claims.insert("sub".into(), sub.into());
-    claims.insert("iat".into(), now.into());
-    claims.entry("exp").or_insert_with(|| (now + ttl_secs).into());
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))
+/// Why a token failed, for the person who minted it.
+fn explain(kind: &JwtErrorKind) -> String {
+    match kind {
+        JwtErrorKind::InvalidSignature => "the signature does not match this server's key or secret".into(),
+        JwtErrorKind::InvalidAlgorithm => "the token is signed with another algorithm than the server's".into(),
+        JwtErrorKind::InvalidIssuer => "wrong `iss`".into(),
+        JwtErrorKind::InvalidAudience => "wrong `aud`".into(),
+        JwtErrorKind::ImmatureSignature => "not valid yet (`nbf`)".into(),
+        JwtErrorKind::MissingRequiredClaim(claim) => format!("the `{claim}` claim is required"),
+        JwtErrorKind::InvalidToken | JwtErrorKind::Base64(_) | JwtErrorKind::Json(_) | JwtErrorKind::Utf8(_) => {
+            "not a well-formed JWT".into()
+        }
+        other => format!("{other:?}"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use jsonwebtoken::{EncodingKey, Header};
+    use switchboard_protocol::token::mint_hs256;
+
     use super::*;
 
     fn config(extra: &str) -> Config {
         Config::from_toml(&format!("[jwt]\nsecret = \"k\"\nleeway = \"0s\"\n{extra}")).unwrap()
+    }
+
+    fn claims(pairs: &[(&str, serde_json::Value)]) -> serde_json::Map<String, serde_json::Value> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
     }
 
     #[test]
@@ -127,12 +117,29 @@ mod tests {
         let good = mint_hs256("k", "alice", 60, Default::default()).unwrap();
         assert_eq!(v.verify(&good).unwrap().sub, "alice");
         let wrong_key = mint_hs256("other", "alice", 60, Default::default()).unwrap();
-        assert!(matches!(v.verify(&wrong_key), Err(TokenError::Invalid(_))));
-        let mut past = serde_json::Map::new();
-        past.insert("exp".into(), (jsonwebtoken::get_current_timestamp() - 100).into());
-        let expired = mint_hs256("k", "alice", 0, past).unwrap();
-        assert!(matches!(v.verify(&expired), Err(TokenError::Expired)));
+        match v.verify(&wrong_key) {
+            Err(TokenError::Invalid(why)) => assert!(why.contains("signature"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let past = claims(&[("exp", (jsonwebtoken::get_current_timestamp() - 100).into())]);
+        assert!(matches!(v.verify(&mint_hs256("k", "alice", 0, past).unwrap()), Err(TokenError::Expired)));
         assert!(v.verify("not.a.jwt").is_err());
+        let far = claims(&[("exp", (i64::MAX as u64).into())]);
+        assert!(v.verify(&mint_hs256("k", "alice", 0, far).unwrap()).is_ok(), "a far expiry verifies (bounded later)");
+    }
+
+    #[test]
+    fn alg_none_and_other_algorithms_are_refused() {
+        let v = JwtVerifier::from_config(&config("")).unwrap();
+        let good = mint_hs256("k", "alice", 60, Default::default()).unwrap();
+        let parts: Vec<&str> = good.split('.').collect();
+        // `{"alg":"none","typ":"JWT"}` and `{"alg":"HS512","typ":"JWT"}`, base64url.
+        for header in ["eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0", "eyJhbGciOiJIUzUxMiIsInR5cCI6IkpXVCJ9"] {
+            for signature in ["", parts[2]] {
+                let forged = format!("{header}.{}.{signature}", parts[1]);
+                assert!(v.verify(&forged).is_err(), "{header} with signature {signature:?}");
+            }
+        }
     }
 
     fn sign(alg: Algorithm, private_pem: &str, sub: &str) -> String {
@@ -159,13 +166,19 @@ mod tests {
     }
 
     #[test]
-    fn issuer_and_audience_are_enforced_when_configured() {
+    fn issuer_and_audience_are_required_when_configured() {
         let v = JwtVerifier::from_config(&config("issuer = \"me\"\naudience = \"ws\"\n")).unwrap();
-        let mut claims = serde_json::Map::new();
-        claims.insert("iss".into(), "me".into());
-        claims.insert("aud".into(), "ws".into());
-        assert!(v.verify(&mint_hs256("k", "a", 60, claims.clone()).unwrap()).is_ok());
-        claims.insert("iss".into(), "you".into());
-        assert!(v.verify(&mint_hs256("k", "a", 60, claims).unwrap()).is_err());
+        let both = claims(&[("iss", "me".into()), ("aud", "ws".into())]);
+        assert!(v.verify(&mint_hs256("k", "a", 60, both).unwrap()).is_ok());
+        for bad in [
+            claims(&[("iss", "you".into()), ("aud", "ws".into())]),
+            claims(&[("iss", "me".into()), ("aud", "them".into())]),
+            claims(&[("aud", "ws".into())]),
+            claims(&[("iss", "me".into())]),
+            claims(&[]),
+        ] {
+            let token = mint_hs256("k", "a", 60, bad.clone()).unwrap();
+            assert!(matches!(v.verify(&token), Err(TokenError::Invalid(_))), "{bad:?}");
+        }
     }
 }

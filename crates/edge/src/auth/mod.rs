@@ -1,14 +1,24 @@
-//! Who is connecting: JWT verification and API keys, and the 401 answers for failures.
+//! Who is connecting: credentials in, a [`Principal`] or a typed refusal out.
+//!
+//! The [`Authenticator`] knows every method an endpoint may use (a user's JWT, an API key) and
+//! nothing about HTTP: the HTTP layer collects the [`Credentials`] a request presents, the
+//! authenticator checks the ones the endpoint's method asks for. A new method (single-use
+//! tickets, per-token limits) is one more variant here. Refusals become the documented 401
+//! answers in one place (`http::ws`).
 
 pub mod api_keys;
 pub mod jwt;
 
-use std::collections::HashMap;
-
-use axum::http::HeaderMap;
+use switchboard_broker::BrokerError;
+use switchboard_protocol::keyspace::revoked_session;
+use switchboard_protocol::timefmt::now_millis;
 
 pub use api_keys::{ApiKeyRecord, ApiKeyStore};
-pub use jwt::{Claims, JwtVerifier, TokenError};
+pub use jwt::{JwtVerifier, TokenError};
+pub use switchboard_protocol::token::Claims;
+
+use crate::config::AuthMethod;
+use crate::endpoint::EndpointRuntime;
 
 /// An authenticated client.
 #[derive(Debug, Clone)]
@@ -28,13 +38,32 @@ impl Principal {
         }
     }
 
-    /// When the credentials expire (unix seconds), if they do.
-    pub fn expires_at(&self) -> Option<u64> {
+    /// The token's session id (`sid`), if it has one.
+    pub fn session(&self) -> Option<&str> {
         match self {
-            Principal::User(c) => c.exp,
+            Principal::User(c) => c.sid.as_deref(),
             Principal::ApiKey(_) => None,
         }
     }
+}
+
+/// The credentials a connect request presented, wherever the request carried them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Credentials<'a> {
+    /// A user token (`?token=` or `Authorization: Bearer`).
+    pub token: Option<&'a str>,
+    /// An API key (`X-API-Key` or `?api_key=`).
+    pub api_key: Option<&'a str>,
+}
+
+/// A successful authentication.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    /// Who connected.
+    pub principal: Principal,
+    /// When the connection must end (unix seconds): the token's expiry, bounded by the
+    /// endpoint's `max_session`.
+    pub expires_at: Option<u64>,
 }
 
 /// Why a connect was refused before the upgrade; rendered as the documented 401 JSON.
@@ -65,32 +94,87 @@ impl AuthFailure {
     }
 }
 
-impl From<TokenError> for AuthFailure {
+/// Why authentication did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The credentials are refused (the reason is safe to tell the client).
+    #[error("refused: {}", .0.code())]
+    Refused(AuthFailure, String),
+    /// Checking them needs the broker, which is unreachable: try again.
+    #[error("credentials cannot be checked now: {0}")]
+    Unavailable(#[from] BrokerError),
+}
+
+impl From<TokenError> for AuthError {
     fn from(e: TokenError) -> Self {
         match e {
-            TokenError::Expired => AuthFailure::ExpiredToken,
-            TokenError::Invalid(_) => AuthFailure::InvalidToken,
+            TokenError::Expired => AuthError::Refused(AuthFailure::ExpiredToken, "the token has expired".into()),
+            TokenError::Invalid(why) => AuthError::Refused(AuthFailure::InvalidToken, why),
         }
     }
 }
 
-/// The bearer token from `Authorization: Bearer ...`, if any.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+/// Checks credentials with every method an endpoint may ask for.
+pub struct Authenticator {
+    jwt: JwtVerifier,
+    api_keys: ApiKeyStore,
 }
 
-/// The JWT a client presented: `?token=` first, then the `Authorization` header.
-pub fn token_from<'a>(query: &'a HashMap<String, String>, headers: &'a HeaderMap) -> Option<&'a str> {
-    query.get("token").map(String::as_str).filter(|t| !t.is_empty()).or_else(|| bearer(headers))
+impl Authenticator {
+    /// An authenticator verifying tokens with `jwt` and looking keys up in `api_keys`.
+    pub fn new(jwt: JwtVerifier, api_keys: ApiKeyStore) -> Authenticator {
+        Authenticator { jwt, api_keys }
+    }
+
+    /// The API key store (the admin API manages keys through it).
+    pub fn api_keys(&self) -> &ApiKeyStore {
+        &self.api_keys
+    }
+
+    /// Authenticates a connect to `endpoint` with the credentials its method asks for.
+    pub async fn authenticate(
+        &self,
+        endpoint: &EndpointRuntime,
+        credentials: Credentials<'_>,
+    ) -> Result<Authenticated, AuthError> {
+        let auth = endpoint.auth();
+        match auth.method {
+            AuthMethod::Jwt => {
+                let token = credentials
+                    .token
+                    .ok_or_else(|| AuthError::Refused(AuthFailure::MissingToken, "no token".into()))?;
+                let claims = self.jwt.verify(token)?;
+                if auth.require_exp && claims.exp.is_none() {
+                    return Err(TokenError::Invalid("the token has no `exp`".into()).into());
+                }
+                if let Some(sid) = &claims.sid {
+                    if self.api_keys.broker().get(&revoked_session(sid)).await?.is_some() {
+                        return Err(TokenError::Invalid("the session was revoked".into()).into());
+                    }
+                }
+                let bound = (!auth.max_session.is_zero())
+                    .then(|| (now_millis() / 1000).saturating_add(auth.max_session.as_secs()));
+                let expires_at = match (claims.exp, bound) {
+                    (Some(exp), Some(bound)) => Some(exp.min(bound)),
+                    (exp, bound) => exp.or(bound),
+                };
+                Ok(Authenticated { principal: Principal::User(claims), expires_at })
+            }
+            AuthMethod::ApiKey => {
+                let key = credentials
+                    .api_key
+                    .ok_or_else(|| AuthError::Refused(AuthFailure::MissingApiKey, "no API key".into()))?;
+                match self.api_keys.lookup(key).await? {
+                    Some(record) if record.allows(endpoint.path()) => {
+                        Ok(Authenticated { principal: Principal::ApiKey(record), expires_at: None })
+                    }
+                    Some(_) => Err(AuthError::Refused(AuthFailure::InvalidApiKey, "key not allowed here".into())),
+                    None => Err(AuthError::Refused(AuthFailure::InvalidApiKey, "unknown key".into())),
+                }
+            }
+        }
+    }
 }
 
-/// The API key a client presented: `X-API-Key` first, then `?api_key=`.
-pub fn api_key_from<'a>(query: &'a HashMap<String, String>, headers: &'a HeaderMap) -> Option<&'a str> {
-    headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .filter(|k| !k.is_empty())
-        .or_else(|| query.get("api_key").map(String::as_str).filter(|k| !k.is_empty()))
-}
+#[cfg(test)]
+mod tests;

@@ -13,38 +13,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use parking_lot::{Mutex, RwLock};
-use serde_json::Value;
 use switchboard_broker::LogId;
-use switchboard_protocol::{CloseReason, Event, FieldFilter, FrameKind};
+use switchboard_protocol::{CloseReason, Event, FrameKind};
+use switchboard_wsframe::Opcode;
 
-use super::outbox::{Flush, FrameSink, Outbox, Push};
-use super::wire::Opcode;
+use super::outbox::{Flush, FrameSink, Outbound, Outbox, Push};
+use super::subscriptions::{LazyPayload, Subscriptions};
 use crate::endpoint::EndpointRuntime;
-use crate::short_set::ShortSet;
-
-/// What the connection writes: complete WebSocket messages and control frames.
-#[derive(Debug)]
-pub enum Outbound {
-    /// A complete dialect message (text or binary per the endpoint's dialect).
-    Message(Bytes),
-    /// A message with an explicit frame type (the diagnostic echo).
-    Typed {
-        /// Text (true) or binary.
-        text: bool,
-        /// The message.
-        data: Bytes,
-    },
-    /// A persisted event and its position in the user's log; the position is recorded once
-    /// the frame is on the socket, and becomes the replay cursor when the connection ends.
-    Event {
-        /// The encoded event.
-        frame: Bytes,
-        /// Its log position.
-        sid: LogId,
-    },
-    /// A control frame (ping, pong, close) with its payload.
-    Control(Opcode, Vec<u8>),
-}
 
 /// What happened to a message handed to [`ConnHandle::send`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,8 +34,8 @@ pub enum SendOutcome {
     Duplicate,
 }
 
-/// Ordering state for persisted events: the last position queued, and the live events held
-/// back while missed ones are replayed.
+/// Ordering state for persisted events: the last log position queued, and the live events
+/// held back while missed ones are replayed.
 #[derive(Default)]
 struct Positions {
     last_queued: Option<LogId>,
@@ -78,23 +53,14 @@ pub enum ClosePlan {
     Silent,
 }
 
-/// Which events a connection wants, beyond the topics it is registered on.
-#[derive(Debug, Default)]
-pub struct Selection {
-    /// Event types chosen by the client (orbnet); `None` means every type the endpoint offers.
-    pub types: Option<ShortSet>,
-    /// Payload filter.
-    pub filter: Option<FieldFilter>,
-}
-
 /// The shared part of one connection.
 pub struct ConnHandle {
     /// Node-unique connection id.
     pub id: u64,
     /// The endpoint it connected to.
     pub endpoint: Arc<EndpointRuntime>,
-    /// What it selected.
-    pub selection: RwLock<Selection>,
+    /// What it subscribed to (the session writes, the fan-out reads).
+    pub subscriptions: RwLock<Subscriptions>,
     sink: Arc<dyn FrameSink>,
     outbox: Mutex<Outbox>,
     /// The connection's task, woken when there is output to finish or the connection ends.
@@ -113,16 +79,21 @@ pub struct ConnHandle {
 impl ConnHandle {
     /// A handle writing to `sink`, with at most the endpoint's `outbound_queue` messages
     /// pending behind a socket that does not take them.
-    pub fn new(id: u64, endpoint: Arc<EndpointRuntime>, selection: Selection, sink: Arc<dyn FrameSink>) -> Self {
+    pub fn new(
+        id: u64,
+        endpoint: Arc<EndpointRuntime>,
+        subscriptions: Subscriptions,
+        sink: Arc<dyn FrameSink>,
+    ) -> Self {
         let opcode = match endpoint.codec.frame_kind() {
             FrameKind::Text => Opcode::Text,
             FrameKind::Binary => Opcode::Binary,
         };
-        let outbox = Outbox::new(opcode, endpoint.config.outbound_queue);
+        let outbox = Outbox::new(opcode, endpoint.limits().outbound_queue);
         ConnHandle {
             id,
             endpoint,
-            selection: RwLock::new(selection),
+            subscriptions: RwLock::new(subscriptions),
             sink,
             outbox: Mutex::new(outbox),
             task: AtomicWaker::new(),
@@ -135,23 +106,11 @@ impl ConnHandle {
         }
     }
 
-    /// Whether this connection's selection (chosen types, filter) accepts `event`; the
-    /// endpoint's own type list is checked by the caller, once per endpoint. `payload` caches
-    /// the parsed payload across the subscribers of one event.
-    pub fn selects(&self, event: &Event, payload: &mut Option<Option<Value>>) -> bool {
-        let selection = self.selection.read();
-        if let Some(types) = &selection.types {
-            if !types.contains(&event.kind) {
-                return false;
-            }
-        }
-        match &selection.filter {
-            Some(f) if !f.is_empty() => match payload.get_or_insert_with(|| event.payload_value()) {
-                Some(v) => f.matches(v),
-                None => false,
-            },
-            _ => true,
-        }
+    /// Whether this connection's subscriptions let `event`, which arrived on `topic`, through;
+    /// the endpoint's own type list is checked by the caller, once per endpoint. `payload`
+    /// caches the parsed payload across the subscribers of one event.
+    pub fn selects(&self, topic: &str, event: &Event, payload: &mut LazyPayload) -> bool {
+        self.subscriptions.read().selects(topic, self.endpoint.is_own_stream(topic), event, payload)
     }
 
     /// Sends a message without waiting: onto the socket if nothing is pending, else behind
@@ -203,32 +162,32 @@ impl ConnHandle {
     }
 
     /// Sends an event from the broker: live events are held back while a replay runs, and
-    /// persisted events (`sid`) the connection already has are dropped, so replayed and live
-    /// events never overlap or go backwards.
-    pub fn send_event(&self, frame: Bytes, sid: Option<LogId>) -> SendOutcome {
-        if sid.is_none() && !self.holding.load(Ordering::Acquire) {
+    /// persisted events (with a log `position`) the connection already has are dropped, so
+    /// replayed and live events never overlap or go backwards.
+    pub fn send_event(&self, frame: Bytes, position: Option<LogId>) -> SendOutcome {
+        if position.is_none() && !self.holding.load(Ordering::Acquire) {
             return self.send(frame);
         }
         let mut pos = self.positions.lock();
         if let Some(held) = pos.held.as_mut() {
-            if held.len() >= self.endpoint.config.outbound_queue {
+            if held.len() >= self.endpoint.limits().outbound_queue {
                 drop(pos);
                 self.close(CloseReason::SlowConsumer);
                 return SendOutcome::SlowConsumer;
             }
-            held.push((sid, frame));
+            held.push((position, frame));
             return SendOutcome::Queued;
         }
-        self.send_in_order(&mut pos, frame, sid)
+        self.send_in_order(&mut pos, frame, position)
     }
 
-    fn send_in_order(&self, pos: &mut Positions, frame: Bytes, sid: Option<LogId>) -> SendOutcome {
-        let Some(sid) = sid else { return self.send(frame) };
-        if pos.last_queued.is_some_and(|last| sid <= last) {
+    fn send_in_order(&self, pos: &mut Positions, frame: Bytes, position: Option<LogId>) -> SendOutcome {
+        let Some(position) = position else { return self.send(frame) };
+        if pos.last_queued.is_some_and(|last| position <= last) {
             return SendOutcome::Duplicate;
         }
-        pos.last_queued = Some(sid);
-        self.push(Outbound::Event { frame, sid }, true)
+        pos.last_queued = Some(position);
+        self.push(Outbound::Event { frame, position }, true)
     }
 
     /// Starts holding live events back (before the connection subscribes, when it will
@@ -239,17 +198,17 @@ impl ConnHandle {
     }
 
     /// Sends a replayed event, ahead of any held live event.
-    pub fn send_replayed(&self, frame: Bytes, sid: LogId) -> SendOutcome {
+    pub fn send_replayed(&self, frame: Bytes, position: LogId) -> SendOutcome {
         let mut pos = self.positions.lock();
-        self.send_in_order(&mut pos, frame, Some(sid))
+        self.send_in_order(&mut pos, frame, Some(position))
     }
 
     /// Ends the replay: sends the held live events the replay did not already cover, in
     /// arrival order, and lets later events through directly.
     pub fn end_hold(&self) {
         let mut pos = self.positions.lock();
-        for (sid, frame) in pos.held.take().unwrap_or_default() {
-            self.send_in_order(&mut pos, frame, sid);
+        for (position, frame) in pos.held.take().unwrap_or_default() {
+            self.send_in_order(&mut pos, frame, position);
         }
         self.holding.store(false, Ordering::Release);
     }
@@ -357,5 +316,78 @@ impl ConnHandle {
     /// When the last pong arrived, unix ms (0: never).
     pub fn last_pong_ms(&self) -> u64 {
         self.last_pong_ms.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use switchboard_broker::LogId;
+    use switchboard_protocol::CloseReason;
+
+    use super::super::testing::{connection, endpoint_with};
+    use super::*;
+
+    fn at(ms: u64) -> Option<LogId> {
+        Some(LogId { ms, seq: 0 })
+    }
+
+    fn texts(frames: Vec<(u8, Vec<u8>)>) -> Vec<String> {
+        frames.into_iter().map(|(_, p)| String::from_utf8(p).expect("text")).collect()
+    }
+
+    #[test]
+    fn live_events_wait_behind_a_replay_and_what_it_covered_is_not_sent_twice() {
+        let (conn, socket) = connection(1, endpoint_with("/ws/notifications", |_| {}));
+        conn.begin_hold();
+        // Live events arrive while the log is being read: persisted 5 and 6, an ephemeral one.
+        assert_eq!(conn.send_event(Bytes::from_static(b"live-5"), at(5)), SendOutcome::Queued);
+        assert_eq!(conn.send_event(Bytes::from_static(b"ephemeral"), None), SendOutcome::Queued);
+        assert_eq!(conn.send_event(Bytes::from_static(b"live-6"), at(6)), SendOutcome::Queued);
+        assert!(socket.take_frames().is_empty(), "held while replaying");
+        // The replay read up to 5.
+        conn.send_replayed(Bytes::from_static(b"replay-4"), LogId { ms: 4, seq: 0 });
+        conn.send_replayed(Bytes::from_static(b"replay-5"), LogId { ms: 5, seq: 0 });
+        conn.send(Bytes::from_static(b"replay_complete"));
+        conn.end_hold();
+        assert_eq!(texts(socket.take_frames()), ["replay-4", "replay-5", "replay_complete", "ephemeral", "live-6"]);
+        // After the replay events flow directly, and an old position is a duplicate.
+        assert_eq!(conn.send_event(Bytes::from_static(b"live-6-again"), at(6)), SendOutcome::Duplicate);
+        assert_eq!(conn.send_event(Bytes::from_static(b"live-7"), at(7)), SendOutcome::Queued);
+        assert_eq!(texts(socket.take_frames()), ["live-7"]);
+        assert_eq!(conn.last_written(), at(7));
+    }
+
+    #[test]
+    fn a_hold_that_overflows_closes_the_connection_as_a_slow_consumer() {
+        let (conn, _socket) = connection(1, endpoint_with("/ws/notifications", |e| e.limits.outbound_queue = 2));
+        conn.begin_hold();
+        assert_eq!(conn.send_event(Bytes::from_static(b"a"), None), SendOutcome::Queued);
+        assert_eq!(conn.send_event(Bytes::from_static(b"b"), None), SendOutcome::Queued);
+        assert_eq!(conn.send_event(Bytes::from_static(b"c"), None), SendOutcome::SlowConsumer);
+        assert!(matches!(conn.close_plan(), Some(ClosePlan::Server(CloseReason::SlowConsumer, _))));
+    }
+
+    #[test]
+    fn a_socket_that_takes_nothing_queues_up_to_the_bound_then_closes() {
+        let (conn, socket) = connection(1, endpoint_with("/ws", |e| e.limits.outbound_queue = 2));
+        socket.set_full(true);
+        assert_eq!(conn.send(Bytes::from_static(b"1")), SendOutcome::Queued, "pending, the task is woken");
+        assert_eq!(conn.send(Bytes::from_static(b"2")), SendOutcome::Queued);
+        assert_eq!(conn.send(Bytes::from_static(b"3")), SendOutcome::Queued);
+        assert_eq!(conn.send(Bytes::from_static(b"4")), SendOutcome::SlowConsumer);
+        assert!(conn.is_closing());
+        socket.set_full(false);
+        assert_eq!(conn.flush(), Flush::Idle);
+        assert_eq!(texts(socket.take_frames()), ["1", "2", "3"]);
+    }
+
+    #[test]
+    fn the_first_close_plan_wins() {
+        let (conn, _) = connection(1, endpoint_with("/ws", |_| {}));
+        conn.close(CloseReason::RateLimited);
+        conn.close(CloseReason::Internal);
+        conn.close_with(ClosePlan::Silent);
+        assert!(matches!(conn.close_plan(), Some(ClosePlan::Server(CloseReason::RateLimited, _))));
     }
 }

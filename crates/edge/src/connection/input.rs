@@ -2,9 +2,8 @@
 //! no allocation while nothing is pending, which is most of an idle connection's life.
 
 use switchboard_protocol::CloseReason;
+use switchboard_wsframe::{Decoded, Frame, Violation};
 use tokio::net::TcpStream;
-
-use super::frames::{self, Decoded, Frame};
 
 /// Smallest read: enough for every client command in one go.
 const READ_CHUNK: usize = 4096;
@@ -32,7 +31,7 @@ impl Input {
         if self.used == self.buf.len() {
             return Ok(None);
         }
-        match frames::decode(&mut self.buf[self.used..], max_payload)? {
+        match switchboard_wsframe::decode(&mut self.buf[self.used..], max_payload).map_err(close_reason)? {
             Decoded::Frame(frame, n) => {
                 self.used += n;
                 Ok(Some(frame))
@@ -66,5 +65,15 @@ impl Input {
             Ok(_) => true,
             Err(e) => matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted),
         }
+    }
+}
+
+/// The close reason for a protocol violation: the one place where framing errors meet the
+/// endpoint's close codes.
+pub fn close_reason(violation: Violation) -> CloseReason {
+    match violation {
+        Violation::Protocol => CloseReason::ProtocolError,
+        Violation::InvalidUtf8 => CloseReason::InvalidPayload,
+        Violation::TooBig => CloseReason::MessageTooBig,
     }
 }

@@ -1,42 +1,49 @@
 //! The connection actor: one task per WebSocket, the same shape for every dialect.
 //!
-//! The task owns the [`MessageHandler`] (for the real endpoints a [`Session`]: subscriptions,
+//! The task owns the [`MessageHandler`] (for the real endpoints a session: subscriptions,
 //! command handling), reads and decodes client frames, runs every timer of the connection
-//! (heartbeat, idle and unsubscribed timeouts, token expiry, drain) from one deadline, and
+//! (heartbeat, idle and unsubscribed timeouts, credential expiry, drain) from one deadline, and
 //! finishes output the socket did not take at once. Output itself is written by whoever sends
 //! it, straight onto the socket when nothing is pending (see [`ConnHandle`]), so delivering an
-//! event wakes no task. Everything else (dispatcher, drain, revocation) reaches the connection
+//! event wakes no task. Everything else (fan-out, drain, revocation) reaches the connection
 //! through its handle. An idle connection holds no read or write buffer.
+//!
+//! The actor knows nothing of the node: it gets a [`ConnContext`] (metrics, the drain signal)
+//! and a handler.
 
-mod assembler;
 mod echo;
-mod frames;
 mod handle;
 mod input;
 mod outbox;
 mod rate;
-mod session;
+mod subscriptions;
 mod timers;
-mod wire;
+
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_protocol::timefmt::now_millis;
 use switchboard_protocol::CloseReason;
+use switchboard_wsframe::{close_payload, FrameOp, MessageAssembler};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use echo::EchoHandler;
-pub use frames::{decode, Decoded, Frame, FrameOp};
-pub use handle::{ClosePlan, ConnHandle, Outbound, Selection, SendOutcome};
-pub use outbox::{Discard, Flush, FrameSink, MAX_FRAMES_PER_WRITE};
-pub use session::Session;
-pub use wire::{close_payload, push_frame, Opcode};
+pub use handle::{ClosePlan, ConnHandle, SendOutcome};
+#[cfg(feature = "internals")]
+pub use outbox::Discard;
+pub use outbox::{Flush, MAX_FRAMES_PER_WRITE};
+pub use subscriptions::{LazyPayload, Subscriptions};
+pub use switchboard_wsframe::Opcode;
 
 use crate::endpoint::EndpointRuntime;
-use crate::node::Node;
-use assembler::MessageAssembler;
+use crate::metrics::Metrics;
 use input::Input;
 use timers::Timers;
 
@@ -54,6 +61,38 @@ pub trait MessageHandler: Send {
     fn is_subscribed(&self) -> bool;
 }
 
+/// What every connection of a node shares: where to count, when to drain, where connection
+/// tasks are tracked, and connection ids.
+pub struct ConnContext {
+    /// The node's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the node starts draining.
+    pub draining: CancellationToken,
+    /// Connections close at random points of this window when draining.
+    pub drain_window: Duration,
+    /// Connection tasks, so a drain can wait for them.
+    pub tasks: TaskTracker,
+    next_id: AtomicU64,
+}
+
+impl ConnContext {
+    /// A context for a node's connections.
+    pub fn new(metrics: Arc<Metrics>, drain_window: Duration) -> ConnContext {
+        ConnContext {
+            metrics,
+            draining: CancellationToken::new(),
+            drain_window,
+            tasks: TaskTracker::new(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// A node-unique connection id.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
 /// How long to wait for the client's close frame after the server sent its own.
 const CLOSE_LINGER: Duration = Duration::from_secs(3);
 /// How long the final frames (pending output, then the close frame) may take to write.
@@ -63,11 +102,12 @@ const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// (see [`run`]). The node serves HTTP/1.1 over plain `TcpStream`s (see `server`), so the
 /// upgraded IO is the socket itself, which the connection then reads and writes without
 /// buffering. The connection runs on a task of its own, so none of the upgrade's state stays
-/// with it.
+/// with it. `subscriptions` are the connection's initial ones (the endpoint decides).
 pub async fn run_upgraded<H: MessageHandler + 'static>(
-    node: Arc<Node>,
+    ctx: Arc<ConnContext>,
     endpoint: Arc<EndpointRuntime>,
     expires_at: Option<u64>,
+    subscriptions: Subscriptions,
     make_handler: impl FnOnce(Arc<ConnHandle>) -> H,
     upgrade: fastwebsockets::upgrade::UpgradeFut,
 ) {
@@ -86,11 +126,11 @@ pub async fn run_upgraded<H: MessageHandler + 'static>(
             let early = read_buf.to_vec();
             drop(read_buf);
             let socket = Arc::new(io.into_inner());
-            let conn =
-                Arc::new(ConnHandle::new(node.next_conn_id(), endpoint.clone(), Selection::default(), socket.clone()));
+            let conn = Arc::new(ConnHandle::new(ctx.next_id(), endpoint.clone(), subscriptions, socket.clone()));
             let session = make_handler(conn.clone());
-            let timers = Timers::new(&endpoint.config, expires_at);
-            node.connections.spawn(run(node.clone(), conn, socket, session, timers, Input::new(early)));
+            let timers = Timers::new(&endpoint, expires_at);
+            let tasks = ctx.tasks.clone();
+            tasks.spawn(run(ctx, conn, socket, session, timers, Input::new(early)));
         }
         Err(_) => tracing::error!("upgraded connection is not a TCP socket; it is dropped"),
     }
@@ -99,7 +139,7 @@ pub async fn run_upgraded<H: MessageHandler + 'static>(
 /// Runs one connection to its end; `input` starts with whatever the client sent right behind
 /// its handshake. Everything here lives as long as the connection: keep it small.
 async fn run<H: MessageHandler>(
-    node: Arc<Node>,
+    ctx: Arc<ConnContext>,
     conn: Arc<ConnHandle>,
     socket: Arc<TcpStream>,
     mut session: H,
@@ -107,20 +147,20 @@ async fn run<H: MessageHandler>(
     mut input: Input,
 ) {
     let endpoint = conn.endpoint.clone();
-    let path = endpoint.config.path.as_str();
-    node.metrics.connections.with_label_values(&[path]).inc();
+    let path = endpoint.path();
+    ctx.metrics.connections.with_label_values(&[path]).inc();
     // The handler's futures are boxed while they run, so their state is not part of every
     // connection's task for its whole life.
     if let Err(reason) = Box::pin(session.start()).await {
         conn.close(reason);
     }
 
-    let max_bytes = endpoint.config.max_message_bytes;
+    let max_bytes = endpoint.limits().max_message_bytes;
     let mut assembler = MessageAssembler::new(max_bytes);
-    let mut bucket = rate::TokenBucket::new(endpoint.config.message_rate, endpoint.config.message_burst);
+    let mut bucket = rate::TokenBucket::new(endpoint.limits().message_rate, endpoint.limits().message_burst);
     let sleep = tokio::time::sleep_until(timers.next());
     tokio::pin!(sleep);
-    let draining = node.draining.cancelled();
+    let draining = ctx.draining.cancelled();
     tokio::pin!(draining);
     let mut drain_armed = false;
     let mut blocked = false;
@@ -142,8 +182,8 @@ async fn run<H: MessageHandler>(
                 FrameOp::Close => conn.close_with(ClosePlan::Echo(frame.payload.to_vec())),
                 FrameOp::Text | FrameOp::Binary | FrameOp::Continuation => match assembler.push(frame) {
                     Ok(Some(message)) => {
-                        node.metrics.messages_in.with_label_values(&[path]).inc();
-                        timers.message_received(&endpoint.config);
+                        ctx.metrics.messages_in.with_label_values(&[path]).inc();
+                        timers.message_received(&endpoint);
                         if let Err(wait) = bucket.take(std::time::Instant::now()) {
                             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
                             let text = format!("Rate limited: retry in {secs} s");
@@ -153,7 +193,7 @@ async fn run<H: MessageHandler>(
                         Box::pin(session.handle(&message.data, message.is_text)).await;
                     }
                     Ok(None) => {}
-                    Err(reason) => conn.close(reason),
+                    Err(violation) => conn.close(input::close_reason(violation)),
                 },
             }
         }
@@ -176,14 +216,14 @@ async fn run<H: MessageHandler>(
                 }
             }
             () = &mut sleep => {
-                timers.fire(&conn, &endpoint.config, session.is_subscribed());
+                timers.fire(&conn, &endpoint, session.is_subscribed());
                 sleep.as_mut().reset(timers.next());
             }
             () = &mut draining, if !drain_armed => {
                 // Each connection closes at a random point of the drain window, so clients
                 // reconnect elsewhere spread out instead of all at once.
                 drain_armed = true;
-                timers.drain_after(node.config.drain_window.mul_f64(rand::random::<f64>()));
+                timers.drain_after(ctx.drain_window.mul_f64(rand::random::<f64>()));
                 sleep.as_mut().reset(timers.next());
             }
         }
@@ -209,14 +249,25 @@ async fn run<H: MessageHandler>(
     if linger && sealed != Flush::Broken {
         let _ = Box::pin(tokio::time::timeout(CLOSE_LINGER, await_client_close(&socket, input, max_bytes))).await;
     }
-    let code = match plan {
-        Some(ClosePlan::Server(reason, _)) => endpoint.close_code(reason).to_string(),
-        Some(ClosePlan::Echo(p)) if p.len() >= 2 => u16::from_be_bytes([p[0], p[1]]).to_string(),
-        Some(ClosePlan::Echo(_)) => "1005".into(),
-        _ => "1006".into(),
-    };
-    node.metrics.disconnects.with_label_values(&[path, &code]).inc();
-    node.metrics.connections.with_label_values(&[path]).dec();
+    let (code, by) = close_labels(&endpoint, plan.as_ref());
+    ctx.metrics.disconnects.with_label_values(&[path, &code, by]).inc();
+    ctx.metrics.connections.with_label_values(&[path]).dec();
+}
+
+/// The `code` and `by` labels of a close: the server's codes come from the endpoint's map (a
+/// bounded set); a client's code is kept only when it is one of the standard ones, so clients
+/// cannot grow the metric's label set.
+fn close_labels(endpoint: &EndpointRuntime, plan: Option<&ClosePlan>) -> (String, &'static str) {
+    match plan {
+        Some(ClosePlan::Server(reason, _)) => (endpoint.close_code(*reason).to_string(), "server"),
+        Some(ClosePlan::Echo(p)) if p.len() >= 2 => {
+            let code = u16::from_be_bytes([p[0], p[1]]);
+            let label = if matches!(code, 1000..=1003 | 1007..=1014) { code.to_string() } else { "other".into() };
+            (label, "client")
+        }
+        Some(ClosePlan::Echo(_)) => ("1005".into(), "client"),
+        Some(ClosePlan::Silent) | None => ("1006".into(), "network"),
+    }
 }
 
 /// Flushes pending output; true when the socket is full and the task must wait for it.

@@ -9,10 +9,9 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use switchboard_broker::LogId;
-
-use super::handle::Outbound;
-use super::wire::{header, header_len, push_frame, push_header, Opcode};
+use switchboard_wsframe::{header, header_len, push_frame, push_header, Opcode};
 
 /// Most bytes coalesced into one socket write.
 const BATCH_BYTES: usize = 64 * 1024;
@@ -25,6 +24,30 @@ thread_local! {
 }
 /// Most frames written with one vectored write by [`Outbox::push_many`].
 pub const MAX_FRAMES_PER_WRITE: usize = 32;
+
+/// What a connection writes: complete WebSocket messages and control frames.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A complete dialect message (text or binary per the endpoint's dialect).
+    Message(Bytes),
+    /// A message with an explicit frame type (the diagnostic echo).
+    Typed {
+        /// Text (true) or binary.
+        text: bool,
+        /// The message.
+        data: Bytes,
+    },
+    /// A persisted event and its position in the user's log; the position is recorded once
+    /// the frame is on the socket, and becomes the replay cursor when the connection ends.
+    Event {
+        /// The encoded event.
+        frame: Bytes,
+        /// Its log position.
+        position: LogId,
+    },
+    /// A control frame (ping, pong, close) with its payload.
+    Control(Opcode, Vec<u8>),
+}
 
 /// Where a connection's frames go: a socket that takes bytes without blocking and says when it
 /// can take more.
@@ -55,8 +78,10 @@ impl FrameSink for tokio::net::TcpStream {
 
 /// A sink that takes every byte and keeps none: for measuring the node's own cost of a
 /// fan-out without the kernel's (benchmarks).
+#[cfg(feature = "internals")]
 pub struct Discard;
 
+#[cfg(feature = "internals")]
 impl FrameSink for Discard {
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         Ok(bufs.iter().map(|b| b.len()).sum())
@@ -106,7 +131,7 @@ pub struct Outbox {
     batch: Vec<u8>,
     sent: usize,
     /// The newest persisted event in the batch.
-    batch_sid: Option<LogId>,
+    batch_position: Option<LogId>,
     /// The newest persisted event fully written.
     last_written: Option<LogId>,
     /// Output is pending: new frames must queue.
@@ -125,7 +150,7 @@ impl Outbox {
             queue: VecDeque::new(),
             batch: Vec::new(),
             sent: 0,
-            batch_sid: None,
+            batch_position: None,
             last_written: None,
             busy: false,
             sealed: false,
@@ -151,14 +176,14 @@ impl Outbox {
             self.queue.push_back(item);
             return Push::Queued;
         }
-        let (opcode, payload, sid) = self.parts(&item);
+        let (opcode, payload, position) = self.parts(&item);
         match self.write_now(sink, std::iter::once((opcode, payload))) {
             Push::Written => {
-                self.record(sid);
+                self.record(position);
                 Push::Written
             }
             Push::Pending => {
-                self.batch_sid = sid;
+                self.batch_position = position;
                 Push::Pending
             }
             other => other,
@@ -167,7 +192,7 @@ impl Outbox {
 
     /// Like [`Outbox::push`] for several messages of the endpoint's type at once: one vectored
     /// write of (up to [`MAX_FRAMES_PER_WRITE`] of) them when nothing is pending.
-    pub fn push_many(&mut self, sink: &dyn FrameSink, frames: &[bytes::Bytes]) -> Push {
+    pub fn push_many(&mut self, sink: &dyn FrameSink, frames: &[Bytes]) -> Push {
         if self.sealed || self.broken {
             return Push::Closed;
         }
@@ -263,8 +288,8 @@ impl Outbox {
                 return Flush::Broken;
             }
             if self.sent == self.batch.len() {
-                if let Some(sid) = self.batch_sid.take() {
-                    self.record(Some(sid));
+                if let Some(position) = self.batch_position.take() {
+                    self.record(Some(position));
                 }
                 self.batch.clear();
                 self.sent = 0;
@@ -275,11 +300,11 @@ impl Outbox {
                     return Flush::Idle;
                 }
                 while let Some(item) = self.queue.pop_front() {
-                    let (opcode, payload, sid) = self.parts(&item);
+                    let (opcode, payload, position) = self.parts(&item);
                     push_header(&mut self.batch, opcode, payload.len());
                     self.batch.extend_from_slice(payload);
-                    if sid.is_some() {
-                        self.batch_sid = sid;
+                    if position.is_some() {
+                        self.batch_position = position;
                     }
                     if self.batch.len() >= BATCH_BYTES {
                         break;
@@ -315,17 +340,17 @@ impl Outbox {
     fn parts<'a>(&self, item: &'a Outbound) -> (Opcode, &'a [u8], Option<LogId>) {
         match item {
             Outbound::Message(bytes) => (self.opcode, bytes, None),
-            Outbound::Event { frame, sid } => (self.opcode, frame, Some(*sid)),
+            Outbound::Event { frame, position } => (self.opcode, frame, Some(*position)),
             Outbound::Typed { text: true, data } => (Opcode::Text, data, None),
             Outbound::Typed { text: false, data } => (Opcode::Binary, data, None),
             Outbound::Control(opcode, payload) => (*opcode, payload, None),
         }
     }
 
-    fn record(&mut self, sid: Option<LogId>) {
-        if let Some(sid) = sid {
-            if self.last_written.is_none_or(|w| sid > w) {
-                self.last_written = Some(sid);
+    fn record(&mut self, position: Option<LogId>) {
+        if let Some(position) = position {
+            if self.last_written.is_none_or(|w| position > w) {
+                self.last_written = Some(position);
             }
         }
     }
@@ -334,7 +359,6 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use parking_lot::Mutex;
 
     /// A socket that takes at most `room` bytes, then would block.
@@ -413,14 +437,17 @@ mod tests {
     fn records_persisted_positions_once_written_and_seals_with_close() {
         let sink = Tight { room: Mutex::new(3), taken: Mutex::default() };
         let mut outbox = Outbox::new(Opcode::Text, 8);
-        let sid = LogId { ms: 5, seq: 0 };
-        assert_eq!(outbox.push(&sink, Outbound::Event { frame: Bytes::from_static(b"xyz"), sid }, true), Push::Pending);
+        let position = LogId { ms: 5, seq: 0 };
+        assert_eq!(
+            outbox.push(&sink, Outbound::Event { frame: Bytes::from_static(b"xyz"), position }, true),
+            Push::Pending
+        );
         assert_eq!(outbox.last_written(), None);
         outbox.seal(Some(vec![0x03, 0xE8]), true);
         assert_eq!(outbox.push(&sink, Outbound::Message(Bytes::from_static(b"late")), true), Push::Closed);
         *sink.room.lock() = 100;
         assert_eq!(outbox.flush(&sink), Flush::Idle);
-        assert_eq!(outbox.last_written(), Some(sid));
+        assert_eq!(outbox.last_written(), Some(position));
         assert_eq!(*sink.taken.lock(), [frame(b"xyz"), vec![0x88, 2, 0x03, 0xE8]].concat());
     }
 }

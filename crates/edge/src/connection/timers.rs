@@ -1,23 +1,33 @@
-//! Every deadline of one connection behind a single timer: the heartbeat (ping, then the pong
-//! deadline), the idle and unsubscribed timeouts, token expiry and the drain point. The
-//! connection task sleeps until [`Timers::next`] and calls [`Timers::fire`]; one timer entry
-//! per connection instead of five keeps idle connections small.
+//! Every deadline of one connection behind a single timer: the heartbeat (ping, then the
+//! answer's deadline), the idle and unsubscribed timeouts, credential expiry and the drain
+//! point. The connection task sleeps until [`Timers::next`] and calls [`Timers::fire`]; one
+//! timer entry per connection instead of five keeps idle connections small.
+//!
+//! What a heartbeat sends and what answers it is the dialect's ([`HeartbeatStyle`]): WebSocket
+//! ping frames, the dialect's own ping message, or nothing (the client sends heartbeats and the
+//! idle timeout catches silence). The timing is the endpoint's ([`Heartbeat`]). The timer only
+//! asks both.
 
 use std::time::Duration;
 
 use switchboard_protocol::timefmt::now_millis;
-use switchboard_protocol::CloseReason;
+use switchboard_protocol::{CloseReason, HeartbeatStyle, Reply};
+use switchboard_wsframe::Opcode;
 use tokio::time::Instant;
 
 use super::handle::{ClosePlan, ConnHandle};
-use super::wire::Opcode;
-use crate::config::EndpointConfig;
+use crate::endpoint::{EndpointRuntime, Heartbeat};
 
-/// The deadlines of one connection. The durations are read from the endpoint's configuration
-/// where needed rather than copied here, so this stays small.
+/// Stands in for "no deadline" (a sleep has to end somewhere).
+const FAR_FUTURE: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The deadlines of one connection. The durations are read from the endpoint where needed
+/// rather than copied here, so this stays small.
 pub struct Timers {
-    heartbeat: Instant,
+    /// When the next ping is due, or its answer overdue; `None` when the server never pings.
+    heartbeat: Option<Instant>,
     ping_sent_ms: Option<u64>,
+    pings: u32,
     missed: u32,
     idle: Option<Instant>,
     unsubscribed: Option<Instant>,
@@ -26,31 +36,46 @@ pub struct Timers {
 }
 
 impl Timers {
-    /// The deadlines of a connection accepted now, whose credentials expire at `expires_at`
-    /// (unix seconds).
-    pub fn new(config: &EndpointConfig, expires_at: Option<u64>) -> Timers {
+    /// The deadlines of a connection to `endpoint` accepted now, whose credentials expire at
+    /// `expires_at` (unix seconds; a time too far to represent is no deadline).
+    pub fn new(endpoint: &EndpointRuntime, expires_at: Option<u64>) -> Timers {
         let now = Instant::now();
+        let limits = endpoint.limits();
         let after = |d: Duration| (!d.is_zero()).then(|| now + d);
+        let pings = endpoint.heartbeat.style != HeartbeatStyle::ClientHeartbeat;
         Timers {
-            heartbeat: now + config.ping_interval,
+            heartbeat: pings.then(|| now + endpoint.heartbeat.interval),
             ping_sent_ms: None,
+            pings: 0,
             missed: 0,
-            idle: after(config.idle_timeout),
-            unsubscribed: after(config.unsubscribed_timeout),
-            expiry: expires_at.map(|exp| now + Duration::from_secs(exp.saturating_sub(now_millis() / 1000))),
+            idle: after(limits.idle_timeout),
+            unsubscribed: after(limits.unsubscribed_timeout),
+            expiry: expires_at
+                .and_then(|exp| now.checked_add(Duration::from_secs(exp.saturating_sub(now_millis() / 1000)))),
             drain: None,
         }
     }
 
     /// The earliest deadline.
     pub fn next(&self) -> Instant {
-        [self.idle, self.unsubscribed, self.expiry, self.drain].into_iter().flatten().fold(self.heartbeat, Instant::min)
+        [self.heartbeat, self.idle, self.unsubscribed, self.expiry, self.drain]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or_else(|| Instant::now() + FAR_FUTURE)
     }
 
-    /// A client message arrived: the idle timeout starts over.
-    pub fn message_received(&mut self, config: &EndpointConfig) {
-        if !config.idle_timeout.is_zero() {
-            self.idle = Some(Instant::now() + config.idle_timeout);
+    /// A client message arrived: the idle timeout starts over, and an endpoint that pings only
+    /// when idle need not ping yet.
+    pub fn message_received(&mut self, endpoint: &EndpointRuntime) {
+        let now = Instant::now();
+        let idle_timeout = endpoint.limits().idle_timeout;
+        if !idle_timeout.is_zero() {
+            self.idle = Some(now + idle_timeout);
+        }
+        let hb = &endpoint.heartbeat;
+        if hb.when_idle && self.ping_sent_ms.is_none() && self.heartbeat.is_some() {
+            self.heartbeat = Some(now + hb.interval);
         }
     }
 
@@ -61,7 +86,7 @@ impl Timers {
 
     /// Acts on every deadline that has passed: closes the connection for the first reason
     /// due, or sends the next heartbeat ping.
-    pub fn fire(&mut self, conn: &ConnHandle, config: &EndpointConfig, subscribed: bool) {
+    pub fn fire(&mut self, conn: &ConnHandle, endpoint: &EndpointRuntime, subscribed: bool) {
         let now = Instant::now();
         let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
         if due(self.expiry) {
@@ -77,36 +102,151 @@ impl Timers {
             if !subscribed {
                 return conn.close_with(ClosePlan::Server(CloseReason::Idle, "No subscription".to_owned()));
             }
-            self.unsubscribed = Some(now + config.unsubscribed_timeout);
+            self.unsubscribed = Some(now + endpoint.limits().unsubscribed_timeout);
         }
-        if self.heartbeat <= now {
-            self.heartbeat(conn, config, now);
+        if due(self.heartbeat) {
+            self.heartbeat(conn, endpoint, now);
         }
     }
 
-    fn heartbeat(&mut self, conn: &ConnHandle, config: &EndpointConfig, now: Instant) {
+    fn heartbeat(&mut self, conn: &ConnHandle, endpoint: &EndpointRuntime, now: Instant) {
+        let hb: &Heartbeat = &endpoint.heartbeat;
         match self.ping_sent_ms {
             Some(sent) if conn.last_pong_ms() < sent => {
                 self.missed += 1;
-                if self.missed >= config.max_missed_pongs.max(1) {
+                if self.missed >= hb.max_missed {
                     conn.close(CloseReason::HeartbeatTimeout);
                 } else {
                     // Ping again at once; the connection gets `max_missed` chances.
                     self.ping_sent_ms = None;
-                    self.heartbeat = now;
+                    self.heartbeat = Some(now);
                 }
             }
             Some(sent) => {
                 self.missed = 0;
                 self.ping_sent_ms = None;
                 let since = Duration::from_millis(now_millis().saturating_sub(sent));
-                self.heartbeat = now + config.ping_interval.saturating_sub(since);
+                self.heartbeat = Some(now + hb.interval.saturating_sub(since));
             }
             None => {
                 self.ping_sent_ms = Some(now_millis());
-                conn.send_control(Opcode::Ping, Vec::new());
-                self.heartbeat = now + config.pong_timeout;
+                self.pings = self.pings.wrapping_add(1);
+                ping(conn, endpoint, self.pings);
+                self.heartbeat = Some(now + hb.timeout);
             }
         }
+    }
+}
+
+/// Sends the dialect's heartbeat ping.
+fn ping(conn: &ConnHandle, endpoint: &EndpointRuntime, n: u32) {
+    match endpoint.heartbeat.style {
+        HeartbeatStyle::WebSocketPing => conn.send_control(Opcode::Ping, Vec::new()),
+        HeartbeatStyle::DialectPing => {
+            let request_id = format!("ping_{n}");
+            if let Some(frame) = endpoint.codec.encode_reply(&Reply::Ping { request_id: &request_id }) {
+                conn.send(frame);
+            }
+        }
+        HeartbeatStyle::ClientHeartbeat => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use switchboard_protocol::CloseReason;
+
+    use super::super::testing::{connection, endpoint_with};
+    use super::*;
+    use crate::config::EndpointConfig;
+
+    fn heartbeat(e: &mut EndpointConfig, interval_ms: u64, timeout_ms: u64, max_missed: u32) {
+        e.heartbeat.interval = Duration::from_millis(interval_ms);
+        e.heartbeat.timeout = Duration::from_millis(timeout_ms);
+        e.heartbeat.max_missed = max_missed;
+    }
+
+    fn pings(frames: Vec<(u8, Vec<u8>)>) -> usize {
+        frames.iter().filter(|(op, _)| *op == 0x9).count()
+    }
+
+    /// Sleeps to the next deadline and fires it, as the connection task does.
+    async fn step(timers: &mut Timers, conn: &ConnHandle, ep: &EndpointRuntime) {
+        tokio::time::sleep_until(timers.next()).await;
+        timers.fire(conn, ep, true);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_ping_closes_after_the_allowed_misses() {
+        let ep = endpoint_with("/ws", |e| heartbeat(e, 1000, 200, 3));
+        let (conn, socket) = connection(1, ep.clone());
+        let mut timers = Timers::new(&ep, None);
+        step(&mut timers, &conn, &ep).await;
+        assert_eq!(pings(socket.take_frames()), 1, "first ping after the interval");
+        for missed in 1..3 {
+            step(&mut timers, &conn, &ep).await; // the answer is overdue
+            step(&mut timers, &conn, &ep).await; // pinged again at once
+            assert_eq!(pings(socket.take_frames()), 1, "ping after miss {missed}");
+            assert!(!conn.is_closing());
+        }
+        step(&mut timers, &conn, &ep).await;
+        assert!(matches!(conn.close_plan(), Some(ClosePlan::Server(CloseReason::HeartbeatTimeout, _))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answered_ping_keeps_the_connection_and_the_rhythm() {
+        let ep = endpoint_with("/ws", |e| heartbeat(e, 1000, 200, 1));
+        let (conn, socket) = connection(1, ep.clone());
+        let mut timers = Timers::new(&ep, None);
+        for _ in 0..5 {
+            step(&mut timers, &conn, &ep).await;
+            assert_eq!(pings(socket.take_frames()), 1);
+            conn.pong_received(now_millis());
+            step(&mut timers, &conn, &ep).await; // the answer arrived: next ping scheduled
+            assert!(!conn.is_closing());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_idle_client_messages_postpone_the_ping() {
+        let ep = endpoint_with("/ws", |e| {
+            heartbeat(e, 1000, 200, 1);
+            e.heartbeat.when_idle = true;
+        });
+        let (conn, socket) = connection(1, ep.clone());
+        let mut timers = Timers::new(&ep, None);
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            timers.message_received(&ep);
+            assert!(timers.next() > Instant::now() + Duration::from_millis(900));
+        }
+        step(&mut timers, &conn, &ep).await;
+        assert_eq!(pings(socket.take_frames()), 1, "pinged once the client fell silent");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_heartbeat_dialect_is_never_pinged_and_silence_closes_it() {
+        let mut ep = endpoint_with("/ws", |e| e.limits.idle_timeout = Duration::from_secs(75));
+        Arc::get_mut(&mut ep).expect("unshared").heartbeat.style = HeartbeatStyle::ClientHeartbeat;
+        let (conn, socket) = connection(1, ep.clone());
+        let mut timers = Timers::new(&ep, None);
+        tokio::time::sleep(Duration::from_secs(50)).await;
+        timers.message_received(&ep);
+        step(&mut timers, &conn, &ep).await;
+        assert!(socket.take_frames().is_empty(), "no server pings");
+        assert!(matches!(conn.close_plan(), Some(ClosePlan::Server(CloseReason::Idle, _))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn credentials_expire_and_an_absurd_expiry_is_no_deadline() {
+        let ep = endpoint_with("/ws", |_| {});
+        let (conn, _) = connection(1, ep.clone());
+        let never = Timers::new(&ep, Some(u64::MAX));
+        assert!(never.next() <= Instant::now() + ep.heartbeat.interval);
+        let mut soon = Timers::new(&ep, Some(now_millis() / 1000 + 2));
+        step(&mut soon, &conn, &ep).await;
+        assert!(matches!(conn.close_plan(), Some(ClosePlan::Server(CloseReason::AuthExpired, _))));
     }
 }

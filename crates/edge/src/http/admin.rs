@@ -12,9 +12,11 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::credentials::bearer;
 use super::ApiError;
-use crate::auth::{bearer, ApiKeyRecord};
-use crate::endpoint::members_key;
+use crate::auth::ApiKeyRecord;
+use crate::config::AuthMethod;
+use crate::control::ControlMessage;
 use crate::node::Node;
 
 /// Proof that the request carries the admin key.
@@ -32,7 +34,7 @@ impl FromRequestParts<Arc<Node>> for AdminAuth {
             ));
         };
         // Compare digests so the comparison time does not depend on how much of the key matched.
-        if Sha256::digest(given.as_bytes()) != Sha256::digest(node.config.admin_key().as_bytes()) {
+        if Sha256::digest(given.as_bytes()) != Sha256::digest(node.config().admin_key().as_bytes()) {
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", "the admin key is wrong"));
         }
         Ok(AdminAuth)
@@ -64,14 +66,13 @@ pub async fn create_api_key(State(node): State<Arc<Node>>, _: AdminAuth, body: B
         return Err(ApiError::bad_request("`max_connections` must be at least 1"));
     }
     for path in &req.endpoints {
-        let known =
-            node.endpoints.iter().any(|e| e.config.path == *path && e.config.auth == crate::config::AuthMethod::ApiKey);
+        let known = node.endpoints().iter().any(|e| e.path() == path && e.auth().method == AuthMethod::ApiKey);
         if !known {
             return Err(ApiError::bad_request(format!("`{path}` is not an API-key endpoint of this node")));
         }
     }
     let record = ApiKeyRecord { name: req.name, endpoints: req.endpoints, max_connections: req.max_connections };
-    let key = node.api_keys.create(&record).await.map_err(ApiError::unavailable)?;
+    let key = node.authenticator().api_keys().create(&record).await.map_err(ApiError::unavailable)?;
     let body = json!({"key": key, "name": record.name, "endpoints": record.endpoints, "max_connections": record.max_connections});
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -82,7 +83,7 @@ pub async fn delete_api_key(
     _: AdminAuth,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    if node.api_keys.delete(&name).await.map_err(ApiError::unavailable)? {
+    if node.authenticator().api_keys().delete(&name).await.map_err(ApiError::unavailable)? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no API key named `{name}`")))
@@ -95,19 +96,67 @@ pub async fn add_member(
     _: AdminAuth,
     Path((channel, user)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    node.broker.set_add(&members_key(&channel), &user).await.map_err(ApiError::unavailable)?;
+    node.membership().add(&channel, &user).await.map_err(ApiError::unavailable)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `DELETE /v1/channels/{id}/members/{user}`.
+/// `DELETE /v1/channels/{id}/members/{user}`: the user's live subscriptions to the channel end,
+/// on every edge.
 pub async fn remove_member(
     State(node): State<Arc<Node>>,
     _: AdminAuth,
     Path((channel, user)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    if node.broker.set_remove(&members_key(&channel), &user).await.map_err(ApiError::unavailable)? {
+    if node.membership().remove(&channel, &user).await.map_err(ApiError::unavailable)? {
+        let removed = ControlMessage::MemberRemoved { channel, user };
+        removed.broadcast(node.broker()).await.map_err(ApiError::unavailable)?;
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("`{user}` is not a member of `{channel}`")))
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Revocation {
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    session: Option<String>,
+    #[serde(default = "default_reason")]
+    reason: String,
+    /// When the session's tokens expire (unix seconds): it stays refused until then.
+    #[serde(default)]
+    expires_at: Option<u64>,
+}
+
+fn default_reason() -> String {
+    "revoked".into()
+}
+
+/// `POST /v1/sessions/revoke` `{"user": U}` or `{"session": S}` (optional `reason`,
+/// `expires_at`): every matching connection, on every edge, is told and closed; a revoked
+/// session id cannot connect again until its tokens expire.
+pub async fn revoke_sessions(State(node): State<Arc<Node>>, _: AdminAuth, body: Bytes) -> Result<Response, ApiError> {
+    let req: Revocation =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    if req.user.is_none() == req.session.is_none() {
+        return Err(ApiError::bad_request("give exactly one of `user` or `session`"));
+    }
+    if req.reason.is_empty() || req.reason.len() > 64 {
+        return Err(ApiError::bad_request("`reason` must be 1 to 64 characters"));
+    }
+    if let Some(session) = &req.session {
+        let now = switchboard_protocol::timefmt::now_millis() / 1000;
+        let ttl = match req.expires_at {
+            Some(exp) if exp > now => std::time::Duration::from_secs(exp - now),
+            Some(_) => std::time::Duration::from_secs(1),
+            None => node.config().jwt.revocation_ttl,
+        };
+        let key = switchboard_protocol::keyspace::revoked_session(session);
+        node.broker().set(&key, Bytes::from_static(b"1"), Some(ttl)).await.map_err(ApiError::unavailable)?;
+    }
+    let message = ControlMessage::Revoke { user: req.user, session: req.session, reason: req.reason };
+    message.broadcast(node.broker()).await.map_err(ApiError::unavailable)?;
+    Ok((StatusCode::OK, Json(json!({"status": "revoked"}))).into_response())
 }

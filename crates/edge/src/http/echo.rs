@@ -9,7 +9,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
-use crate::connection::{self, EchoHandler};
+use crate::connection::{self, EchoHandler, Subscriptions};
 use crate::endpoint::EndpointRuntime;
 use crate::node::Node;
 
@@ -17,7 +17,10 @@ use crate::node::Node;
 pub async fn echo(State(node): State<Arc<Node>>, ep: Arc<EndpointRuntime>, mut req: Request) -> Response {
     match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok((response, upgrade)) => {
-            node.connections.spawn(connection::run_upgraded(node.clone(), ep, None, EchoHandler::new, upgrade));
+            let ctx = node.conns().clone();
+            let run =
+                connection::run_upgraded(ctx.clone(), ep, None, Subscriptions::default(), EchoHandler::new, upgrade);
+            ctx.tasks.spawn(run);
             response.map(axum::body::Body::new)
         }
         Err(e) => ApiError::bad_request(format!("invalid WebSocket handshake: {e}")).into_response(),

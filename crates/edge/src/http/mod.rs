@@ -2,6 +2,7 @@
 //! (`/healthz`, `/readyz`, `/metrics`, `/playground`), all on one port.
 
 mod admin;
+mod credentials;
 mod echo;
 mod error;
 mod ops;
@@ -15,46 +16,45 @@ use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 pub use error::ApiError;
+pub use ops::Ops;
 
 use crate::node::Node;
 
 /// Largest accepted HTTP request body (publish batches included).
 const MAX_BODY_BYTES: usize = 4 << 20;
 
-/// The router of a worker process: operations endpoints only.
-pub fn ops_router(node: Arc<Node>) -> Router {
+/// The operations endpoints (`/healthz`, `/readyz`, `/metrics`): all a worker process serves.
+pub fn ops_router(ops: Ops) -> Router {
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .fallback(ops::not_found)
-        .with_state(node)
+        .with_state(ops)
 }
 
-/// Builds the router for a node.
+/// Builds the router of an edge.
 pub fn router(node: Arc<Node>) -> Router {
     let mut router = Router::new()
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
         .route("/playground", get(ops::playground))
         .route("/playground/endpoints", get(ops::playground_endpoints))
         .route("/v1/publish", post(publish::publish))
         .route("/v1/publish/batch", post(publish::publish_batch))
         .route("/v1/api-keys", post(admin::create_api_key))
         .route("/v1/api-keys/{name}", delete(admin::delete_api_key))
-        .route("/v1/channels/{id}/members/{user}", put(admin::add_member).delete(admin::remove_member));
-    for endpoint in &node.endpoints {
+        .route("/v1/channels/{id}/members/{user}", put(admin::add_member).delete(admin::remove_member))
+        .route("/v1/sessions/revoke", post(admin::revoke_sessions));
+    for endpoint in node.endpoints() {
         let ep = endpoint.clone();
         router = router.route(
-            &endpoint.config.path,
+            endpoint.path(),
             get(move |state: State<Arc<Node>>, req: Request| ws::accept(state, ep.clone(), req)),
         );
     }
-    if let Some(ep) = crate::endpoint::echo_endpoint(&node.config) {
-        let path = ep.config.path.clone();
+    if let Some(ep) = crate::endpoint::echo_endpoint(node.config()) {
+        let path = ep.path().to_owned();
         router =
             router.route(&path, get(move |state: State<Arc<Node>>, req: Request| echo::echo(state, ep.clone(), req)));
     }
-    router.fallback(ops::not_found).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(node)
+    let ops = Ops::of(&node);
+    router.fallback(ops::not_found).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(node).merge(ops_router(ops))
 }

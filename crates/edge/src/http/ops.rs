@@ -6,10 +6,35 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
+use prometheus::{Encoder, TextEncoder};
 use serde_json::json;
+use switchboard_broker::SharedBroker;
+use tokio_util::sync::CancellationToken;
 
 use super::ApiError;
 use crate::node::Node;
+
+/// What the operations endpoints look at, in any process role.
+#[derive(Clone)]
+pub struct Ops {
+    /// The broker `/readyz` pings.
+    pub broker: SharedBroker,
+    /// The metrics `/metrics` renders.
+    pub registry: prometheus::Registry,
+    /// Cancelled when the process stops accepting (`/readyz` answers 503).
+    pub draining: CancellationToken,
+}
+
+impl Ops {
+    /// An edge's operations state.
+    pub fn of(node: &Node) -> Ops {
+        Ops {
+            broker: node.broker().clone(),
+            registry: node.metrics().registry().clone(),
+            draining: node.conns().draining.clone(),
+        }
+    }
+}
 
 const PLAYGROUND_HTML: &str = include_str!("../../assets/playground.html");
 
@@ -19,12 +44,12 @@ pub async fn healthz() -> Json<serde_json::Value> {
 }
 
 /// `GET /readyz`: the broker answers and the node is not draining.
-pub async fn readyz(State(node): State<Arc<Node>>) -> Response {
-    if node.draining.is_cancelled() {
+pub async fn readyz(State(ops): State<Ops>) -> Response {
+    if ops.draining.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining"}))).into_response();
     }
-    match node.broker.ping().await {
-        Ok(()) => Json(json!({"status": "ready", "broker": node.broker.name()})).into_response(),
+    match ops.broker.ping().await {
+        Ok(()) => Json(json!({"status": "ready", "broker": ops.broker.name()})).into_response(),
         Err(e) => {
             (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "broker_unreachable", "error": e.to_string()})))
                 .into_response()
@@ -33,8 +58,11 @@ pub async fn readyz(State(node): State<Arc<Node>>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], node.metrics.render()).into_response()
+pub async fn metrics(State(ops): State<Ops>) -> Response {
+    let mut out = Vec::new();
+    // Encoding gathered metrics into memory cannot fail.
+    let _ = TextEncoder::new().encode(&ops.registry.gather(), &mut out);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 /// `GET /playground`: the browser playground.
@@ -45,15 +73,15 @@ pub async fn playground() -> Html<&'static str> {
 /// `GET /playground/endpoints`: what the playground offers.
 pub async fn playground_endpoints(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
     let endpoints: Vec<_> = node
-        .endpoints
+        .endpoints()
         .iter()
         .map(|e| {
             json!({
-                "path": e.config.path,
+                "path": e.path(),
                 "dialect": e.config.dialect.name(),
-                "auth": e.config.auth,
+                "auth": e.auth().method,
                 "event_types": e.config.event_types,
-                "channels": e.config.channels,
+                "channels": e.config.channels.allowed,
             })
         })
         .collect();

@@ -7,22 +7,22 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Query, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::ApiError;
-use crate::auth::{api_key_from, token_from, AuthFailure, Principal};
-use crate::config::AuthMethod;
+use super::{credentials, ApiError};
+use crate::auth::{AuthError, AuthFailure};
 use crate::connection;
 use crate::endpoint::EndpointRuntime;
 use crate::node::Node;
+use crate::session::Session;
 
 /// Handles a request on a WebSocket endpoint path.
 pub async fn accept(State(node): State<Arc<Node>>, ep: Arc<EndpointRuntime>, mut req: Request) -> Response {
-    let path = ep.config.path.as_str();
-    let result = |r: &str| node.metrics.connects.with_label_values(&[path, r]).inc();
+    let path = ep.path();
+    let result = |r: &str| node.metrics().connects.with_label_values(&[path, r]).inc();
     if !origin_allowed(&ep, &req) {
         result("forbidden_origin");
         return ApiError::new(
@@ -42,15 +42,17 @@ pub async fn accept(State(node): State<Arc<Node>>, ep: Arc<EndpointRuntime>, mut
         .into_response();
     }
     let query: HashMap<String, String> = Query::try_from_uri(req.uri()).map(|q| q.0).unwrap_or_default();
-    let principal = match authenticate(&node, &ep, &query, req.headers()).await {
-        Ok(p) => p,
-        Err(Rejection::Auth(failure)) => {
+    let credentials = credentials::from_request(&query, req.headers());
+    let authenticated = match node.authenticator().authenticate(&ep, credentials).await {
+        Ok(a) => a,
+        Err(AuthError::Refused(failure, why)) => {
+            tracing::debug!(endpoint = path, code = failure.code(), why, "connect refused");
             result(failure.code());
             return unauthorized(failure);
         }
-        Err(Rejection::Unavailable(e)) => {
+        Err(AuthError::Unavailable(e)) => {
             result("unavailable");
-            return e.into_response();
+            return ApiError::unavailable(e).into_response();
         }
     };
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
@@ -60,43 +62,26 @@ pub async fn accept(State(node): State<Arc<Node>>, ep: Arc<EndpointRuntime>, mut
     match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok((response, upgrade)) => {
             result("accepted");
-            let expires_at = principal.expires_at();
-            let handler_node = node.clone();
+            let services = node.sessions().clone();
+            let principal = Arc::new(authenticated.principal);
             let resume = query.get("last_event_id").cloned();
-            let make = move |conn| connection::Session::new(handler_node, conn, principal, resume);
-            node.connections.spawn(connection::run_upgraded(node.clone(), ep.clone(), expires_at, make, upgrade));
+            let make = move |conn| Session::new(services, conn, principal, resume);
+            let ctx = node.conns().clone();
+            let subscriptions = Session::initial_subscriptions(&ep);
+            let expires_at = authenticated.expires_at;
+            ctx.tasks.spawn(connection::run_upgraded(
+                ctx.clone(),
+                ep.clone(),
+                expires_at,
+                subscriptions,
+                make,
+                upgrade,
+            ));
             response.map(axum::body::Body::new)
         }
         Err(e) => {
             result("bad_handshake");
             ApiError::bad_request(format!("invalid WebSocket handshake: {e}")).into_response()
-        }
-    }
-}
-
-enum Rejection {
-    Auth(AuthFailure),
-    Unavailable(ApiError),
-}
-
-async fn authenticate(
-    node: &Node,
-    ep: &EndpointRuntime,
-    query: &HashMap<String, String>,
-    headers: &HeaderMap,
-) -> Result<Principal, Rejection> {
-    match ep.config.auth {
-        AuthMethod::Jwt => {
-            let token = token_from(query, headers).ok_or(Rejection::Auth(AuthFailure::MissingToken))?;
-            node.jwt.verify(token).map(Principal::User).map_err(|e| Rejection::Auth(e.into()))
-        }
-        AuthMethod::ApiKey => {
-            let key = api_key_from(query, headers).ok_or(Rejection::Auth(AuthFailure::MissingApiKey))?;
-            match node.api_keys.lookup(key).await {
-                Ok(Some(record)) if record.allows(&ep.config.path) => Ok(Principal::ApiKey(record)),
-                Ok(_) => Err(Rejection::Auth(AuthFailure::InvalidApiKey)),
-                Err(e) => Err(Rejection::Unavailable(ApiError::unavailable(e))),
-            }
         }
     }
 }
@@ -123,7 +108,7 @@ fn upgrade_required(ep: &EndpointRuntime) -> Response {
         "error": "upgrade_required",
         "code": "websocket_required",
         "status": 426,
-        "message": format!("{} is a WebSocket endpoint ({} dialect); connect with a WebSocket client", ep.config.path, ep.config.dialect.name()),
+        "message": format!("{} is a WebSocket endpoint ({} dialect); connect with a WebSocket client", ep.path(), ep.config.dialect.name()),
         "documentation": ep.config.docs_url,
     });
     (StatusCode::UPGRADE_REQUIRED, [(header::UPGRADE, "websocket")], Json(body)).into_response()

@@ -1,4 +1,4 @@
-//! `basic` (seed 003): the generic JWT WebSocket service at `/ws`.
+//! `basic`: the generic JWT WebSocket service at `/ws`.
 //!
 //! Frames are `{"type":...,"data":{...}}`. Client commands: `subscribe` / `unsubscribe`
 //! `{"channel":"conversation:conv-123"}` and `ping` `{}` (answered with `pong`). Events carry
@@ -6,15 +6,22 @@
 //! clients can deduplicate and route. Errors are `{"type":"error","data":{"code","message"}}`
 //! with the four documented codes.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use serde::Deserialize;
+use serde_json::json;
 use serde_json::value::RawValue;
 
-use super::json::{event_capacity, push_field_str, push_key, push_raw, push_str, push_u64};
-use super::{Codec, DialectKind, FrameKind};
-use crate::command::{ClientError, Command, ErrorKind, Reply, SubscriptionTarget};
+use super::json::{event_capacity, push_field_str, push_key, push_raw, push_str, push_u64, to_message};
+use super::{Codec, DecodeError, DialectKind, FrameKind};
+use crate::command::{Command, Reply, ServerMessage, SubscriptionTarget};
+use crate::error::{ClientError, ErrorKind};
 use crate::event::Event;
 use crate::timefmt::iso8601_millis;
+
+/// Longest channel name a client may send.
+const MAX_CHANNEL_NAME: usize = 256;
 
 /// The basic codec.
 #[derive(Debug, Clone, Copy, Default)]
@@ -41,8 +48,8 @@ fn channel(data: Option<Box<RawValue>>) -> Result<Vec<SubscriptionTarget>, Clien
     let data = data.ok_or_else(|| invalid("`data.channel` is required"))?;
     let d: ChannelData =
         serde_json::from_str(data.get()).map_err(|_| invalid("`data.channel` (a string) is required"))?;
-    if d.channel.is_empty() {
-        return Err(invalid("`data.channel` must not be empty"));
+    if d.channel.is_empty() || d.channel.len() > MAX_CHANNEL_NAME {
+        return Err(invalid(format!("`data.channel` must be 1 to {MAX_CHANNEL_NAME} bytes")));
     }
     Ok(vec![SubscriptionTarget::Channel(d.channel)])
 }
@@ -62,7 +69,7 @@ impl Codec for Basic {
         match frame.kind.as_str() {
             "subscribe" => Ok(Command::Subscribe { targets: channel(frame.data)?, filter: None, request_id: None }),
             "unsubscribe" => Ok(Command::Unsubscribe { targets: channel(frame.data)?, request_id: None }),
-            "ping" => Ok(Command::Ping { request_id: None }),
+            "ping" => Ok(Command::Ping { request_id: None, echo: Bytes::new() }),
             other => Err(invalid(format!("unknown command `{other}`"))),
         }
     }
@@ -94,7 +101,9 @@ impl Codec for Basic {
         let mut buf = Vec::with_capacity(128);
         buf.extend_from_slice(b"{\"type\":");
         match reply {
-            Reply::Welcome { .. } | Reply::Ack { .. } => return None,
+            Reply::Welcome { .. } | Reply::Ack { .. } | Reply::Ping { .. } | Reply::SessionRevoked { .. } => {
+                return None
+            }
             Reply::Pong { .. } => buf.extend_from_slice(b"\"pong\",\"data\":{}"),
             Reply::Error { error, .. } => {
                 buf.extend_from_slice(b"\"error\",\"data\":{");
@@ -112,12 +121,81 @@ impl Codec for Basic {
         buf.push(b'}');
         Some(Bytes::from(buf))
     }
+
+    fn encode_command(&self, command: &Command) -> Result<Vec<Bytes>, ClientError> {
+        let per_channel = |kind: &str, targets: &[SubscriptionTarget]| -> Result<Vec<Bytes>, ClientError> {
+            targets
+                .iter()
+                .map(|t| match t {
+                    SubscriptionTarget::Channel(c) => Ok(to_message(&json!({"type": kind, "data": {"channel": c}}))),
+                    SubscriptionTarget::EventType(t) => {
+                        Err(invalid(format!("basic subscribes to channels, not `{t}`")))
+                    }
+                })
+                .collect()
+        };
+        match command {
+            Command::Subscribe { filter: Some(_), .. } => Err(invalid("basic has no subscription filters")),
+            Command::Subscribe { targets, .. } => per_channel("subscribe", targets),
+            Command::Unsubscribe { targets, .. } => per_channel("unsubscribe", targets),
+            Command::Ping { .. } => Ok(vec![to_message(&json!({"type": "ping", "data": {}}))]),
+            Command::Pong { .. } | Command::Publish { .. } => Err(invalid("basic clients only subscribe and ping")),
+        }
+    }
+
+    fn decode_server(&self, message: &[u8]) -> Result<ServerMessage, DecodeError> {
+        #[derive(Deserialize)]
+        struct ServerFrame<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: Cow<'a, str>,
+            #[serde(default)]
+            id: Option<String>,
+            #[serde(default)]
+            data: Option<Data>,
+            #[serde(default)]
+            replayed: Option<bool>,
+        }
+        /// The fields of `data` a client needs from control messages (events carry anything).
+        #[derive(Deserialize, Default)]
+        struct Data {
+            #[serde(default)]
+            code: Option<String>,
+            #[serde(default)]
+            message: Option<serde_json::Value>,
+            #[serde(default)]
+            count: Option<u64>,
+            #[serde(default)]
+            truncated: Option<bool>,
+        }
+        let f: ServerFrame<'_> = serde_json::from_slice(message).map_err(|e| DecodeError(e.to_string()))?;
+        let data = f.data.unwrap_or_default();
+        Ok(match (f.kind.as_ref(), f.id) {
+            ("error", _) => ServerMessage::Error {
+                code: data.code.unwrap_or_default(),
+                message: data.message.and_then(|m| m.as_str().map(str::to_owned)).unwrap_or_default(),
+                request_id: None,
+            },
+            ("pong", _) => ServerMessage::Pong,
+            ("replay_complete", _) => ServerMessage::ReplayComplete {
+                count: data.count.unwrap_or(0),
+                truncated: data.truncated.unwrap_or(false),
+            },
+            (kind, Some(id)) => {
+                ServerMessage::Event { id, kind: kind.to_owned(), replayed: f.replayed.unwrap_or(false) }
+            }
+            (kind, None) => ServerMessage::Other(kind.to_owned()),
+        })
+    }
 }
 
 /// Maps every error onto the document's four codes.
 fn error_code(kind: ErrorKind) -> &'static str {
     match kind {
-        ErrorKind::InvalidRequest | ErrorKind::UnknownType | ErrorKind::RateLimited => "invalid_request",
+        ErrorKind::InvalidRequest
+        | ErrorKind::InvalidFilter
+        | ErrorKind::UnknownType
+        | ErrorKind::RateLimited
+        | ErrorKind::NotSubscribed => "invalid_request",
         ErrorKind::Forbidden | ErrorKind::NotMember => "unauthorized",
         ErrorKind::UnknownChannel | ErrorKind::SubscriptionFailed | ErrorKind::TooManySubscriptions => {
             "subscription_failed"
@@ -141,8 +219,10 @@ mod tests {
         assert_eq!(targets, vec![SubscriptionTarget::Channel("conversation:conv-123".into())]);
         assert!(matches!(Basic.decode(br#"{"type":"ping","data":{}}"#).unwrap(), Command::Ping { .. }));
         assert!(matches!(Basic.decode(br#"{"type":"ping"}"#).unwrap(), Command::Ping { .. }));
-        let pong: Value =
-            serde_json::from_slice(&Basic.encode_reply(&Reply::Pong { request_id: None }).unwrap()).unwrap();
+        let pong: Value = serde_json::from_slice(
+            &Basic.encode_reply(&Reply::Pong { request_id: None, echo: &[], now_ms: 0 }).unwrap(),
+        )
+        .unwrap();
         assert_eq!(pong, json!({"type": "pong", "data": {}}));
     }
 

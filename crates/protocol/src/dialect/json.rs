@@ -36,3 +36,8 @@ pub(crate) fn push_u64(buf: &mut Vec<u8>, n: u64) {
 pub(crate) fn event_capacity(payload: &RawValue, extra: usize) -> usize {
     payload.get().len() + extra + 128
 }
+
+/// A client message as its bytes (client side: commands are built as JSON values).
+pub(crate) fn to_message(value: &serde_json::Value) -> bytes::Bytes {
+    bytes::Bytes::from(value.to_string())
+}

@@ -1,17 +1,25 @@
 //! Dialects: one codec per documented real-time API, all behind the [`Codec`] trait.
 //!
-//! A codec is pure: it decodes one complete client message into a [`Command`] and encodes
-//! events and replies into complete messages. The edge never branches on the dialect; it asks
-//! the endpoint's codec. Adding a dialect means adding a module and a [`DialectKind`] variant.
+//! A codec is pure. On the server side it decodes one complete client message into a
+//! [`Command`] and encodes events and replies into complete messages; on the client side it
+//! encodes commands and decodes server messages, so the client crate and the load tool speak
+//! exactly what the server does. It also states the dialect's fixed conventions: text or binary
+//! frames, how heartbeats work, which close code each reason gets. The edge never branches on
+//! the dialect; it asks the endpoint's codec. Adding a dialect means adding a module here, a
+//! [`DialectKind`] variant, presets and tests.
 
 mod basic;
 mod json;
 mod orbnet;
 
+#[cfg(test)]
+mod conformance;
+
 use bytes::Bytes;
 
 use crate::close::CloseReason;
-use crate::command::{ClientError, Command, Reply};
+use crate::command::{Command, Reply, ServerMessage};
+use crate::error::ClientError;
 use crate::event::Event;
 
 pub use basic::Basic;
@@ -26,13 +34,50 @@ pub enum FrameKind {
     Binary,
 }
 
+/// How a dialect keeps a connection alive and tells a dead peer; the endpoint's heartbeat
+/// settings give the intervals and the number of misses allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeartbeatStyle {
+    /// The server sends WebSocket ping frames; the client's pong frames answer.
+    WebSocketPing,
+    /// The server sends the dialect's own ping message ([`Reply::Ping`]); the client's
+    /// [`Command::Pong`] answers.
+    DialectPing,
+    /// The client sends heartbeats ([`Command::Ping`]); the server only watches for silence
+    /// (the endpoint's idle timeout).
+    ClientHeartbeat,
+}
+
+/// Why a server message could not be decoded by a client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("undecodable server message: {0}")]
+pub struct DecodeError(pub String);
+
 /// One wire format. Implementations hold no per-connection state.
 pub trait Codec: Send + Sync + 'static {
     /// Which dialect this is.
     fn kind(&self) -> DialectKind;
 
-    /// The WebSocket frame type of every message this dialect sends.
+    /// The WebSocket frame type of every message this dialect sends, both ways.
     fn frame_kind(&self) -> FrameKind;
+
+    /// How heartbeats work in this dialect.
+    fn heartbeat(&self) -> HeartbeatStyle {
+        HeartbeatStyle::WebSocketPing
+    }
+
+    /// Whether clients receive only the event types they subscribed to by name, rather than
+    /// everything on the streams they are registered on.
+    fn opt_in_event_types(&self) -> bool {
+        false
+    }
+
+    /// The close code this dialect documents for `reason`.
+    fn close_code(&self, reason: CloseReason) -> u16 {
+        reason.standard_code()
+    }
+
+    // --- server side ---
 
     /// Decodes one complete client message.
     fn decode(&self, message: &[u8]) -> Result<Command, ClientError>;
@@ -43,25 +88,24 @@ pub trait Codec: Send + Sync + 'static {
     /// Encodes a reply, or `None` when this dialect has no such frame.
     fn encode_reply(&self, reply: &Reply<'_>) -> Option<Bytes>;
 
-    /// Whether clients receive only the event types they subscribed to by name (orbnet's
-    /// `channels`), rather than everything on the topics they are registered on.
-    fn opt_in_event_types(&self) -> bool {
-        false
-    }
+    // --- client side ---
 
-    /// The close code this dialect documents for `reason`.
-    fn close_code(&self, reason: CloseReason) -> u16 {
-        reason.standard_code()
-    }
+    /// The messages a client sends for `command` (some dialects subscribe to one target per
+    /// message). Fails for a command this dialect cannot express.
+    fn encode_command(&self, command: &Command) -> Result<Vec<Bytes>, ClientError>;
+
+    /// Decodes one server message.
+    fn decode_server(&self, message: &[u8]) -> Result<ServerMessage, DecodeError>;
 }
 
 /// The dialects Switchboard speaks, as named in config files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DialectKind {
-    /// Seed 000: OrbNET notifications + chat, OrbGuard threat stream.
+    /// OrbNET notifications and chat, OrbGuard threat stream: JSON
+    /// `{"type","id","timestamp","payload"}` events, subscriptions by event type.
     Orbnet,
-    /// Seed 003: the generic JWT WebSocket service.
+    /// The generic JWT WebSocket service: JSON `{"type","data"}` frames, channels.
     Basic,
 }
 

@@ -1,26 +1,33 @@
-//! `orbnet` (seed 000): OrbNET notifications and chat, OrbGuard threat stream.
+//! `orbnet`: OrbNET notifications and chat, OrbGuard threat stream.
 //!
 //! Server frames: `{"type":"connection_ack","sessionId":..,"timestamp":..}`, events
 //! `{"type":T,"id":..,"timestamp":..,"payload":{..}}`, `{"type":"error","code":..,"message":..}`,
-//! `{"type":"replay_complete","count":N,"truncated":b}`. Client frames: `subscribe` /
-//! `unsubscribe` with `channels` (event types) and optional `filters`, chat sends
-//! (`message`, `typing`, `read_receipt` with `payload.conversationId`), and `ping`.
-//! Heartbeats are WebSocket ping frames, handled by the edge, not here.
+//! `{"type":"replay_complete","count":N,"truncated":b}`, `{"type":"pong","timestamp":..}`.
+//! Client frames: `subscribe` / `unsubscribe` with `channels` (event types) and optional
+//! `filters`, chat sends (`message`, `typing`, `read_receipt` with `payload.conversationId`),
+//! and `ping`. Heartbeats are WebSocket ping frames.
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
-use super::json::{event_capacity, push_field_str, push_key, push_raw, push_str, push_u64};
-use super::{Codec, DialectKind, FrameKind};
-use crate::command::{ClientError, Command, ErrorKind, Reply, SubscriptionTarget};
+use super::json::{event_capacity, push_field_str, push_key, push_raw, push_str, push_u64, to_message};
+use super::{Codec, DecodeError, DialectKind, FrameKind};
+use crate::command::{Command, Reply, ServerMessage, SubscriptionTarget};
+use crate::error::{ClientError, ErrorKind};
 use crate::event::Event;
-use crate::filter::FieldFilter;
+use crate::filter::{FieldFilter, Filter};
 use crate::timefmt::iso8601_millis;
 
 /// Most channels one subscribe frame may name.
 const MAX_CHANNELS_PER_FRAME: usize = 64;
+/// Longest event type name a client may send.
+const MAX_TYPE_NAME: usize = 128;
+/// The channel prefix of a chat conversation (`conversationId` `c1` is channel `conversation:c1`).
+pub const CONVERSATION_PREFIX: &str = "conversation:";
 
 /// The orbnet codec.
 #[derive(Debug, Clone, Copy, Default)]
@@ -53,6 +60,9 @@ fn event_types(channels: Option<Vec<String>>) -> Result<Vec<SubscriptionTarget>,
     if channels.is_empty() || channels.len() > MAX_CHANNELS_PER_FRAME {
         return Err(invalid(format!("`channels` must list 1 to {MAX_CHANNELS_PER_FRAME} event types")));
     }
+    if channels.iter().any(|c| c.is_empty() || c.len() > MAX_TYPE_NAME) {
+        return Err(invalid(format!("event type names are 1 to {MAX_TYPE_NAME} bytes")));
+    }
     Ok(channels.into_iter().map(SubscriptionTarget::EventType).collect())
 }
 
@@ -75,13 +85,13 @@ impl Codec for Orbnet {
         match frame.kind.as_str() {
             "subscribe" => {
                 let filter = match frame.filters {
-                    Some(obj) => Some(FieldFilter::from_json(&obj)?),
-                    None => None,
+                    Some(obj) if !obj.is_empty() => Some(Filter::Fields(FieldFilter::from_json(&obj)?)),
+                    _ => None,
                 };
                 Ok(Command::Subscribe { targets: event_types(frame.channels)?, filter, request_id: None })
             }
             "unsubscribe" => Ok(Command::Unsubscribe { targets: event_types(frame.channels)?, request_id: None }),
-            "ping" => Ok(Command::Ping { request_id: None }),
+            "ping" => Ok(Command::Ping { request_id: None, echo: Bytes::new() }),
             "message" | "typing" | "read_receipt" => {
                 let payload = frame.payload.ok_or_else(|| invalid("`payload` is required"))?;
                 let chat: ChatPayload = serde_json::from_str(payload.get())
@@ -90,7 +100,7 @@ impl Codec for Orbnet {
                     return Err(invalid("`payload.conversationId` must not be empty"));
                 }
                 Ok(Command::Publish {
-                    channel: format!("conversation:{}", chat.conversation_id),
+                    channel: format!("{CONVERSATION_PREFIX}{}", chat.conversation_id),
                     ephemeral: frame.kind == "typing",
                     kind: frame.kind,
                     payload,
@@ -130,11 +140,11 @@ impl Codec for Orbnet {
                 push_field_str(&mut buf, "sessionId", session_id);
                 push_field_str(&mut buf, "timestamp", &iso8601_millis(*now_ms));
             }
-            Reply::Pong { .. } => {
+            Reply::Pong { now_ms, .. } => {
                 push_str(&mut buf, "pong");
-                push_field_str(&mut buf, "timestamp", &iso8601_millis(crate::timefmt::now_millis()));
+                push_field_str(&mut buf, "timestamp", &iso8601_millis(*now_ms));
             }
-            Reply::Ack { .. } => return None,
+            Reply::Ack { .. } | Reply::Ping { .. } | Reply::SessionRevoked { .. } => return None,
             Reply::Error { error, .. } => {
                 push_str(&mut buf, "error");
                 push_field_str(&mut buf, "code", error_code(error.kind));
@@ -150,15 +160,86 @@ impl Codec for Orbnet {
         buf.push(b'}');
         Some(Bytes::from(buf))
     }
+
+    fn encode_command(&self, command: &Command) -> Result<Vec<Bytes>, ClientError> {
+        let names = |targets: &[SubscriptionTarget]| -> Result<Vec<String>, ClientError> {
+            targets
+                .iter()
+                .map(|t| match t {
+                    SubscriptionTarget::EventType(name) => Ok(name.clone()),
+                    SubscriptionTarget::Channel(c) => {
+                        Err(invalid(format!("orbnet subscribes to event types, not `{c}`")))
+                    }
+                })
+                .collect()
+        };
+        let message = match command {
+            Command::Subscribe { targets, filter, .. } => {
+                let mut m = json!({"type": "subscribe", "channels": names(targets)?});
+                match filter {
+                    None => {}
+                    Some(Filter::Fields(f)) => m["filters"] = Value::Object(f.to_json()),
+                    Some(Filter::Expression(_)) => return Err(invalid("orbnet filters are field maps")),
+                }
+                m
+            }
+            Command::Unsubscribe { targets, .. } => json!({"type": "unsubscribe", "channels": names(targets)?}),
+            Command::Ping { .. } => json!({"type": "ping"}),
+            Command::Publish { kind, payload, .. } => json!({"type": kind, "payload": payload}),
+            Command::Pong { .. } => return Err(invalid("orbnet heartbeats are WebSocket pings")),
+        };
+        Ok(vec![to_message(&message)])
+    }
+
+    fn decode_server(&self, message: &[u8]) -> Result<ServerMessage, DecodeError> {
+        #[derive(Deserialize)]
+        struct ServerFrame<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: Cow<'a, str>,
+            #[serde(default)]
+            id: Option<String>,
+            #[serde(default, rename = "sessionId")]
+            session_id: Option<String>,
+            #[serde(default)]
+            code: Option<String>,
+            #[serde(default)]
+            message: Option<String>,
+            #[serde(default)]
+            count: Option<u64>,
+            #[serde(default)]
+            truncated: Option<bool>,
+            #[serde(default)]
+            replayed: Option<bool>,
+        }
+        let f: ServerFrame<'_> = serde_json::from_slice(message).map_err(|e| DecodeError(e.to_string()))?;
+        Ok(match (f.kind.as_ref(), f.id) {
+            ("connection_ack", _) => ServerMessage::Welcome { session_id: f.session_id },
+            ("error", _) => ServerMessage::Error {
+                code: f.code.unwrap_or_default(),
+                message: f.message.unwrap_or_default(),
+                request_id: None,
+            },
+            ("pong", _) => ServerMessage::Pong,
+            ("replay_complete", _) => {
+                ServerMessage::ReplayComplete { count: f.count.unwrap_or(0), truncated: f.truncated.unwrap_or(false) }
+            }
+            (kind, Some(id)) => {
+                ServerMessage::Event { id, kind: kind.to_owned(), replayed: f.replayed.unwrap_or(false) }
+            }
+            (kind, None) => ServerMessage::Other(kind.to_owned()),
+        })
+    }
 }
 
 fn error_code(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::InvalidRequest => "invalid_message",
+        ErrorKind::InvalidFilter => "invalid_filter",
         ErrorKind::UnknownType => "unknown_type",
         ErrorKind::UnknownChannel => "unknown_channel",
         ErrorKind::Forbidden => "forbidden",
         ErrorKind::NotMember => "not_member",
+        ErrorKind::NotSubscribed => "not_subscribed",
         ErrorKind::SubscriptionFailed => "subscription_failed",
         ErrorKind::TooManySubscriptions => "too_many_subscriptions",
         ErrorKind::RateLimited => "rate_limited",
@@ -169,7 +250,6 @@ fn error_code(kind: ErrorKind) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn event(replayed: bool) -> Value {
         let ev: Event = serde_json::from_value(json!({
@@ -199,7 +279,13 @@ mod tests {
             .unwrap();
         let Command::Subscribe { targets, filter, .. } = cmd else { panic!("not a subscribe") };
         assert_eq!(targets[1], SubscriptionTarget::EventType("alert".into()));
-        assert!(filter.unwrap().matches(&json!({"severity": "critical"})));
+        assert!(filter.unwrap().matches(Some(&json!({"severity": "critical"}))));
+        let Command::Subscribe { filter, .. } =
+            Orbnet.decode(br#"{"type":"subscribe","channels":["alert"],"filters":{}}"#).unwrap()
+        else {
+            panic!("not a subscribe")
+        };
+        assert_eq!(filter, None, "empty filters mean no filter");
     }
 
     #[test]
@@ -211,9 +297,15 @@ mod tests {
 
     #[test]
     fn malformed_and_unknown_frames_are_errors_not_panics() {
-        for bad in
-            [&b"{"[..], b"[]", b"{\"type\":5}", b"\xff\xfe", b"{\"type\":\"subscribe\"}", b"{\"type\":\"message\"}"]
-        {
+        for bad in [
+            &b"{"[..],
+            b"[]",
+            b"{\"type\":5}",
+            b"\xff\xfe",
+            b"{\"type\":\"subscribe\"}",
+            b"{\"type\":\"message\"}",
+            b"{\"type\":\"subscribe\",\"channels\":[\"\"]}",
+        ] {
             assert_eq!(Orbnet.decode(bad).unwrap_err().kind, ErrorKind::InvalidRequest);
         }
         assert_eq!(Orbnet.decode(br#"{"type":"dance"}"#).unwrap_err().kind, ErrorKind::UnknownType);

@@ -1,4 +1,4 @@
-//! Field filters: orbnet's `"filters": {"severity": ["critical","high"], "categories": ["malware"]}`.
+//! Field filters: the JSON dialects' `"filters": {"severity": ["critical","high"], "categories": ["malware"]}`.
 //!
 //! Each entry names a payload field and the values it may take; an event passes when every
 //! entry matches. A list-valued payload field matches when any of its elements is allowed.
@@ -8,7 +8,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::command::{ClientError, ErrorKind};
+use super::number::Num;
+use crate::error::{ClientError, ErrorKind};
 
 /// Most entries one filter may have: filters run per event per subscriber, so they stay small.
 pub const MAX_FILTER_FIELDS: usize = 16;
@@ -43,6 +44,12 @@ impl FieldFilter {
             fields.push((key.clone(), allowed));
         }
         Ok(FieldFilter { fields })
+    }
+
+    /// The JSON object form a client sends (every entry as a list), for clients that encode
+    /// subscriptions: `from_json(&f.to_json())` gives `f` back.
+    pub fn to_json(&self) -> Map<String, Value> {
+        self.fields.iter().map(|(k, v)| (k.clone(), Value::Array(v.clone()))).collect()
     }
 
     /// True when the filter has no entries (everything passes).
@@ -84,12 +91,12 @@ fn path<'v>(payload: &'v Value, dotted: &str) -> Option<&'v Value> {
     if let Some(v) = payload.get(dotted) {
         return Some(v);
     }
-    dotted.split('.').try_fold(payload, |v, seg| v.get(seg))
+    super::lookup_path(payload, dotted.split('.'))
 }
 
 fn contains(allowed: &[Value], v: &Value) -> bool {
     allowed.iter().any(|a| match (a, v) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Number(x), Value::Number(y)) => Num::of(x).compare(Num::of(y)) == Some(std::cmp::Ordering::Equal),
         _ => a == v,
     })
 }
@@ -118,6 +125,9 @@ mod tests {
         let f = filter(json!({"score": 90, "meta.region": "eu"}));
         assert!(f.matches(&json!({"score": 90.0, "meta": {"region": "eu"}})));
         assert!(!f.matches(&json!({"score": 89, "meta": {"region": "eu"}})));
+        let big = filter(json!({"id": 9007199254740993u64}));
+        assert!(big.matches(&json!({"id": 9007199254740993u64})));
+        assert!(!big.matches(&json!({"id": 9007199254740992u64})), "no rounding through f64");
     }
 
     #[test]

@@ -1,12 +1,12 @@
-//! Client-to-server WebSocket frames (RFC 6455 §5), decoded in place from the connection's
+//! Client-to-server WebSocket frames (RFC 6455 §5), decoded in place from a connection's
 //! input buffer with no IO.
 //!
 //! The edge reads its own frames so that an idle connection holds no read buffer at all: the
 //! connection task waits for the socket to become readable, reads what is there, decodes the
 //! complete frames in place (unmasking them where they lie) and frees the buffer once it is
-//! empty. Every violation maps to the close reason RFC 6455 prescribes.
+//! empty. Every violation is reported as the [`Violation`] RFC 6455 names.
 
-use switchboard_protocol::CloseReason;
+use crate::Violation;
 
 /// Longest frame header: 2 bytes, 8 of extended length, 4 of mask.
 const MAX_HEADER: usize = 14;
@@ -60,9 +60,9 @@ pub struct Frame<'a> {
 
 /// Decodes the first frame in `buf` if all of it has arrived: the frame and the bytes it
 /// took, `None` when more input is needed (`want` then says how many bytes in all the frame
-/// needs, when known), or the reason to close. Frames longer than `max_payload` are refused
+/// needs, when known), or the violation. Frames longer than `max_payload` are refused
 /// as soon as their header arrives, so a client cannot make the server buffer them.
-pub fn decode(buf: &mut [u8], max_payload: usize) -> Result<Decoded<'_>, CloseReason> {
+pub fn decode(buf: &mut [u8], max_payload: usize) -> Result<Decoded<'_>, Violation> {
     if buf.len() < 2 {
         return Ok(Decoded::Incomplete { want: 2 });
     }
@@ -70,12 +70,12 @@ pub fn decode(buf: &mut [u8], max_payload: usize) -> Result<Decoded<'_>, CloseRe
     let fin = b0 & 0x80 != 0;
     // No extension is negotiated, so every reserved bit must be clear.
     if b0 & 0x70 != 0 {
-        return Err(CloseReason::ProtocolError);
+        return Err(Violation::Protocol);
     }
-    let op = FrameOp::from_bits(b0 & 0x0F).ok_or(CloseReason::ProtocolError)?;
+    let op = FrameOp::from_bits(b0 & 0x0F).ok_or(Violation::Protocol)?;
     // Client frames must be masked (§5.1).
     if b1 & 0x80 == 0 {
-        return Err(CloseReason::ProtocolError);
+        return Err(Violation::Protocol);
     }
     let (len, at) = match b1 & 0x7F {
         126 if buf.len() >= 4 => (u64::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
@@ -88,13 +88,13 @@ pub fn decode(buf: &mut [u8], max_payload: usize) -> Result<Decoded<'_>, CloseRe
         n => (u64::from(n), 2),
     };
     if op.is_control() && (!fin || len > 125) {
-        return Err(CloseReason::ProtocolError);
+        return Err(Violation::Protocol);
     }
     if len >> 63 != 0 {
-        return Err(CloseReason::ProtocolError);
+        return Err(Violation::Protocol);
     }
     if len > max_payload as u64 {
-        return Err(CloseReason::MessageTooBig);
+        return Err(Violation::TooBig);
     }
     let len = len as usize;
     let start = at + 4;
@@ -107,7 +107,7 @@ pub fn decode(buf: &mut [u8], max_payload: usize) -> Result<Decoded<'_>, CloseRe
     fastwebsockets::unmask(payload, mask);
     let payload = &*payload;
     match op {
-        FrameOp::Text if fin && std::str::from_utf8(payload).is_err() => return Err(CloseReason::InvalidPayload),
+        FrameOp::Text if fin && std::str::from_utf8(payload).is_err() => return Err(Violation::InvalidUtf8),
         FrameOp::Close => check_close(payload)?,
         _ => {}
     }
@@ -128,19 +128,19 @@ pub enum Decoded<'a> {
 }
 
 /// A close frame carries nothing, or a valid code and a UTF-8 reason (§5.5.1, §7.4).
-fn check_close(payload: &[u8]) -> Result<(), CloseReason> {
+fn check_close(payload: &[u8]) -> Result<(), Violation> {
     match payload.len() {
         0 => Ok(()),
-        1 => Err(CloseReason::ProtocolError),
+        1 => Err(Violation::Protocol),
         _ => {
             let code = u16::from_be_bytes([payload[0], payload[1]]);
             if std::str::from_utf8(&payload[2..]).is_err() {
-                return Err(CloseReason::InvalidPayload);
+                return Err(Violation::InvalidUtf8);
             }
             if is_valid_close_code(code) {
                 Ok(())
             } else {
-                Err(CloseReason::ProtocolError)
+                Err(Violation::Protocol)
             }
         }
     }
@@ -201,26 +201,26 @@ mod tests {
 
     #[test]
     fn refuses_what_rfc_6455_forbids() {
-        let cases: Vec<(Vec<u8>, CloseReason)> = vec![
-            (masked(0xC1, b"x"), CloseReason::ProtocolError), // RSV1 without an extension
-            (masked(0x83, b"x"), CloseReason::ProtocolError), // reserved opcode
-            (vec![0x81, 0x01, b'x'], CloseReason::ProtocolError), // unmasked
-            (masked(0x09, b"x"), CloseReason::ProtocolError), // fragmented ping
-            (masked(0x89, &[0u8; 126]), CloseReason::ProtocolError), // control frame over 125
-            (masked(0x81, &[0xC3, 0x28]), CloseReason::InvalidPayload), // bad UTF-8
-            (masked(0x88, &[0x03]), CloseReason::ProtocolError), // one-byte close
-            (masked(0x88, &[0x03, 0xED]), CloseReason::ProtocolError), // close code 1005
-            (masked(0x88, &[0x03, 0xE8, 0xFF]), CloseReason::InvalidPayload), // bad reason
-            (masked(0x82, &[0u8; 2000]), CloseReason::MessageTooBig),
+        let cases: Vec<(Vec<u8>, Violation)> = vec![
+            (masked(0xC1, b"x"), Violation::Protocol),        // RSV1 without an extension
+            (masked(0x83, b"x"), Violation::Protocol),        // reserved opcode
+            (vec![0x81, 0x01, b'x'], Violation::Protocol),    // unmasked
+            (masked(0x09, b"x"), Violation::Protocol),        // fragmented ping
+            (masked(0x89, &[0u8; 126]), Violation::Protocol), // control frame over 125
+            (masked(0x81, &[0xC3, 0x28]), Violation::InvalidUtf8), // bad UTF-8
+            (masked(0x88, &[0x03]), Violation::Protocol),     // one-byte close
+            (masked(0x88, &[0x03, 0xED]), Violation::Protocol), // close code 1005
+            (masked(0x88, &[0x03, 0xE8, 0xFF]), Violation::InvalidUtf8), // bad reason
+            (masked(0x82, &[0u8; 2000]), Violation::TooBig),
         ];
         for (i, (mut bytes, reason)) in cases.into_iter().enumerate() {
             assert_eq!(decode(&mut bytes, 1024), Err(reason), "case {i}");
         }
         // Too big is known from the header alone.
         let mut head = masked(0x82, &[0u8; 2000])[..4].to_vec();
-        assert_eq!(decode(&mut head, 1024), Err(CloseReason::MessageTooBig));
+        assert_eq!(decode(&mut head, 1024), Err(Violation::TooBig));
         let mut huge = vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4];
-        assert_eq!(decode(&mut huge, usize::MAX), Err(CloseReason::ProtocolError));
+        assert_eq!(decode(&mut huge, usize::MAX), Err(Violation::Protocol));
     }
 
     #[test]

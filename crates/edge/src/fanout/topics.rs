@@ -15,7 +15,7 @@ use std::sync::Arc;
 use switchboard_broker::{BrokerError, SharedBroker};
 use tokio::sync::Mutex;
 
-use crate::registry::TopicRegistry;
+use super::registry::TopicRegistry;
 
 /// Reconciles broker subscriptions with the registry.
 pub struct TopicSync {

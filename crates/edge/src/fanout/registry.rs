@@ -2,7 +2,7 @@
 //!
 //! It is the only place that knows the topic → connections mapping. The dispatcher reads it
 //! once per incoming event; connections change it when they subscribe or leave. It also
-//! answers "is anybody here still interested in this topic", which [`crate::topics::TopicSync`]
+//! answers "is anybody here still interested in this topic", which [`super::TopicSync`]
 //! uses to keep exactly one broker subscription per topic per node.
 //!
 //! Each topic keeps its subscribers in a dense vector (fast iteration for fan-out); past
@@ -135,15 +135,11 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::connection::{Discard, Selection};
-    use crate::endpoint::EndpointRuntime;
+    use crate::connection::testing::{connection, endpoint_with};
 
     fn conns(n: u64) -> Vec<Arc<ConnHandle>> {
-        let config = crate::Config::from_toml(crate::config::DEFAULT_CONFIG_TOML).expect("default config");
-        let endpoint = Arc::new(EndpointRuntime::new(config.endpoints[0].clone()));
-        (1..=n)
-            .map(|id| Arc::new(ConnHandle::new(id, endpoint.clone(), Selection::default(), Arc::new(Discard))))
-            .collect()
+        let endpoint = endpoint_with("/ws/notifications", |_| {});
+        (1..=n).map(|id| connection(id, endpoint.clone()).0).collect()
     }
 
     fn members(registry: &TopicRegistry, topic: &str) -> BTreeSet<u64> {

@@ -1,6 +1,6 @@
-//! Local fan-out: the node's [`DeliverySink`]. Each event from the broker is decoded once,
-//! encoded at most once per dialect, and the same `Bytes` go to every local connection that
-//! wants it, written straight onto each socket.
+//! Local fan-out of events from the broker. Each event is decoded once, encoded at most once
+//! per dialect, and the same `Bytes` go to every local connection that wants it, written
+//! straight onto each socket.
 //!
 //! Small topics (a user's own stream) are fanned out inline. A topic with many local
 //! subscribers gets a task of its own that writes in passes, yielding to the rest of the node
@@ -14,16 +14,13 @@ use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use serde_json::Value;
-use switchboard_broker::{DeliverySink, LogId};
+use switchboard_broker::LogId;
 use switchboard_protocol::timefmt::now_millis;
 use switchboard_protocol::{DialectKind, Event};
-use tokio::sync::Notify;
 
-use crate::connection::{ConnHandle, SendOutcome};
+use super::registry::TopicRegistry;
+use crate::connection::{ConnHandle, LazyPayload, SendOutcome};
 use crate::metrics::Metrics;
-use crate::persistence::INGEST_WAKE_TOPIC;
-use crate::registry::TopicRegistry;
 
 /// Topics with more local subscribers than this get a fan-out task of their own.
 pub const INLINE_FANOUT: usize = 64;
@@ -33,14 +30,12 @@ const PASS_CHUNK: usize = 256;
 const PASS_EVENTS: usize = crate::connection::MAX_FRAMES_PER_WRITE;
 const _: () = assert!(PASS_EVENTS <= 64, "a pass tracks its events in a u64 mask");
 
-/// Receives broker messages and fans them out to local connections.
+/// Fans events from the broker out to local connections.
 pub struct Dispatcher {
     registry: Arc<TopicRegistry>,
     metrics: Arc<Metrics>,
     /// Topics whose fan-out task is running, with the events waiting for its next pass.
     running: Mutex<HashMap<String, Vec<Event>>>,
-    /// Woken by [`INGEST_WAKE_TOPIC`] messages.
-    ingest_appended: Notify,
     me: Weak<Dispatcher>,
 }
 
@@ -49,8 +44,8 @@ pub struct Dispatcher {
 struct Prepared<'a> {
     event: &'a Event,
     frames: [Option<Bytes>; DialectKind::COUNT],
-    payload: Option<Option<Value>>,
-    sid: Option<LogId>,
+    payload: LazyPayload,
+    position: Option<LogId>,
     delivered: usize,
 }
 
@@ -59,15 +54,15 @@ impl<'a> Prepared<'a> {
         Prepared {
             event,
             frames: Default::default(),
-            payload: None,
-            sid: crate::persistence::parse_sid(event.sid.as_deref()),
+            payload: LazyPayload::default(),
+            position: event.position.as_deref().and_then(LogId::parse),
             delivered: 0,
         }
     }
 
-    /// The frame for `conn` if it wants this event.
-    fn frame_for(&mut self, conn: &ConnHandle, allowed: bool) -> Option<Bytes> {
-        if !allowed || !conn.selects(self.event, &mut self.payload) {
+    /// The frame for `conn` if it wants this event, which arrived on `topic`.
+    fn frame_for(&mut self, conn: &ConnHandle, topic: &str, allowed: bool) -> Option<Bytes> {
+        if !allowed || !conn.selects(topic, self.event, &mut self.payload) {
             return None;
         }
         let codec = conn.endpoint.codec;
@@ -109,7 +104,7 @@ struct Pass<'a> {
 impl<'a> Pass<'a> {
     fn new(events: &'a [Event]) -> Self {
         let events: Vec<Prepared<'a>> = events.iter().map(Prepared::new).collect();
-        let persisted = events.iter().any(|p| p.sid.is_some());
+        let persisted = events.iter().any(|p| p.position.is_some());
         Pass { picked: Vec::with_capacity(events.len()), events, verdicts: TypeVerdicts::default(), persisted }
     }
 }
@@ -117,32 +112,20 @@ impl<'a> Pass<'a> {
 impl Dispatcher {
     /// A dispatcher over the node's registry.
     pub fn new(registry: Arc<TopicRegistry>, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new_cyclic(|me| Dispatcher {
-            registry,
-            metrics,
-            running: Mutex::default(),
-            ingest_appended: Notify::new(),
-            me: me.clone(),
-        })
-    }
-
-    /// Notified when an edge (this node or another) appended to the ingest log: the
-    /// persistence worker waits on it between rounds.
-    pub fn ingest_appended(&self) -> &Notify {
-        &self.ingest_appended
+        Arc::new_cyclic(|me| Dispatcher { registry, metrics, running: Mutex::default(), me: me.clone() })
     }
 
     /// Fans one event out to the subscribers of `topic` at once, on the caller's thread;
     /// returns how many got it.
     pub fn fan_out(&self, topic: &str, event: &Event) -> usize {
         let mut pass = Pass::new(std::slice::from_ref(event));
-        self.registry.for_each(topic, |conn| self.deliver_to(conn, &mut pass));
+        self.registry.for_each(topic, |conn| self.deliver_to(conn, topic, &mut pass));
         pass.events[0].delivered
     }
 
     /// Sends the events of a pass to one connection: all of them in one write when they are
     /// live events and the connection is not replaying, else one by one in log order.
-    fn deliver_to(&self, conn: &ConnHandle, pass: &mut Pass<'_>) {
+    fn deliver_to(&self, conn: &ConnHandle, topic: &str, pass: &mut Pass<'_>) {
         if conn.is_closing() {
             return;
         }
@@ -153,9 +136,9 @@ impl Dispatcher {
         // Which events went into `picked` (a pass has at most 32 events).
         let mut who = 0u64;
         for (i, p) in events.iter_mut().enumerate() {
-            let Some(frame) = p.frame_for(conn, allowed[i]) else { continue };
+            let Some(frame) = p.frame_for(conn, topic, allowed[i]) else { continue };
             if in_order {
-                self.count(conn.send_event(frame, p.sid), &mut p.delivered);
+                self.count(conn.send_event(frame, p.position), &mut p.delivered);
             } else {
                 picked.push(frame);
                 who |= 1 << i;
@@ -175,13 +158,16 @@ impl Dispatcher {
 
     /// Sends one event to one connection: [`Self::deliver_to`] for a pass of one event,
     /// without the pass's bookkeeping (the path of every event to a small topic).
-    fn deliver_one(&self, conn: &ConnHandle, p: &mut Prepared<'_>) {
+    fn deliver_one(&self, conn: &ConnHandle, topic: &str, p: &mut Prepared<'_>) {
         if conn.is_closing() {
             return;
         }
-        let Some(frame) = p.frame_for(conn, conn.endpoint.allows_type(&p.event.kind)) else { return };
-        let outcome =
-            if p.sid.is_some() || conn.is_holding() { conn.send_event(frame, p.sid) } else { conn.send(frame) };
+        let Some(frame) = p.frame_for(conn, topic, conn.endpoint.allows_type(&p.event.kind)) else { return };
+        let outcome = if p.position.is_some() || conn.is_holding() {
+            conn.send_event(frame, p.position)
+        } else {
+            conn.send(frame)
+        };
         self.count(outcome, &mut p.delivered);
     }
 
@@ -216,7 +202,7 @@ impl Dispatcher {
         let mut chunks = subscribers.chunks(PASS_CHUNK).peekable();
         while let Some(chunk) = chunks.next() {
             for conn in chunk {
-                self.deliver_to(conn, &mut pass);
+                self.deliver_to(conn, topic, &mut pass);
             }
             if chunks.peek().is_some() {
                 tokio::task::yield_now().await;
@@ -233,12 +219,10 @@ impl Dispatcher {
     }
 }
 
-impl DeliverySink for Dispatcher {
-    fn deliver(&self, topic: &str, message: Bytes) {
-        if topic == INGEST_WAKE_TOPIC {
-            self.ingest_appended.notify_one();
-            return;
-        }
+impl Dispatcher {
+    /// Delivers one event message published on `topic` to the local connections that want it.
+    /// Called from the broker's delivery context: never blocks.
+    pub fn deliver(&self, topic: &str, message: Bytes) {
         self.metrics.events_in.inc();
         let event: Event = match serde_json::from_slice(&message) {
             Ok(e) => e,
@@ -255,7 +239,7 @@ impl DeliverySink for Dispatcher {
         }
         // A small topic (a user's own stream) is served right here, in one registry lookup.
         let mut one = Prepared::new(&event);
-        if self.registry.for_each_up_to(topic, INLINE_FANOUT, |conn| self.deliver_one(conn, &mut one)) {
+        if self.registry.for_each_up_to(topic, INLINE_FANOUT, |conn| self.deliver_one(conn, topic, &mut one)) {
             self.observe(one.delivered);
             return;
         }

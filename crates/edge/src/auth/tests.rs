@@ -1,0 +1,125 @@
+//! The authenticator's behavioural suite: every method, with good, missing, wrong and expired
+//! credentials, on the in-process broker.
+
+use std::sync::Arc;
+
+use switchboard_broker::memory::MemoryHub;
+use switchboard_broker::{DeliverySink, SharedBroker};
+use switchboard_protocol::token::mint_hs256;
+
+use super::*;
+use crate::config::Config;
+use crate::connection::testing::{default_config, endpoint_with};
+
+struct Nowhere;
+impl DeliverySink for Nowhere {
+    fn deliver(&self, _: &str, _: bytes::Bytes) {}
+}
+
+fn authenticator(config: &Config) -> Authenticator {
+    let broker: SharedBroker = Arc::new(MemoryHub::new().node(Arc::new(Nowhere)));
+    Authenticator::new(
+        JwtVerifier::from_config(config).expect("verifier"),
+        ApiKeyStore::new(broker, config.api_keys.clone()),
+    )
+}
+
+fn refused(result: Result<Authenticated, AuthError>) -> AuthFailure {
+    match result {
+        Err(AuthError::Refused(failure, _)) => failure,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn token(sub: &str, extra: &[(&str, serde_json::Value)]) -> String {
+    let secret = default_config().jwt_secret().to_owned();
+    mint_hs256(&secret, sub, 60, extra.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()).expect("mint")
+}
+
+fn now() -> u64 {
+    now_millis() / 1000
+}
+
+#[tokio::test]
+async fn user_tokens() {
+    let config = default_config();
+    let auth = authenticator(&config);
+    let ep = endpoint_with("/ws", |_| {});
+    fn creds(t: &str) -> Credentials<'_> {
+        Credentials { token: Some(t), api_key: None }
+    }
+
+    let ok = auth.authenticate(&ep, creds(&token("alice", &[("sid", "s1".into())]))).await.expect("valid");
+    assert_eq!((ok.principal.user(), ok.principal.session()), (Some("alice"), Some("s1")));
+    assert!(ok.expires_at.is_some_and(|e| e >= now() + 59 && e <= now() + 61));
+
+    assert_eq!(refused(auth.authenticate(&ep, Credentials::default()).await), AuthFailure::MissingToken);
+    assert_eq!(refused(auth.authenticate(&ep, creds("nope")).await), AuthFailure::InvalidToken);
+    let foreign = mint_hs256("another-secret", "alice", 60, Default::default()).expect("mint");
+    assert_eq!(refused(auth.authenticate(&ep, creds(&foreign)).await), AuthFailure::InvalidToken);
+    let expired = token("alice", &[("exp", (now() - 3600).into())]);
+    assert_eq!(refused(auth.authenticate(&ep, creds(&expired)).await), AuthFailure::ExpiredToken);
+    let api_key_only = Credentials { token: None, api_key: Some("sbk_x") };
+    assert_eq!(refused(auth.authenticate(&ep, api_key_only).await), AuthFailure::MissingToken);
+}
+
+#[tokio::test]
+async fn tokens_without_exp_are_refused_by_default_and_lifetimes_are_bounded() {
+    let config = default_config();
+    let auth = authenticator(&config);
+    let secret = config.jwt_secret().to_owned();
+    let forever = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({"sub": "alice"}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("encode");
+    let strict = endpoint_with("/ws", |_| {});
+    let creds = Credentials { token: Some(&forever), api_key: None };
+    assert_eq!(refused(auth.authenticate(&strict, creds).await), AuthFailure::InvalidToken);
+
+    let lax = endpoint_with("/ws", |e| {
+        e.auth.require_exp = false;
+        e.auth.max_session = std::time::Duration::from_secs(600);
+    });
+    let ok = auth.authenticate(&lax, creds).await.expect("allowed without exp");
+    assert!(ok.expires_at.is_some_and(|e| e <= now() + 601), "bounded by max_session");
+
+    let far = token("alice", &[("exp", (i64::MAX as u64).into())]);
+    let ok = auth.authenticate(&strict, Credentials { token: Some(&far), api_key: None }).await.expect("valid");
+    assert!(ok.expires_at.is_some_and(|e| e <= now() + 24 * 3600 + 1), "a far expiry is bounded too");
+}
+
+#[tokio::test]
+async fn api_keys() {
+    let mut config = default_config();
+    let configured = "sbk_configured_for_tests";
+    config.api_keys.push(crate::config::ConfiguredApiKey {
+        name: "from-file".into(),
+        sha256: api_keys::hash_key(configured),
+        endpoints: vec![],
+        max_connections: 3,
+    });
+    let auth = authenticator(&config);
+    let threats = endpoint_with("/ws/threats", |_| {});
+    let record = ApiKeyRecord { name: "scanner".into(), endpoints: vec!["/ws/threats".into()], max_connections: 2 };
+    let key = auth.api_keys().create(&record).await.expect("created");
+    fn creds(k: &str) -> Credentials<'_> {
+        Credentials { token: None, api_key: Some(k) }
+    }
+
+    match auth.authenticate(&threats, creds(&key)).await.expect("valid").principal {
+        Principal::ApiKey(r) => assert_eq!(r, record),
+        other => panic!("{other:?}"),
+    }
+    match auth.authenticate(&threats, creds(configured)).await.expect("valid").principal {
+        Principal::ApiKey(r) => assert_eq!((r.name.as_str(), r.max_connections), ("from-file", 3)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(refused(auth.authenticate(&threats, Credentials::default()).await), AuthFailure::MissingApiKey);
+    assert_eq!(refused(auth.authenticate(&threats, creds("sbk_unknown")).await), AuthFailure::InvalidApiKey);
+    let elsewhere = endpoint_with("/ws/threats", |e| e.path = "/ws/other-keys".into());
+    assert_eq!(refused(auth.authenticate(&elsewhere, creds(&key)).await), AuthFailure::InvalidApiKey);
+    assert!(auth.api_keys().delete("scanner").await.expect("deleted"));
+    assert_eq!(refused(auth.authenticate(&threats, creds(&key)).await), AuthFailure::InvalidApiKey);
+}

@@ -1,0 +1,328 @@
+//! The schema of one WebSocket endpoint, grouped by concern so that a dialect with new needs
+//! adds a group rather than a dozen flat keys:
+//!
+//! ```toml
+//! [[endpoints]]
+//! path = "/ws/notifications"
+//! dialect = "orbnet"
+//! event_types = ["notification", "server_alert"]
+//! broadcast_channel = "notifications"
+//! auth = { method = "jwt" }
+//! limits = { max_connections_per_user = 5, message_rate = 10.0 }
+//! heartbeat = { interval = "30s", timeout = "30s" }
+//! replay = { enabled = true }
+//! close_codes = { connection_limit = 4008 }
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use switchboard_protocol::{CloseReason, DialectKind};
+
+use super::duration_str;
+
+/// How clients of an endpoint authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// JWT in `?token=` or `Authorization: Bearer`.
+    Jwt,
+    /// API key in `X-API-Key` or `?api_key=`.
+    ApiKey,
+}
+
+/// One WebSocket endpoint.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// URL path (`/ws/notifications`).
+    pub path: String,
+    /// Wire format.
+    pub dialect: DialectKind,
+    /// How clients authenticate.
+    pub auth: AuthConfig,
+    /// Event types this endpoint delivers; empty means any.
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    /// Channel every connection receives (subject to its type selection and filters).
+    #[serde(default)]
+    pub broadcast_channel: String,
+    /// Whether connections receive events addressed to their user.
+    #[serde(default = "yes")]
+    pub user_events: bool,
+    /// Channels clients may subscribe to by name.
+    #[serde(default)]
+    pub channels: ChannelsConfig,
+    /// Events clients may send (chat).
+    #[serde(default)]
+    pub publish: ClientPublishConfig,
+    /// Per-connection and per-user limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Keep-alive and dead-peer detection.
+    #[serde(default)]
+    pub heartbeat: HeartbeatConfig,
+    /// Replay of missed persisted events on connect.
+    #[serde(default)]
+    pub replay: ReplayConfig,
+    /// Cluster-wide online/offline tracking of this endpoint's users.
+    #[serde(default)]
+    pub presence: PresenceConfig,
+    /// Allowed `Origin` headers (empty: any). Protects browser clients from cross-site hijacking.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Close-code overrides by reason (`connection_limit = 4008`).
+    #[serde(default)]
+    pub close_codes: BTreeMap<CloseReason, u16>,
+    /// Where a plain HTTP client is pointed for documentation.
+    #[serde(default = "default_docs")]
+    pub docs_url: String,
+}
+
+/// Authentication of an endpoint's clients: `auth = { method = "jwt", ... }`, or just
+/// `auth = "jwt"` for the defaults.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, remote = "Self")]
+pub struct AuthConfig {
+    /// The credential clients present.
+    pub method: AuthMethod,
+    /// Refuse user tokens without `exp` (tokens that would never expire).
+    #[serde(default = "yes")]
+    pub require_exp: bool,
+    /// Longest a connection may live on one token, whatever its `exp` says; the client then
+    /// reconnects with a fresh one ("0s": only the token's own expiry).
+    #[serde(default = "default_max_session", with = "duration_str")]
+    pub max_session: Duration,
+}
+
+impl<'de> Deserialize<'de> for AuthConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Form;
+        impl<'de> serde::de::Visitor<'de> for Form {
+            type Value = AuthConfig;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a method (\"jwt\" or \"api_key\") or a table with `method`")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<AuthConfig, E> {
+                use serde::de::IntoDeserializer;
+                let method = AuthMethod::deserialize(s.into_deserializer())?;
+                Ok(AuthConfig { method, require_exp: yes(), max_session: default_max_session() })
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<AuthConfig, A::Error> {
+                AuthConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_any(Form)
+    }
+}
+
+impl Serialize for AuthConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        AuthConfig::serialize(self, s)
+    }
+}
+
+/// Channels clients may name.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelsConfig {
+    /// Channel name patterns clients may subscribe to (`conversation:*`); empty means none.
+    #[serde(default)]
+    pub allowed: Vec<String>,
+    /// Patterns that require membership (or a matching JWT `channels` claim).
+    #[serde(default)]
+    pub member_only: Vec<String>,
+}
+
+/// Events clients send to a channel's members (chat).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientPublishConfig {
+    /// Event types clients may send.
+    #[serde(default)]
+    pub types: Vec<String>,
+    /// Events (other than typing) one user may send per second, cluster-wide (0: no limit).
+    #[serde(default)]
+    pub rate_per_user: u32,
+    /// Typing indicators pass at most once per this interval per user per channel; extra ones
+    /// are dropped (they are ephemeral).
+    #[serde(default = "default_typing", with = "duration_str")]
+    pub typing_interval: Duration,
+}
+
+impl Default for ClientPublishConfig {
+    fn default() -> Self {
+        ClientPublishConfig { types: Vec::new(), rate_per_user: 0, typing_interval: default_typing() }
+    }
+}
+
+/// Limits of one connection (and of one user on this endpoint).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Concurrent connections one user may hold on this endpoint, cluster-wide (0: no limit).
+    /// API-key endpoints use each key's own `max_connections` instead.
+    #[serde(default)]
+    pub max_connections_per_user: u32,
+    /// Largest client message, bytes.
+    #[serde(default = "default_max_message")]
+    pub max_message_bytes: usize,
+    /// Client messages per second allowed on one connection, on average (0: no limit).
+    #[serde(default)]
+    pub message_rate: f64,
+    /// Client messages allowed in a burst above the rate.
+    #[serde(default = "default_burst")]
+    pub message_burst: u32,
+    /// Most subscriptions one connection may hold.
+    #[serde(default = "default_max_subscriptions")]
+    pub max_subscriptions: usize,
+    /// Messages that may wait behind a socket that does not take them; a client that lets
+    /// this fill is closed as a slow consumer.
+    #[serde(default = "default_queue")]
+    pub outbound_queue: usize,
+    /// Close a connection that sends nothing for this long ("0s": never).
+    #[serde(default = "zero", with = "duration_str")]
+    pub idle_timeout: Duration,
+    /// Close a connection that has no subscription for this long ("0s": never).
+    #[serde(default = "zero", with = "duration_str")]
+    pub unsubscribed_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections_per_user: 0,
+            max_message_bytes: default_max_message(),
+            message_rate: 0.0,
+            message_burst: default_burst(),
+            max_subscriptions: default_max_subscriptions(),
+            outbound_queue: default_queue(),
+            idle_timeout: zero(),
+            unsubscribed_timeout: zero(),
+        }
+    }
+}
+
+/// Heartbeats: what is sent and answered is the dialect's (WebSocket pings, or its own ping
+/// message); the timing is configured here.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    /// Time between server pings.
+    #[serde(default = "default_ping", with = "duration_str")]
+    pub interval: Duration,
+    /// How long an answer may take.
+    #[serde(default = "default_ping", with = "duration_str")]
+    pub timeout: Duration,
+    /// Consecutive unanswered pings before the connection is closed.
+    #[serde(default = "one")]
+    pub max_missed: u32,
+    /// Ping only after `interval` without a client message (instead of every `interval`).
+    #[serde(default)]
+    pub when_idle: bool,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig { interval: default_ping(), timeout: default_ping(), max_missed: one(), when_idle: false }
+    }
+}
+
+/// Replay on connect.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayConfig {
+    /// Send the user's missed persisted events before live ones.
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+/// Presence of this endpoint's users.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// A user is online while a connection of theirs to this endpoint is open anywhere.
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+pub(super) fn yes() -> bool {
+    true
+}
+fn one() -> u32 {
+    1
+}
+fn zero() -> Duration {
+    Duration::ZERO
+}
+fn default_typing() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_burst() -> u32 {
+    20
+}
+fn default_max_message() -> usize {
+    64 * 1024
+}
+fn default_max_subscriptions() -> usize {
+    64
+}
+fn default_queue() -> usize {
+    1024
+}
+fn default_ping() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_session() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_docs() -> String {
+    "/playground".into()
+}
+
+impl EndpointConfig {
+    /// Everything wrong with this endpoint, as sentences naming the key (`at` names the
+    /// endpoint).
+    pub(super) fn problems(&self, at: &str, problems: &mut Vec<String>) {
+        if !self.path.starts_with('/') {
+            problems.push(format!("{at}.path: must start with `/`"));
+        }
+        let l = &self.limits;
+        if l.max_message_bytes < 128 || l.max_message_bytes > 16 << 20 {
+            problems.push(format!("{at}.limits.max_message_bytes: must be between 128 and 16777216"));
+        }
+        if l.outbound_queue == 0 || l.outbound_queue > 1 << 20 {
+            problems.push(format!("{at}.limits.outbound_queue: must be between 1 and 1048576"));
+        }
+        if !(0.0..=1_000_000.0).contains(&l.message_rate) || l.message_burst == 0 {
+            problems.push(format!("{at}.limits: message_rate must be 0..=1000000 and message_burst at least 1"));
+        }
+        if l.max_subscriptions == 0 || l.max_subscriptions > 10_000 {
+            problems.push(format!("{at}.limits.max_subscriptions: must be between 1 and 10000"));
+        }
+        let h = &self.heartbeat;
+        if h.interval.is_zero() || h.timeout.is_zero() || h.max_missed == 0 {
+            problems.push(format!("{at}.heartbeat: interval and timeout must be positive, max_missed at least 1"));
+        }
+        if self.auth.method == AuthMethod::ApiKey && self.user_events {
+            problems.push(format!("{at}.user_events: API-key connections have no user; set it to false"));
+        }
+        if self.auth.method == AuthMethod::ApiKey && self.presence.enabled {
+            problems.push(format!("{at}.presence.enabled: API-key connections have no user"));
+        }
+        for (reason, code) in &self.close_codes {
+            if !(1000..=4999).contains(code) {
+                problems.push(format!("{at}.close_codes.{}: {code} is not a valid close code", reason.name()));
+            }
+        }
+        for t in &self.publish.types {
+            if !self.event_types.is_empty() && !self.event_types.contains(t) {
+                problems.push(format!("{at}.publish.types: `{t}` is not in event_types"));
+            }
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Checks across the whole config: every problem is collected, so one `check-config` run lists
+//! them all, each phrased with the key to change.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::{Config, JwtAlgorithm};
+
+/// Paths the node serves itself.
+pub const RESERVED_PATHS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/playground"];
+
+/// Shortest secret (HS256 secret, admin key) accepted on a non-loopback address.
+const MIN_SECRET_BYTES: usize = 32;
+
+impl Config {
+    /// Everything wrong with this config, as sentences naming the key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        self.credential_problems(&mut problems);
+        if self.jwt.algorithm != JwtAlgorithm::HS256 && self.jwt.public_key_pem.trim().is_empty() {
+            problems.push(format!("jwt.public_key_pem: required for {:?}", self.jwt.algorithm));
+        }
+        for (key, lease) in [("quota_lease", self.quota_lease), ("presence_lease", self.presence_lease)] {
+            if lease < Duration::from_secs(1) || lease > Duration::from_secs(3600) {
+                problems.push(format!("{key}: must be between 1s and 1h"));
+            }
+        }
+        self.persistence.problems(&mut problems);
+        let echo = &self.diagnostics.echo_path;
+        if !echo.is_empty() && !echo.starts_with('/') {
+            problems.push(format!("diagnostics.echo_path: `{echo}` must start with `/`"));
+        }
+        for key in &self.api_keys {
+            if key.sha256.len() != 64 || !key.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                problems.push(format!("api_keys `{}`: sha256 must be 64 hex digits", key.name));
+            }
+        }
+        let mut paths = HashSet::new();
+        for (i, ep) in self.endpoints.iter().enumerate() {
+            let at = format!("endpoints[{i}] ({})", ep.path);
+            ep.problems(&at, &mut problems);
+            if !paths.insert(ep.path.as_str()) || ep.path == *echo || RESERVED_PATHS.contains(&ep.path.as_str()) {
+                problems.push(format!("{at}.path: used twice or reserved"));
+            }
+        }
+        problems
+    }
+
+    /// Development or guessable credentials are refused anywhere but loopback.
+    fn credential_problems(&self, problems: &mut Vec<String>) {
+        if is_loopback(self.listen) {
+            return;
+        }
+        if self.uses_dev_credentials() {
+            problems.push(format!(
+                "listen: {} is not a loopback address, but development credentials are in use; set SWITCHBOARD_JWT_SECRET and SWITCHBOARD_ADMIN_KEY (or jwt.secret and admin_key), e.g. from `openssl rand -hex 32`",
+                self.listen
+            ));
+            return;
+        }
+        if self.admin_key().len() < MIN_SECRET_BYTES {
+            problems.push(format!(
+                "admin_key: at least {MIN_SECRET_BYTES} bytes off loopback (listen is {}); generate one with `openssl rand -hex 32`",
+                self.listen
+            ));
+        }
+        if self.jwt.algorithm == JwtAlgorithm::HS256 && self.jwt_secret().len() < MIN_SECRET_BYTES {
+            problems.push(format!(
+                "jwt.secret: at least {MIN_SECRET_BYTES} bytes off loopback (listen is {}); generate one with `openssl rand -hex 32`",
+                self.listen
+            ));
+        }
+    }
+}
+
+fn is_loopback(addr: SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DEV_ADMIN_KEY;
+
+    fn open(admin: &str, secret: &str) -> Config {
+        let text = format!("listen = \"0.0.0.0:8080\"\nadmin_key = \"{admin}\"\n[jwt]\nsecret = \"{secret}\"\n");
+        toml::from_str(&text).expect("parses")
+    }
+
+    #[test]
+    fn weak_secrets_are_refused_off_loopback_only() {
+        let strong = "0123456789abcdef0123456789abcdef";
+        assert!(open(strong, strong).problems().is_empty());
+        let weak = open("a", "x").problems();
+        assert_eq!(weak.len(), 2, "{weak:?}");
+        assert!(weak[0].starts_with("admin_key") && weak[1].starts_with("jwt.secret"), "{weak:?}");
+        let dev = open(DEV_ADMIN_KEY, strong).problems();
+        assert!(dev[0].contains("development credentials"), "{dev:?}");
+        let mut local = open("a", "x");
+        local.listen = "127.0.0.1:8080".parse().expect("an address");
+        assert!(local.problems().is_empty(), "loopback is for trying things out");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let mut c = open("0123456789abcdef0123456789abcdef", "0123456789abcdef0123456789abcdef");
+        c.quota_lease = Duration::ZERO;
+        c.persistence.shards = 0;
+        c.diagnostics.echo_path = "echo".into();
+        assert_eq!(c.problems().len(), 3, "{:?}", c.problems());
+    }
+}

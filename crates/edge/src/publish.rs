@@ -1,0 +1,251 @@
+//! One way in for every event, whoever sends it: the back end's publish API and clients that
+//! send on a channel (chat) go through the same checks and the same fan-out.
+//!
+//! A publication is validated, given an id and a timestamp, stamped with its sender (never
+//! trusted from a client), and turned into broker messages: an event for a channel is one
+//! message on the channel's topic; an event for users is one message per user topic, the same
+//! bytes for all of them (encoded once, however many recipients); persistent events go to the
+//! ingest log instead, one entry per user, and reach the users once the worker has stored them.
+//! Nothing is acknowledged unless the broker took it.
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use switchboard_broker::{BrokerError, SharedBroker};
+use switchboard_protocol::keyspace::{
+    channel_topic, ingest_log, publish_rate, typing_throttle, user_topic, INGEST_WAKE_TOPIC,
+};
+use switchboard_protocol::timefmt::now_millis;
+use switchboard_protocol::{ClientError, ErrorKind, Event};
+use switchboard_worker::shard_for;
+
+use crate::auth::Principal;
+use crate::config::PersistenceConfig;
+use crate::endpoint::EndpointRuntime;
+use crate::ids::event_id;
+use crate::membership::Membership;
+
+/// Most users one event may address.
+pub const MAX_USERS: usize = 10_000;
+/// Longest name (channel, user, type, id).
+pub const MAX_NAME: usize = 256;
+
+/// Who an event is for.
+#[derive(Debug, Clone)]
+pub enum Audience {
+    /// A channel's subscribers.
+    Channel(String),
+    /// These users' connections.
+    Users(Vec<String>),
+    /// These users' connections, for an event of a channel they are members of (chat): the
+    /// event names the channel.
+    Members {
+        /// The channel.
+        channel: String,
+        /// Its members who receive the event.
+        users: Vec<String>,
+    },
+}
+
+/// An event to publish, before it has an id, a time and its broker form.
+#[derive(Debug)]
+pub struct Publication {
+    /// Who it is for.
+    pub audience: Audience,
+    /// Event type.
+    pub kind: String,
+    /// Body, raw JSON as given.
+    pub payload: Box<RawValue>,
+    /// The publisher's id for it (else one is generated).
+    pub id: Option<String>,
+    /// Keep it for replay (user audiences only); `None`: as `persistence.types` says.
+    pub persist: Option<bool>,
+    /// The user who sent it, for client-sent events.
+    pub sender: Option<String>,
+}
+
+/// Why a publication was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The publication is malformed (the message says how).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Broker messages of one or more publications, sent together.
+#[derive(Default)]
+pub struct Outgoing {
+    live: Vec<(String, Bytes)>,
+    ingest: Vec<(String, Bytes)>,
+}
+
+/// What publishing a batch produced: the log positions of its persistent events, in order.
+pub type Positions = Vec<String>;
+
+/// The publish service of a node.
+pub struct PublishService {
+    broker: SharedBroker,
+    persistence: PersistenceConfig,
+    membership: Membership,
+}
+
+fn check_name(what: &str, s: &str) -> Result<(), PublishError> {
+    if s.is_empty() || s.len() > MAX_NAME || s.chars().any(char::is_control) {
+        return Err(PublishError::Invalid(format!(
+            "`{what}` must be 1 to {MAX_NAME} characters without control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn encode(event: &Event) -> Bytes {
+    // An event of strings and raw JSON always serializes.
+    Bytes::from(serde_json::to_vec(event).unwrap_or_default())
+}
+
+impl PublishService {
+    /// A service publishing through `broker`.
+    pub fn new(broker: SharedBroker, persistence: PersistenceConfig, membership: Membership) -> PublishService {
+        PublishService { broker, persistence, membership }
+    }
+
+    /// Validates `publication` and adds its broker messages to `out`; returns the event id.
+    pub fn prepare(&self, publication: Publication, out: &mut Outgoing) -> Result<String, PublishError> {
+        let Publication { audience, kind, payload, id, persist, sender } = publication;
+        check_name("type", &kind)?;
+        if let Some(id) = &id {
+            check_name("id", id)?;
+        }
+        let mut event = Event {
+            id: id.unwrap_or_else(event_id),
+            kind,
+            channel: None,
+            user: None,
+            ts: now_millis(),
+            payload,
+            sender,
+            position: None,
+        };
+        let event_id = event.id.clone();
+        match audience {
+            Audience::Channel(channel) => {
+                check_name("channel", &channel)?;
+                let topic = channel_topic(&channel);
+                event.channel = Some(channel);
+                out.live.push((topic, encode(&event)));
+            }
+            Audience::Members { channel, users } => {
+                check_name("channel", &channel)?;
+                event.channel = Some(channel);
+                self.to_users(event, users, persist, out)?;
+            }
+            Audience::Users(users) => self.to_users(event, users, persist, out)?,
+        }
+        Ok(event_id)
+    }
+
+    /// Adds the messages of `event` for `users` to `out`.
+    fn to_users(
+        &self,
+        mut event: Event,
+        users: Vec<String>,
+        persist: Option<bool>,
+        out: &mut Outgoing,
+    ) -> Result<(), PublishError> {
+        if users.is_empty() || users.len() > MAX_USERS {
+            return Err(PublishError::Invalid(format!("`users` must list 1 to {MAX_USERS} users")));
+        }
+        for user in &users {
+            check_name("user", user)?;
+        }
+        if persist.unwrap_or_else(|| self.persistence.types.contains(&event.kind)) {
+            // Each user's entry names the user: the worker routes by it.
+            for user in users {
+                let log = ingest_log(shard_for(&user, self.persistence.shards));
+                event.user = Some(user);
+                out.ingest.push((log, encode(&event)));
+            }
+        } else {
+            // One encoding for every recipient: the same bytes on each user topic.
+            let bytes = encode(&event);
+            out.live.extend(users.iter().map(|u| (user_topic(u), bytes.clone())));
+        }
+        Ok(())
+    }
+
+    /// Sends what [`Self::prepare`] made: the ingest entries in one round trip (a user's events
+    /// keep their order), then the live messages; returns the ingest positions.
+    pub async fn send(&self, mut out: Outgoing) -> Result<Positions, BrokerError> {
+        let ids = self.broker.append_many(&out.ingest, self.persistence.retention).await?;
+        let positions: Positions = ids.iter().map(ToString::to_string).collect();
+        if !positions.is_empty() {
+            // Wake the workers, wherever they run, in the same round trip as the live events.
+            out.live.push((INGEST_WAKE_TOPIC.to_owned(), Bytes::new()));
+        }
+        self.broker.publish_many(&out.live).await?;
+        Ok(positions)
+    }
+
+    /// A client's event to a channel: allowed on the endpoint, sent by a member, within the
+    /// per-user limits, delivered to the channel's other members. Typing indicators over the
+    /// limit are dropped silently (they carry nothing new).
+    pub async fn client_send(
+        &self,
+        principal: &Principal,
+        endpoint: &EndpointRuntime,
+        channel: String,
+        kind: String,
+        payload: Box<RawValue>,
+        ephemeral: bool,
+    ) -> Result<(), ClientError> {
+        let rules = &endpoint.config.publish;
+        if !rules.types.contains(&kind) {
+            return Err(ClientError::new(ErrorKind::Forbidden, format!("`{kind}` cannot be sent on this endpoint")));
+        }
+        let Some(sender) = principal.user() else {
+            return Err(ClientError::new(ErrorKind::Forbidden, "only users can send messages"));
+        };
+        let unavailable = |what: &'static str| {
+            move |e: BrokerError| {
+                tracing::warn!(error = %e, "{what} failed");
+                ClientError::new(ErrorKind::Internal, "message could not be sent; retry")
+            }
+        };
+        if !self.membership.is_member(principal, &channel).await.map_err(unavailable("membership check"))? {
+            return Err(ClientError::new(ErrorKind::NotMember, format!("not a member of `{channel}`")));
+        }
+        if ephemeral {
+            let key = typing_throttle(sender, &channel);
+            let fresh = self.broker.set_if_absent(&key, Bytes::from_static(b"1"), rules.typing_interval).await;
+            if !fresh.map_err(unavailable("typing throttle"))? {
+                return Ok(());
+            }
+        } else if rules.rate_per_user > 0 {
+            let window = std::time::Duration::from_secs(1);
+            let n =
+                self.broker.incr_in_window(&publish_rate(sender), window).await.map_err(unavailable("rate limit"))?;
+            if n > u64::from(rules.rate_per_user) {
+                return Err(ClientError::new(
+                    ErrorKind::RateLimited,
+                    format!("at most {} messages per second; retry in 1 s", rules.rate_per_user),
+                ));
+            }
+        }
+        let members = self.membership.members(&channel).await.map_err(unavailable("member lookup"))?;
+        let recipients: Vec<String> = members.into_iter().filter(|m| m != sender).collect();
+        if recipients.is_empty() {
+            return Ok(());
+        }
+        let publication = Publication {
+            audience: Audience::Members { channel, users: recipients },
+            kind,
+            payload,
+            id: None,
+            persist: ephemeral.then_some(false),
+            sender: Some(sender.to_owned()),
+        };
+        let mut out = Outgoing::default();
+        self.prepare(publication, &mut out).map_err(|e| ClientError::new(ErrorKind::InvalidRequest, e.to_string()))?;
+        self.send(out).await.map_err(unavailable("chat publish"))?;
+        Ok(())
+    }
+}

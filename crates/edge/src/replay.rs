@@ -1,0 +1,112 @@
+//! Replay on connect: send what the user missed, oldest first, before any live event.
+//!
+//! The connection is registered for live events first and holds them back; then the user's
+//! log is read after the resume point, the missed events go out marked `replayed`, then
+//! `replay_complete`, then the held live events the replay did not already cover. No gap (live
+//! events are captured before the read) and no reordering (held events follow the replay and
+//! are dropped if the replay had them).
+//!
+//! The resume point is the client's `last_event_id` (an event id, or a log position), else the
+//! position last delivered to the user on this endpoint, else (a first connection) the start of
+//! the retention window. A position a client gives is never trusted beyond the log: one past
+//! the newest entry is clamped to it, so a bogus or future value can neither break this replay
+//! nor, saved as the cursor, every later one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use switchboard_broker::{BrokerError, LogId, SharedBroker};
+use switchboard_protocol::keyspace::{delivery_cursor, event_position, user_log};
+use switchboard_protocol::{Event, Reply};
+
+use crate::connection::ConnHandle;
+use crate::metrics::Metrics;
+
+/// Replays users' logs to their connections.
+pub struct Replayer {
+    broker: SharedBroker,
+    retention: Duration,
+    limit: usize,
+    metrics: Arc<Metrics>,
+}
+
+fn parse_position(bytes: &[u8]) -> Option<LogId> {
+    std::str::from_utf8(bytes).ok().and_then(LogId::parse)
+}
+
+impl Replayer {
+    /// A replayer over `broker`'s logs, sending at most `limit` events at most `retention` old.
+    pub fn new(broker: SharedBroker, retention: Duration, limit: usize, metrics: Arc<Metrics>) -> Replayer {
+        Replayer { broker, retention, limit, metrics }
+    }
+
+    /// Where a connection's replay starts (exclusive); `None` for a user with no history on
+    /// this endpoint (the whole retention window is replayed).
+    pub async fn resume_point(
+        &self,
+        endpoint_path: &str,
+        user: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<Option<LogId>, BrokerError> {
+        if let Some(given) = last_event_id.filter(|s| !s.is_empty()) {
+            // An event id first: publishers choose ids, and a numeric one is not a position.
+            if let Some(pos) = self.broker.get(&event_position(user, given)).await? {
+                if let Some(id) = parse_position(&pos) {
+                    return Ok(Some(id));
+                }
+            }
+            if given.contains('-') {
+                if let Some(id) = LogId::parse(given) {
+                    return self.clamped(user, id).await.map(Some);
+                }
+            }
+        }
+        match self.broker.get(&delivery_cursor(endpoint_path, user)).await? {
+            Some(cursor) => Ok(parse_position(&cursor)),
+            None => Ok(None),
+        }
+    }
+
+    /// `id`, or the newest position of the user's log if `id` is past it.
+    async fn clamped(&self, user: &str, id: LogId) -> Result<LogId, BrokerError> {
+        let (newest, _) = self.broker.read_last_after(&user_log(user), None, 1).await?;
+        let top = newest.first().map_or(LogId { ms: 0, seq: 0 }, |(top, _)| *top);
+        Ok(id.min(top))
+    }
+
+    /// Sends the missed events after `after` (at most the limit, at most the retention old),
+    /// then `replay_complete`, then releases the held live events. Returns where the replay
+    /// started, which is where the next one starts if nothing newer is written.
+    pub async fn replay(&self, conn: &Arc<ConnHandle>, user: &str, after: Option<LogId>) -> Result<LogId, BrokerError> {
+        let ep = &conn.endpoint;
+        let oldest = LogId { ms: self.broker.now_ms().saturating_sub(self.retention.as_millis() as u64), seq: 0 };
+        let start = after.map_or(oldest, |a| a.max(oldest));
+        let (entries, truncated) = self.broker.read_last_after(&user_log(user), Some(start), self.limit).await?;
+        let mut count = 0;
+        for (position, body) in entries {
+            let Ok(event) = serde_json::from_slice::<Event>(&body) else { continue };
+            if !ep.allows_type(&event.kind) {
+                continue;
+            }
+            conn.send_replayed(ep.codec.encode_event(&event, true), position);
+            count += 1;
+        }
+        self.metrics.replayed.inc_by(count as u64);
+        if let Some(frame) = ep.codec.encode_reply(&Reply::ReplayComplete { count, truncated }) {
+            conn.send(frame);
+        }
+        conn.end_hold();
+        Ok(start)
+    }
+
+    /// Remembers where this connection got to (the last persisted event written to it, or
+    /// where its replay started), for the user's next connection.
+    pub async fn save_cursor(&self, conn: &ConnHandle, user: &str, started_at: LogId) {
+        let last = conn.last_written().map_or(started_at, |w| w.max(started_at));
+        let key = delivery_cursor(conn.endpoint.path(), user);
+        if let Err(e) = self.broker.set(&key, Bytes::from(last.to_string()), Some(self.retention)).await {
+            tracing::warn!(error = %e, "could not save the replay cursor; the next connection may get duplicates");
+        }
+    }
+}

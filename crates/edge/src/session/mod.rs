@@ -1,0 +1,237 @@
+//! A connection's state machine for the real endpoints: what it is subscribed to and how it
+//! answers each command. Dialect-neutral: the codec decodes commands and encodes replies; this
+//! module decides, through the node's [`SessionServices`] (a narrow context: no node, no
+//! sockets), so a session is unit-tested with a recording sink.
+
+mod services;
+mod subscribe;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use switchboard_broker::LogId;
+use switchboard_protocol::keyspace::user_topic;
+use switchboard_protocol::timefmt::now_millis;
+use switchboard_protocol::{ClientError, CloseReason, Command, ErrorKind, FrameKind, Reply};
+
+pub use services::SessionServices;
+
+use crate::auth::Principal;
+use crate::connection::{ConnHandle, MessageHandler, Subscriptions};
+use crate::endpoint::EndpointRuntime;
+use crate::ids::session_id;
+use crate::quota;
+use crate::short_set::ShortSet;
+
+/// One connection's subscriptions and command handling.
+pub struct Session {
+    services: Arc<SessionServices>,
+    conn: Arc<ConnHandle>,
+    principal: Arc<Principal>,
+    /// Every broker topic this connection is registered on.
+    topics: ShortSet,
+    /// The client's `last_event_id`, for replay.
+    resume: Option<String>,
+    /// Where this connection's replay started.
+    replay_start: Option<LogId>,
+    /// Whether a subscribe command succeeded on this connection.
+    subscribed: bool,
+}
+
+impl Session {
+    /// A session for an accepted connection.
+    pub fn new(
+        services: Arc<SessionServices>,
+        conn: Arc<ConnHandle>,
+        principal: Arc<Principal>,
+        resume: Option<String>,
+    ) -> Self {
+        Session {
+            services,
+            conn,
+            principal,
+            topics: ShortSet::default(),
+            resume,
+            replay_start: None,
+            subscribed: false,
+        }
+    }
+
+    /// The subscriptions a connection to `endpoint` starts with. Where clients pick event
+    /// types, nothing flows until they do; on a replaying endpoint every type flows until the
+    /// first subscribe narrows it: the replay sends every type too, and a persisted event dropped
+    /// in between would be skipped by the saved cursor for good.
+    pub fn initial_subscriptions(endpoint: &EndpointRuntime) -> Subscriptions {
+        if endpoint.codec.opt_in_event_types() && !endpoint.config.replay.enabled {
+            Subscriptions::opt_in()
+        } else {
+            Subscriptions::default()
+        }
+    }
+
+    fn reply(&self, reply: &Reply<'_>) {
+        if let Some(bytes) = self.conn.endpoint.codec.encode_reply(reply) {
+            self.conn.send(bytes);
+        }
+    }
+
+    fn error(&self, error: &ClientError, request_id: Option<&str>) {
+        self.reply(&Reply::Error { error, request_id });
+    }
+
+    /// Registers the connection on `topics` and makes sure this node's broker subscriptions
+    /// cover them before returning. Registration is idempotent, so a topic dropped behind the
+    /// session's back (a membership revoked cluster-wide) is simply registered again.
+    async fn register(&mut self, topics: &[String]) -> Result<(), ClientError> {
+        let s = &self.services;
+        for t in topics {
+            s.registry.add(t, &self.conn);
+            self.topics.insert(t.clone());
+        }
+        s.metrics.topics.set(s.registry.topic_count() as i64);
+        if let Err(e) = s.topics.reconcile(topics).await {
+            s.metrics.broker_errors.with_label_values(&["subscribe"]).inc();
+            tracing::warn!(error = %e, "broker subscribe failed");
+            // Leave no local registration behind that the broker does not back.
+            self.unregister(topics).await;
+            return Err(ClientError::new(ErrorKind::SubscriptionFailed, "subscription temporarily unavailable; retry"));
+        }
+        Ok(())
+    }
+
+    async fn unregister(&mut self, topics: &[String]) {
+        let s = &self.services;
+        let gone: Vec<String> = topics.iter().filter(|t| self.topics.remove(t)).cloned().collect();
+        for t in &gone {
+            s.registry.remove(t, self.conn.id);
+        }
+        if s.topics.reconcile(&gone).await.is_err() {
+            s.metrics.broker_errors.with_label_values(&["unsubscribe"]).inc();
+        }
+        s.metrics.topics.set(s.registry.topic_count() as i64);
+    }
+}
+
+impl Session {
+    /// Carries out one decoded command and answers it.
+    async fn execute(&mut self, command: Command) {
+        let (request_id, result) = match command {
+            Command::Subscribe { targets, filter, request_id } => {
+                let result = self.subscribe(targets, filter).await;
+                self.subscribed |= result.is_ok();
+                (request_id, result)
+            }
+            Command::Unsubscribe { targets, request_id } => (request_id, self.unsubscribe(targets).await),
+            Command::Ping { request_id, echo } => {
+                let request_id = request_id.as_deref();
+                return self.reply(&Reply::Pong { request_id, echo: &echo, now_ms: now_millis() });
+            }
+            Command::Pong { .. } => return self.conn.pong_received(now_millis()),
+            Command::Publish { channel, kind, payload, ephemeral, request_id } => {
+                let ep = &self.conn.endpoint;
+                let sent = self.services.publisher.client_send(&self.principal, ep, channel, kind, payload, ephemeral);
+                (request_id, sent.await)
+            }
+        };
+        let request_id = request_id.as_deref();
+        match result {
+            Ok(()) => self.reply(&Reply::Ack { request_id }),
+            Err(error) => self.error(&error, request_id),
+        }
+    }
+}
+
+impl MessageHandler for Session {
+    fn is_subscribed(&self) -> bool {
+        self.subscribed
+    }
+
+    /// Admits the connection (cluster-wide quotas), greets the client, registers the topics
+    /// every connection of the endpoint has (its user stream, the endpoint's broadcast
+    /// channel) and replays what the user missed where the endpoint replays.
+    async fn start(&mut self) -> Result<(), CloseReason> {
+        let ep = self.conn.endpoint.clone();
+        let services = self.services.clone();
+        let slots = quota::slots_for(&self.principal, &ep, services.total_per_user);
+        match services.quotas.admit(slots, self.conn.id).await {
+            Ok(true) => {}
+            Ok(false) => return Err(CloseReason::ConnectionLimit),
+            Err(e) => {
+                tracing::warn!(error = %e, "quota check failed");
+                return Err(CloseReason::Internal);
+            }
+        }
+        if let Some(user) = self.principal.user() {
+            services.index.add(user, self.principal.session(), &self.conn, &self.principal);
+        }
+        let sid = session_id();
+        self.reply(&Reply::Welcome { session_id: &sid, now_ms: now_millis() });
+        let mut base = Vec::new();
+        if ep.config.user_events {
+            if let Some(user) = self.principal.user() {
+                base.push(user_topic(user));
+            }
+        }
+        if let Some(topic) = ep.broadcast_topic() {
+            base.push(topic.to_owned());
+        }
+        let replay_for = self.principal.user().filter(|_| ep.config.replay.enabled).map(str::to_owned);
+        if replay_for.is_some() {
+            // Live events that arrive from here on wait until the missed ones are sent.
+            self.conn.begin_hold();
+        }
+        self.register(&base).await.map_err(|_| CloseReason::Internal)?;
+        if let Some(user) = replay_for {
+            let replayer = &services.replayer;
+            let replayed = async {
+                let after = replayer.resume_point(ep.path(), &user, self.resume.as_deref()).await?;
+                replayer.replay(&self.conn, &user, after).await
+            };
+            match replayed.await {
+                Ok(start) => self.replay_start = Some(start),
+                Err(e) => {
+                    tracing::warn!(error = %e, "replay failed");
+                    return Err(CloseReason::Internal);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one complete client message.
+    async fn handle(&mut self, message: &[u8], is_text: bool) {
+        let codec = self.conn.endpoint.codec;
+        if is_text != (codec.frame_kind() == FrameKind::Text) {
+            let kind = if is_text { "binary" } else { "text" };
+            let error = ClientError::new(ErrorKind::InvalidRequest, format!("this endpoint expects {kind} frames"));
+            return self.error(&error, None);
+        }
+        match codec.decode(message) {
+            Ok(command) => self.execute(command).await,
+            Err(error) => self.error(&error, None),
+        }
+    }
+
+    /// Gives back everything the connection held; called once when it ends.
+    async fn finish(&mut self) {
+        let services = self.services.clone();
+        if let (Some(start), Some(user)) = (self.replay_start, self.principal.user()) {
+            services.replayer.save_cursor(&self.conn, user, start).await;
+        }
+        services.quotas.release(self.conn.id).await;
+        if let Some(user) = self.principal.user() {
+            services.index.remove(user, self.principal.session(), self.conn.id);
+        }
+        let topics: Vec<String> = self.topics.take();
+        for t in &topics {
+            services.registry.remove(t, self.conn.id);
+        }
+        if let Err(e) = services.topics.reconcile(&topics).await {
+            services.metrics.broker_errors.with_label_values(&["unsubscribe"]).inc();
+            tracing::warn!(error = %e, "could not release broker subscriptions");
+        }
+        services.metrics.topics.set(services.registry.topic_count() as i64);
+    }
+}

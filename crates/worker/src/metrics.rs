@@ -1,0 +1,29 @@
+//! The worker's metrics, registered in the process's registry beside the edge's.
+
+use prometheus::{IntCounter, Registry};
+
+/// What a worker counts.
+#[derive(Clone)]
+pub struct WorkerMetrics {
+    /// Events stored in users' replay logs.
+    pub persisted: IntCounter,
+    /// Batches that failed and will be retried (broker trouble).
+    pub failed_batches: IntCounter,
+}
+
+impl WorkerMetrics {
+    /// Creates the worker's metrics and registers them in `registry` (once per process).
+    pub fn register(registry: &Registry) -> WorkerMetrics {
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric definition");
+            // Registering twice in one registry is a programming error caught by the tests;
+            // the counter still counts.
+            let _ = registry.register(Box::new(c.clone()));
+            c
+        };
+        WorkerMetrics {
+            persisted: counter("persisted_total", "Events stored in replay logs by this process's worker"),
+            failed_batches: counter("worker_failed_batches_total", "Worker batches that failed and will be retried"),
+        }
+    }
+}

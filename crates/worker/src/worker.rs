@@ -1,0 +1,167 @@
+//! The worker loop: owns ingest shards by lease and, for each entry in order, stores it in the
+//! user's replay log (under its ingest position) and publishes it for live fan-out.
+//!
+//! At-least-once: the shard cursor advances only after a batch is stored and published, so
+//! a worker that dies mid-batch leaves the batch to its successor, which copies idempotently
+//! and publishes again (edges drop events a connection already has, by position).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use switchboard_broker::{BrokerError, LogId, SharedBroker};
+use switchboard_protocol::keyspace::{
+    event_position, ingest_cursor, ingest_log, user_log, user_topic, worker_lease, INGEST_WAKE_TOPIC,
+};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::WorkerMetrics;
+use crate::stamp::stamp;
+
+/// Entries processed per shard per round.
+const BATCH: usize = 256;
+
+/// What a worker needs to know (the `persistence` section of the node's config).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Ingest log shards.
+    pub shards: u32,
+    /// How long events are kept in the users' logs.
+    pub retention: Duration,
+    /// Most events one replay sends (a user's log keeps one more).
+    pub replay_limit: usize,
+    /// A dead worker's shards are taken over within this time.
+    pub lease: Duration,
+    /// How often an idle worker looks at its shards anyway.
+    pub idle_poll: Duration,
+    /// This worker's name in shard leases (unique in the cluster).
+    pub holder: String,
+}
+
+/// What a worker works with.
+struct Worker {
+    broker: SharedBroker,
+    settings: Settings,
+    metrics: WorkerMetrics,
+}
+
+/// Runs the worker until `stop` is cancelled, then gives its shards up.
+///
+/// Between rounds with nothing to do it waits for an edge's [`INGEST_WAKE_TOPIC`] message, or
+/// `idle_poll` (for entries written to the ingest log by other means), or a third of its lease
+/// (to renew it), whichever comes first.
+pub async fn run(
+    broker: SharedBroker,
+    settings: Settings,
+    metrics: WorkerMetrics,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let w = Worker { broker, settings, metrics };
+    let shards = w.settings.shards;
+    let lease = w.settings.lease;
+    let idle = w.settings.idle_poll.min(lease / 3);
+    let wake_topic = [INGEST_WAKE_TOPIC.to_owned()];
+    if let Err(e) = w.broker.subscribe(&wake_topic).await {
+        tracing::warn!(error = %e, "no wake-ups from edges; polling the ingest log every {idle:?}");
+    }
+    let holder = w.settings.holder.clone();
+    let mut owned = vec![false; shards as usize];
+    // The cursor of a shard this worker owns changes only through this worker: it is read
+    // from the broker when the shard is taken, then kept here.
+    let mut cursors: Vec<Option<Option<LogId>>> = vec![None; shards as usize];
+    let mut renewed_at = Instant::now();
+    while !stop.is_cancelled() {
+        let renew_due = renewed_at.elapsed() >= lease / 3;
+        if renew_due {
+            renewed_at = Instant::now();
+        }
+        let mut worked = 0;
+        for shard in 0..shards {
+            let key = worker_lease(shard);
+            let held = &mut owned[shard as usize];
+            let outcome = if *held && renew_due {
+                w.broker.renew(&key, std::slice::from_ref(&holder), lease).await.map(|n| n == 1)
+            } else if !*held {
+                w.broker.try_acquire(&key, &holder, 1, lease).await
+            } else {
+                Ok(true)
+            };
+            let now_held = outcome.unwrap_or(false);
+            if now_held != *held {
+                tracing::info!(shard, owned = now_held, "ingest shard ownership changed");
+                cursors[shard as usize] = None;
+            }
+            *held = now_held;
+            if *held {
+                match w.process(shard, &mut cursors[shard as usize]).await {
+                    Ok(n) => worked += n,
+                    Err(e) => {
+                        w.metrics.failed_batches.inc();
+                        tracing::warn!(shard, error = %e, "persisting a batch failed; it will be retried");
+                    }
+                }
+            }
+        }
+        if worked == 0 {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(idle) => {}
+            }
+        }
+    }
+    for shard in (0..shards).filter(|s| owned[*s as usize]) {
+        let _ = w.broker.release(&worker_lease(shard), &holder).await;
+    }
+    let _ = w.broker.unsubscribe(&wake_topic).await;
+}
+
+impl Worker {
+    /// Processes one batch of a shard; returns how many entries it handled.
+    async fn process(&self, shard: u32, cached: &mut Option<Option<LogId>>) -> Result<usize, BrokerError> {
+        let broker = &self.broker;
+        let retention = self.settings.retention;
+        let cursor_key = ingest_cursor(shard);
+        let cursor = match *cached {
+            Some(c) => c,
+            None => broker.get(&cursor_key).await?.and_then(|b| LogId::parse(&String::from_utf8_lossy(&b))),
+        };
+        *cached = Some(cursor);
+        let entries = broker.read_after(&ingest_log(shard), cursor, BATCH).await?;
+        let Some((last, _)) = entries.last() else { return Ok(0) };
+        let last = *last;
+        // The whole batch goes out in three round trips: copy into the users' logs, index the
+        // event ids, publish. Each step is idempotent, so a batch cut short is simply redone.
+        let mut copies = Vec::with_capacity(entries.len());
+        let mut index = Vec::with_capacity(entries.len());
+        let mut live = Vec::with_capacity(entries.len());
+        for (id, body) in &entries {
+            let stamped = match stamp(*id, body) {
+                Ok(Some(s)) => s,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(shard, %id, error = %e, "skipping a malformed ingest entry");
+                    continue;
+                }
+            };
+            copies.push((user_log(&stamped.user), *id, stamped.bytes.clone()));
+            index.push((event_position(&stamped.user, &stamped.event_id), Bytes::from(stamped.position)));
+            live.push((user_topic(&stamped.user), stamped.bytes));
+        }
+        // A replay sends at most `replay_limit` events; one more tells it that more were missed.
+        broker.append_with_id_many(&copies, retention, self.settings.replay_limit + 1).await?;
+        broker.set_many(&index, Some(retention)).await?;
+        broker.publish_many(&live).await?;
+        broker.set(&cursor_key, Bytes::from(last.to_string()), None).await?;
+        *cached = Some(Some(last));
+        // Done with these: the ingest log holds only what is not yet stored (a failed trim is
+        // made good by the next one, which trims through a later id).
+        if let Err(e) = broker.trim_through(&ingest_log(shard), last).await {
+            tracing::warn!(shard, error = %e, "could not trim the ingest log");
+        }
+        self.metrics.persisted.inc_by(entries.len() as u64);
+        Ok(entries.len())
+    }
+}

@@ -1,0 +1,159 @@
+//! Reassembles fragmented client messages with a size limit.
+//!
+//! The frame decoder limits the size of one frame; a client could still send an endless run of
+//! continuation frames. This assembler bounds the whole message, rejects continuation frames
+//! without a start (and starts inside a message), and validates the UTF-8 of a fragmented text
+//! message as each fragment arrives: a message is failed at the first fragment that cannot be
+//! part of valid UTF-8, not when it completes (RFC 6455 §8.1, "fail fast"). Unfragmented text
+//! frames are validated by the decoder.
+
+use std::borrow::Cow;
+
+use crate::decode::{Frame, FrameOp};
+use crate::Violation;
+
+/// One complete client message.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Message<'a> {
+    /// Whether it arrived as text.
+    pub is_text: bool,
+    /// Its bytes.
+    pub data: Cow<'a, [u8]>,
+}
+
+/// A fragmented message being collected.
+struct Partial {
+    is_text: bool,
+    data: Vec<u8>,
+    /// How much of `data` is known to be valid UTF-8 (text messages); the rest is at most the
+    /// start of one character cut by a fragment boundary.
+    valid: usize,
+}
+
+impl Partial {
+    /// Checks the bytes added since the last check; `fin` means no more will come.
+    fn check_utf8(&mut self, fin: bool) -> Result<(), Violation> {
+        if !self.is_text {
+            return Ok(());
+        }
+        match std::str::from_utf8(&self.data[self.valid..]) {
+            Ok(_) => {
+                self.valid = self.data.len();
+                Ok(())
+            }
+            // A character cut at the end may be completed by the next fragment.
+            Err(e) if e.error_len().is_none() && !fin => {
+                self.valid += e.valid_up_to();
+                Ok(())
+            }
+            Err(_) => Err(Violation::InvalidUtf8),
+        }
+    }
+}
+
+/// Collects data frames into messages.
+pub struct MessageAssembler {
+    max_bytes: usize,
+    partial: Option<Partial>,
+}
+
+impl MessageAssembler {
+    /// An assembler that refuses messages over `max_bytes`.
+    pub fn new(max_bytes: usize) -> Self {
+        MessageAssembler { max_bytes, partial: None }
+    }
+
+    /// Feeds a data frame (text, binary or continuation); returns a message when one completes,
+    /// or the violation that must close the connection.
+    pub fn push<'f>(&mut self, frame: Frame<'f>) -> Result<Option<Message<'f>>, Violation> {
+        let is_start = matches!(frame.op, FrameOp::Text | FrameOp::Binary);
+        match (is_start, self.partial.as_mut()) {
+            (true, Some(_)) | (false, None) => Err(Violation::Protocol),
+            (true, None) => {
+                let is_text = frame.op == FrameOp::Text;
+                if frame.payload.len() > self.max_bytes {
+                    return Err(Violation::TooBig);
+                }
+                if frame.fin {
+                    return Ok(Some(Message { is_text, data: Cow::Borrowed(frame.payload) }));
+                }
+                let mut partial = Partial { is_text, data: frame.payload.to_vec(), valid: 0 };
+                partial.check_utf8(false)?;
+                self.partial = Some(partial);
+                Ok(None)
+            }
+            (false, Some(partial)) => {
+                if partial.data.len() + frame.payload.len() > self.max_bytes {
+                    return Err(Violation::TooBig);
+                }
+                partial.data.extend_from_slice(frame.payload);
+                partial.check_utf8(frame.fin)?;
+                if !frame.fin {
+                    return Ok(None);
+                }
+                let Some(done) = self.partial.take() else { return Err(Violation::Protocol) };
+                Ok(Some(Message { is_text: done.is_text, data: Cow::Owned(done.data) }))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(op: FrameOp, fin: bool, payload: &[u8]) -> Frame<'_> {
+        Frame { fin, op, payload }
+    }
+
+    #[test]
+    fn joins_fragments_and_passes_whole_frames_through_without_copying() {
+        let mut a = MessageAssembler::new(100);
+        let whole = a.push(frame(FrameOp::Text, true, b"hi")).expect("valid").expect("complete");
+        assert!(matches!(whole.data, Cow::Borrowed(b"hi")));
+        assert_eq!(a.push(frame(FrameOp::Binary, false, b"ab")), Ok(None));
+        assert_eq!(a.push(frame(FrameOp::Continuation, false, b"cd")), Ok(None));
+        let m = a.push(frame(FrameOp::Continuation, true, b"e")).expect("valid").expect("complete");
+        assert_eq!((m.is_text, &m.data[..]), (false, &b"abcde"[..]));
+    }
+
+    #[test]
+    fn a_character_split_across_fragments_is_valid() {
+        let euro = "€".as_bytes(); // three bytes
+        let mut a = MessageAssembler::new(100);
+        assert_eq!(a.push(frame(FrameOp::Text, false, &euro[..1])), Ok(None));
+        assert_eq!(a.push(frame(FrameOp::Continuation, false, &euro[1..2])), Ok(None));
+        let m = a.push(frame(FrameOp::Continuation, true, &euro[2..])).expect("valid").expect("complete");
+        assert_eq!(&m.data[..], euro);
+    }
+
+    #[test]
+    fn invalid_utf8_fails_at_the_first_bad_fragment_not_at_the_end() {
+        let mut a = MessageAssembler::new(100);
+        assert_eq!(a.push(frame(FrameOp::Text, false, b"ok ")), Ok(None));
+        // 0xC0 can never start a valid sequence: fail now, although the message is unfinished.
+        assert_eq!(a.push(frame(FrameOp::Continuation, false, &[0xC0, 0x80])), Err(Violation::InvalidUtf8));
+        let mut b = MessageAssembler::new(100);
+        assert_eq!(b.push(frame(FrameOp::Text, false, &[0xF4, 0x90])), Err(Violation::InvalidUtf8));
+        // A character still cut when the message ends is invalid.
+        let mut c = MessageAssembler::new(100);
+        assert_eq!(c.push(frame(FrameOp::Text, false, &[0xE2, 0x82])), Ok(None));
+        assert_eq!(c.push(frame(FrameOp::Continuation, true, b"")), Err(Violation::InvalidUtf8));
+        // Binary messages are not text.
+        let mut d = MessageAssembler::new(100);
+        assert_eq!(d.push(frame(FrameOp::Binary, false, &[0xC0])), Ok(None));
+        assert!(d.push(frame(FrameOp::Continuation, true, &[0x80])).is_ok());
+    }
+
+    #[test]
+    fn out_of_order_fragments_and_oversized_messages_are_refused() {
+        let mut a = MessageAssembler::new(4);
+        assert_eq!(a.push(frame(FrameOp::Continuation, true, b"x")), Err(Violation::Protocol));
+        assert_eq!(a.push(frame(FrameOp::Text, false, b"ab")), Ok(None));
+        assert_eq!(a.push(frame(FrameOp::Text, true, b"c")), Err(Violation::Protocol));
+        let mut b = MessageAssembler::new(4);
+        assert_eq!(b.push(frame(FrameOp::Binary, false, b"abc")), Ok(None));
+        assert_eq!(b.push(frame(FrameOp::Continuation, false, b"de")), Err(Violation::TooBig));
+        assert_eq!(MessageAssembler::new(4).push(frame(FrameOp::Binary, true, b"abcde")), Err(Violation::TooBig));
+    }
+}
