@@ -110,6 +110,8 @@ pub async fn run_all(factory: &dyn NodeFactory) {
     sets_add_remove_and_list(factory).await;
     logs_read_after_an_id_in_order_and_trim_by_age(factory).await;
     leases_never_exceed_their_limit(factory).await;
+    presence_follows_connections_and_reports_each_transition_once(factory).await;
+    presence_of_a_node_that_stops_renewing_expires_and_is_reported_once(factory).await;
 }
 
 /// Subscribed nodes get a publish; an unsubscribed node does not.
@@ -399,4 +401,64 @@ pub async fn leases_never_exceed_their_limit(factory: &dyn NodeFactory) {
         assert!(tokio::time::Instant::now() < deadline, "an expired lease was never freed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A user is online from their first connection to their last; joins and leaves say when
+/// that changes, across nodes.
+pub async fn presence_follows_connections_and_reports_each_transition_once(factory: &dyn NodeFactory) {
+    let (a, b) = (TestNode::new(factory).await, TestNode::new(factory).await);
+    let (user, other) = (unique("user"), unique("user"));
+    let ttl = Duration::from_secs(30);
+    assert_eq!(a.broker.presence_online(&[user.clone(), other.clone()]).await.expect("online"), [false, false]);
+    assert!(a.broker.presence_join(&user, "a:1", ttl).await.expect("join"), "the first connection brings them online");
+    assert!(!b.broker.presence_join(&user, "b:1", ttl).await.expect("join"), "a second, on another node, does not");
+    assert!(!a.broker.presence_join(&user, "a:1", ttl).await.expect("join"), "joining twice changes nothing");
+    assert_eq!(b.broker.presence_online(&[user.clone(), other.clone()]).await.expect("online"), [true, false]);
+    assert!(!a.broker.presence_leave(&user, "a:1").await.expect("leave"), "still online through node b");
+    assert!(b.broker.presence_leave(&user, "b:1").await.expect("leave"), "the last connection takes them offline");
+    assert!(!b.broker.presence_leave(&user, "b:1").await.expect("leave"), "leaving twice reports nothing");
+    assert_eq!(a.broker.presence_online(std::slice::from_ref(&user)).await.expect("online"), [false]);
+    let renewed = vec![(user.clone(), "a:2".to_owned()), (other.clone(), "a:3".to_owned())];
+    let back = a.broker.presence_renew(&renewed, ttl).await.expect("renew");
+    assert!(
+        back.contains(&user) && back.contains(&other),
+        "renewing entries nobody holds brings them online: {back:?}"
+    );
+    assert_eq!(b.broker.presence_online(&[other.clone(), user.clone()]).await.expect("online"), [true, true]);
+    assert!(a.broker.presence_renew(&renewed, ttl).await.expect("renew").is_empty(), "already online");
+    assert!(a.broker.presence_leave(&user, "a:2").await.expect("leave"));
+    assert!(a.broker.presence_leave(&other, "a:3").await.expect("leave"));
+}
+
+/// Entries that are not renewed expire; the user is then reported offline to exactly one of
+/// the nodes sweeping, once; renewing keeps entries alive past their first expiry.
+pub async fn presence_of_a_node_that_stops_renewing_expires_and_is_reported_once(factory: &dyn NodeFactory) {
+    let (a, b) = (TestNode::new(factory).await, TestNode::new(factory).await);
+    let (crashed, kept) = (unique("crashed"), unique("kept"));
+    assert!(a.broker.presence_join(&crashed, "dead:1", Duration::from_millis(200)).await.expect("join"));
+    assert!(a.broker.presence_join(&kept, "live:1", Duration::from_millis(200)).await.expect("join"));
+    a.broker.presence_renew(&[(kept.clone(), "live:1".to_owned())], Duration::from_secs(30)).await.expect("renew");
+    let mut reports = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while a.broker.presence_online(std::slice::from_ref(&crashed)).await.expect("online") == [true] {
+        assert!(tokio::time::Instant::now() < deadline, "an entry with a 200 ms lease never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Both nodes sweep until the expiry has been reported, then once more each.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while reports == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the expired user was never reported");
+        for node in [&a, &b] {
+            reports +=
+                node.broker.presence_expired(1_000).await.expect("sweep").iter().filter(|u| **u == crashed).count();
+        }
+    }
+    for node in [&a, &b] {
+        let again = node.broker.presence_expired(1_000).await.expect("sweep");
+        assert!(!again.contains(&crashed) && !again.contains(&kept), "{again:?}");
+    }
+    assert_eq!(reports, 1, "reported once");
+    assert!(!a.broker.presence_leave(&crashed, "dead:1").await.expect("leave"), "already reported offline");
+    assert_eq!(b.broker.presence_online(&[kept.clone(), crashed]).await.expect("online"), [true, false]);
+    assert!(a.broker.presence_leave(&kept, "live:1").await.expect("leave"));
 }

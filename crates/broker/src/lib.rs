@@ -204,9 +204,36 @@ pub trait Leases: Send + Sync {
     async fn release(&self, key: &str, holder: &str) -> Result<bool>;
 }
 
+/// Who is online: a user is online while at least one of their connections, anywhere in the
+/// cluster, holds a live presence entry. The node holding a connection renews its entry; a
+/// crashed node's entries expire, and [`Presence::presence_expired`] reports each user whose
+/// last entry ran out to exactly one caller, so the "offline" transition is announced once.
+#[async_trait]
+pub trait Presence: Send + Sync {
+    /// Marks connection `conn` of `user` present for `ttl`; true when the user had no live
+    /// connection before (they came online).
+    async fn presence_join(&self, user: &str, conn: &str, ttl: Duration) -> Result<bool>;
+
+    /// Removes the connection's entry; true when the user has no live connection left and
+    /// their going offline has not been reported yet (by an expiry sweep).
+    async fn presence_leave(&self, user: &str, conn: &str) -> Result<bool>;
+
+    /// Extends the entries of these `(user, connection)` pairs to `ttl` from now (entries that
+    /// expired meanwhile are made again); returns the users that had been reported offline and
+    /// are online again.
+    async fn presence_renew(&self, entries: &[(String, String)], ttl: Duration) -> Result<Vec<String>>;
+
+    /// Which of `users` are online, in the same order.
+    async fn presence_online(&self, users: &[String]) -> Result<Vec<bool>>;
+
+    /// Users whose last entry expired without a leave (their node stopped renewing), at most
+    /// `limit`; each is reported to one caller only.
+    async fn presence_expired(&self, limit: usize) -> Result<Vec<String>>;
+}
+
 /// Everything a node needs from shared state, behind one object.
 #[async_trait]
-pub trait Broker: PubSub + KeyValue + Log + Leases {
+pub trait Broker: PubSub + KeyValue + Log + Leases + Presence {
     /// Checks that the broker is reachable (`/readyz`).
     async fn ping(&self) -> Result<()>;
 

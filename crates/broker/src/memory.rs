@@ -17,7 +17,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::clock::{Clock, SystemClock};
 use crate::expiring::{ExpiringMap, SweepSchedule};
-use crate::{Broker, DeliverySink, KeyValue, Leases, Log, LogId, PubSub, Result};
+use crate::{Broker, DeliverySink, KeyValue, Leases, Log, LogId, Presence, PubSub, Result};
 
 type NodeId = u64;
 
@@ -40,6 +40,9 @@ struct HubState {
     /// Lease key -> (holder, expiry ms). A short list per key: limits are small, and a list
     /// costs a fraction of a map per key (one key per user and quota on a busy node).
     leases: Mutex<HashMap<String, LeaseHolders>>,
+    /// User -> their connections' presence entries (connection, expiry ms). A user is listed
+    /// until their going offline has been reported (by a leave or an expiry sweep).
+    presence: Mutex<HashMap<String, LeaseHolders>>,
 }
 
 /// The holders of one lease key and when each one's lease ends (unix ms).
@@ -115,6 +118,7 @@ impl MemoryHub {
                 logs: Mutex::default(),
                 log_sweeps: Mutex::default(),
                 leases: Mutex::default(),
+                presence: Mutex::default(),
             }),
         }
     }
@@ -425,6 +429,75 @@ impl Leases for MemoryBroker {
             leases.remove(key);
         }
         Ok(held)
+    }
+}
+
+#[async_trait]
+impl Presence for MemoryBroker {
+    async fn presence_join(&self, user: &str, conn: &str, ttl: Duration) -> Result<bool> {
+        let now = self.hub.clock.now_ms();
+        let mut presence = self.hub.presence.lock();
+        let entries = presence.entry(user.to_owned()).or_default();
+        entries.retain(|(_, exp)| *exp > now);
+        let was_online = !entries.is_empty();
+        let until = now + ttl.as_millis() as u64;
+        match entries.iter_mut().find(|(c, _)| &**c == conn) {
+            Some((_, exp)) => *exp = until,
+            None => entries.push((conn.into(), until)),
+        }
+        Ok(!was_online)
+    }
+
+    async fn presence_leave(&self, user: &str, conn: &str) -> Result<bool> {
+        let now = self.hub.clock.now_ms();
+        let mut presence = self.hub.presence.lock();
+        let Some(entries) = presence.get_mut(user) else { return Ok(false) };
+        entries.retain(|(c, exp)| &**c != conn && *exp > now);
+        if entries.is_empty() {
+            presence.remove(user);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn presence_renew(&self, entries: &[(String, String)], ttl: Duration) -> Result<Vec<String>> {
+        let now = self.hub.clock.now_ms();
+        let until = now + ttl.as_millis() as u64;
+        let mut presence = self.hub.presence.lock();
+        let mut back = Vec::new();
+        for (user, conn) in entries {
+            let listed = presence.contains_key(user);
+            let held = presence.entry(user.clone()).or_default();
+            if !listed && !back.contains(user) {
+                back.push(user.clone());
+            }
+            match held.iter_mut().find(|(c, _)| &**c == conn) {
+                Some((_, exp)) => *exp = until,
+                None => held.push((conn.as_str().into(), until)),
+            }
+        }
+        Ok(back)
+    }
+
+    async fn presence_online(&self, users: &[String]) -> Result<Vec<bool>> {
+        let now = self.hub.clock.now_ms();
+        let presence = self.hub.presence.lock();
+        Ok(users.iter().map(|u| presence.get(u).is_some_and(|e| e.iter().any(|(_, exp)| *exp > now))).collect())
+    }
+
+    async fn presence_expired(&self, limit: usize) -> Result<Vec<String>> {
+        let now = self.hub.clock.now_ms();
+        let mut presence = self.hub.presence.lock();
+        let gone: Vec<String> = presence
+            .iter()
+            .filter(|(_, entries)| entries.iter().all(|(_, exp)| *exp <= now))
+            .map(|(user, _)| user.clone())
+            .take(limit)
+            .collect();
+        for user in &gone {
+            presence.remove(user);
+        }
+        Ok(gone)
     }
 }
 

@@ -50,7 +50,7 @@ fn check_config_accepts_every_shipped_example_and_explains_mistakes() {
     let bad = dir.join("bad.toml");
     std::fs::write(
         &bad,
-        "listen = \"127.0.0.1:8080\"\n\n[[endpoints]]\npath = \"/x\"\ndialect = \"klingon\"\nauth = \"jwt\"\n",
+        "listen = \"127.0.0.1:8080\"\n\n[[endpoints]]\npath = \"/x\"\ndialect = \"klingon\"\nauth = { method = \"jwt\" }\n",
     )
     .unwrap();
     let out = Command::new(BIN).args(["check-config", bad.to_str().unwrap()]).output().unwrap();
@@ -110,4 +110,42 @@ fn serve_works_end_to_end_with_the_documents_python_client() {
 fn publish(addr: &str, body: &str) {
     let (status, answer) = http_post(addr, "/v1/publish", "switchboard-dev-admin-key", body);
     assert_eq!(status, 200, "publish failed: {answer}");
+}
+
+/// What Kubernetes injects into every pod of a namespace with a Service named `switchboard`
+/// on port 8080 ("service links").
+const SERVICE_LINKS: [(&str, &str); 7] = [
+    ("SWITCHBOARD_SERVICE_HOST", "10.96.0.12"),
+    ("SWITCHBOARD_SERVICE_PORT", "8080"),
+    ("SWITCHBOARD_SERVICE_PORT_HTTP", "8080"),
+    ("SWITCHBOARD_PORT", "tcp://10.96.0.12:8080"),
+    ("SWITCHBOARD_PORT_8080_TCP", "tcp://10.96.0.12:8080"),
+    ("SWITCHBOARD_PORT_8080_TCP_PROTO", "tcp"),
+    ("SWITCHBOARD_PORT_8080_TCP_ADDR", "10.96.0.12"),
+];
+
+#[test]
+fn kubernetes_service_link_variables_do_not_stop_a_node() {
+    let mut env = SERVICE_LINKS.to_vec();
+    env.push(("SWITCHBOARD_PORT_8080_TCP_PORT", "8080"));
+    let server = NodeProcess::start(BIN, &["serve"], &env);
+    assert!(server.banner.iter().any(|l| l.contains("/ws/notifications")), "{:?}", server.banner);
+    publish(&server.addr, r#"{"user":"alice","type":"notification","payload":{}}"#);
+}
+
+#[test]
+fn check_config_warns_about_unknown_variables_but_not_service_links() {
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .envs(SERVICE_LINKS)
+        .env("SWITCHBOARD_DRAIN_WINDOWW", "5s")
+        .output()
+        .expect("run check-config");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("built-in default config: OK"), "{stdout}");
+    let warnings: Vec<&str> = stdout.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{stdout}");
+    assert!(warnings[0].contains("SWITCHBOARD_DRAIN_WINDOWW"), "{stdout}");
+    assert!(stdout.contains("broadcast=notifications"), "the broadcast channels are listed: {stdout}");
 }

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use switchboard_testkit::process::{http_post, NodeProcess};
+use switchboard_testkit::process::{http_post, http_request, NodeProcess};
 use switchboard_testkit::redis::{RedisCluster, RedisServer};
 use switchboard_testkit::{connect_ws, token_with, Received, WsClient, ADMIN, SECRET, WAIT};
 
@@ -425,4 +425,60 @@ async fn two_workers_never_own_a_shard_at_once_and_a_dead_ones_shards_are_taken_
     })
     .await;
     assert!(killed_at.elapsed() < Duration::from_secs(8), "takeover took {:?}", killed_at.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_through_one_edge_stops_receiving_on_another() {
+    let redis = RedisServer::start();
+    let (a, b) = (edge(&redis.url(), false), edge(&redis.url(), false));
+    let member = |method: &str| {
+        let (status, body) = http_request(&a.addr, method, "/v1/channels/conversation:c1/members/alice", ADMIN, "");
+        assert_eq!(status, 204, "{method} member: {body}");
+    };
+    member("PUT");
+    let mut alice = basic_client(&b, "alice", &["conversation:c1", "status:marker"]).await;
+    let say =
+        |n: u64| publish_ok(&a, json!({"channel": "conversation:c1", "type": "chat_message", "payload": {"n": n}}));
+    say(1);
+    assert_eq!(alice.json().await["data"]["n"], 1);
+    member("DELETE");
+    // The removal and the next message travel through Redis in this order; a marker on another
+    // channel shows that nothing of the conversation came first.
+    say(2);
+    publish_ok(&a, json!({"channel": "status:marker", "type": "status_update", "payload": {"n": 3}}));
+    let next = alice.json().await;
+    assert_eq!((next["channel"].clone(), next["data"]["n"].clone()), (json!("status:marker"), json!(3)), "{next}");
+    // As a member again, the client may subscribe again.
+    member("PUT");
+    alice.send_json(json!({"type": "subscribe", "data": {"channel": "conversation:c1"}})).await;
+    alice.barrier().await;
+    say(4);
+    assert_eq!(alice.json().await["data"]["n"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_revoked_through_one_edge_is_closed_on_another_and_cannot_come_back() {
+    let redis = RedisServer::start();
+    let (a, b) = (edge(&redis.url(), false), edge(&redis.url(), false));
+    let token = |sid: &str| {
+        let mut claims = serde_json::Map::new();
+        claims.insert("sid".into(), json!(sid));
+        token_with("alice", claims)
+    };
+    let (revoked, kept) = (token("s1"), token("s2"));
+    let mut first = connect_ws(&format!("ws://{}/ws?token={revoked}", b.addr), &[]).await.expect("connect");
+    let mut second = connect_ws(&format!("ws://{}/ws?token={kept}", b.addr), &[]).await.expect("connect");
+    first.barrier().await;
+    second.barrier().await;
+    let (status, body) = http_post(&a.addr, "/v1/sessions/revoke", ADMIN, r#"{"session":"s1","reason":"logout_all"}"#);
+    assert_eq!(status, 200, "{body}");
+    let (code, reason) = first.closed().await;
+    assert_eq!(code, 4001);
+    assert!(reason.contains("logout_all"), "{reason}");
+    second.barrier().await;
+    let again = connect_ws(&format!("ws://{}/ws?token={revoked}", a.addr), &[]).await;
+    assert!(again.err().is_some_and(|e| e.to_string().contains("401")), "a revoked session stays out");
+    let (status, _) = http_post(&a.addr, "/v1/sessions/revoke", ADMIN, r#"{"user":"alice"}"#);
+    assert_eq!(status, 200);
+    assert_eq!(second.closed().await.0, 4001, "revoking the user closes every session");
 }

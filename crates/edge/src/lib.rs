@@ -9,9 +9,9 @@
 //! - `session`: what a connection does with each command, through a narrow set of services;
 //! - `fanout`: local topic registry, broker subscription sync, encode-once dispatch;
 //! - `publish`: the one way in for events (publish API and client sends);
-//! - `replay`, `quota`, `membership`, `index`, `control`, `inbox`: replay on connect,
-//!   cluster-wide quotas, channel membership, connections by user, cluster control messages,
-//!   and routing of broker deliveries;
+//! - `replay`, `quota`, `presence`, `membership`, `index`, `control`, `inbox`: replay on
+//!   connect, cluster-wide quotas, who is online, channel membership, connections by user,
+//!   cluster control messages, and routing of broker deliveries;
 //! - `http`: the routes; `node`: the composition root; `server`: roles, serving and draining.
 
 pub mod auth;
@@ -27,6 +27,7 @@ mod index;
 mod membership;
 mod metrics;
 pub mod node;
+mod presence;
 mod publish;
 mod quota;
 mod replay;

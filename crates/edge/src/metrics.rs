@@ -39,6 +39,8 @@ pub struct Metrics {
     pub topics: IntGauge,
     /// HTTP request durations of the publish API.
     pub publish_seconds: HistogramVec,
+    /// Presence transitions this node reported, by the state reached (`online`, `offline`).
+    pub presence_changes: IntCounterVec,
     /// How long renewing all of this node's quota slots took (must stay well under a third of
     /// `quota_lease`, the renewal period).
     pub quota_renewal_seconds: Histogram,
@@ -107,6 +109,11 @@ impl Metrics {
                 .expect("valid metric definition"),
             ),
             broker_errors: counter_vec("broker_errors_total", "Failed broker calls", &["op"]),
+            presence_changes: counter_vec(
+                "presence_changes_total",
+                "Users this node saw come online or go offline (each transition counted on one node)",
+                &["to"],
+            ),
             topics: register(
                 &r,
                 IntGauge::new("topics", "Topics with local subscribers").expect("valid metric definition"),

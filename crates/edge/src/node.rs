@@ -21,6 +21,7 @@ use crate::inbox::Inbox;
 use crate::index::ConnectionIndex;
 use crate::membership::Membership;
 use crate::metrics::Metrics;
+use crate::presence::{PresenceCounter, PresenceTracker};
 use crate::publish::PublishService;
 use crate::quota::QuotaKeeper;
 use crate::replay::Replayer;
@@ -112,6 +113,8 @@ impl Node {
         let index = Arc::new(ConnectionIndex::default());
         inbox.set_control(ControlHandler::new(index.clone(), registry.clone(), topics.clone()));
         let membership = Membership::new(broker.clone());
+        let presence = Arc::new(PresenceTracker::new(broker.clone(), config.presence_lease, id.clone()));
+        presence.listen(Arc::new(PresenceCounter(metrics.clone())));
         let p = &config.persistence;
         let sessions = Arc::new(SessionServices {
             quotas: Arc::new(QuotaKeeper::new(broker.clone(), config.quota_lease, id.clone())),
@@ -121,6 +124,7 @@ impl Node {
             registry,
             topics,
             index,
+            presence,
             metrics: metrics.clone(),
             total_per_user: config.max_connections_per_user,
         });
@@ -206,6 +210,10 @@ impl Node {
 
     pub(crate) fn quotas(&self) -> &Arc<QuotaKeeper> {
         &self.sessions.quotas
+    }
+
+    pub(crate) fn presence(&self) -> &Arc<PresenceTracker> {
+        &self.sessions.presence
     }
 
     pub(crate) fn ingest_appended(&self) -> &Arc<Notify> {

@@ -47,6 +47,7 @@ pub async fn serve_role(
     }
     let app = router(node.clone());
     let renewal = node.quotas().spawn_renewal(node.metrics().clone());
+    let presence = node.presence().spawn_upkeep(node.metrics().clone());
     let stop_worker = CancellationToken::new();
     let worker = (role == Role::All).then(|| {
         let settings = node.config().persistence.worker_settings(node.id().to_owned());
@@ -78,6 +79,7 @@ pub async fn serve_role(
         let _ = w.await;
     }
     renewal.abort();
+    presence.abort();
     Ok(())
 }
 

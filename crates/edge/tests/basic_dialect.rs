@@ -1,4 +1,4 @@
-//! Seed 003, the generic JWT WebSocket service at `/ws`: subscribe/unsubscribe, ping/pong, the
+//! The generic JWT WebSocket service (`basic` dialect) at `/ws`: subscribe/unsubscribe, ping/pong, the
 //! three event types, the four error codes.
 
 use serde_json::json;

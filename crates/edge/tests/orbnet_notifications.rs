@@ -1,4 +1,4 @@
-//! Seed 000, OrbNET notifications: what the document's clients do, over real sockets.
+//! OrbNET notifications (`orbnet` dialect): what the API document's clients do, over real sockets.
 
 use serde_json::json;
 use switchboard_testkit::{Received, TestNode};

@@ -1,4 +1,4 @@
-//! Seed 000, OrbGuard threat stream (API keys, server-side filters) and OrbNET chat
+//! OrbGuard threat stream (`orbnet` dialect: API keys, server-side filters) and OrbNET chat
 //! (client-sent messages reach the other members of the conversation).
 
 use serde_json::json;

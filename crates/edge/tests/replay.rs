@@ -1,5 +1,6 @@
-//! Seed 000's promise: missed notifications are delivered as a batch on reconnection (up to
-//! 100 events, last 24 hours), before live events, with no gap and no reordering.
+//! The notifications endpoint's promise: missed notifications are delivered as a batch on
+//! reconnection (up to 100 events, last 24 hours), before live events, with no gap and no
+//! reordering.
 
 use std::sync::Arc;
 
@@ -130,4 +131,36 @@ async fn events_older_than_the_retention_are_not_replayed() {
     persisted(&node, 6).await;
     let (_, replayed) = subscribed(&node, &format!("&last_event_id={position}")).await;
     assert_eq!(numbers(&replayed), [4, 5], "events from 25 h ago are gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_connection_gets_what_was_persisted_for_the_user_before_it_ever_connected() {
+    let node = TestNode::default().await;
+    let ids = publish_n(&node, 0, 3).await;
+    persisted(&node, 3).await;
+    let (mut c, replayed) = subscribed(&node, "").await;
+    assert_eq!(numbers(&replayed), [0, 1, 2], "the user's persisted notifications, oldest first");
+    let replayed_ids: Vec<&Value> = replayed.iter().filter(|m| m["type"] == "notification").map(|m| &m["id"]).collect();
+    assert_eq!(replayed_ids, ids.iter().map(|id| json!(id)).collect::<Vec<_>>().iter().collect::<Vec<_>>());
+    publish_n(&node, 3, 4).await;
+    assert_eq!(c.json().await["payload"]["n"], 3, "then live ones");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bogus_or_future_last_event_id_neither_fails_nor_poisons_later_replays() {
+    let node = TestNode::default().await;
+    publish_n(&node, 0, 2).await;
+    persisted(&node, 2).await;
+    for bogus in ["18446744073709551615-18446744073709551615", "99999999999999-0", "1700000000", "nope"] {
+        let (c, replayed) = subscribed(&node, &format!("&last_event_id={bogus}")).await;
+        let done = replayed.last().expect("replay_complete");
+        assert_eq!(done["type"], "replay_complete", "{bogus}");
+        drop(c);
+        node.await_no_local_subscribers("u:alice").await;
+    }
+    // Whatever was given before, the next connection still gets what it missed since.
+    publish_n(&node, 2, 3).await;
+    persisted(&node, 3).await;
+    let (_, replayed) = subscribed(&node, "").await;
+    assert_eq!(numbers(&replayed), [2], "the saved position is real, not the bogus one");
 }

@@ -69,12 +69,18 @@ impl Drop for NodeProcess {
 /// `POST path` with a bearer key and a JSON body over a plain socket (no runtime needed);
 /// returns the status code and the body.
 pub fn http_post(addr: &str, path: &str, bearer: &str, body: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect for POST");
+    http_request(addr, "POST", path, bearer, body)
+}
+
+/// Any request with a bearer key and a JSON body over a plain socket; returns the status code
+/// and the body.
+pub fn http_request(addr: &str, method: &str, path: &str, bearer: &str, body: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect for an HTTP request");
     let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {bearer}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {bearer}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    s.write_all(req.as_bytes()).expect("send POST");
+    s.write_all(req.as_bytes()).expect("send the request");
     let mut resp = String::new();
     s.read_to_string(&mut resp).expect("read answer");
     let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);

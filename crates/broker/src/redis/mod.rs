@@ -9,10 +9,11 @@
 //! In cluster mode fan-out uses sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`), routed to the
 //! topic's slot owner and followed across `MOVED` and failover by the cluster client.
 //!
-//! Atomic multi-step operations (leases) are Lua scripts kept in `scripts/`, loaded once and
-//! run by hash.
+//! Atomic multi-step operations (leases, presence) are Lua scripts kept in `scripts/`, loaded
+//! once and run by hash.
 
 mod conn;
+mod presence;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +59,7 @@ pub struct RedisBroker {
     lease_renew: Script,
     lease_acquire_all: Script,
     window_counter: Script,
+    presence: presence::PresenceScripts,
 }
 
 /// `XADD` under an explicit id unless the stream already has that id or a later one; sent
@@ -145,6 +147,7 @@ impl RedisBroker {
             lease_renew: Script::new(include_str!("scripts/lease_renew.lua")),
             lease_acquire_all: Script::new(include_str!("scripts/lease_acquire_all.lua")),
             window_counter: Script::new(include_str!("scripts/window_counter.lua")),
+            presence: presence::PresenceScripts::new(),
         })
     }
 

@@ -1,5 +1,5 @@
-"""Seed 000's Python client, as the document writes it (the `websockets` library, token in the
-query string), run against a real `switchboard serve`. Prints one JSON line per event received
+"""The OrbNET notifications API document's Python client, as the document writes it (the
+`websockets` library, token in the query string), run against a real `switchboard serve`. Prints one JSON line per event received
 and exits after the first device_status. Usage: orbnet_notifications.py WS_URL TOKEN"""
 
 import asyncio

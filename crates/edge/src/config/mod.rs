@@ -260,6 +260,26 @@ mod tests {
     }
 
     #[test]
+    fn every_per_dialect_preset_holds_the_same_endpoints_as_all_toml() {
+        let all = Config::from_toml(DEFAULT_CONFIG_TOML).expect("all.toml");
+        let presets = [
+            include_str!("../../../../deploy/examples/orbnet.toml"),
+            include_str!("../../../../deploy/examples/basic.toml"),
+        ];
+        let mut covered = 0;
+        for text in presets {
+            let preset = Config::from_toml(text).expect("a valid preset");
+            for ep in &preset.endpoints {
+                let same = all.endpoint(&ep.path).expect("in all.toml");
+                let as_toml = |e: &EndpointConfig| toml::Value::try_from(e).expect("serializes");
+                assert_eq!(as_toml(ep), as_toml(same), "{} differs from all.toml", ep.path);
+                covered += 1;
+            }
+        }
+        assert_eq!(covered, all.endpoints.len(), "every endpoint of all.toml is in one preset");
+    }
+
+    #[test]
     fn environment_overrides_the_file() {
         let vars = env(&[
             ("SWITCHBOARD_JWT_SECRET", "s3cret"),

@@ -256,3 +256,97 @@ impl Dispatcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::connection::testing::{connection, endpoint_with, Recorder};
+    use crate::connection::ConnHandle;
+
+    fn event(body: Value) -> Bytes {
+        let mut e = json!({"id": "evt_1", "type": "status_update", "ts": 0, "payload": {}});
+        e.as_object_mut().expect("object").extend(body.as_object().cloned().unwrap_or_default());
+        Bytes::from(e.to_string())
+    }
+
+    fn setup(n: u64, topic: &str) -> (Arc<Dispatcher>, Vec<(Arc<ConnHandle>, Arc<Recorder>)>) {
+        let registry = Arc::new(TopicRegistry::default());
+        let dispatcher = Dispatcher::new(registry.clone(), Arc::new(Metrics::new()));
+        let endpoint = endpoint_with("/ws", |_| {});
+        let conns: Vec<_> = (1..=n)
+            .map(|id| {
+                let (conn, socket) = connection(id, endpoint.clone());
+                conn.subscriptions.write().add_channel(topic.to_owned(), None);
+                registry.add(topic, &conn);
+                (conn, socket)
+            })
+            .collect();
+        (dispatcher, conns)
+    }
+
+    #[test]
+    fn every_subscriber_gets_the_same_frame_and_others_nothing() {
+        let (dispatcher, conns) = setup(3, "c:status");
+        let (outsider, outsider_socket) = connection(9, endpoint_with("/ws", |_| {}));
+        dispatcher.registry.add("c:other", &outsider);
+        dispatcher.deliver("c:status", event(json!({"channel": "status", "payload": {"up": true}})));
+        let frames: Vec<Vec<(u8, Vec<u8>)>> = conns.iter().map(|(_, s)| s.take_frames()).collect();
+        assert_eq!(frames[0].len(), 1);
+        assert!(frames.iter().all(|f| *f == frames[0]), "one encoding for all");
+        assert!(outsider_socket.take_frames().is_empty());
+        let v: Value = serde_json::from_slice(&frames[0][0].1).expect("JSON");
+        assert_eq!((v["type"].clone(), v["data"]["up"].clone()), (json!("status_update"), json!(true)));
+    }
+
+    #[test]
+    fn types_the_endpoint_does_not_carry_and_malformed_messages_are_dropped() {
+        let (dispatcher, conns) = setup(1, "c:status");
+        dispatcher.deliver("c:status", event(json!({"type": "threat_detected"})));
+        dispatcher.deliver("c:status", Bytes::from_static(b"{not json"));
+        assert!(conns[0].1.take_frames().is_empty());
+    }
+
+    #[test]
+    fn persisted_events_go_out_in_log_order_once() {
+        let (dispatcher, conns) = setup(1, "u:alice");
+        for pos in ["5-0", "6-0", "6-0", "4-0", "7-0"] {
+            dispatcher.deliver("u:alice", event(json!({"user": "alice", "pos": pos, "payload": {"p": pos}})));
+        }
+        let got: Vec<String> = conns[0]
+            .1
+            .take_frames()
+            .iter()
+            .map(|(_, p)| {
+                serde_json::from_slice::<Value>(p).expect("JSON")["data"]["p"].as_str().unwrap_or("").to_owned()
+            })
+            .collect();
+        assert_eq!(got, ["5-0", "6-0", "7-0"], "a repeat and an older position are dropped");
+    }
+
+    #[tokio::test]
+    async fn a_large_topic_is_served_in_passes_and_keeps_the_order_of_events() {
+        let n = INLINE_FANOUT as u64 * 5;
+        let (dispatcher, conns) = setup(n, "c:status");
+        for i in 0..50 {
+            dispatcher.deliver("c:status", event(json!({"payload": {"i": i}})));
+        }
+        // The passes run on a task of their own; wait until it has finished.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while dispatcher.running.lock().contains_key("c:status") {
+            assert!(tokio::time::Instant::now() < deadline, "the fan-out task never finished");
+            tokio::task::yield_now().await;
+        }
+        for (conn, socket) in &conns {
+            let order: Vec<i64> = socket
+                .take_frames()
+                .iter()
+                .map(|(_, p)| serde_json::from_slice::<Value>(p).expect("JSON")["data"]["i"].as_i64().unwrap_or(-1))
+                .collect();
+            assert_eq!(order, (0..50).collect::<Vec<_>>(), "connection {}", conn.id);
+        }
+    }
+}

@@ -73,3 +73,86 @@ impl TopicSync {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use switchboard_broker::memory::MemoryHub;
+    use switchboard_broker::DeliverySink;
+
+    use super::*;
+    use crate::connection::testing::{connection, endpoint_with};
+
+    /// Counts what the broker delivers to this node.
+    #[derive(Default)]
+    struct Counter(AtomicUsize);
+    impl DeliverySink for Counter {
+        fn deliver(&self, _: &str, _: Bytes) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether the node's broker subscription to `topic` is live: a publish reaches it.
+    async fn subscribed(broker: &SharedBroker, counter: &Counter, topic: &str) -> bool {
+        let before = counter.0.load(Ordering::SeqCst);
+        broker.publish(topic, Bytes::from_static(b"probe")).await.expect("publish");
+        counter.0.load(Ordering::SeqCst) > before
+    }
+
+    #[tokio::test]
+    async fn the_broker_subscription_follows_the_first_join_and_the_last_leave() {
+        let counter = Arc::new(Counter::default());
+        let broker: SharedBroker = Arc::new(MemoryHub::new().node(counter.clone()));
+        let registry = Arc::new(TopicRegistry::default());
+        let sync = TopicSync::new(broker.clone(), registry.clone());
+        let ep = endpoint_with("/ws", |_| {});
+        let (a, b) = (connection(1, ep.clone()).0, connection(2, ep).0);
+        let t = vec!["c:t".to_owned()];
+        registry.add("c:t", &a);
+        sync.reconcile(&t).await.expect("reconcile");
+        assert!(subscribed(&broker, &counter, "c:t").await);
+        registry.add("c:t", &b);
+        registry.remove("c:t", 1);
+        sync.reconcile(&t).await.expect("reconcile");
+        assert!(subscribed(&broker, &counter, "c:t").await, "still wanted by b");
+        registry.remove("c:t", 2);
+        sync.reconcile(&t).await.expect("reconcile");
+        assert!(!subscribed(&broker, &counter, "c:t").await, "released with the last subscriber");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_joins_and_leaves_end_with_the_broker_matching_the_registry() {
+        let counter = Arc::new(Counter::default());
+        let broker: SharedBroker = Arc::new(MemoryHub::new().node(counter.clone()));
+        let registry = Arc::new(TopicRegistry::default());
+        let sync = Arc::new(TopicSync::new(broker.clone(), registry.clone()));
+        let ep = endpoint_with("/ws", |_| {});
+        let tasks: Vec<_> = (0..64u64)
+            .map(|id| {
+                let (registry, sync, conn) = (registry.clone(), sync.clone(), connection(id, ep.clone()).0);
+                tokio::spawn(async move {
+                    let topic = vec![format!("c:t{}", id % 4)];
+                    for _ in 0..20 {
+                        registry.add(&topic[0], &conn);
+                        sync.reconcile(&topic).await.expect("join");
+                        registry.remove(&topic[0], conn.id);
+                        sync.reconcile(&topic).await.expect("leave");
+                    }
+                    // Connections 0, 8, 16, ... (all on `c:t0`) stay; the other topics end unwanted.
+                    if id % 8 == 0 {
+                        registry.add(&topic[0], &conn);
+                        sync.reconcile(&topic).await.expect("join");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task");
+        }
+        for topic in ["c:t0", "c:t1", "c:t2", "c:t3"] {
+            assert_eq!(subscribed(&broker, &counter, topic).await, registry.has(topic), "{topic}");
+        }
+    }
+}

@@ -160,3 +160,17 @@ pub async fn revoke_sessions(State(node): State<Arc<Node>>, _: AdminAuth, body: 
     message.broadcast(node.broker()).await.map_err(ApiError::unavailable)?;
     Ok((StatusCode::OK, Json(json!({"status": "revoked"}))).into_response())
 }
+
+/// `GET /v1/presence/{channel}`: the channel's listed members who are online anywhere in the
+/// cluster.
+pub async fn channel_presence(
+    State(node): State<Arc<Node>>,
+    _: AdminAuth,
+    Path(channel): Path<String>,
+) -> Result<Response, ApiError> {
+    let mut members = node.membership().members(&channel).await.map_err(ApiError::unavailable)?;
+    members.sort();
+    let flags = node.presence().online(&members).await.map_err(ApiError::unavailable)?;
+    let online: Vec<&String> = members.iter().zip(flags).filter(|(_, on)| *on).map(|(m, _)| m).collect();
+    Ok(Json(json!({"channel": channel, "online": online})).into_response())
+}

@@ -42,7 +42,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/api-keys", post(admin::create_api_key))
         .route("/v1/api-keys/{name}", delete(admin::delete_api_key))
         .route("/v1/channels/{id}/members/{user}", put(admin::add_member).delete(admin::remove_member))
-        .route("/v1/sessions/revoke", post(admin::revoke_sessions));
+        .route("/v1/sessions/revoke", post(admin::revoke_sessions))
+        .route("/v1/presence/{channel}", get(admin::channel_presence));
     for endpoint in node.endpoints() {
         let ep = endpoint.clone();
         router = router.route(

@@ -165,6 +165,12 @@ impl MessageHandler for Session {
         }
         if let Some(user) = self.principal.user() {
             services.index.add(user, self.principal.session(), &self.conn, &self.principal);
+            if ep.config.presence.enabled {
+                if let Err(e) = services.presence.joined(user, self.conn.id).await {
+                    services.metrics.broker_errors.with_label_values(&["presence_join"]).inc();
+                    tracing::warn!(error = %e, "could not record presence");
+                }
+            }
         }
         let sid = session_id();
         self.reply(&Reply::Welcome { session_id: &sid, now_ms: now_millis() });
@@ -221,6 +227,7 @@ impl MessageHandler for Session {
             services.replayer.save_cursor(&self.conn, user, start).await;
         }
         services.quotas.release(self.conn.id).await;
+        services.presence.left(self.conn.id).await;
         if let Some(user) = self.principal.user() {
             services.index.remove(user, self.principal.session(), self.conn.id);
         }

@@ -7,6 +7,7 @@ use crate::fanout::{TopicRegistry, TopicSync};
 use crate::index::ConnectionIndex;
 use crate::membership::Membership;
 use crate::metrics::Metrics;
+use crate::presence::PresenceTracker;
 use crate::publish::PublishService;
 use crate::quota::QuotaKeeper;
 use crate::replay::Replayer;
@@ -27,6 +28,8 @@ pub struct SessionServices {
     pub membership: Membership,
     /// Connections by user and session.
     pub index: Arc<ConnectionIndex>,
+    /// Who is online.
+    pub presence: Arc<PresenceTracker>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Connections one user may hold across all endpoints (0: no limit).
