@@ -273,7 +273,10 @@ mod tests {
         Bytes::from(e.to_string())
     }
 
-    fn setup(n: u64, topic: &str) -> (Arc<Dispatcher>, Vec<(Arc<ConnHandle>, Arc<Recorder>)>) {
+    /// A connection and what it was sent.
+    type Watched = (Arc<ConnHandle>, Arc<Recorder>);
+
+    fn setup(n: u64, topic: &str) -> (Arc<Dispatcher>, Vec<Watched>) {
         let registry = Arc::new(TopicRegistry::default());
         let dispatcher = Dispatcher::new(registry.clone(), Arc::new(Metrics::new()));
         let endpoint = endpoint_with("/ws", |_| {});
