@@ -90,7 +90,7 @@ impl ControlHandler {
             Ok(ControlMessage::Revoke { user, session, reason }) => {
                 let mut conns = user.map(|u| self.index.user_connections(&u)).unwrap_or_default();
                 conns.extend(session.map(|s| self.index.session_connections(&s)).unwrap_or_default());
-                for (conn, _) in conns {
+                for conn in conns {
                     revoke(&conn, &reason);
                 }
             }
@@ -101,11 +101,12 @@ impl ControlHandler {
     fn member_removed(&self, channel: &str, user: &str) {
         let topic = channel_topic(channel);
         let mut released = false;
-        for (conn, principal) in self.index.user_connections(user) {
-            if !conn.endpoint.member_only(channel) || granted_by_token(&principal, channel) {
+        for conn in self.index.user_connections(user) {
+            let granted = conn.principal.as_deref().is_some_and(|p| granted_by_token(p, channel));
+            if !conn.endpoint.member_only(channel) || granted {
                 continue;
             }
-            if conn.subscriptions.write().remove_channel(&topic) > 0 {
+            if conn.update_subscriptions(|s| s.remove_channel(&topic)) > 0 {
                 self.registry.remove(&topic, conn.id);
                 released = true;
             }

@@ -108,10 +108,12 @@ impl EndpointRuntime {
         self.broadcast_topic.as_deref()
     }
 
-    /// Whether `topic` is one of a connection's own streams here (a user's stream, the
-    /// broadcast channel) rather than a channel subscribed to by name.
+    /// Whether `topic` is one of a connection's own streams here (its user's stream, where the
+    /// endpoint delivers user events; the broadcast channel) rather than a channel subscribed
+    /// to by name. Every user connection is registered on its user's topic (it is how the node
+    /// finds a user's connections), but only these endpoints deliver what is published there.
     pub fn is_own_stream(&self, topic: &str) -> bool {
-        is_user_topic(topic) || self.broadcast_topic.as_deref() == Some(topic)
+        (self.config.user_events && is_user_topic(topic)) || self.broadcast_topic.as_deref() == Some(topic)
     }
 
     /// Whether connections authenticate as users (and so have a user stream, quotas, presence).

@@ -110,7 +110,7 @@ impl Node {
         let id = format!("node_{}", ulid::Ulid::new());
         let endpoints = config.endpoints.iter().cloned().map(|e| Arc::new(EndpointRuntime::new(e))).collect();
         let topics = Arc::new(TopicSync::new(broker.clone(), registry.clone()));
-        let index = Arc::new(ConnectionIndex::default());
+        let index = Arc::new(ConnectionIndex::new(registry.clone()));
         inbox.set_control(ControlHandler::new(index.clone(), registry.clone(), topics.clone()));
         let membership = Membership::new(broker.clone());
         let presence = Arc::new(PresenceTracker::new(broker.clone(), config.presence_lease, id.clone()));

@@ -12,13 +12,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use switchboard_broker::LogId;
+use switchboard_protocol::keyspace::is_user_topic;
 use switchboard_protocol::{CloseReason, Event, FrameKind};
 use switchboard_wsframe::Opcode;
 
 use super::outbox::{Flush, FrameSink, Outbound, Outbox, Push};
 use super::subscriptions::{LazyPayload, Subscriptions};
+use crate::auth::Principal;
 use crate::endpoint::EndpointRuntime;
 
 /// What happened to a message handed to [`ConnHandle::send`].
@@ -59,8 +61,14 @@ pub struct ConnHandle {
     pub id: u64,
     /// The endpoint it connected to.
     pub endpoint: Arc<EndpointRuntime>,
+    /// Who connected (none on the diagnostic echo endpoint): what cluster-wide control
+    /// messages (revocation, membership) are checked against.
+    pub principal: Option<Arc<Principal>>,
     /// What it subscribed to (the session writes, the fan-out reads).
-    pub subscriptions: RwLock<Subscriptions>,
+    subscriptions: RwLock<Subscriptions>,
+    /// The subscriptions filter nothing: every event on a registered topic is for the
+    /// connection (the fan-out then skips reading them; see [`ConnHandle::selects`]).
+    plain: AtomicBool,
     sink: Arc<dyn FrameSink>,
     outbox: Mutex<Outbox>,
     /// The connection's task, woken when there is output to finish or the connection ends.
@@ -82,6 +90,7 @@ impl ConnHandle {
     pub fn new(
         id: u64,
         endpoint: Arc<EndpointRuntime>,
+        principal: Option<Arc<Principal>>,
         subscriptions: Subscriptions,
         sink: Arc<dyn FrameSink>,
     ) -> Self {
@@ -93,6 +102,8 @@ impl ConnHandle {
         ConnHandle {
             id,
             endpoint,
+            principal,
+            plain: AtomicBool::new(subscriptions.is_plain()),
             subscriptions: RwLock::new(subscriptions),
             sink,
             outbox: Mutex::new(outbox),
@@ -110,7 +121,27 @@ impl ConnHandle {
     /// the endpoint's own type list is checked by the caller, once per endpoint. `payload`
     /// caches the parsed payload across the subscribers of one event.
     pub fn selects(&self, topic: &str, event: &Event, payload: &mut LazyPayload) -> bool {
+        if self.plain.load(Ordering::Acquire) {
+            // Nothing is filtered: a connection is registered on a topic only for a stream of
+            // its own or a channel it subscribed to, so every event there is for it (except on
+            // its user's topic where the endpoint delivers no user events). This skips the
+            // subscription table, which on a large fan-out costs a cache miss per connection.
+            return self.endpoint.config.user_events || !is_user_topic(topic);
+        }
         self.subscriptions.read().selects(topic, self.endpoint.is_own_stream(topic), event, payload)
+    }
+
+    /// The connection's subscriptions, to read.
+    pub fn subscriptions(&self) -> RwLockReadGuard<'_, Subscriptions> {
+        self.subscriptions.read()
+    }
+
+    /// Changes the connection's subscriptions (the session does, and control messages).
+    pub fn update_subscriptions<R>(&self, change: impl FnOnce(&mut Subscriptions) -> R) -> R {
+        let mut subscriptions = self.subscriptions.write();
+        let result = change(&mut subscriptions);
+        self.plain.store(subscriptions.is_plain(), Ordering::Release);
+        result
     }
 
     /// Sends a message without waiting: onto the socket if nothing is pending, else behind
@@ -380,6 +411,27 @@ mod tests {
         socket.set_full(false);
         assert_eq!(conn.flush(), Flush::Idle);
         assert_eq!(texts(socket.take_frames()), ["1", "2", "3"]);
+    }
+
+    #[test]
+    fn unfiltered_connections_take_the_fast_path_but_keep_its_rules() {
+        use serde_json::json;
+        use switchboard_protocol::{FieldFilter, Filter};
+
+        let event: Event =
+            serde_json::from_value(json!({"id": "e", "type": "t", "ts": 0, "payload": {"a": 1}})).unwrap();
+        let sel = |conn: &ConnHandle, topic: &str| conn.selects(topic, &event, &mut LazyPayload::default());
+        let (quiet, _) = connection(1, endpoint_with("/ws", |e| e.user_events = false));
+        assert!(!sel(&quiet, "u:alice"), "registered on its user's topic, but the endpoint delivers no user events");
+        assert!(sel(&quiet, "c:status"));
+        let (conn, _) = connection(2, endpoint_with("/ws", |_| {}));
+        assert!(sel(&conn, "u:alice") && sel(&conn, "c:status"));
+        let filter = FieldFilter::from_json(json!({"a": 2}).as_object().unwrap()).unwrap();
+        conn.update_subscriptions(|s| s.add_channel("c:status".into(), Some(Arc::new(Filter::Fields(filter)))));
+        assert!(!sel(&conn, "c:status"), "a filter takes the connection off the fast path");
+        assert!(sel(&conn, "u:alice"));
+        conn.update_subscriptions(|s| s.remove_channel("c:status"));
+        assert!(sel(&conn, "c:status"), "and back on it once no filter is left");
     }
 
     #[test]

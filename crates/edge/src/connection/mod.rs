@@ -42,6 +42,7 @@ pub use outbox::{Flush, MAX_FRAMES_PER_WRITE};
 pub use subscriptions::{LazyPayload, Subscriptions};
 pub use switchboard_wsframe::Opcode;
 
+use crate::auth::Principal;
 use crate::endpoint::EndpointRuntime;
 use crate::metrics::Metrics;
 use input::Input;
@@ -102,10 +103,12 @@ const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// (see [`run`]). The node serves HTTP/1.1 over plain `TcpStream`s (see `server`), so the
 /// upgraded IO is the socket itself, which the connection then reads and writes without
 /// buffering. The connection runs on a task of its own, so none of the upgrade's state stays
-/// with it. `subscriptions` are the connection's initial ones (the endpoint decides).
+/// with it. `principal` is who connected; `subscriptions` are the connection's initial ones
+/// (the endpoint decides).
 pub async fn run_upgraded<H: MessageHandler + 'static>(
     ctx: Arc<ConnContext>,
     endpoint: Arc<EndpointRuntime>,
+    principal: Option<Arc<Principal>>,
     expires_at: Option<u64>,
     subscriptions: Subscriptions,
     make_handler: impl FnOnce(Arc<ConnHandle>) -> H,
@@ -126,7 +129,8 @@ pub async fn run_upgraded<H: MessageHandler + 'static>(
             let early = read_buf.to_vec();
             drop(read_buf);
             let socket = Arc::new(io.into_inner());
-            let conn = Arc::new(ConnHandle::new(ctx.next_id(), endpoint.clone(), subscriptions, socket.clone()));
+            let id = ctx.next_id();
+            let conn = Arc::new(ConnHandle::new(id, endpoint.clone(), principal, subscriptions, socket.clone()));
             let session = make_handler(conn.clone());
             let timers = Timers::new(&endpoint, expires_at);
             let tasks = ctx.tasks.clone();

@@ -118,6 +118,12 @@ impl Subscriptions {
         before - self.channels.len()
     }
 
+    /// Whether these subscriptions filter nothing: every type on the own streams, no filter on
+    /// any channel subscription.
+    pub fn is_plain(&self) -> bool {
+        self.types.is_none() && self.channels.iter().all(|s| s.filter.is_none())
+    }
+
     /// Whether a subscription to `topic` with exactly this filter exists.
     pub fn contains(&self, topic: &str, filter: Option<&Filter>) -> bool {
         self.channels.iter().any(|s| s.topic == topic && s.filter.as_deref() == filter)

@@ -88,9 +88,20 @@ pub fn endpoint_with(path: &str, edit: impl FnOnce(&mut crate::config::EndpointC
     Arc::new(EndpointRuntime::new(config))
 }
 
-/// A connection to `endpoint` writing to a fresh recorder.
+/// A connection of `principal` to `endpoint` writing to a fresh recorder.
+pub fn connection_of(
+    id: u64,
+    endpoint: Arc<EndpointRuntime>,
+    principal: Arc<crate::auth::Principal>,
+) -> (Arc<ConnHandle>, Arc<Recorder>) {
+    let recorder = Arc::new(Recorder::default());
+    let conn = Arc::new(ConnHandle::new(id, endpoint, Some(principal), Subscriptions::default(), recorder.clone()));
+    (conn, recorder)
+}
+
+/// An anonymous connection to `endpoint` writing to a fresh recorder.
 pub fn connection(id: u64, endpoint: Arc<EndpointRuntime>) -> (Arc<ConnHandle>, Arc<Recorder>) {
     let recorder = Arc::new(Recorder::default());
-    let conn = Arc::new(ConnHandle::new(id, endpoint, Subscriptions::default(), recorder.clone()));
+    let conn = Arc::new(ConnHandle::new(id, endpoint, None, Subscriptions::default(), recorder.clone()));
     (conn, recorder)
 }

@@ -283,7 +283,7 @@ mod tests {
         let conns: Vec<_> = (1..=n)
             .map(|id| {
                 let (conn, socket) = connection(id, endpoint.clone());
-                conn.subscriptions.write().add_channel(topic.to_owned(), None);
+                conn.update_subscriptions(|s| s.add_channel(topic.to_owned(), None));
                 registry.add(topic, &conn);
                 (conn, socket)
             })

@@ -18,8 +18,15 @@ pub async fn echo(State(node): State<Arc<Node>>, ep: Arc<EndpointRuntime>, mut r
     match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok((response, upgrade)) => {
             let ctx = node.conns().clone();
-            let run =
-                connection::run_upgraded(ctx.clone(), ep, None, Subscriptions::default(), EchoHandler::new, upgrade);
+            let run = connection::run_upgraded(
+                ctx.clone(),
+                ep,
+                None,
+                None,
+                Subscriptions::default(),
+                EchoHandler::new,
+                upgrade,
+            );
             ctx.tasks.spawn(run);
             response.map(axum::body::Body::new)
         }

@@ -65,18 +65,21 @@ pub async fn accept(State(node): State<Arc<Node>>, ep: Arc<EndpointRuntime>, mut
             let services = node.sessions().clone();
             let principal = Arc::new(authenticated.principal);
             let resume = query.get("last_event_id").cloned();
-            let make = move |conn| Session::new(services, conn, principal, resume);
+            let for_session = principal.clone();
+            let make = move |conn| Session::new(services, conn, for_session, resume);
             let ctx = node.conns().clone();
             let subscriptions = Session::initial_subscriptions(&ep);
             let expires_at = authenticated.expires_at;
-            ctx.tasks.spawn(connection::run_upgraded(
+            let run = connection::run_upgraded(
                 ctx.clone(),
                 ep.clone(),
+                Some(principal),
                 expires_at,
                 subscriptions,
                 make,
                 upgrade,
-            ));
+            );
+            ctx.tasks.spawn(run);
             response.map(axum::body::Body::new)
         }
         Err(e) => {

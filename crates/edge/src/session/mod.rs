@@ -163,8 +163,10 @@ impl MessageHandler for Session {
                 return Err(CloseReason::Internal);
             }
         }
+        if let Some(sid) = self.principal.session() {
+            services.index.add_session(sid, &self.conn);
+        }
         if let Some(user) = self.principal.user() {
-            services.index.add(user, self.principal.session(), &self.conn, &self.principal);
             if ep.config.presence.enabled {
                 if let Err(e) = services.presence.joined(user, self.conn.id).await {
                     services.metrics.broker_errors.with_label_values(&["presence_join"]).inc();
@@ -174,11 +176,11 @@ impl MessageHandler for Session {
         }
         let sid = session_id();
         self.reply(&Reply::Welcome { session_id: &sid, now_ms: now_millis() });
+        // Every user connection is on its user's topic: it is how control messages find it;
+        // the endpoint decides whether events published there reach the client.
         let mut base = Vec::new();
-        if ep.config.user_events {
-            if let Some(user) = self.principal.user() {
-                base.push(user_topic(user));
-            }
+        if let Some(user) = self.principal.user() {
+            base.push(user_topic(user));
         }
         if let Some(topic) = ep.broadcast_topic() {
             base.push(topic.to_owned());
@@ -228,8 +230,8 @@ impl MessageHandler for Session {
         }
         services.quotas.release(self.conn.id).await;
         services.presence.left(self.conn.id).await;
-        if let Some(user) = self.principal.user() {
-            services.index.remove(user, self.principal.session(), self.conn.id);
+        if let Some(sid) = self.principal.session() {
+            services.index.remove_session(sid, self.conn.id);
         }
         let topics: Vec<String> = self.topics.take();
         for t in &topics {

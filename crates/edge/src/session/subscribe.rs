@@ -41,7 +41,7 @@ impl Session {
         if !topics.is_empty() {
             let max = ep.limits().max_subscriptions;
             let fresh: Vec<String> = {
-                let subs = self.conn.subscriptions.read();
+                let subs = self.conn.subscriptions();
                 let new = topics.iter().filter(|t| !subs.contains(t, filter.as_deref())).count();
                 if subs.channel_count() + new > max {
                     return Err(ClientError::new(
@@ -51,32 +51,31 @@ impl Session {
                 }
                 topics.iter().filter(|t| !subs.has_channel(t)).cloned().collect()
             };
-            {
-                let mut subs = self.conn.subscriptions.write();
+            self.conn.update_subscriptions(|subs| {
                 for t in &topics {
                     subs.add_channel(t.clone(), filter.clone());
                 }
-            }
+            });
             if let Err(e) = self.register(&topics).await {
                 // Undo the subscriptions this command made to topics that had none.
-                let mut subs = self.conn.subscriptions.write();
-                for t in &fresh {
-                    subs.remove_channel(t);
-                }
+                self.conn.update_subscriptions(|subs| {
+                    for t in &fresh {
+                        subs.remove_channel(t);
+                    }
+                });
                 return Err(e);
             }
         }
         if !types.is_empty() {
-            self.conn.subscriptions.write().choose_types(types, filter);
+            self.conn.update_subscriptions(|subs| subs.choose_types(types, filter));
         }
         Ok(())
     }
 
     /// Unsubscribes from `targets` (targets not subscribed are ignored).
     pub(super) async fn unsubscribe(&mut self, targets: Vec<SubscriptionTarget>) -> Result<(), ClientError> {
-        let mut gone = Vec::new();
-        {
-            let mut subs = self.conn.subscriptions.write();
+        let gone = self.conn.update_subscriptions(|subs| {
+            let mut gone = Vec::new();
             for target in targets {
                 match target {
                     SubscriptionTarget::EventType(t) => subs.drop_types(&[t]),
@@ -88,7 +87,8 @@ impl Session {
                     }
                 }
             }
-        }
+            gone
+        });
         self.unregister(&gone).await;
         Ok(())
     }

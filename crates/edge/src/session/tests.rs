@@ -8,7 +8,7 @@ use switchboard_protocol::CloseReason;
 
 use super::*;
 use crate::config::Config;
-use crate::connection::testing::{connection, default_config, Recorder};
+use crate::connection::testing::{connection_of, default_config, Recorder};
 use crate::connection::ClosePlan;
 use crate::control::ControlMessage;
 use crate::node::Node;
@@ -43,9 +43,9 @@ impl Harness {
     /// A started session of `principal` on `path`.
     async fn connect(&mut self, path: &str, principal: Arc<Principal>) -> Result<Client, CloseReason> {
         let endpoint = self.node.endpoints().iter().find(|e| e.path() == path).expect("endpoint").clone();
-        let (conn, socket) = connection(self.next_id, endpoint.clone());
+        let (conn, socket) = connection_of(self.next_id, endpoint.clone(), principal.clone());
         self.next_id += 1;
-        *conn.subscriptions.write() = Session::initial_subscriptions(&endpoint);
+        conn.update_subscriptions(|s| *s = Session::initial_subscriptions(&endpoint));
         let mut session = Session::new(self.node.sessions().clone(), conn.clone(), principal, None);
         session.start().await?;
         Ok(Client { session, conn, socket })
