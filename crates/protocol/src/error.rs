@@ -29,6 +29,23 @@ pub enum ErrorKind {
     Internal,
 }
 
+impl ErrorKind {
+    /// Every kind, for suites that check each dialect can report each one.
+    pub const ALL: [ErrorKind; 11] = [
+        ErrorKind::InvalidRequest,
+        ErrorKind::InvalidFilter,
+        ErrorKind::UnknownType,
+        ErrorKind::UnknownChannel,
+        ErrorKind::Forbidden,
+        ErrorKind::NotMember,
+        ErrorKind::NotSubscribed,
+        ErrorKind::SubscriptionFailed,
+        ErrorKind::TooManySubscriptions,
+        ErrorKind::RateLimited,
+        ErrorKind::Internal,
+    ];
+}
+
 /// An error reported to the client without closing the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientError {

@@ -13,7 +13,9 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use super::json::{event_capacity, push_field_str, push_key, push_raw, push_str, push_u64, to_message};
+use super::json::{
+    event_capacity, push_field_str, push_key, push_raw, push_str, push_u64, server_message, to_message, ServerFields,
+};
 use super::{Codec, DecodeError, DialectKind, FrameKind};
 use crate::command::{Command, Reply, ServerMessage, SubscriptionTarget};
 use crate::error::{ClientError, ErrorKind};
@@ -169,22 +171,16 @@ impl Codec for Basic {
         }
         let f: ServerFrame<'_> = serde_json::from_slice(message).map_err(|e| DecodeError(e.to_string()))?;
         let data = f.data.unwrap_or_default();
-        Ok(match (f.kind.as_ref(), f.id) {
-            ("error", _) => ServerMessage::Error {
-                code: data.code.unwrap_or_default(),
-                message: data.message.and_then(|m| m.as_str().map(str::to_owned)).unwrap_or_default(),
-                request_id: None,
-            },
-            ("pong", _) => ServerMessage::Pong,
-            ("replay_complete", _) => ServerMessage::ReplayComplete {
-                count: data.count.unwrap_or(0),
-                truncated: data.truncated.unwrap_or(false),
-            },
-            (kind, Some(id)) => {
-                ServerMessage::Event { id, kind: kind.to_owned(), replayed: f.replayed.unwrap_or(false) }
-            }
-            (kind, None) => ServerMessage::Other(kind.to_owned()),
-        })
+        Ok(server_message(ServerFields {
+            kind: f.kind.into_owned(),
+            id: f.id,
+            code: data.code,
+            message: data.message.and_then(|m| m.as_str().map(str::to_owned)),
+            count: data.count,
+            truncated: data.truncated,
+            replayed: f.replayed,
+            ..ServerFields::default()
+        }))
     }
 }
 

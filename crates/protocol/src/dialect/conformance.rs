@@ -112,21 +112,8 @@ fn replies_decode_on_the_client_as_what_they_are() {
 
 #[test]
 fn every_error_kind_has_a_code_in_every_dialect() {
-    use ErrorKind::*;
     for codec in codecs() {
-        for kind in [
-            InvalidRequest,
-            InvalidFilter,
-            UnknownType,
-            UnknownChannel,
-            Forbidden,
-            NotMember,
-            NotSubscribed,
-            SubscriptionFailed,
-            TooManySubscriptions,
-            RateLimited,
-            Internal,
-        ] {
+        for kind in ErrorKind::ALL {
             let error = ClientError::new(kind, "m");
             let frame = codec.encode_reply(&Reply::Error { error: &error, request_id: None });
             assert!(frame.is_some(), "{:?} cannot report {kind:?}", codec.kind());

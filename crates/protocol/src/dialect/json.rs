@@ -41,3 +41,37 @@ pub(crate) fn event_capacity(payload: &RawValue, extra: usize) -> usize {
 pub(crate) fn to_message(value: &serde_json::Value) -> bytes::Bytes {
     bytes::Bytes::from(value.to_string())
 }
+
+/// What a client tells a JSON dialect's server messages apart by, wherever the dialect puts
+/// it (top level or under `data`).
+#[derive(Default)]
+pub(crate) struct ServerFields {
+    pub kind: String,
+    pub id: Option<String>,
+    pub session_id: Option<String>,
+    pub code: Option<String>,
+    pub message: Option<String>,
+    pub count: Option<u64>,
+    pub truncated: Option<bool>,
+    pub replayed: Option<bool>,
+}
+
+/// The JSON dialects' shared vocabulary of server messages: `connection_ack`, `error`,
+/// `pong`, `replay_complete`; anything else with an `id` is an event.
+pub(crate) fn server_message(f: ServerFields) -> crate::command::ServerMessage {
+    use crate::command::ServerMessage;
+    match (f.kind.as_str(), f.id) {
+        ("connection_ack", _) => ServerMessage::Welcome { session_id: f.session_id },
+        ("error", _) => ServerMessage::Error {
+            code: f.code.unwrap_or_default(),
+            message: f.message.unwrap_or_default(),
+            request_id: None,
+        },
+        ("pong", _) => ServerMessage::Pong,
+        ("replay_complete", _) => {
+            ServerMessage::ReplayComplete { count: f.count.unwrap_or(0), truncated: f.truncated.unwrap_or(false) }
+        }
+        (_, Some(id)) => ServerMessage::Event { id, kind: f.kind, replayed: f.replayed.unwrap_or(false) },
+        (_, None) => ServerMessage::Other(f.kind),
+    }
+}

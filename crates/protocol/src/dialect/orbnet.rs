@@ -14,7 +14,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
-use super::json::{event_capacity, push_field_str, push_key, push_raw, push_str, push_u64, to_message};
+use super::json::{
+    event_capacity, push_field_str, push_key, push_raw, push_str, push_u64, server_message, to_message, ServerFields,
+};
 use super::{Codec, DecodeError, DialectKind, FrameKind};
 use crate::command::{Command, Reply, ServerMessage, SubscriptionTarget};
 use crate::error::{ClientError, ErrorKind};
@@ -212,22 +214,16 @@ impl Codec for Orbnet {
             replayed: Option<bool>,
         }
         let f: ServerFrame<'_> = serde_json::from_slice(message).map_err(|e| DecodeError(e.to_string()))?;
-        Ok(match (f.kind.as_ref(), f.id) {
-            ("connection_ack", _) => ServerMessage::Welcome { session_id: f.session_id },
-            ("error", _) => ServerMessage::Error {
-                code: f.code.unwrap_or_default(),
-                message: f.message.unwrap_or_default(),
-                request_id: None,
-            },
-            ("pong", _) => ServerMessage::Pong,
-            ("replay_complete", _) => {
-                ServerMessage::ReplayComplete { count: f.count.unwrap_or(0), truncated: f.truncated.unwrap_or(false) }
-            }
-            (kind, Some(id)) => {
-                ServerMessage::Event { id, kind: kind.to_owned(), replayed: f.replayed.unwrap_or(false) }
-            }
-            (kind, None) => ServerMessage::Other(kind.to_owned()),
-        })
+        Ok(server_message(ServerFields {
+            kind: f.kind.into_owned(),
+            id: f.id,
+            session_id: f.session_id,
+            code: f.code,
+            message: f.message,
+            count: f.count,
+            truncated: f.truncated,
+            replayed: f.replayed,
+        }))
     }
 }
 
