@@ -110,6 +110,7 @@ pub async fn run_all(factory: &dyn NodeFactory) {
     sets_add_remove_and_list(factory).await;
     logs_read_after_an_id_in_order_and_trim_by_age(factory).await;
     leases_never_exceed_their_limit(factory).await;
+    fenced_leases_keep_a_stalled_holder_from_moving_the_cursor_back(factory).await;
     presence_follows_connections_and_reports_each_transition_once(factory).await;
     presence_of_a_node_that_stops_renewing_expires_and_is_reported_once(factory).await;
 }
@@ -461,4 +462,51 @@ pub async fn presence_of_a_node_that_stops_renewing_expires_and_is_reported_once
     assert!(!a.broker.presence_leave(&crashed, "dead:1").await.expect("leave"), "already reported offline");
     assert_eq!(b.broker.presence_online(&[kept.clone(), crashed]).await.expect("online"), [true, false]);
     assert!(a.broker.presence_leave(&kept, "live:1").await.expect("leave"));
+}
+
+/// A fenced lease has one holder; a holder that stalled past its lease, once another took
+/// over, can neither move the cursor (back) nor trim the log; the cursor never moves back even
+/// for the current holder.
+pub async fn fenced_leases_keep_a_stalled_holder_from_moving_the_cursor_back(factory: &dyn NodeFactory) {
+    let (a, b) = (TestNode::new(factory).await, TestNode::new(factory).await);
+    let tag = unique("shard");
+    let (lease, fence) = (format!("lease:{{{tag}}}"), format!("fence:{{{tag}}}"));
+    let (cursor, log) = (format!("cursor:{{{tag}}}"), format!("log:{{{tag}}}"));
+    let day = Duration::from_secs(86_400);
+    let short = Duration::from_millis(200);
+    let first = a.broker.acquire_fenced(&lease, &fence, "a", short).await.expect("acquire").expect("free lease");
+    assert_eq!(b.broker.acquire_fenced(&lease, &fence, "b", day).await.expect("acquire"), None, "held by a");
+    assert_eq!(a.broker.acquire_fenced(&lease, &fence, "a", short).await.expect("renew"), Some(first), "same holder");
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(a.broker.append(&log, Bytes::from(format!("e{i}")), day).await.expect("append"));
+    }
+    let position = |node: &TestNode| {
+        let broker = node.broker.clone();
+        let cursor = cursor.clone();
+        async move { broker.get(&cursor).await.expect("get").map(|v| String::from_utf8_lossy(&v).into_owned()) }
+    };
+    assert!(a.broker.commit_fenced(&fence, first, &cursor, &log, ids[1]).await.expect("commit"));
+    assert_eq!(position(&a).await, Some(ids[1].to_string()));
+    let left = a.broker.read_after(&log, None, 10).await.expect("read");
+    assert_eq!(left.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [ids[2]], "trimmed through the commit");
+
+    // a stalls past its lease: b takes the shard over with a newer token.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let second = loop {
+        if let Some(t) = b.broker.acquire_fenced(&lease, &fence, "b", day).await.expect("acquire") {
+            break t;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "a 200 ms lease never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(second > first, "a new holder gets a newer token");
+    assert!(b.broker.commit_fenced(&fence, second, &cursor, &log, ids[2]).await.expect("commit"));
+    // a resumes and tries to commit what it was doing: refused, nothing written.
+    assert!(!a.broker.commit_fenced(&fence, first, &cursor, &log, ids[0]).await.expect("commit"));
+    assert_eq!(position(&b).await, Some(ids[2].to_string()));
+    assert_eq!(a.broker.acquire_fenced(&lease, &fence, "a", short).await.expect("acquire"), None, "b holds it");
+    // Even the holder cannot move the cursor back.
+    assert!(b.broker.commit_fenced(&fence, second, &cursor, &log, ids[0]).await.expect("commit"));
+    assert_eq!(position(&b).await, Some(ids[2].to_string()), "never backwards");
 }

@@ -202,6 +202,18 @@ pub trait Leases: Send + Sync {
 
     /// Releases a slot; true if it was held.
     async fn release(&self, key: &str, holder: &str) -> Result<bool>;
+
+    /// Takes the single-holder lease `key` for `holder` and returns its fencing token: a
+    /// number kept in `fence` that grows with every acquisition by a new holder (a holder that
+    /// still holds the lease gets its token back). `None` when another holder has it.
+    async fn acquire_fenced(&self, key: &str, fence: &str, holder: &str, ttl: Duration) -> Result<Option<u64>>;
+
+    /// A fenced commit of a consumer's progress: if `token` is still the newest token in
+    /// `fence`, moves `cursor` to `position` (never backwards) and trims `log` through it;
+    /// false, with nothing written, when the lease was taken over since. A holder that stalled
+    /// past its lease cannot move the cursor back. `fence`, `cursor` and `log` must share a
+    /// Redis Cluster hash tag.
+    async fn commit_fenced(&self, fence: &str, token: u64, cursor: &str, log: &str, position: LogId) -> Result<bool>;
 }
 
 /// Who is online: a user is online while at least one of their connections, anywhere in the

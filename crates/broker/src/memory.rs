@@ -43,6 +43,8 @@ struct HubState {
     /// User -> their connections' presence entries (connection, expiry ms). A user is listed
     /// until their going offline has been reported (by a leave or an expiry sweep).
     presence: Mutex<HashMap<String, LeaseHolders>>,
+    /// Fencing tokens of fenced leases.
+    fences: Mutex<HashMap<String, u64>>,
 }
 
 /// The holders of one lease key and when each one's lease ends (unix ms).
@@ -119,6 +121,7 @@ impl MemoryHub {
                 log_sweeps: Mutex::default(),
                 leases: Mutex::default(),
                 presence: Mutex::default(),
+                fences: Mutex::default(),
             }),
         }
     }
@@ -417,6 +420,29 @@ impl Leases for MemoryBroker {
         Ok(renewed)
     }
 
+    async fn acquire_fenced(&self, key: &str, fence: &str, holder: &str, ttl: Duration) -> Result<Option<u64>> {
+        let now = self.hub.clock.now_ms();
+        let mut leases = self.hub.leases.lock();
+        let holders = leases.entry(key.to_owned()).or_default();
+        holders.retain(|(_, exp)| *exp > now);
+        let mine = holders.iter().any(|(h, _)| &**h == holder);
+        if !mine && !holders.is_empty() {
+            return Ok(None);
+        }
+        holders.clear();
+        holders.push((holder.into(), now + ttl.as_millis() as u64));
+        let mut fences = self.hub.fences.lock();
+        let token = fences.entry(fence.to_owned()).or_insert(0);
+        if !mine {
+            *token += 1;
+        }
+        Ok(Some(*token))
+    }
+
+    async fn commit_fenced(&self, fence: &str, token: u64, cursor: &str, log: &str, position: LogId) -> Result<bool> {
+        Ok(self.commit_if_current(fence, token, cursor, log, position))
+    }
+
     async fn release(&self, key: &str, holder: &str) -> Result<bool> {
         let mut leases = self.hub.leases.lock();
         let Some(current) = leases.get_mut(key) else {
@@ -429,6 +455,31 @@ impl Leases for MemoryBroker {
             leases.remove(key);
         }
         Ok(held)
+    }
+}
+
+impl MemoryBroker {
+    /// The fenced part of [`Leases::commit_fenced`], under the fence lock.
+    fn commit_if_current(&self, fence: &str, token: u64, cursor: &str, log: &str, position: LogId) -> bool {
+        let fences = self.hub.fences.lock();
+        if fences.get(fence).copied() != Some(token) {
+            return false;
+        }
+        let mut keys = self.hub.keys.lock();
+        let now = self.hub.clock.now_ms();
+        let current =
+            self.hub.live_value(&mut keys, cursor).and_then(|b| std::str::from_utf8(&b).ok().and_then(LogId::parse));
+        if current.is_none_or(|c| c < position) {
+            keys.values.insert(cursor, (Bytes::from(position.to_string()), None), now);
+        }
+        drop(keys);
+        let mut logs = self.hub.logs.lock();
+        if let Some(state) = logs.get_mut(log) {
+            while state.entries.front().is_some_and(|(id, _)| *id <= position) {
+                state.entries.pop_front();
+            }
+        }
+        true
     }
 }
 

@@ -29,3 +29,26 @@ async fn redis_broker_passes_the_behavioural_suite_on_a_redis_cluster() {
     let cluster = RedisCluster::start(3);
     conformance::run_all(&Redis(RedisSettings::new(&cluster.urls(), true))).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_that_redis_refuses_is_an_error_not_already_stored() {
+    use switchboard_broker::{Log, LogId};
+    struct Nowhere;
+    impl DeliverySink for Nowhere {
+        fn deliver(&self, _: &str, _: bytes::Bytes) {}
+    }
+    let server = RedisServer::start();
+    let broker =
+        RedisBroker::connect(&RedisSettings::new(&server.url(), false), Arc::new(Nowhere)).await.expect("connect");
+    let day = std::time::Duration::from_secs(86_400);
+    let id = LogId { ms: 1_770_552_000_000, seq: 1 };
+    let entry = || bytes::Bytes::from_static(b"event");
+    server.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    server.cli(&["CONFIG", "SET", "maxmemory", "1"]);
+    assert!(broker.append_with_id("events:alice", id, entry(), day, 10).await.is_err(), "out of memory is an error");
+    let many = [("events:alice".to_owned(), id, entry())];
+    assert!(broker.append_with_id_many(&many, day, 10).await.is_err(), "in a batch too: the worker must retry it");
+    server.cli(&["CONFIG", "SET", "maxmemory", "0"]);
+    assert!(broker.append_with_id("events:alice", id, entry(), day, 10).await.expect("stored"));
+    assert!(!broker.append_with_id("events:alice", id, entry(), day, 10).await.expect("already there"));
+}

@@ -2,6 +2,8 @@
 //! real Redis (single server or a local 3-master Redis Cluster), driven by real WebSocket
 //! clients.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -107,8 +109,11 @@ async fn a_publish_wakes_a_worker_in_another_process_at_once() {
         assert_eq!(alice.json().await["data"]["n"], n, "persisted and delivered without waiting for a poll");
     }
     // The worker is done with those entries: the ingest log keeps nothing it stored.
-    let ingest_len =
-        || (0..4).map(|s| redis.cli(&["XLEN", &format!("ingest:{s}")]).trim().parse::<u64>().unwrap_or(0)).sum::<u64>();
+    let ingest_len = || {
+        (0..4)
+            .map(|s| redis.cli(&["XLEN", &format!("ingest:{{s{s}}}")]).trim().parse::<u64>().unwrap_or(0))
+            .sum::<u64>()
+    };
     wait_until("the ingest log to be trimmed", || ingest_len() == 0).await;
     assert_eq!(redis.cli(&["XLEN", "events:alice"]).trim(), "3", "while the user's log keeps them for replay");
 }
@@ -481,4 +486,134 @@ async fn a_session_revoked_through_one_edge_is_closed_on_another_and_cannot_come
     let (status, _) = http_post(&a.addr, "/v1/sessions/revoke", ADMIN, r#"{"user":"alice"}"#);
     assert_eq!(status, 200);
     assert_eq!(second.closed().await.0, 4001, "revoking the user closes every session");
+}
+
+/// Watches every command Redis runs (`MONITOR`, which includes the commands scripts run) until
+/// told to stop; returns every write that moved a shard cursor back.
+fn watch_cursors(redis: &RedisServer, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<String>> {
+    use std::io::BufRead;
+    let mut monitor = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "MONITOR"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("redis-cli MONITOR");
+    let lines = std::io::BufReader::new(monitor.stdout.take().expect("stdout")).lines();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| drop(tx.send(l))));
+    std::thread::spawn(move || {
+        let mut last: std::collections::HashMap<String, (u64, u64)> = Default::default();
+        let mut backwards = Vec::new();
+        let mut check = |line: &str| {
+            // ... "SET" "ingest-cursor:{s2}" "1770552000000-3"
+            let Some(at) = line.find("\"SET\" \"ingest-cursor:") else { return };
+            let parts: Vec<&str> = line[at..].split('"').collect();
+            let (key, value) = (parts[3].to_owned(), parts[5]);
+            let Some((ms, seq)) = value.split_once('-') else { return };
+            let (Ok(ms), Ok(seq)) = (ms.parse::<u64>(), seq.parse::<u64>()) else { return };
+            if let Some(prev) = last.get(&key).filter(|prev| (ms, seq) < **prev) {
+                backwards.push(format!("{key}: {prev:?} -> {ms}-{seq}"));
+            }
+            let seen = last.entry(key).or_default();
+            *seen = (*seen).max((ms, seq));
+        };
+        while !stop.load(Ordering::SeqCst) {
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(50)) {
+                check(&line);
+            }
+        }
+        // What Redis ran before the stop may still be in the pipe; Redis keeps running
+        // commands (polls, renewals), so drain for a bounded time.
+        let until = Instant::now() + Duration::from_secs(1);
+        while let Ok(line) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            check(&line);
+        }
+        let _ = monitor.kill();
+        let _ = monitor.wait();
+        backwards
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_stalls_past_its_lease_stands_down_and_nothing_is_lost_or_reordered() {
+    /// Users the events go to (few enough events each that their logs keep them all).
+    const USERS: usize = 60;
+    let redis = RedisServer::start();
+    let a = edge(&redis.url(), false);
+    let lease = [("SWITCHBOARD_PERSISTENCE__WORKER_LEASE", "1s")];
+    let first = node_with("worker", &redis.url(), false, &lease);
+    let owned = "switchboard_worker_shards_owned";
+    wait_until("the first worker to own every shard", || first.metric(owned) == 4.0).await;
+    let second = node_with("worker", &redis.url(), false, &lease);
+
+    // Events keep arriving for a few users; every acknowledged position is recorded.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let publisher = {
+        let (addr, stop, acknowledged) = (a.addr.clone(), stop.clone(), acknowledged.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let user = format!("u{}", n % 5);
+                let body = json!({"user": user, "type": "notification", "payload": {"n": n}}).to_string();
+                let (status, answer) = http_post(&addr, "/v1/publish", ADMIN, &body);
+                assert_eq!(status, 200, "{answer}");
+                let v: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+                let position = v["stream_ids"][0].as_str().expect("a persisted event").to_owned();
+                acknowledged.lock().expect("lock").push((user, position));
+                n += 1;
+            }
+        })
+    };
+    let cursors = watch_cursors(&redis, stop.clone());
+    wait_until("events to flow", || acknowledged.lock().expect("lock").len() > 200).await;
+    // Three stalls, the workers taking turns: each time a backlog keeps the owner busy, so
+    // that it stalls in the middle of a batch, and the other takes its shards over.
+    let workers = [&first, &second];
+    for stall in 0..3 {
+        let (owner, other) = (workers[stall % 2], workers[(stall + 1) % 2]);
+        wait_until("one worker to own every shard", || owner.metric(owned) == 4.0).await;
+        for _ in 0..4 {
+            let events: Vec<serde_json::Value> = (0..1000)
+                .map(|i| json!({"user": format!("u{}", i % USERS), "type": "notification", "payload": {"i": i}}))
+                .collect();
+            let body = json!({"events": events}).to_string();
+            let (status, answer) = http_post(&a.addr, "/v1/publish/batch", ADMIN, &body);
+            assert_eq!(status, 200, "{answer}");
+            let v: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+            let mut acknowledged = acknowledged.lock().expect("lock");
+            for (i, positions) in v["stream_ids"].as_array().expect("positions per event").iter().enumerate() {
+                let position = positions[0].as_str().expect("one position").to_owned();
+                acknowledged.push((format!("u{}", i % USERS), position));
+            }
+        }
+        owner.signal("STOP");
+        wait_until("the other worker to take every shard over", || other.metric(owned) == 4.0).await;
+        let seen = acknowledged.lock().expect("lock").len();
+        wait_until("more events to flow", || acknowledged.lock().expect("lock").len() > seen + 100).await;
+        owner.signal("CONT");
+        wait_until("the stalled worker to stand down", || owner.metric(owned) == 0.0).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    publisher.join().expect("publisher");
+    let backwards = cursors.join().expect("cursor watcher");
+
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    for user in (0..USERS).map(|u| format!("u{u}")) {
+        let mut expected: Vec<&str> =
+            acknowledged.iter().filter(|(u, _)| *u == user).map(|(_, p)| p.as_str()).collect();
+        let order = |p: &&str| p.split_once('-').map(|(ms, seq)| (ms.parse::<u64>().ok(), seq.parse::<u64>().ok()));
+        expected.sort_by_key(order);
+        let stored = || {
+            redis
+                .cli(&["XRANGE", &format!("events:{user}"), "-", "+"])
+                .lines()
+                .filter(|l| l.contains('-') && l.chars().next().is_some_and(|c| c.is_ascii_digit()))
+                .map(str::to_owned)
+                .collect::<Vec<String>>()
+        };
+        wait_until("every acknowledged event to be stored", || stored().len() >= expected.len()).await;
+        assert_eq!(stored(), expected, "{user}: every acknowledged event, once, in order");
+    }
+    assert!(backwards.is_empty(), "a shard cursor moved back: {backwards:?}");
+    assert_eq!((first.metric(owned), second.metric(owned)), (0.0, 4.0), "the second worker took over last");
 }

@@ -78,6 +78,14 @@ pub struct Outgoing {
     ingest: Vec<(String, Bytes)>,
 }
 
+impl Outgoing {
+    /// How many ingest entries (persistent events, one per user) were added so far: the
+    /// positions [`PublishService::send`] returns are in this order.
+    pub fn persisted(&self) -> usize {
+        self.ingest.len()
+    }
+}
+
 /// What publishing a batch produced: the log positions of its persistent events, in order.
 pub type Positions = Vec<String>;
 
@@ -108,7 +116,8 @@ impl PublishService {
         PublishService { broker, persistence, membership }
     }
 
-    /// Validates `publication` and adds its broker messages to `out`; returns the event id.
+    /// Validates `publication` and adds its broker messages to `out`; returns the event id. Its
+    /// log positions are those of the ingest entries it added (see [`Outgoing::persisted`]).
     pub fn prepare(&self, publication: Publication, out: &mut Outgoing) -> Result<String, PublishError> {
         let Publication { audience, kind, payload, id, persist, sender } = publication;
         check_name("type", &kind)?;

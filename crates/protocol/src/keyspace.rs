@@ -71,19 +71,28 @@ pub const INGEST_WAKE_TOPIC: &str = "sys:ingest-appended";
 
 // --- persistence and replay ----------------------------------------------------------------
 
+// The keys of one ingest shard share a hash tag (`{s<shard>}`): a worker's commit of its
+// progress checks its lease's fencing token, moves the cursor and trims the log atomically.
+
 /// The ingest log of one shard: persistent events waiting for a worker.
 pub fn ingest_log(shard: u32) -> String {
-    format!("ingest:{shard}")
+    format!("ingest:{{s{shard}}}")
 }
 
 /// How far the workers got in a shard's ingest log.
 pub fn ingest_cursor(shard: u32) -> String {
-    format!("ingest-cursor:{shard}")
+    format!("ingest-cursor:{{s{shard}}}")
 }
 
 /// The lease that makes one worker own a shard.
 pub fn worker_lease(shard: u32) -> String {
-    format!("worker-lease:{shard}")
+    format!("worker-lease:{{s{shard}}}")
+}
+
+/// The fencing token of a shard's lease: it grows with every new owner, and a worker's
+/// commits carry the token it got, so one that stalled past its lease writes nothing.
+pub fn worker_fence(shard: u32) -> String {
+    format!("worker-fence:{{s{shard}}}")
 }
 
 /// A user's replay log (their persisted events, kept for the retention period).
@@ -162,6 +171,7 @@ mod tests {
         assert_eq!(channel_topic("{hot}"), "c:%7Bhot%7D", "no client-chosen cluster slot");
         assert_eq!(user_quota("alice", "/ws/chat"), "quota:{alice}:/ws/chat");
         assert_eq!(api_key_quota("scanner"), "quota:{key:scanner}");
+        assert_eq!(ingest_log(3), "ingest:{s3}");
     }
 
     #[test]

@@ -53,6 +53,19 @@ impl NodeProcess {
         NodeProcess { addr, banner, child }
     }
 
+    /// Sends the process a signal by name (`STOP`, `CONT`, `TERM`).
+    pub fn signal(&self, name: &str) {
+        let status =
+            Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// The value of one series on the process's `/metrics` (0 when absent).
+    pub fn metric(&self, series: &str) -> f64 {
+        let (_, text) = http_request(&self.addr, "GET", "/metrics", "", "");
+        crate::metric_value(&text, series)
+    }
+
     /// Kills the process with SIGKILL (a crash).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -76,6 +89,8 @@ pub fn http_post(addr: &str, path: &str, bearer: &str, body: &str) -> (u16, Stri
 /// and the body.
 pub fn http_request(addr: &str, method: &str, path: &str, bearer: &str, body: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).expect("connect for an HTTP request");
+    // A process that never answers (stopped, wedged) fails the test instead of hanging it.
+    s.set_read_timeout(Some(crate::WAIT)).expect("set a read timeout");
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {bearer}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()

@@ -1,6 +1,6 @@
 //! The worker's metrics, registered in the process's registry beside the edge's.
 
-use prometheus::{IntCounter, Registry};
+use prometheus::{IntCounter, IntGauge, Registry};
 
 /// What a worker counts.
 #[derive(Clone)]
@@ -9,6 +9,8 @@ pub struct WorkerMetrics {
     pub persisted: IntCounter,
     /// Batches that failed and will be retried (broker trouble).
     pub failed_batches: IntCounter,
+    /// Ingest shards this worker owns now.
+    pub shards_owned: IntGauge,
 }
 
 impl WorkerMetrics {
@@ -21,9 +23,13 @@ impl WorkerMetrics {
             let _ = registry.register(Box::new(c.clone()));
             c
         };
+        let shards_owned =
+            IntGauge::new("worker_shards_owned", "Ingest shards this worker owns").expect("valid metric definition");
+        let _ = registry.register(Box::new(shards_owned.clone()));
         WorkerMetrics {
             persisted: counter("persisted_total", "Events stored in replay logs by this process's worker"),
             failed_batches: counter("worker_failed_batches_total", "Worker batches that failed and will be retried"),
+            shards_owned,
         }
     }
 }

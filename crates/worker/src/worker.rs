@@ -3,7 +3,11 @@
 //!
 //! At-least-once: the shard cursor advances only after a batch is stored and published, so
 //! a worker that dies mid-batch leaves the batch to its successor, which copies idempotently
-//! and publishes again (edges drop events a connection already has, by position).
+//! and publishes again (edges drop events a connection already has, by position). Leases are
+//! fenced: every acquisition by a new owner gets a newer token, and the commit of a batch
+//! (cursor, trim) carries it, so a worker that stalled past its lease while another took over
+//! writes nothing when it resumes and stands down. Its copies into users' logs meanwhile are
+//! harmless: a log only takes an entry newer than its newest.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use switchboard_broker::{BrokerError, LogId, SharedBroker};
 use switchboard_protocol::keyspace::{
-    event_position, ingest_cursor, ingest_log, user_log, user_topic, worker_lease, INGEST_WAKE_TOPIC,
+    event_position, ingest_cursor, ingest_log, user_log, user_topic, worker_fence, worker_lease, INGEST_WAKE_TOPIC,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -67,10 +71,7 @@ pub async fn run(
         tracing::warn!(error = %e, "no wake-ups from edges; polling the ingest log every {idle:?}");
     }
     let holder = w.settings.holder.clone();
-    let mut owned = vec![false; shards as usize];
-    // The cursor of a shard this worker owns changes only through this worker: it is read
-    // from the broker when the shard is taken, then kept here.
-    let mut cursors: Vec<Option<Option<LogId>>> = vec![None; shards as usize];
+    let mut states: Vec<ShardState> = (0..shards).map(|_| ShardState::default()).collect();
     let mut renewed_at = Instant::now();
     while !stop.is_cancelled() {
         let renew_due = renewed_at.elapsed() >= lease / 3;
@@ -78,32 +79,38 @@ pub async fn run(
             renewed_at = Instant::now();
         }
         let mut worked = 0;
-        for shard in 0..shards {
-            let key = worker_lease(shard);
-            let held = &mut owned[shard as usize];
-            let outcome = if *held && renew_due {
-                w.broker.renew(&key, std::slice::from_ref(&holder), lease).await.map(|n| n == 1)
-            } else if !*held {
-                w.broker.try_acquire(&key, &holder, 1, lease).await
-            } else {
-                Ok(true)
+        for (shard, state) in (0..shards).zip(states.iter_mut()) {
+            let token = match state.token {
+                Some(t) if !renew_due => Some(t),
+                Some(t) => {
+                    let renewed = w.broker.renew(&worker_lease(shard), std::slice::from_ref(&holder), lease).await;
+                    renewed.is_ok_and(|n| n == 1).then_some(t)
+                }
+                None => w
+                    .broker
+                    .acquire_fenced(&worker_lease(shard), &worker_fence(shard), &holder, lease)
+                    .await
+                    .unwrap_or(None),
             };
-            let now_held = outcome.unwrap_or(false);
-            if now_held != *held {
-                tracing::info!(shard, owned = now_held, "ingest shard ownership changed");
-                cursors[shard as usize] = None;
+            if token.is_some() != state.token.is_some() {
+                tracing::info!(shard, owned = token.is_some(), "ingest shard ownership changed");
+                state.cursor = None;
             }
-            *held = now_held;
-            if *held {
-                match w.process(shard, &mut cursors[shard as usize]).await {
-                    Ok(n) => worked += n,
-                    Err(e) => {
-                        w.metrics.failed_batches.inc();
-                        tracing::warn!(shard, error = %e, "persisting a batch failed; it will be retried");
-                    }
+            state.token = token;
+            let Some(token) = token else { continue };
+            match w.process(shard, token, &mut state.cursor).await {
+                Ok(Some(n)) => worked += n,
+                Ok(None) => {
+                    tracing::warn!(shard, "another worker took this shard over while this one stalled; standing down");
+                    *state = ShardState::default();
+                }
+                Err(e) => {
+                    w.metrics.failed_batches.inc();
+                    tracing::warn!(shard, error = %e, "persisting a batch failed; it will be retried");
                 }
             }
         }
+        w.metrics.shards_owned.set(states.iter().filter(|s| s.token.is_some()).count() as i64);
         if worked == 0 {
             tokio::select! {
                 _ = stop.cancelled() => {}
@@ -112,15 +119,34 @@ pub async fn run(
             }
         }
     }
-    for shard in (0..shards).filter(|s| owned[*s as usize]) {
-        let _ = w.broker.release(&worker_lease(shard), &holder).await;
+    for (shard, state) in (0..shards).zip(&states) {
+        if state.token.is_some() {
+            let _ = w.broker.release(&worker_lease(shard), &holder).await;
+        }
     }
+    w.metrics.shards_owned.set(0);
     let _ = w.broker.unsubscribe(&wake_topic).await;
 }
 
+/// What a worker knows of one shard.
+#[derive(Default)]
+struct ShardState {
+    /// The fencing token of this worker's lease on the shard, while it owns it.
+    token: Option<u64>,
+    /// The shard's cursor, read when the shard is taken and then kept here (it changes only
+    /// through the owner): `None` until read.
+    cursor: Option<Option<LogId>>,
+}
+
 impl Worker {
-    /// Processes one batch of a shard; returns how many entries it handled.
-    async fn process(&self, shard: u32, cached: &mut Option<Option<LogId>>) -> Result<usize, BrokerError> {
+    /// Processes one batch of a shard under fencing token `token`; returns how many entries it
+    /// handled, or `None` when its commit was refused: the shard has another owner now.
+    async fn process(
+        &self,
+        shard: u32,
+        token: u64,
+        cached: &mut Option<Option<LogId>>,
+    ) -> Result<Option<usize>, BrokerError> {
         let broker = &self.broker;
         let retention = self.settings.retention;
         let cursor_key = ingest_cursor(shard);
@@ -130,7 +156,7 @@ impl Worker {
         };
         *cached = Some(cursor);
         let entries = broker.read_after(&ingest_log(shard), cursor, BATCH).await?;
-        let Some((last, _)) = entries.last() else { return Ok(0) };
+        let Some((last, _)) = entries.last() else { return Ok(Some(0)) };
         let last = *last;
         // The whole batch goes out in three round trips: copy into the users' logs, index the
         // event ids, publish. Each step is idempotent, so a batch cut short is simply redone.
@@ -154,14 +180,14 @@ impl Worker {
         broker.append_with_id_many(&copies, retention, self.settings.replay_limit + 1).await?;
         broker.set_many(&index, Some(retention)).await?;
         broker.publish_many(&live).await?;
-        broker.set(&cursor_key, Bytes::from(last.to_string()), None).await?;
-        *cached = Some(Some(last));
-        // Done with these: the ingest log holds only what is not yet stored (a failed trim is
-        // made good by the next one, which trims through a later id).
-        if let Err(e) = broker.trim_through(&ingest_log(shard), last).await {
-            tracing::warn!(shard, error = %e, "could not trim the ingest log");
+        // Move the cursor and let the ingest log go through `last` (it holds only what is not
+        // yet stored), if this worker still owns the shard: one that stalled past its lease while
+        // another took over must not move the cursor back.
+        if !broker.commit_fenced(&worker_fence(shard), token, &cursor_key, &ingest_log(shard), last).await? {
+            return Ok(None);
         }
+        *cached = Some(Some(last));
         self.metrics.persisted.inc_by(entries.len() as u64);
-        Ok(entries.len())
+        Ok(Some(entries.len()))
     }
 }

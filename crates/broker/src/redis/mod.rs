@@ -58,6 +58,8 @@ pub struct RedisBroker {
     lease_acquire: Script,
     lease_renew: Script,
     lease_acquire_all: Script,
+    lease_acquire_fenced: Script,
+    commit_fenced: Script,
     window_counter: Script,
     presence: presence::PresenceScripts,
 }
@@ -146,6 +148,8 @@ impl RedisBroker {
             lease_acquire: Script::new(include_str!("scripts/lease_acquire.lua")),
             lease_renew: Script::new(include_str!("scripts/lease_renew.lua")),
             lease_acquire_all: Script::new(include_str!("scripts/lease_acquire_all.lua")),
+            lease_acquire_fenced: Script::new(include_str!("scripts/lease_acquire_fenced.lua")),
+            commit_fenced: Script::new(include_str!("scripts/commit_fenced.lua")),
             window_counter: Script::new(include_str!("scripts/window_counter.lua")),
             presence: presence::PresenceScripts::new(),
         })
@@ -407,6 +411,21 @@ impl Leases for RedisBroker {
     async fn release(&self, key: &str, holder: &str) -> Result<bool> {
         let n: u64 = self.query(redis::cmd("ZREM").arg(key).arg(holder)).await?;
         Ok(n > 0)
+    }
+
+    async fn acquire_fenced(&self, key: &str, fence: &str, holder: &str, ttl: Duration) -> Result<Option<u64>> {
+        let mut inv = self.lease_acquire_fenced.prepare_invoke();
+        inv.key(key).key(fence).arg(holder).arg(ttl.as_millis().max(1) as u64);
+        let token: u64 = self.commands.invoke(&inv).await.map_err(unavailable)?;
+        Ok((token > 0).then_some(token))
+    }
+
+    async fn commit_fenced(&self, fence: &str, token: u64, cursor: &str, log: &str, position: LogId) -> Result<bool> {
+        let keep_from = LogId { ms: position.ms, seq: position.seq.saturating_add(1) };
+        let mut inv = self.commit_fenced.prepare_invoke();
+        inv.key(fence).key(cursor).key(log).arg(token).arg(position.to_string()).arg(keep_from.to_string());
+        let done: i64 = self.commands.invoke(&inv).await.map_err(unavailable)?;
+        Ok(done == 1)
     }
 }
 

@@ -103,13 +103,21 @@ pub async fn publish_batch(State(node): State<Arc<Node>>, _: AdminAuth, body: By
     let publisher = node.publisher();
     let mut out = Outgoing::default();
     let mut ids = Vec::with_capacity(n);
+    // Where each event's ingest entries start among the positions `send` returns.
+    let mut starts = Vec::with_capacity(n + 1);
     for (i, req) in batch.events.into_iter().enumerate() {
         let at = |e: ApiError| ApiError::bad_request(format!("events[{i}]: {}", e.message));
         let publication = req.into_publication().map_err(at)?;
+        starts.push(out.persisted());
         ids.push(publisher.prepare(publication, &mut out).map_err(|e| at(e.into()))?);
     }
-    publisher.send(out).await.map_err(ApiError::unavailable)?;
+    starts.push(out.persisted());
+    let positions = publisher.send(out).await.map_err(ApiError::unavailable)?;
     node.metrics().published.inc_by(n as u64);
     timer.observe_duration();
-    Ok((StatusCode::OK, Json(json!({ "ids": ids }))).into_response())
+    if positions.is_empty() {
+        return Ok((StatusCode::OK, Json(json!({ "ids": ids }))).into_response());
+    }
+    let per_event: Vec<&[String]> = starts.windows(2).map(|w| &positions[w[0]..w[1]]).collect();
+    Ok((StatusCode::OK, Json(json!({ "ids": ids, "stream_ids": per_event }))).into_response())
 }
