@@ -126,7 +126,8 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port, empty.
+    /// Starts it again on the same port, empty of data (a cluster node keeps its identity and
+    /// slots: they are in its directory).
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
@@ -147,16 +148,30 @@ impl Drop for RedisServer {
     }
 }
 
-/// A local Redis Cluster of masters without replicas.
+/// Whether a `CLUSTER NODES` line (split in fields) lists `slot` among its ranges.
+fn serves(fields: &[&str], slot: u16) -> bool {
+    fields.iter().skip(8).filter(|r| !r.starts_with('[')).any(|range| {
+        let (from, to) = range.split_once('-').unwrap_or((range, range));
+        from.parse::<u16>().is_ok_and(|f| f <= slot) && to.parse::<u16>().is_ok_and(|t| slot <= t)
+    })
+}
+
+/// A local Redis Cluster.
 pub struct RedisCluster {
-    /// The masters.
+    /// Every node, masters and replicas.
     pub nodes: Vec<RedisServer>,
 }
 
 impl RedisCluster {
-    /// Starts `masters` cluster-enabled servers and joins them with `redis-cli --cluster create`.
+    /// Starts `masters` cluster-enabled servers without replicas and joins them.
     pub fn start(masters: usize) -> RedisCluster {
-        let nodes: Vec<RedisServer> = (0..masters)
+        Self::start_with_replicas(masters, 0)
+    }
+
+    /// Starts `masters` masters with `replicas` replicas each and joins them with
+    /// `redis-cli --cluster create`.
+    pub fn start_with_replicas(masters: usize, replicas: usize) -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
             .map(|_| {
                 let extra = [
                     "--cluster-enabled",
@@ -175,18 +190,117 @@ impl RedisCluster {
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("run redis-cli --cluster create");
         assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+        let cluster = RedisCluster { nodes };
+        cluster.await_ok();
+        // A replica that never synced with its master cannot take over from it.
         let deadline = Instant::now() + START_TIMEOUT;
-        for n in &nodes {
+        for n in &cluster.nodes {
+            while n.cli(&["ROLE"]).starts_with("slave")
+                && !n.cli(&["INFO", "replication"]).contains("master_link_status:up")
+            {
+                assert!(Instant::now() < deadline, "a replica never synced with its master");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        cluster
+    }
+
+    /// Waits until `slot` is served by a running master other than `old` (after `old` was
+    /// killed: its replica has been promoted).
+    pub fn await_failover(&self, slot: u16, old: usize) {
+        let deadline = Instant::now() + START_TIMEOUT * 2;
+        loop {
+            if self.try_owner_of(slot).is_some_and(|o| o != old) {
+                self.await_ok();
+                return;
+            }
+            assert!(Instant::now() < deadline, "no replica took slot {slot} over from node {old}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until every running node reports the cluster healthy.
+    pub fn await_ok(&self) {
+        let deadline = Instant::now() + START_TIMEOUT * 2;
+        for n in self.nodes.iter().filter(|n| n.child.is_some()) {
             while !raw_command(n.port, "CLUSTER INFO").is_some_and(|r| r.contains("cluster_state:ok")) {
                 assert!(Instant::now() < deadline, "cluster never reached state ok");
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        RedisCluster { nodes }
+    }
+
+    /// A running node to ask about the cluster.
+    fn any_running(&self) -> &RedisServer {
+        self.nodes.iter().find(|n| n.child.is_some()).expect("a running node")
+    }
+
+    /// The hash slot of `name` (a key or a sharded channel).
+    pub fn slot_of(&self, name: &str) -> u16 {
+        self.any_running().cli(&["CLUSTER", "KEYSLOT", name]).trim().parse().expect("a slot number")
+    }
+
+    /// A node's cluster id.
+    pub fn id_of(&self, node: usize) -> String {
+        self.nodes[node].cli(&["CLUSTER", "MYID"]).trim().to_owned()
+    }
+
+    /// The index of the master serving `slot`, as the running nodes see it.
+    pub fn owner_of(&self, slot: u16) -> usize {
+        self.try_owner_of(slot).unwrap_or_else(|| panic!("no master serves slot {slot}"))
+    }
+
+    /// The index of the master serving `slot`, if one does.
+    pub fn try_owner_of(&self, slot: u16) -> Option<usize> {
+        let nodes = self.any_running().cli(&["CLUSTER", "NODES"]);
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            if serves(&fields, slot) {
+                let port: u16 = fields[1]
+                    .split('@')
+                    .next()
+                    .and_then(|a| a.rsplit(':').next())
+                    .and_then(|p| p.parse().ok())
+                    .expect("a node address");
+                return self.nodes.iter().position(|n| n.port == port);
+            }
+        }
+        None
+    }
+
+    /// Moves `slot` (holding no keys) to master `to`, as `redis-cli --cluster reshard` does,
+    /// and waits until every master agrees.
+    pub fn move_slot(&self, slot: u16, to: usize) {
+        let from = self.owner_of(slot);
+        let (from_id, to_id) = (self.id_of(from), self.id_of(to));
+        let slot = slot.to_string();
+        self.nodes[to].cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
+        self.nodes[from].cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+        let masters: Vec<&RedisServer> = self.nodes.iter().filter(|n| n.cli(&["ROLE"]).starts_with("master")).collect();
+        for node in [&self.nodes[to], &self.nodes[from]].into_iter().chain(masters) {
+            node.cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        }
+        let deadline = Instant::now() + START_TIMEOUT;
+        let slot: u16 = slot.parse().expect("a slot");
+        while self.nodes.iter().filter(|n| n.child.is_some()).any(|n| {
+            let view = n.cli(&["CLUSTER", "NODES"]);
+            !view.lines().any(|l| l.starts_with(&to_id) && serves(&l.split_whitespace().collect::<Vec<_>>(), slot))
+        }) {
+            assert!(Instant::now() < deadline, "the cluster never agreed that slot {slot} moved");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Drops every pub/sub client connection of node `node` (`CLIENT KILL TYPE pubsub`).
+    pub fn kill_pubsub_clients(&self, node: usize) -> u64 {
+        self.nodes[node].cli(&["CLIENT", "KILL", "TYPE", "pubsub"]).trim().parse().unwrap_or(0)
     }
 
     /// The seed URLs, comma-separated, as `redis_url` takes them.

@@ -14,6 +14,7 @@
 
 mod conn;
 mod presence;
+mod resubscribe;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +55,9 @@ pub struct RedisBroker {
     commands: Commands,
     subscriber: Commands,
     _keepalive: Keepalive,
+    /// On a cluster: restores sharded subscriptions the client loses (see [`resubscribe`]).
+    _resubscriber: Option<Keepalive>,
+    wanted: Arc<resubscribe::Wanted>,
     clock: Arc<dyn Clock>,
     lease_acquire: Script,
     lease_renew: Script,
@@ -88,7 +92,7 @@ fn xadd_if_newer(log: &str, id: LogId, entry: &[u8], now_ms: u64, retention: Dur
 /// How often the subscriber connection is pinged.
 const SUBSCRIBER_PING: Duration = Duration::from_millis(500);
 
-/// Aborts the keepalive task when the broker is dropped.
+/// Aborts a background task (keepalive, resubscription) when the broker is dropped.
 struct Keepalive(tokio::task::JoinHandle<()>);
 
 impl Drop for Keepalive {
@@ -126,11 +130,15 @@ fn unavailable(e: redis::RedisError) -> BrokerError {
 impl RedisBroker {
     /// Connects (failing if Redis cannot be reached now); deliveries go to `sink`.
     pub async fn connect(settings: &RedisSettings, sink: Arc<dyn DeliverySink>) -> Result<RedisBroker> {
+        let wanted = Arc::new(resubscribe::Wanted::default());
+        let watch = wanted.clone();
         let push = move |info: redis::PushInfo| -> std::result::Result<(), redis::aio::SendError> {
             if matches!(info.kind, PushKind::Message | PushKind::SMessage) {
                 if let [Value::BulkString(topic), Value::BulkString(payload)] = &info.data[..] {
                     sink.deliver(&String::from_utf8_lossy(topic), Bytes::copy_from_slice(payload));
                 }
+            } else {
+                watch.on_push(&info);
             }
             Ok(())
         };
@@ -140,10 +148,15 @@ impl RedisBroker {
                 .map_err(unavailable)?;
         let subscriber = Commands::connect(settings, Some(push)).await.map_err(unavailable)?;
         let keepalive = Keepalive(tokio::spawn(keep_subscriber_alive(subscriber.clone())));
+        let resubscriber = settings.cluster.then(|| {
+            Keepalive(tokio::spawn(resubscribe::keep_sharded_subscriptions(subscriber.clone(), wanted.clone())))
+        });
         Ok(RedisBroker {
             commands,
             subscriber,
             _keepalive: keepalive,
+            _resubscriber: resubscriber,
+            wanted,
             clock: Arc::new(SystemClock),
             lease_acquire: Script::new(include_str!("scripts/lease_acquire.lua")),
             lease_renew: Script::new(include_str!("scripts/lease_renew.lua")),
@@ -178,13 +191,16 @@ impl PubSub for RedisBroker {
         if topics.is_empty() {
             return Ok(());
         }
-        self.subscriber.subscribe(topics).await.map_err(unavailable)
+        self.subscriber.subscribe(topics).await.map_err(unavailable)?;
+        self.wanted.add(topics);
+        Ok(())
     }
 
     async fn unsubscribe(&self, topics: &[String]) -> Result<()> {
         if topics.is_empty() {
             return Ok(());
         }
+        self.wanted.remove(topics);
         self.subscriber.unsubscribe(topics).await.map_err(unavailable)
     }
 }

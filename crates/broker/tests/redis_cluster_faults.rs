@@ -1,0 +1,132 @@
+//! Sharded pub/sub on a real local Redis Cluster through the faults a cluster operator meets:
+//! the subscriber's connections dropped, a master restarted, a slot moved to another master,
+//! a master failing over to its replica. After each, every topic the node subscribed to
+//! delivers again.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use switchboard_broker::redis::{RedisBroker, RedisSettings};
+use switchboard_broker::{DeliverySink, PubSub};
+use switchboard_testkit::redis::RedisCluster;
+use switchboard_testkit::WAIT;
+
+/// Records every (topic, message) delivered.
+#[derive(Default)]
+struct Seen(Mutex<HashSet<(String, Bytes)>>);
+
+impl DeliverySink for Seen {
+    fn deliver(&self, topic: &str, message: Bytes) {
+        self.0.lock().insert((topic.to_owned(), message));
+    }
+}
+
+struct Setup {
+    cluster: RedisCluster,
+    subscriber: RedisBroker,
+    publisher: RedisBroker,
+    seen: Arc<Seen>,
+    topics: Vec<String>,
+}
+
+/// A cluster, a node subscribed to `n` topics spread over every master's slots, and a
+/// publisher.
+async fn setup(masters: usize, replicas: usize, n: usize) -> Setup {
+    let cluster = RedisCluster::start_with_replicas(masters, replicas);
+    let settings = RedisSettings::new(&cluster.urls(), true);
+    let seen = Arc::new(Seen::default());
+    let subscriber = RedisBroker::connect(&settings, seen.clone()).await.expect("connect");
+    let publisher = RedisBroker::connect(&settings, Arc::new(Seen::default())).await.expect("connect");
+    let topics: Vec<String> = (0..n).map(|i| format!("c:fault-topic-{i}")).collect();
+    subscriber.subscribe(&topics).await.expect("subscribe");
+    let setup = Setup { cluster, subscriber, publisher, seen, topics };
+    setup.every_topic_delivers("before any fault").await;
+    setup
+}
+
+impl Setup {
+    /// Publishes `round` on every topic until each has delivered it (a topic whose
+    /// subscription is lost never does, and the test fails after a bound).
+    async fn every_topic_delivers(&self, round: &str) {
+        let message = Bytes::from(round.to_owned());
+        let deadline = tokio::time::Instant::now() + WAIT * 3;
+        loop {
+            let missing: Vec<String> = {
+                let seen = self.seen.0.lock();
+                self.topics.iter().filter(|t| !seen.contains(&((*t).clone(), message.clone()))).cloned().collect()
+            };
+            if missing.is_empty() {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{round}: {} of {} topics deliver nothing, e.g. {:?}",
+                missing.len(),
+                self.topics.len(),
+                &missing[..missing.len().min(3)]
+            );
+            for topic in &missing {
+                // A publish may fail while the cluster heals; the next round tries again.
+                let _ = self.publisher.publish(topic, message.clone()).await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The masters, by index.
+    fn masters(&self) -> Vec<usize> {
+        let mut masters: Vec<usize> =
+            self.topics.iter().map(|t| self.cluster.owner_of(self.cluster.slot_of(t))).collect();
+        masters.sort();
+        masters.dedup();
+        masters
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_subscriptions_come_back_after_their_connections_are_killed() {
+    let s = setup(3, 0, 30).await;
+    assert_eq!(s.masters().len(), 3, "the topics are spread over every master");
+    for node in s.masters() {
+        assert!(s.cluster.kill_pubsub_clients(node) >= 1, "the subscriber had a connection to master {node}");
+    }
+    s.every_topic_delivers("after CLIENT KILL TYPE pubsub on every master").await;
+    // And again, so the restored subscriptions are themselves restorable.
+    s.cluster.kill_pubsub_clients(0);
+    s.every_topic_delivers("after a second kill").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_subscriptions_come_back_after_a_master_restarts() {
+    let mut s = setup(3, 0, 30).await;
+    let master = s.masters()[0];
+    s.cluster.nodes[master].restart();
+    s.cluster.await_ok();
+    s.every_topic_delivers("after a master restarted").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_subscription_follows_its_slot_to_another_master() {
+    let s = setup(3, 0, 12).await;
+    let topic = s.topics[0].clone();
+    let slot = s.cluster.slot_of(&topic);
+    let from = s.cluster.owner_of(slot);
+    let to = (from + 1) % 3;
+    s.cluster.move_slot(slot, to);
+    assert_eq!(s.cluster.owner_of(slot), to);
+    s.every_topic_delivers("after the slot moved").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_subscriptions_survive_a_master_failing_over_to_its_replica() {
+    let mut s = setup(3, 1, 30).await;
+    let master = s.masters()[0];
+    let slot = s.topics.iter().map(|t| s.cluster.slot_of(t)).find(|slot| s.cluster.owner_of(*slot) == master);
+    s.cluster.nodes[master].kill();
+    s.cluster.await_failover(slot.expect("a topic on that master"), master);
+    s.every_topic_delivers("after the failover").await;
+    drop(s.subscriber);
+}
