@@ -6,6 +6,8 @@
 pub enum ErrorKind {
     /// The frame is not a valid request (bad JSON, missing field, wrong type).
     InvalidRequest,
+    /// The credentials (token, ticket, key) were refused.
+    InvalidCredentials,
     /// A filter expression does not compile (the message says where).
     InvalidFilter,
     /// The request type is not one this endpoint knows.
@@ -31,8 +33,9 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for suites that check each dialect can report each one.
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 12] = [
         ErrorKind::InvalidRequest,
+        ErrorKind::InvalidCredentials,
         ErrorKind::InvalidFilter,
         ErrorKind::UnknownType,
         ErrorKind::UnknownChannel,

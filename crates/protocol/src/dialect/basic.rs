@@ -192,7 +192,7 @@ fn error_code(kind: ErrorKind) -> &'static str {
         | ErrorKind::UnknownType
         | ErrorKind::RateLimited
         | ErrorKind::NotSubscribed => "invalid_request",
-        ErrorKind::Forbidden | ErrorKind::NotMember => "unauthorized",
+        ErrorKind::Forbidden | ErrorKind::NotMember | ErrorKind::InvalidCredentials => "unauthorized",
         ErrorKind::UnknownChannel | ErrorKind::SubscriptionFailed | ErrorKind::TooManySubscriptions => {
             "subscription_failed"
         }

@@ -22,7 +22,9 @@ fn sample_event(replayed_sid: Option<&str>) -> Event {
         channel: None,
         user: Some("alice".into()),
         ts: 1_770_552_000_000,
-        payload: RawValue::from_string(r#"{"title":"Hi \"there\"","n":[1,2]}"#.into()).expect("valid JSON"),
+        // The payload carries the id too, as notifications do in dialects without an envelope.
+        payload: RawValue::from_string(r#"{"id":"evt_01HZX","title":"Hi \"there\"","n":[1,2]}"#.into())
+            .expect("valid JSON"),
         sender: None,
         position: replayed_sid.map(str::to_owned),
     }
@@ -70,15 +72,19 @@ fn what_a_client_encodes_the_server_decodes_as_the_same_command() {
     }
 }
 
+/// Dialects whose documents have no way to mark a replayed event (the event looks live).
+const NO_REPLAY_MARK: [DialectKind; 1] = [DialectKind::Ocvr];
+
 #[test]
 fn events_decode_on_the_client_with_their_id_and_replay_mark() {
     for codec in codecs() {
         for replayed in [false, true] {
+            let expect_mark = replayed && !NO_REPLAY_MARK.contains(&codec.kind());
             let frame = codec.encode_event(&sample_event(None), replayed);
             let decoded = codec.decode_server(&frame).unwrap_or_else(|e| panic!("{:?}: {e}", codec.kind()));
             assert_eq!(
                 decoded,
-                ServerMessage::Event { id: "evt_01HZX".into(), kind: "notification".into(), replayed },
+                ServerMessage::Event { id: "evt_01HZX".into(), kind: "notification".into(), replayed: expect_mark },
                 "{:?}",
                 codec.kind()
             );

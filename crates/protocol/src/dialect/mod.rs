@@ -10,6 +10,7 @@
 
 mod basic;
 mod json;
+mod ocvr;
 mod orbnet;
 
 #[cfg(test)]
@@ -23,6 +24,7 @@ use crate::error::ClientError;
 use crate::event::Event;
 
 pub use basic::Basic;
+pub use ocvr::{user_id_value, Ocvr};
 pub use orbnet::Orbnet;
 
 /// Whether a dialect's messages travel in text or binary WebSocket frames.
@@ -46,6 +48,15 @@ pub enum HeartbeatStyle {
     /// The client sends heartbeats ([`Command::Ping`]); the server only watches for silence
     /// (the endpoint's idle timeout).
     ClientHeartbeat,
+}
+
+/// Who sent a client event, as the server knows them (never as the client claims).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSender<'a> {
+    /// Their user id.
+    pub user: &'a str,
+    /// Their display name, if their token has one.
+    pub display_name: Option<&'a str>,
 }
 
 /// Why a server message could not be decoded by a client.
@@ -88,6 +99,20 @@ pub trait Codec: Send + Sync + 'static {
     /// Encodes a reply, or `None` when this dialect has no such frame.
     fn encode_reply(&self, reply: &Reply<'_>) -> Option<Bytes>;
 
+    /// What a client's send on `channel` ([`Command::Publish`]) becomes for those who receive
+    /// it: its event type and payload. By default the same; a dialect may rename it or build
+    /// the payload from what the server knows of the sender (who is typing).
+    fn client_event(
+        &self,
+        kind: &str,
+        channel: &str,
+        payload: &serde_json::value::RawValue,
+        sender: &ClientSender<'_>,
+    ) -> Result<(String, Box<serde_json::value::RawValue>), ClientError> {
+        let _ = (channel, sender);
+        Ok((kind.to_owned(), payload.to_owned()))
+    }
+
     // --- client side ---
 
     /// The messages a client sends for `command` (some dialects subscribe to one target per
@@ -107,11 +132,14 @@ pub enum DialectKind {
     Orbnet,
     /// The generic JWT WebSocket service: JSON `{"type","data"}` frames, channels.
     Basic,
+    /// OCVR chat, presence, typing and notifications: JSON `{"type","data"}` frames, single-use
+    /// connect tickets, client heartbeats.
+    Ocvr,
 }
 
 impl DialectKind {
     /// Every dialect; `kind as usize` indexes this array, so per-dialect caches are arrays.
-    pub const ALL: [DialectKind; 2] = [DialectKind::Orbnet, DialectKind::Basic];
+    pub const ALL: [DialectKind; 3] = [DialectKind::Orbnet, DialectKind::Basic, DialectKind::Ocvr];
 
     /// Number of dialects, for per-dialect caches.
     pub const COUNT: usize = Self::ALL.len();
@@ -121,6 +149,7 @@ impl DialectKind {
         match self {
             DialectKind::Orbnet => &Orbnet,
             DialectKind::Basic => &Basic,
+            DialectKind::Ocvr => &Ocvr,
         }
     }
 
@@ -134,6 +163,7 @@ impl DialectKind {
         match self {
             DialectKind::Orbnet => "orbnet",
             DialectKind::Basic => "basic",
+            DialectKind::Ocvr => "ocvr",
         }
     }
 }

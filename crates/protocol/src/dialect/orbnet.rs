@@ -230,6 +230,7 @@ impl Codec for Orbnet {
 fn error_code(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::InvalidRequest => "invalid_message",
+        ErrorKind::InvalidCredentials => "unauthorized",
         ErrorKind::InvalidFilter => "invalid_filter",
         ErrorKind::UnknownType => "unknown_type",
         ErrorKind::UnknownChannel => "unknown_channel",
