@@ -146,6 +146,7 @@ fn auth_name(method: AuthMethod) -> &'static str {
     match method {
         AuthMethod::Jwt => "jwt",
         AuthMethod::ApiKey => "api_key",
+        AuthMethod::Ticket => "ticket",
     }
 }
 
@@ -244,12 +245,16 @@ fn print_banner(cfg: &Config, addr: SocketAddr, role: Role) {
         let cred = match e.auth.method {
             AuthMethod::Jwt => "?token=<JWT>",
             AuthMethod::ApiKey => "?api_key=<key>",
+            AuthMethod::Ticket => "?ticket=<ticket>",
         };
         println!("  ws://{addr}{}{cred:<14}  {} dialect", e.path, e.dialect.name());
     }
     println!("  playground:  http://{addr}/playground");
     println!("  metrics:     http://{addr}/metrics");
     println!("get a token:   switchboard token --sub alice");
+    if cfg.endpoints.iter().any(|e| e.auth.method == AuthMethod::Ticket) {
+        println!("get a ticket:  curl -X POST -H \"Authorization: Bearer $(switchboard token --sub 12345)\" http://{addr}/v1/auth/ws-ticket");
+    }
     let admin = if cfg.admin_key.is_empty() { DEV_ADMIN_KEY } else { "<your SWITCHBOARD_ADMIN_KEY>" };
     println!(
         "publish:       curl -H 'Authorization: Bearer {admin}' -d '{{\"user\":\"alice\",\"type\":\"notification\",\"payload\":{{\"title\":\"Hi\"}}}}' http://{addr}/v1/publish"

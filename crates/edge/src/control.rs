@@ -30,6 +30,12 @@ pub enum ControlMessage {
         /// The user removed.
         user: String,
     },
+    /// `channel` was deleted: live subscriptions to it end where the endpoint needs channels to
+    /// exist, or needs membership the token does not grant by pattern.
+    ChannelDeleted {
+        /// The channel.
+        channel: String,
+    },
     /// A user's connections, or one session's, are revoked: each is told why (where its
     /// dialect has a message for it) and closed.
     Revoke {
@@ -86,7 +92,18 @@ impl ControlHandler {
     /// so anything that waits for the broker runs on a task of its own.
     pub fn handle(&self, message: &[u8]) {
         match serde_json::from_slice::<ControlMessage>(message) {
-            Ok(ControlMessage::MemberRemoved { channel, user }) => self.member_removed(&channel, &user),
+            Ok(ControlMessage::MemberRemoved { channel, user }) => {
+                let topic = channel_topic(&channel);
+                let conns = self.index.user_connections(&user);
+                self.end_subscriptions(conns, &channel, topic, |conn| membership_needed(conn, &channel));
+            }
+            Ok(ControlMessage::ChannelDeleted { channel }) => {
+                let topic = channel_topic(&channel);
+                let conns = self.registry.snapshot(&topic);
+                self.end_subscriptions(conns, &channel, topic, |conn| {
+                    conn.endpoint.config.channels.must_exist || membership_needed(conn, &channel)
+                });
+            }
             Ok(ControlMessage::Revoke { user, session, reason }) => {
                 let mut conns = user.map(|u| self.index.user_connections(&u)).unwrap_or_default();
                 conns.extend(session.map(|s| self.index.session_connections(&s)).unwrap_or_default());
@@ -98,12 +115,18 @@ impl ControlHandler {
         }
     }
 
-    fn member_removed(&self, channel: &str, user: &str) {
-        let topic = channel_topic(channel);
+    /// Ends the subscriptions to `channel` of those `conns` for which `ends` holds, and lets
+    /// the broker subscription go when no local subscriber is left.
+    fn end_subscriptions(
+        &self,
+        conns: Vec<Arc<ConnHandle>>,
+        channel: &str,
+        topic: String,
+        ends: impl Fn(&ConnHandle) -> bool,
+    ) {
         let mut released = false;
-        for conn in self.index.user_connections(user) {
-            let granted = conn.principal.as_deref().is_some_and(|p| granted_by_token(p, channel));
-            if !conn.endpoint.member_only(channel) || granted {
+        for conn in conns {
+            if conn.endpoint.is_own_stream(&topic) || !conn.endpoint.channel_allowed(channel) || !ends(&conn) {
                 continue;
             }
             if conn.update_subscriptions(|s| s.remove_channel(&topic)) > 0 {
@@ -122,4 +145,10 @@ impl ControlHandler {
             }
         }
     }
+}
+
+/// Whether `conn` holds `channel` only as a listed member (the channel is member-only on its
+/// endpoint and its token does not grant it by pattern).
+fn membership_needed(conn: &ConnHandle, channel: &str) -> bool {
+    conn.endpoint.member_only(channel) && !conn.principal.as_deref().is_some_and(|p| granted_by_token(p, channel))
 }

@@ -118,7 +118,7 @@ impl EndpointRuntime {
 
     /// Whether connections authenticate as users (and so have a user stream, quotas, presence).
     pub fn has_users(&self) -> bool {
-        self.config.auth.method == AuthMethod::Jwt
+        self.config.auth.method != AuthMethod::ApiKey
     }
 }
 

@@ -41,6 +41,9 @@ pub struct Metrics {
     pub publish_seconds: HistogramVec,
     /// Presence transitions this node reported, by the state reached (`online`, `offline`).
     pub presence_changes: IntCounterVec,
+    /// Presence announcements to channels, by result (`sent`, `failed`, `dropped` when the
+    /// announcement queue was full).
+    pub presence_announcements: IntCounterVec,
     /// How long renewing all of this node's quota slots took (must stay well under a third of
     /// `quota_lease`, the renewal period).
     pub quota_renewal_seconds: Histogram,
@@ -113,6 +116,11 @@ impl Metrics {
                 "presence_changes_total",
                 "Users this node saw come online or go offline (each transition counted on one node)",
                 &["to"],
+            ),
+            presence_announcements: counter_vec(
+                "presence_announcements_total",
+                "Presence transitions announced to the user's channels, by result",
+                &["result"],
             ),
             topics: register(
                 &r,

@@ -3,7 +3,7 @@
 //! [`ConnContext`], sessions their [`SessionServices`], the HTTP handlers the node itself).
 //! Nothing below it imports it.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use switchboard_broker::memory::MemoryHub;
 use switchboard_broker::redis::{RedisBroker, RedisSettings};
@@ -11,7 +11,7 @@ use switchboard_broker::{BrokerError, DeliverySink, SharedBroker};
 use switchboard_protocol::keyspace::CONTROL_TOPIC;
 use tokio::sync::Notify;
 
-use crate::auth::{ApiKeyStore, Authenticator, JwtVerifier};
+use crate::auth::{ApiKeyStore, Authenticator, JwtVerifier, TicketStore};
 use crate::config::Config;
 use crate::connection::ConnContext;
 use crate::control::ControlHandler;
@@ -21,7 +21,7 @@ use crate::inbox::Inbox;
 use crate::index::ConnectionIndex;
 use crate::membership::Membership;
 use crate::metrics::Metrics;
-use crate::presence::{PresenceCounter, PresenceTracker};
+use crate::presence::{PresenceAnnouncer, PresenceCounter, PresenceListener, PresenceTracker};
 use crate::publish::PublishService;
 use crate::quota::QuotaKeeper;
 use crate::replay::Replayer;
@@ -37,6 +37,7 @@ pub struct Node {
     sessions: Arc<SessionServices>,
     conns: Arc<ConnContext>,
     ingest_appended: Arc<Notify>,
+    announcers: OnceLock<Vec<Arc<PresenceAnnouncer>>>,
 }
 
 /// Why a node could not be built.
@@ -129,7 +130,11 @@ impl Node {
             total_per_user: config.max_connections_per_user,
         });
         Arc::new(Node {
-            auth: Authenticator::new(jwt, ApiKeyStore::new(broker.clone(), config.api_keys.clone())),
+            auth: Authenticator::new(
+                jwt,
+                ApiKeyStore::new(broker.clone(), config.api_keys.clone()),
+                TicketStore::new(broker.clone(), config.tickets.clone()),
+            ),
             conns: Arc::new(ConnContext::new(metrics, config.drain_window)),
             config: Arc::new(config),
             id,
@@ -137,12 +142,45 @@ impl Node {
             endpoints,
             sessions,
             ingest_appended,
+            announcers: OnceLock::new(),
         })
     }
 
     /// Subscribes the node to the cluster's control messages (before it serves).
     pub async fn join_cluster(&self) -> Result<(), BrokerError> {
         self.broker.subscribe(&[CONTROL_TOPIC.to_owned()]).await
+    }
+
+    /// Starts announcing presence transitions, once per dialect whose endpoints ask for it
+    /// (`presence.announce`). Runs inside the runtime, before the node serves; later calls do
+    /// nothing.
+    pub fn start_presence_announcements(&self) {
+        self.announcers.get_or_init(|| {
+            let mut announcers: Vec<(switchboard_protocol::DialectKind, Arc<PresenceAnnouncer>)> = Vec::new();
+            for ep in self.endpoints.iter().filter(|e| e.config.presence.announce) {
+                if announcers.iter().any(|(kind, _)| *kind == ep.codec.kind()) {
+                    continue;
+                }
+                let s = &self.sessions;
+                let announcer = PresenceAnnouncer::spawn(
+                    ep.codec,
+                    s.membership.clone(),
+                    s.publisher.clone(),
+                    self.broker.clone(),
+                    s.metrics.clone(),
+                );
+                s.presence.listen(announcer.clone());
+                announcers.push((ep.codec.kind(), announcer));
+            }
+            announcers.into_iter().map(|(_, a)| a).collect()
+        });
+    }
+
+    /// Announces `user` online again (their status changed while online).
+    pub(crate) fn reannounce_online(&self, user: &str) {
+        for announcer in self.announcers.get().into_iter().flatten() {
+            announcer.changed(user, true);
+        }
     }
 
     /// The node's unique id (quota holders, worker leases, logs).

@@ -15,11 +15,11 @@ use switchboard_protocol::keyspace::{
     channel_topic, ingest_log, publish_rate, typing_throttle, user_topic, INGEST_WAKE_TOPIC,
 };
 use switchboard_protocol::timefmt::now_millis;
-use switchboard_protocol::{ClientError, ErrorKind, Event};
+use switchboard_protocol::{ClientError, ClientSender, ErrorKind, Event};
 use switchboard_worker::shard_for;
 
 use crate::auth::Principal;
-use crate::config::PersistenceConfig;
+use crate::config::{ClientPublishAudience, PersistenceConfig};
 use crate::endpoint::EndpointRuntime;
 use crate::ids::event_id;
 use crate::membership::Membership;
@@ -195,8 +195,12 @@ impl PublishService {
     }
 
     /// A client's event to a channel: allowed on the endpoint, sent by a member, within the
-    /// per-user limits, delivered to the channel's other members. Typing indicators over the
-    /// limit are dropped silently (they carry nothing new).
+    /// per-user limits, shaped by the dialect (typing becomes who is typing), delivered to the
+    /// channel's other members or subscribers, never back to the sender. Typing indicators over
+    /// the limit are dropped silently (they carry nothing new). `subscribed`: the sender holds
+    /// a live subscription to the channel (its membership was checked when it was made, and it
+    /// ends when the membership does).
+    #[allow(clippy::too_many_arguments)]
     pub async fn client_send(
         &self,
         principal: &Principal,
@@ -205,6 +209,7 @@ impl PublishService {
         kind: String,
         payload: Box<RawValue>,
         ephemeral: bool,
+        subscribed: bool,
     ) -> Result<(), ClientError> {
         let rules = &endpoint.config.publish;
         if !rules.types.contains(&kind) {
@@ -219,7 +224,11 @@ impl PublishService {
                 ClientError::new(ErrorKind::Internal, "message could not be sent; retry")
             }
         };
-        if !self.membership.is_member(principal, &channel).await.map_err(unavailable("membership check"))? {
+        let to_members = rules.to == ClientPublishAudience::Members;
+        let check_membership = to_members || (endpoint.member_only(&channel) && !subscribed);
+        if check_membership
+            && !self.membership.is_member(principal, &channel).await.map_err(unavailable("membership check"))?
+        {
             return Err(ClientError::new(ErrorKind::NotMember, format!("not a member of `{channel}`")));
         }
         if ephemeral {
@@ -239,13 +248,20 @@ impl PublishService {
                 ));
             }
         }
-        let members = self.membership.members(&channel).await.map_err(unavailable("member lookup"))?;
-        let recipients: Vec<String> = members.into_iter().filter(|m| m != sender).collect();
-        if recipients.is_empty() {
-            return Ok(());
-        }
+        let who = ClientSender { user: sender, display_name: principal.display_name() };
+        let (kind, payload) = endpoint.codec.client_event(&kind, &channel, &payload, &who)?;
+        let audience = if to_members {
+            let members = self.membership.members(&channel).await.map_err(unavailable("member lookup"))?;
+            let recipients: Vec<String> = members.into_iter().filter(|m| m != sender).collect();
+            if recipients.is_empty() {
+                return Ok(());
+            }
+            Audience::Members { channel, users: recipients }
+        } else {
+            Audience::Channel(channel)
+        };
         let publication = Publication {
-            audience: Audience::Members { channel, users: recipients },
+            audience,
             kind,
             payload,
             id: None,

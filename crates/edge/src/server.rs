@@ -45,6 +45,7 @@ pub async fn serve_role(
     if let Err(e) = node.join_cluster().await {
         tracing::warn!(error = %e, "not subscribed to cluster control messages yet; the broker connection retries");
     }
+    node.start_presence_announcements();
     let app = router(node.clone());
     let renewal = node.quotas().spawn_renewal(node.metrics().clone());
     let presence = node.presence().spawn_upkeep(node.metrics().clone());

@@ -117,6 +117,23 @@ pub fn channel_members(channel: &str) -> String {
     format!("members:{}", part(channel))
 }
 
+/// A channel's record: it exists (where endpoints require channels to exist, `PUT
+/// /v1/channels/{id}` creates it).
+pub fn channel_record(channel: &str) -> String {
+    format!("channel:{}", part(channel))
+}
+
+/// The set of channels a user is a listed member of (the reverse of [`channel_members`]), so
+/// a user's presence reaches their channels.
+pub fn user_channels(user: &str) -> String {
+    format!("user-channels:{}", part(user))
+}
+
+/// A user's status text, shown with their presence (`"Playing OCVR"`).
+pub fn presence_status(user: &str) -> String {
+    format!("presence-status:{}", part(user))
+}
+
 /// A user's connection quota on one endpoint (hash-tagged by user, like [`user_quota_total`]).
 pub fn user_quota(user: &str, endpoint_path: &str) -> String {
     format!("quota:{{{}}}:{}", part(user), part(endpoint_path))
@@ -146,6 +163,17 @@ pub fn publish_rate(user: &str) -> String {
 /// key expires.
 pub fn revoked_session(session: &str) -> String {
     format!("revoked-session:{}", part(session))
+}
+
+/// A single-use connect ticket: the claims of the token it was issued for, until it is
+/// redeemed (read and deleted in one step) or expires.
+pub fn connect_ticket(ticket: &str) -> String {
+    format!("ticket:{}", part(ticket))
+}
+
+/// Window counter of the tickets one user was issued.
+pub fn ticket_rate(user: &str) -> String {
+    format!("rate:ticket:{}", part(user))
 }
 
 // --- API keys -------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ pub mod token;
 
 pub use close::CloseReason;
 pub use command::{Command, Reply, ServerMessage, SubscriptionTarget};
-pub use dialect::{Codec, DecodeError, DialectKind, FrameKind, HeartbeatStyle};
+pub use dialect::{ClientSender, Codec, DecodeError, DialectKind, FrameKind, HeartbeatStyle};
 pub use error::{ClientError, ErrorKind};
 pub use event::{Event, EventTarget};
 pub use filter::{Expression, FieldFilter, Filter};

@@ -8,6 +8,7 @@
 
 pub mod api_keys;
 pub mod jwt;
+pub mod tickets;
 
 use switchboard_broker::BrokerError;
 use switchboard_protocol::keyspace::revoked_session;
@@ -15,6 +16,7 @@ use switchboard_protocol::timefmt::now_millis;
 
 pub use api_keys::{ApiKeyRecord, ApiKeyStore};
 pub use jwt::{JwtVerifier, TokenError};
+pub use tickets::{Issued, TicketStore};
 pub use switchboard_protocol::token::Claims;
 
 use crate::config::AuthMethod;
@@ -38,6 +40,14 @@ impl Principal {
         }
     }
 
+    /// The user's display name (the token's `name`), if it has one.
+    pub fn display_name(&self) -> Option<&str> {
+        match self {
+            Principal::User(c) => c.name.as_deref(),
+            Principal::ApiKey(_) => None,
+        }
+    }
+
     /// The token's session id (`sid`), if it has one.
     pub fn session(&self) -> Option<&str> {
         match self {
@@ -54,6 +64,8 @@ pub struct Credentials<'a> {
     pub token: Option<&'a str>,
     /// An API key (`X-API-Key` or `?api_key=`).
     pub api_key: Option<&'a str>,
+    /// A connect ticket (`?ticket=`).
+    pub ticket: Option<&'a str>,
 }
 
 /// A successful authentication.
@@ -79,6 +91,8 @@ pub enum AuthFailure {
     MissingApiKey,
     /// An unknown API key, or one not allowed on this endpoint.
     InvalidApiKey,
+    /// A connect ticket that is unknown, used or expired.
+    InvalidTicket,
 }
 
 impl AuthFailure {
@@ -90,6 +104,20 @@ impl AuthFailure {
             AuthFailure::ExpiredToken => "expired_token",
             AuthFailure::MissingApiKey => "missing_api_key",
             AuthFailure::InvalidApiKey => "invalid_api_key",
+            AuthFailure::InvalidTicket => "invalid_ticket",
+        }
+    }
+
+    /// What a client told in the dialect's error message (endpoints that refuse after the
+    /// upgrade) reads.
+    pub fn message(self) -> &'static str {
+        match self {
+            AuthFailure::MissingToken => "Authentication required",
+            AuthFailure::InvalidToken => "Token is invalid",
+            AuthFailure::ExpiredToken => "Token has expired",
+            AuthFailure::MissingApiKey => "API key required",
+            AuthFailure::InvalidApiKey => "API key is invalid",
+            AuthFailure::InvalidTicket => "WebSocket ticket is invalid or expired",
         }
     }
 }
@@ -118,12 +146,44 @@ impl From<TokenError> for AuthError {
 pub struct Authenticator {
     jwt: JwtVerifier,
     api_keys: ApiKeyStore,
+    tickets: TicketStore,
+}
+
+fn refused(failure: AuthFailure, why: &str) -> AuthError {
+    AuthError::Refused(failure, why.to_owned())
 }
 
 impl Authenticator {
-    /// An authenticator verifying tokens with `jwt` and looking keys up in `api_keys`.
-    pub fn new(jwt: JwtVerifier, api_keys: ApiKeyStore) -> Authenticator {
-        Authenticator { jwt, api_keys }
+    /// An authenticator verifying tokens with `jwt`, looking keys up in `api_keys` and
+    /// redeeming connect tickets from `tickets`.
+    pub fn new(jwt: JwtVerifier, api_keys: ApiKeyStore, tickets: TicketStore) -> Authenticator {
+        Authenticator { jwt, api_keys, tickets }
+    }
+
+    /// Verifies a user token as every user endpoint does: signature and registered claims,
+    /// `exp` present where required, session not revoked.
+    pub async fn verify_user(&self, token: &str, require_exp: bool) -> Result<Claims, AuthError> {
+        let claims = self.jwt.verify(token)?;
+        if require_exp && claims.exp.is_none() {
+            return Err(TokenError::Invalid("the token has no `exp`".into()).into());
+        }
+        self.check_not_revoked(&claims).await?;
+        Ok(claims)
+    }
+
+    async fn check_not_revoked(&self, claims: &Claims) -> Result<(), AuthError> {
+        if let Some(sid) = &claims.sid {
+            if self.api_keys.broker().get(&revoked_session(sid)).await?.is_some() {
+                return Err(TokenError::Invalid("the session was revoked".into()).into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Issues a connect ticket for the holder of a valid user `token`.
+    pub async fn issue_ticket(&self, token: &str, require_exp: bool) -> Result<Issued, AuthError> {
+        let claims = self.verify_user(token, require_exp).await?;
+        Ok(self.tickets.issue(&claims).await?)
     }
 
     /// The API key store (the admin API manages keys through it).
@@ -140,30 +200,30 @@ impl Authenticator {
         let auth = endpoint.auth();
         match auth.method {
             AuthMethod::Jwt => {
-                let token = credentials
-                    .token
-                    .ok_or_else(|| AuthError::Refused(AuthFailure::MissingToken, "no token".into()))?;
-                let claims = self.jwt.verify(token)?;
+                let token = credentials.token.ok_or_else(|| refused(AuthFailure::MissingToken, "no token"))?;
+                let claims = self.verify_user(token, auth.require_exp).await?;
+                Ok(user_session(claims, auth.max_session))
+            }
+            AuthMethod::Ticket => {
+                let ticket = credentials.ticket.ok_or_else(|| refused(AuthFailure::MissingToken, "no ticket"))?;
+                let claims = self
+                    .tickets
+                    .redeem(ticket)
+                    .await?
+                    .ok_or_else(|| refused(AuthFailure::InvalidTicket, "unknown, used or expired ticket"))?;
+                // The token was valid when the ticket was issued; it may have expired or been
+                // revoked since, and this endpoint may be stricter.
+                if claims.exp.is_some_and(|exp| exp <= now_millis() / 1000) {
+                    return Err(TokenError::Expired.into());
+                }
                 if auth.require_exp && claims.exp.is_none() {
                     return Err(TokenError::Invalid("the token has no `exp`".into()).into());
                 }
-                if let Some(sid) = &claims.sid {
-                    if self.api_keys.broker().get(&revoked_session(sid)).await?.is_some() {
-                        return Err(TokenError::Invalid("the session was revoked".into()).into());
-                    }
-                }
-                let bound = (!auth.max_session.is_zero())
-                    .then(|| (now_millis() / 1000).saturating_add(auth.max_session.as_secs()));
-                let expires_at = match (claims.exp, bound) {
-                    (Some(exp), Some(bound)) => Some(exp.min(bound)),
-                    (exp, bound) => exp.or(bound),
-                };
-                Ok(Authenticated { principal: Principal::User(claims), expires_at })
+                self.check_not_revoked(&claims).await?;
+                Ok(user_session(claims, auth.max_session))
             }
             AuthMethod::ApiKey => {
-                let key = credentials
-                    .api_key
-                    .ok_or_else(|| AuthError::Refused(AuthFailure::MissingApiKey, "no API key".into()))?;
+                let key = credentials.api_key.ok_or_else(|| refused(AuthFailure::MissingApiKey, "no API key"))?;
                 match self.api_keys.lookup(key).await? {
                     Some(record) if record.allows(endpoint.path()) => {
                         Ok(Authenticated { principal: Principal::ApiKey(record), expires_at: None })
@@ -174,6 +234,16 @@ impl Authenticator {
             }
         }
     }
+}
+
+/// A user's connection: it ends at the token's expiry, or after `max_session` if sooner.
+fn user_session(claims: Claims, max_session: std::time::Duration) -> Authenticated {
+    let bound = (!max_session.is_zero()).then(|| (now_millis() / 1000).saturating_add(max_session.as_secs()));
+    let expires_at = match (claims.exp, bound) {
+        (Some(exp), Some(bound)) => Some(exp.min(bound)),
+        (exp, bound) => exp.or(bound),
+    };
+    Authenticated { principal: Principal::User(claims), expires_at }
 }
 
 #[cfg(test)]

@@ -30,6 +30,21 @@ pub enum AuthMethod {
     Jwt,
     /// API key in `X-API-Key` or `?api_key=`.
     ApiKey,
+    /// A single-use ticket in `?ticket=`, issued for a user JWT by `POST /v1/auth/ws-ticket`
+    /// and redeemable once, on any node, within `tickets.ttl`.
+    Ticket,
+}
+
+/// What a client whose credentials are refused gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalStyle {
+    /// An HTTP 401 JSON answer before the upgrade (`{"error":"unauthorized","code":...}`).
+    #[default]
+    Http401,
+    /// The upgrade, then the dialect's error message and a close with the `auth_failed` code:
+    /// for clients (browsers) that cannot read a refused handshake's body.
+    Close,
 }
 
 /// One WebSocket endpoint.
@@ -94,6 +109,9 @@ pub struct AuthConfig {
     /// reconnects with a fresh one ("0s": only the token's own expiry).
     #[serde(default = "default_max_session", with = "duration_str")]
     pub max_session: Duration,
+    /// How refused credentials are answered.
+    #[serde(default)]
+    pub refusal: RefusalStyle,
 }
 
 impl<'de> Deserialize<'de> for AuthConfig {
@@ -103,13 +121,18 @@ impl<'de> Deserialize<'de> for AuthConfig {
             type Value = AuthConfig;
 
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a method (\"jwt\" or \"api_key\") or a table with `method`")
+                f.write_str("a method (\"jwt\", \"api_key\" or \"ticket\") or a table with `method`")
             }
 
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<AuthConfig, E> {
                 use serde::de::IntoDeserializer;
                 let method = AuthMethod::deserialize(s.into_deserializer())?;
-                Ok(AuthConfig { method, require_exp: yes(), max_session: default_max_session() })
+                Ok(AuthConfig {
+                    method,
+                    require_exp: yes(),
+                    max_session: default_max_session(),
+                    refusal: RefusalStyle::default(),
+                })
             }
 
             fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<AuthConfig, A::Error> {
@@ -136,6 +159,22 @@ pub struct ChannelsConfig {
     /// Patterns that require membership (or a matching JWT `channels` claim).
     #[serde(default)]
     pub member_only: Vec<String>,
+    /// Channels must have been created (`PUT /v1/channels/{id}`) to be subscribed to; others
+    /// are unknown (`CHANNEL_NOT_FOUND`).
+    #[serde(default)]
+    pub must_exist: bool,
+}
+
+/// Who receives what a client sends on a channel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientPublishAudience {
+    /// Every listed member of the channel but the sender, on their user stream, wherever they
+    /// are connected (chat messages that must reach a member's every device).
+    #[default]
+    Members,
+    /// The channel's subscribers but the sender (typing in the channel a client has open).
+    Subscribers,
 }
 
 /// Events clients send to a channel's members (chat).
@@ -145,6 +184,12 @@ pub struct ClientPublishConfig {
     /// Event types clients may send.
     #[serde(default)]
     pub types: Vec<String>,
+    /// Who receives them (never the sender's own connections).
+    #[serde(default)]
+    pub to: ClientPublishAudience,
+    /// Only a client subscribed to the channel may send on it (else `NOT_SUBSCRIBED`).
+    #[serde(default)]
+    pub require_subscription: bool,
     /// Events (other than typing) one user may send per second, cluster-wide (0: no limit).
     #[serde(default)]
     pub rate_per_user: u32,
@@ -156,7 +201,13 @@ pub struct ClientPublishConfig {
 
 impl Default for ClientPublishConfig {
     fn default() -> Self {
-        ClientPublishConfig { types: Vec::new(), rate_per_user: 0, typing_interval: default_typing() }
+        ClientPublishConfig {
+            types: Vec::new(),
+            to: ClientPublishAudience::default(),
+            require_subscription: false,
+            rate_per_user: 0,
+            typing_interval: default_typing(),
+        }
     }
 }
 
@@ -248,6 +299,10 @@ pub struct PresenceConfig {
     /// A user is online while a connection of theirs to this endpoint is open anywhere.
     #[serde(default)]
     pub enabled: bool,
+    /// A user's transitions (online, offline) are sent, as the dialect's presence event, to
+    /// the subscribers of every channel the user is a listed member of.
+    #[serde(default)]
+    pub announce: bool,
 }
 
 pub(super) fn yes() -> bool {
@@ -313,6 +368,12 @@ impl EndpointConfig {
         }
         if self.auth.method == AuthMethod::ApiKey && self.presence.enabled {
             problems.push(format!("{at}.presence.enabled: API-key connections have no user"));
+        }
+        if self.presence.announce && !self.presence.enabled {
+            problems.push(format!("{at}.presence.announce: needs presence.enabled = true"));
+        }
+        if self.presence.announce && self.dialect.codec().presence_event("u", true, None).is_none() {
+            problems.push(format!("{at}.presence.announce: the {} dialect has no presence event", self.dialect.name()));
         }
         for (reason, code) in &self.close_codes {
             if !(1000..=4999).contains(code) {

@@ -20,8 +20,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use endpoint::{
-    AuthConfig, AuthMethod, ChannelsConfig, ClientPublishConfig, EndpointConfig, HeartbeatConfig, LimitsConfig,
-    PresenceConfig, ReplayConfig,
+    AuthConfig, AuthMethod, ChannelsConfig, ClientPublishAudience, ClientPublishConfig, EndpointConfig,
+    HeartbeatConfig, LimitsConfig, PresenceConfig, RefusalStyle, ReplayConfig,
 };
 pub use env::ALIASES as ENV_ALIASES;
 pub use jwt::{JwtAlgorithm, JwtConfig};
@@ -76,6 +76,9 @@ pub struct Config {
     /// Persistence of user-addressed events for replay.
     #[serde(default)]
     pub persistence: PersistenceConfig,
+    /// Single-use connect tickets (endpoints with `auth = "ticket"`).
+    #[serde(default)]
+    pub tickets: TicketsConfig,
     /// API keys defined in the file (stored as SHA-256 hashes, never in plain text).
     #[serde(default)]
     pub api_keys: Vec<ConfiguredApiKey>,
@@ -92,6 +95,32 @@ pub struct DiagnosticsConfig {
     /// (Autobahn); empty disables it. Never enable it in production.
     #[serde(default)]
     pub echo_path: String,
+}
+
+/// Connect tickets: `POST /v1/auth/ws-ticket` exchanges a user JWT for a ticket that opens one
+/// connection.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TicketsConfig {
+    /// How long an unredeemed ticket stays valid.
+    #[serde(default = "default_ticket_ttl", with = "duration_str")]
+    pub ttl: Duration,
+    /// Tickets one user may be issued per second, cluster-wide (0: no limit).
+    #[serde(default = "default_ticket_rate")]
+    pub rate_per_user: u32,
+}
+
+impl Default for TicketsConfig {
+    fn default() -> Self {
+        TicketsConfig { ttl: default_ticket_ttl(), rate_per_user: default_ticket_rate() }
+    }
+}
+
+fn default_ticket_ttl() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_ticket_rate() -> u32 {
+    10
 }
 
 /// An API key defined in the config file.
@@ -253,7 +282,7 @@ mod tests {
     fn the_default_config_is_valid_and_has_the_documented_endpoints() {
         let c = Config::load(None, Vec::new()).unwrap().config;
         let paths: Vec<&str> = c.endpoints.iter().map(|e| e.path.as_str()).collect();
-        for p in ["/ws/notifications", "/ws/chat", "/ws/threats", "/ws"] {
+        for p in ["/ws/notifications", "/ws/chat", "/ws/threats", "/ws", "/v1/ws"] {
             assert!(paths.contains(&p), "{p} missing from the default config");
         }
         assert_eq!(c.listen, default_listen());
@@ -265,6 +294,7 @@ mod tests {
         let presets = [
             include_str!("../../../../deploy/examples/orbnet.toml"),
             include_str!("../../../../deploy/examples/basic.toml"),
+            include_str!("../../../../deploy/examples/ocvr.toml"),
         ];
         let mut covered = 0;
         for text in presets {

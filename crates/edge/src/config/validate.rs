@@ -27,6 +27,9 @@ impl Config {
             }
         }
         self.persistence.problems(&mut problems);
+        if self.tickets.ttl < Duration::from_secs(1) || self.tickets.ttl > Duration::from_secs(600) {
+            problems.push("tickets.ttl: must be between 1s and 10m".into());
+        }
         let echo = &self.diagnostics.echo_path;
         if !echo.is_empty() && !echo.starts_with('/') {
             problems.push(format!("diagnostics.echo_path: `{echo}` must start with `/`"));

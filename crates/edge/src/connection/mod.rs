@@ -16,6 +16,7 @@ mod handle;
 mod input;
 mod outbox;
 mod rate;
+mod refusal;
 mod subscriptions;
 mod timers;
 
@@ -39,6 +40,7 @@ pub use handle::{ClosePlan, ConnHandle, SendOutcome};
 #[cfg(feature = "internals")]
 pub use outbox::Discard;
 pub use outbox::{Flush, MAX_FRAMES_PER_WRITE};
+pub use refusal::RefusalHandler;
 pub use subscriptions::{LazyPayload, Subscriptions};
 pub use switchboard_wsframe::Opcode;
 
@@ -181,7 +183,11 @@ async fn run<H: MessageHandler>(
                 }
             };
             match frame.op {
-                FrameOp::Ping => conn.send_control(Opcode::Pong, frame.payload.to_vec()),
+                FrameOp::Ping => {
+                    // Any frame shows the client is there (the idle timeout is about silence).
+                    timers.message_received(&endpoint);
+                    conn.send_control(Opcode::Pong, frame.payload.to_vec());
+                }
                 FrameOp::Pong => conn.pong_received(now_millis()),
                 FrameOp::Close => conn.close_with(ClosePlan::Echo(frame.payload.to_vec())),
                 FrameOp::Text | FrameOp::Binary | FrameOp::Continuation => match assembler.push(frame) {

@@ -19,6 +19,7 @@ use switchboard_protocol::timefmt::now_millis;
 use switchboard_protocol::{DialectKind, Event};
 
 use super::registry::TopicRegistry;
+use crate::auth::Principal;
 use crate::connection::{ConnHandle, LazyPayload, SendOutcome};
 use crate::metrics::Metrics;
 
@@ -60,10 +61,16 @@ impl<'a> Prepared<'a> {
         }
     }
 
-    /// The frame for `conn` if it wants this event, which arrived on `topic`.
+    /// The frame for `conn` if it wants this event, which arrived on `topic`. What a user sent
+    /// never comes back to their own connections.
     fn frame_for(&mut self, conn: &ConnHandle, topic: &str, allowed: bool) -> Option<Bytes> {
         if !allowed || !conn.selects(topic, self.event, &mut self.payload) {
             return None;
+        }
+        if let Some(sender) = self.event.sender.as_deref() {
+            if conn.principal.as_deref().and_then(Principal::user) == Some(sender) {
+                return None;
+            }
         }
         let codec = conn.endpoint.codec;
         Some(self.frames[codec.kind().index()].get_or_insert_with(|| codec.encode_event(self.event, false)).clone())

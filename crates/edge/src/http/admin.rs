@@ -1,4 +1,5 @@
-//! The admin API (`Authorization: Bearer <admin key>`): API keys and channel membership.
+//! The admin API (`Authorization: Bearer <admin key>`): API keys, channels and their members,
+//! revocation, presence.
 
 use std::sync::Arc;
 
@@ -90,12 +91,68 @@ pub async fn delete_api_key(
     }
 }
 
+/// `PUT /v1/channels/{id}`: the channel exists (endpoints with `channels.must_exist` accept
+/// subscriptions to it).
+pub async fn create_channel(
+    State(node): State<Arc<Node>>,
+    _: AdminAuth,
+    Path(channel): Path<String>,
+) -> Result<Response, ApiError> {
+    check_channel_name(&channel)?;
+    node.membership().create(&channel).await.map_err(ApiError::unavailable)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /v1/channels/{id}` → `{"channel", "members"}`; 404 for a channel that was never
+/// created and has no members.
+pub async fn get_channel(
+    State(node): State<Arc<Node>>,
+    _: AdminAuth,
+    Path(channel): Path<String>,
+) -> Result<Response, ApiError> {
+    let membership = node.membership();
+    let mut members = membership.members(&channel).await.map_err(ApiError::unavailable)?;
+    if members.is_empty() && !membership.exists(&channel).await.map_err(ApiError::unavailable)? {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no channel `{channel}`")));
+    }
+    members.sort();
+    Ok(Json(json!({"channel": channel, "members": members})).into_response())
+}
+
+/// `DELETE /v1/channels/{id}`: the channel and its member list are gone, and every live
+/// subscription to it that needed either ends, on every edge.
+pub async fn delete_channel(
+    State(node): State<Arc<Node>>,
+    _: AdminAuth,
+    Path(channel): Path<String>,
+) -> Result<Response, ApiError> {
+    if !node.membership().delete(&channel).await.map_err(ApiError::unavailable)? {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no channel `{channel}`")));
+    }
+    ControlMessage::ChannelDeleted { channel }.broadcast(node.broker()).await.map_err(ApiError::unavailable)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn check_channel_name(channel: &str) -> Result<(), ApiError> {
+    if channel.is_empty() || channel.len() > crate::publish::MAX_NAME || channel.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "a channel id is 1 to {} characters without control characters",
+            crate::publish::MAX_NAME
+        )));
+    }
+    Ok(())
+}
+
 /// `PUT /v1/channels/{id}/members/{user}`.
 pub async fn add_member(
     State(node): State<Arc<Node>>,
     _: AdminAuth,
     Path((channel, user)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
+    check_channel_name(&channel)?;
+    if user.is_empty() || user.len() > crate::publish::MAX_NAME {
+        return Err(ApiError::bad_request(format!("a user id is 1 to {} characters", crate::publish::MAX_NAME)));
+    }
     node.membership().add(&channel, &user).await.map_err(ApiError::unavailable)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -173,4 +230,54 @@ pub async fn channel_presence(
     let flags = node.presence().online(&members).await.map_err(ApiError::unavailable)?;
     let online: Vec<&String> = members.iter().zip(flags).filter(|(_, on)| *on).map(|(m, _)| m).collect();
     Ok(Json(json!({"channel": channel, "online": online})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Status {
+    status_text: String,
+}
+
+/// Longest status text.
+const MAX_STATUS: usize = 128;
+
+/// `PUT /v1/users/{user}/status` `{"status_text": "Playing OCVR"}`: shown with the user's
+/// presence; announced at once if they are online.
+pub async fn set_status(
+    State(node): State<Arc<Node>>,
+    _: AdminAuth,
+    Path(user): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: Status =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    if req.status_text.is_empty() || req.status_text.len() > MAX_STATUS || req.status_text.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "`status_text` must be 1 to {MAX_STATUS} bytes without control characters"
+        )));
+    }
+    let key = switchboard_protocol::keyspace::presence_status(&user);
+    node.broker().set(&key, Bytes::from(req.status_text), None).await.map_err(ApiError::unavailable)?;
+    reannounce_if_online(&node, &user).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `DELETE /v1/users/{user}/status`: the user's presence shows no status text.
+pub async fn clear_status(
+    State(node): State<Arc<Node>>,
+    _: AdminAuth,
+    Path(user): Path<String>,
+) -> Result<Response, ApiError> {
+    let key = switchboard_protocol::keyspace::presence_status(&user);
+    node.broker().delete(&key).await.map_err(ApiError::unavailable)?;
+    reannounce_if_online(&node, &user).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn reannounce_if_online(node: &Node, user: &str) -> Result<(), ApiError> {
+    let online = node.presence().online(&[user.to_owned()]).await.map_err(ApiError::unavailable)?;
+    if online.first() == Some(&true) {
+        node.reannounce_online(user);
+    }
+    Ok(())
 }

@@ -15,7 +15,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Everything a connect request presents: the JWT from `?token=` (else `Authorization:
-/// Bearer`), the API key from `X-API-Key` (else `?api_key=`).
+/// Bearer`), the API key from `X-API-Key` (else `?api_key=`), the ticket from `?ticket=`.
 pub fn from_request<'a>(query: &'a HashMap<String, String>, headers: &'a HeaderMap) -> Credentials<'a> {
     let non_empty = |s: &&str| !s.is_empty();
     Credentials {
@@ -25,5 +25,6 @@ pub fn from_request<'a>(query: &'a HashMap<String, String>, headers: &'a HeaderM
             .and_then(|v| v.to_str().ok())
             .filter(non_empty)
             .or_else(|| query.get("api_key").map(String::as_str).filter(non_empty)),
+        ticket: query.get("ticket").map(String::as_str).filter(non_empty),
     }
 }

@@ -41,6 +41,7 @@ impl ApiError {
             StatusCode::UPGRADE_REQUIRED => "upgrade_required",
             StatusCode::SERVICE_UNAVAILABLE => "unavailable",
             StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limited",
             s if s.is_server_error() => "internal_error",
             _ => "bad_request",
         }

@@ -7,6 +7,7 @@ mod echo;
 mod error;
 mod ops;
 mod publish;
+mod tickets;
 mod ws;
 
 use std::sync::Arc;
@@ -41,9 +42,14 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/publish/batch", post(publish::publish_batch))
         .route("/v1/api-keys", post(admin::create_api_key))
         .route("/v1/api-keys/{name}", delete(admin::delete_api_key))
+        .route("/v1/channels/{id}", put(admin::create_channel).get(admin::get_channel).delete(admin::delete_channel))
         .route("/v1/channels/{id}/members/{user}", put(admin::add_member).delete(admin::remove_member))
         .route("/v1/sessions/revoke", post(admin::revoke_sessions))
-        .route("/v1/presence/{channel}", get(admin::channel_presence));
+        .route("/v1/presence/{channel}", get(admin::channel_presence))
+        .route("/v1/users/{user}/status", put(admin::set_status).delete(admin::clear_status));
+    if node.endpoints().iter().any(|e| e.auth().method == crate::config::AuthMethod::Ticket) {
+        router = router.route("/v1/auth/ws-ticket", post(tickets::issue));
+    }
     for endpoint in node.endpoints() {
         let ep = endpoint.clone();
         router = router.route(

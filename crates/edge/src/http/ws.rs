@@ -1,7 +1,9 @@
 //! Accepting a WebSocket: origin check, authentication, then the upgrade. Failures are
 //! answered before the upgrade with the documented JSON (`401` with `missing_token`,
-//! `invalid_token`, `expired_token`, ...); a plain GET without `Upgrade` gets the 401 (no or bad
-//! credentials) or a `426` naming the documentation — never a hang or an HTML page.
+//! `invalid_token`, `expired_token`, `invalid_ticket`, ...), or, on endpoints that refuse after
+//! the upgrade, with the dialect's error message and a close; a plain GET without `Upgrade`
+//! gets the 401 (no or bad credentials) or a `426` naming the documentation — never a hang or
+//! an HTML page. A plain GET never spends a connect ticket.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,14 +15,15 @@ use axum::Json;
 use serde_json::json;
 
 use super::{credentials, ApiError};
-use crate::auth::{AuthError, AuthFailure};
-use crate::connection;
+use crate::auth::{AuthError, AuthFailure, Principal};
+use crate::config::RefusalStyle;
+use crate::connection::{self, ConnHandle, MessageHandler, RefusalHandler, Subscriptions};
 use crate::endpoint::EndpointRuntime;
 use crate::node::Node;
 use crate::session::Session;
 
 /// Handles a request on a WebSocket endpoint path.
-pub async fn accept(State(node): State<Arc<Node>>, ep: Arc<EndpointRuntime>, mut req: Request) -> Response {
+pub async fn accept(State(node): State<Arc<Node>>, ep: Arc<EndpointRuntime>, req: Request) -> Response {
     let path = ep.path();
     let result = |r: &str| node.metrics().connects.with_label_values(&[path, r]).inc();
     if !origin_allowed(&ep, &req) {
@@ -43,11 +46,22 @@ pub async fn accept(State(node): State<Arc<Node>>, ep: Arc<EndpointRuntime>, mut
     }
     let query: HashMap<String, String> = Query::try_from_uri(req.uri()).map(|q| q.0).unwrap_or_default();
     let credentials = credentials::from_request(&query, req.headers());
+    let wants_upgrade = fastwebsockets::upgrade::is_upgrade_request(&req);
+    if !wants_upgrade && credentials.ticket.is_some() {
+        // Redeeming would spend the ticket on a request that cannot become a connection.
+        result("not_websocket");
+        return upgrade_required(&ep);
+    }
     let authenticated = match node.authenticator().authenticate(&ep, credentials).await {
         Ok(a) => a,
         Err(AuthError::Refused(failure, why)) => {
             tracing::debug!(endpoint = path, code = failure.code(), why, "connect refused");
             result(failure.code());
+            if wants_upgrade && ep.auth().refusal == RefusalStyle::Close {
+                let refuse = move |conn| RefusalHandler::new(conn, failure.message());
+                let subscriptions = Subscriptions::default();
+                return upgrade(&node, &ep, req, None, None, subscriptions, refuse).unwrap_or_else(|e| e);
+            }
             return unauthorized(failure);
         }
         Err(AuthError::Unavailable(e)) => {
@@ -55,37 +69,47 @@ pub async fn accept(State(node): State<Arc<Node>>, ep: Arc<EndpointRuntime>, mut
             return ApiError::unavailable(e).into_response();
         }
     };
-    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+    if !wants_upgrade {
         result("not_websocket");
         return upgrade_required(&ep);
     }
+    let services = node.sessions().clone();
+    let principal = Arc::new(authenticated.principal);
+    let resume = query.get("last_event_id").cloned();
+    let for_session = principal.clone();
+    let make = move |conn| Session::new(services, conn, for_session, resume);
+    let subscriptions = Session::initial_subscriptions(&ep);
+    match upgrade(&node, &ep, req, Some(principal), authenticated.expires_at, subscriptions, make) {
+        Ok(response) => {
+            result("accepted");
+            response
+        }
+        Err(response) => {
+            result("bad_handshake");
+            response
+        }
+    }
+}
+
+/// Answers the handshake and starts the connection's task with the handler `make` builds;
+/// an invalid handshake is answered with a 400.
+fn upgrade<H: MessageHandler + 'static>(
+    node: &Node,
+    ep: &Arc<EndpointRuntime>,
+    mut req: Request,
+    principal: Option<Arc<Principal>>,
+    expires_at: Option<u64>,
+    subscriptions: Subscriptions,
+    make: impl FnOnce(Arc<ConnHandle>) -> H + Send + 'static,
+) -> Result<Response, Response> {
     match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok((response, upgrade)) => {
-            result("accepted");
-            let services = node.sessions().clone();
-            let principal = Arc::new(authenticated.principal);
-            let resume = query.get("last_event_id").cloned();
-            let for_session = principal.clone();
-            let make = move |conn| Session::new(services, conn, for_session, resume);
             let ctx = node.conns().clone();
-            let subscriptions = Session::initial_subscriptions(&ep);
-            let expires_at = authenticated.expires_at;
-            let run = connection::run_upgraded(
-                ctx.clone(),
-                ep.clone(),
-                Some(principal),
-                expires_at,
-                subscriptions,
-                make,
-                upgrade,
-            );
+            let run = connection::run_upgraded(ctx.clone(), ep.clone(), principal, expires_at, subscriptions, make, upgrade);
             ctx.tasks.spawn(run);
-            response.map(axum::body::Body::new)
+            Ok(response.map(axum::body::Body::new))
         }
-        Err(e) => {
-            result("bad_handshake");
-            ApiError::bad_request(format!("invalid WebSocket handshake: {e}")).into_response()
-        }
+        Err(e) => Err(ApiError::bad_request(format!("invalid WebSocket handshake: {e}")).into_response()),
     }
 }
 
@@ -101,7 +125,8 @@ fn origin_allowed(ep: &EndpointRuntime, req: &Request) -> bool {
     }
 }
 
-fn unauthorized(failure: AuthFailure) -> Response {
+/// The documented 401 answer: `{"error":"unauthorized","code":...,"status":401}`.
+pub fn unauthorized(failure: AuthFailure) -> Response {
     let body = json!({"error": "unauthorized", "code": failure.code(), "status": 401});
     (StatusCode::UNAUTHORIZED, Json(body)).into_response()
 }

@@ -12,7 +12,7 @@ mod tests;
 use std::sync::Arc;
 
 use switchboard_broker::LogId;
-use switchboard_protocol::keyspace::user_topic;
+use switchboard_protocol::keyspace::{channel_topic, user_topic};
 use switchboard_protocol::timefmt::now_millis;
 use switchboard_protocol::{ClientError, CloseReason, Command, ErrorKind, FrameKind, Reply};
 
@@ -131,8 +131,16 @@ impl Session {
             Command::Pong { .. } => return self.conn.pong_received(now_millis()),
             Command::Publish { channel, kind, payload, ephemeral, request_id } => {
                 let ep = &self.conn.endpoint;
-                let sent = self.services.publisher.client_send(&self.principal, ep, channel, kind, payload, ephemeral);
-                (request_id, sent.await)
+                let subscribed = self.conn.subscriptions().has_channel(&channel_topic(&channel));
+                if ep.config.publish.require_subscription && !subscribed {
+                    let error =
+                        ClientError::new(ErrorKind::NotSubscribed, format!("subscribe to `{channel}` before sending"));
+                    (request_id, Err(error))
+                } else {
+                    let publisher = &self.services.publisher;
+                    let sent = publisher.client_send(&self.principal, ep, channel, kind, payload, ephemeral, subscribed);
+                    (request_id, sent.await)
+                }
             }
         };
         let request_id = request_id.as_deref();

@@ -93,21 +93,25 @@ impl Session {
         Ok(())
     }
 
-    /// May this connection use `channel`? Pattern allowed by the endpoint, and for member-only
-    /// channels, membership.
+    /// May this connection use `channel`? Pattern allowed by the endpoint, created where the
+    /// endpoint needs channels to exist, and for member-only channels, membership.
     async fn check_channel(&self, channel: &str) -> Result<(), ClientError> {
         let ep = &self.conn.endpoint;
+        let unknown = || {
+            ClientError::new(ErrorKind::UnknownChannel, format!("channel `{channel}` does not exist on this endpoint"))
+        };
+        let unavailable = |e: switchboard_broker::BrokerError| {
+            tracing::warn!(error = %e, "channel lookup failed");
+            ClientError::new(ErrorKind::Internal, "channel check unavailable; retry")
+        };
         if !ep.channel_allowed(channel) {
-            return Err(ClientError::new(
-                ErrorKind::UnknownChannel,
-                format!("channel `{channel}` does not exist on this endpoint"),
-            ));
+            return Err(unknown());
+        }
+        if ep.config.channels.must_exist && !self.services.membership.exists(channel).await.map_err(unavailable)? {
+            return Err(unknown());
         }
         if ep.member_only(channel) {
-            let member = self.services.membership.is_member(&self.principal, channel).await.map_err(|e| {
-                tracing::warn!(error = %e, "membership lookup failed");
-                ClientError::new(ErrorKind::Internal, "membership check unavailable; retry")
-            })?;
+            let member = self.services.membership.is_member(&self.principal, channel).await.map_err(unavailable)?;
             if !member {
                 return Err(ClientError::new(ErrorKind::NotMember, format!("not a member of `{channel}`")));
             }

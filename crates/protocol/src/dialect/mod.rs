@@ -113,6 +113,19 @@ pub trait Codec: Send + Sync + 'static {
         Ok((kind.to_owned(), payload.to_owned()))
     }
 
+    /// The event announcing that `user` came online or went offline (with their status text,
+    /// if set), as this dialect's clients expect it: its type and payload. `None`: the dialect
+    /// has no presence event.
+    fn presence_event(
+        &self,
+        user: &str,
+        online: bool,
+        status_text: Option<&str>,
+    ) -> Option<(&'static str, Box<serde_json::value::RawValue>)> {
+        let _ = (user, online, status_text);
+        None
+    }
+
     // --- client side ---
 
     /// The messages a client sends for `command` (some dialects subscribe to one target per

@@ -130,6 +130,14 @@ impl Codec for Ocvr {
         }
     }
 
+    fn presence_event(&self, user: &str, online: bool, status_text: Option<&str>) -> Option<(&'static str, Box<RawValue>)> {
+        let mut data = json!({"user_id": user_id_value(user), "presence": if online { "online" } else { "offline" }});
+        if let Some(text) = status_text {
+            data["status_text"] = json!(text);
+        }
+        Some(("presence_update", RawValue::from_string(data.to_string()).ok()?))
+    }
+
     fn encode_event(&self, event: &Event, _replayed: bool) -> Bytes {
         let mut buf = Vec::with_capacity(event_capacity(&event.payload, event.kind.len()));
         buf.extend_from_slice(b"{");
@@ -324,6 +332,16 @@ mod tests {
             reply(Reply::SessionRevoked { reason: "logout_all" }),
             json!({"type": "session_revoked", "data": {"reason": "logout_all"}})
         );
+    }
+
+    #[test]
+    fn presence_updates_name_the_user_and_their_status_when_set() {
+        let (kind, data) = Ocvr.presence_event("12345", true, Some("Playing OCVR")).expect("ocvr announces presence");
+        assert_eq!(kind, "presence_update");
+        let data: Value = serde_json::from_str(data.get()).unwrap();
+        assert_eq!(data, json!({"user_id": 12345, "presence": "online", "status_text": "Playing OCVR"}));
+        let (_, data) = Ocvr.presence_event("bob", false, None).expect("ocvr announces presence");
+        assert_eq!(serde_json::from_str::<Value>(data.get()).unwrap(), json!({"user_id": "bob", "presence": "offline"}));
     }
 
     #[test]

@@ -4,8 +4,12 @@
 //! for users whose entries expired; the broker reports each such user to one sweeper only.
 //!
 //! Transitions (a user's first connection anywhere, their last one closing or expiring) go to
-//! the [`PresenceListener`]s registered at start-up: dialects that announce presence attach
-//! theirs. `GET /v1/presence/{channel}` asks [`PresenceTracker::online`].
+//! the [`PresenceListener`]s registered at start-up: dialects that announce presence attach a
+//! [`PresenceAnnouncer`]. `GET /v1/presence/{channel}` asks [`PresenceTracker::online`].
+
+mod announce;
+
+pub use announce::PresenceAnnouncer;
 
 use std::collections::HashMap;
 use std::sync::Arc;
