@@ -39,7 +39,12 @@ fn token(sub: &str) -> String {
 
 #[test]
 fn check_config_accepts_every_shipped_example_and_explains_mistakes() {
-    for f in ["deploy/examples/all.toml", "deploy/examples/orbnet.toml", "deploy/examples/basic.toml", "deploy/examples/ocvr.toml"] {
+    for f in [
+        "deploy/examples/all.toml",
+        "deploy/examples/orbnet.toml",
+        "deploy/examples/basic.toml",
+        "deploy/examples/ocvr.toml",
+    ] {
         let out = Command::new(BIN).args(["check-config", &workspace_file(f)]).output().expect("run check-config");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{f}: {}", String::from_utf8_lossy(&out.stderr));

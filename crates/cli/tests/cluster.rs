@@ -7,41 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+mod common;
+
+use common::{edge, node_with, wait_until, worker, BIN};
 use switchboard_testkit::process::{http_post, http_request, NodeProcess};
 use switchboard_testkit::redis::{RedisCluster, RedisServer};
 use switchboard_testkit::{connect_ws, token_with, Received, WsClient, ADMIN, SECRET, WAIT};
-
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
-
-fn node(role: &str, redis_url: &str, cluster: bool) -> NodeProcess {
-    node_with(role, redis_url, cluster, &[])
-}
-
-/// A node with `extra` settings over the tests' defaults.
-fn node_with(role: &str, redis_url: &str, cluster: bool, extra: &[(&str, &str)]) -> NodeProcess {
-    let cluster = if cluster { "true" } else { "false" };
-    let mut env = vec![
-        ("SWITCHBOARD_REDIS_URL", redis_url),
-        ("SWITCHBOARD_REDIS_CLUSTER", cluster),
-        ("SWITCHBOARD_JWT_SECRET", SECRET),
-        ("SWITCHBOARD_ADMIN_KEY", ADMIN),
-        ("SWITCHBOARD_PERSISTENCE__WORKER_LEASE", "2s"),
-        // A client that lags a slow CI machine by more than 100 events must not see a
-        // truncated replay in the reconnect race test.
-        ("SWITCHBOARD_PERSISTENCE__REPLAY_LIMIT", "1000"),
-    ];
-    env.retain(|(k, _)| !extra.iter().any(|(x, _)| x == k));
-    env.extend_from_slice(extra);
-    NodeProcess::start(BIN, &[role], &env)
-}
-
-fn edge(redis_url: &str, cluster: bool) -> NodeProcess {
-    node("edge", redis_url, cluster)
-}
-
-fn worker(redis_url: &str, cluster: bool) -> NodeProcess {
-    node("worker", redis_url, cluster)
-}
 
 async fn basic_client(edge: &NodeProcess, user: &str, channels: &[&str]) -> WsClient {
     let token = token_with(user, Default::default());
@@ -66,14 +37,6 @@ fn publish_ok(edge: &NodeProcess, body: serde_json::Value) {
 fn numsub(redis: &RedisServer, topic: &str) -> u64 {
     let out = redis.cli(&["PUBSUB", "NUMSUB", topic]);
     out.lines().nth(1).and_then(|l| l.trim().parse().ok()).unwrap_or(0)
-}
-
-async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT * 3;
-    while !f() {
-        assert!(Instant::now() < deadline, "{what} did not happen in time");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -71,6 +71,19 @@ pub enum PublishError {
     Invalid(String),
 }
 
+/// What a client sent on a channel (a decoded `Command::Publish`).
+#[derive(Debug)]
+pub struct ClientSend {
+    /// The channel.
+    pub channel: String,
+    /// Its type, as the client named it (`typing`, `message`).
+    pub kind: String,
+    /// Its body.
+    pub payload: Box<RawValue>,
+    /// Never stored (typing indicators).
+    pub ephemeral: bool,
+}
+
 /// Broker messages of one or more publications, sent together.
 #[derive(Default)]
 pub struct Outgoing {
@@ -200,17 +213,14 @@ impl PublishService {
     /// the limit are dropped silently (they carry nothing new). `subscribed`: the sender holds
     /// a live subscription to the channel (its membership was checked when it was made, and it
     /// ends when the membership does).
-    #[allow(clippy::too_many_arguments)]
     pub async fn client_send(
         &self,
         principal: &Principal,
         endpoint: &EndpointRuntime,
-        channel: String,
-        kind: String,
-        payload: Box<RawValue>,
-        ephemeral: bool,
+        send: ClientSend,
         subscribed: bool,
     ) -> Result<(), ClientError> {
+        let ClientSend { channel, kind, payload, ephemeral } = send;
         let rules = &endpoint.config.publish;
         if !rules.types.contains(&kind) {
             return Err(ClientError::new(ErrorKind::Forbidden, format!("`{kind}` cannot be sent on this endpoint")));

@@ -16,8 +16,8 @@ use switchboard_protocol::timefmt::now_millis;
 
 pub use api_keys::{ApiKeyRecord, ApiKeyStore};
 pub use jwt::{JwtVerifier, TokenError};
-pub use tickets::{Issued, TicketStore};
 pub use switchboard_protocol::token::Claims;
+pub use tickets::{Issued, TicketStore};
 
 use crate::config::AuthMethod;
 use crate::endpoint::EndpointRuntime;

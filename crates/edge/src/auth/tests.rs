@@ -92,7 +92,10 @@ async fn tokens_without_exp_are_refused_by_default_and_lifetimes_are_bounded() {
     assert!(ok.expires_at.is_some_and(|e| e <= now() + 601), "bounded by max_session");
 
     let far = token("alice", &[("exp", (i64::MAX as u64).into())]);
-    let ok = auth.authenticate(&strict, Credentials { token: Some(&far), api_key: None, ticket: None }).await.expect("valid");
+    let ok = auth
+        .authenticate(&strict, Credentials { token: Some(&far), api_key: None, ticket: None })
+        .await
+        .expect("valid");
     assert!(ok.expires_at.is_some_and(|e| e <= now() + 24 * 3600 + 1), "a far expiry is bounded too");
 }
 

@@ -111,9 +111,7 @@ mod tests {
     async fn a_ticket_opens_one_connection_on_any_node_within_its_lifetime() {
         let clock = Arc::new(OffsetClock::default());
         let hub = MemoryHub::with_clock(clock.clone());
-        let store = |hub: &MemoryHub| {
-            TicketStore::new(Arc::new(hub.node(Arc::new(Nowhere))), TicketsConfig::default())
-        };
+        let store = |hub: &MemoryHub| TicketStore::new(Arc::new(hub.node(Arc::new(Nowhere))), TicketsConfig::default());
         let (a, b) = (store(&hub), store(&hub));
         let ticket = issued(a.issue(&claims("12345")).await.expect("issue"));
         assert!(ticket.starts_with("wst_") && well_formed(&ticket), "{ticket}");

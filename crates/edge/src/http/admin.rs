@@ -251,7 +251,8 @@ pub async fn set_status(
 ) -> Result<Response, ApiError> {
     let req: Status =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
-    if req.status_text.is_empty() || req.status_text.len() > MAX_STATUS || req.status_text.chars().any(char::is_control) {
+    if req.status_text.is_empty() || req.status_text.len() > MAX_STATUS || req.status_text.chars().any(char::is_control)
+    {
         return Err(ApiError::bad_request(format!(
             "`status_text` must be 1 to {MAX_STATUS} bytes without control characters"
         )));

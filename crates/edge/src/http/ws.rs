@@ -60,7 +60,7 @@ pub async fn accept(State(node): State<Arc<Node>>, ep: Arc<EndpointRuntime>, req
             if wants_upgrade && ep.auth().refusal == RefusalStyle::Close {
                 let refuse = move |conn| RefusalHandler::new(conn, failure.message());
                 let subscriptions = Subscriptions::default();
-                return upgrade(&node, &ep, req, None, None, subscriptions, refuse).unwrap_or_else(|e| e);
+                return upgrade(&node, &ep, req, None, None, subscriptions, refuse).unwrap_or_else(bad_handshake);
             }
             return unauthorized(failure);
         }
@@ -84,15 +84,15 @@ pub async fn accept(State(node): State<Arc<Node>>, ep: Arc<EndpointRuntime>, req
             result("accepted");
             response
         }
-        Err(response) => {
+        Err(e) => {
             result("bad_handshake");
-            response
+            bad_handshake(e)
         }
     }
 }
 
 /// Answers the handshake and starts the connection's task with the handler `make` builds;
-/// an invalid handshake is answered with a 400.
+/// fails for an invalid handshake.
 fn upgrade<H: MessageHandler + 'static>(
     node: &Node,
     ep: &Arc<EndpointRuntime>,
@@ -101,16 +101,21 @@ fn upgrade<H: MessageHandler + 'static>(
     expires_at: Option<u64>,
     subscriptions: Subscriptions,
     make: impl FnOnce(Arc<ConnHandle>) -> H + Send + 'static,
-) -> Result<Response, Response> {
+) -> Result<Response, fastwebsockets::WebSocketError> {
     match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok((response, upgrade)) => {
             let ctx = node.conns().clone();
-            let run = connection::run_upgraded(ctx.clone(), ep.clone(), principal, expires_at, subscriptions, make, upgrade);
+            let run =
+                connection::run_upgraded(ctx.clone(), ep.clone(), principal, expires_at, subscriptions, make, upgrade);
             ctx.tasks.spawn(run);
             Ok(response.map(axum::body::Body::new))
         }
-        Err(e) => Err(ApiError::bad_request(format!("invalid WebSocket handshake: {e}")).into_response()),
+        Err(e) => Err(e),
     }
+}
+
+fn bad_handshake(e: fastwebsockets::WebSocketError) -> Response {
+    ApiError::bad_request(format!("invalid WebSocket handshake: {e}")).into_response()
 }
 
 fn origin_allowed(ep: &EndpointRuntime, req: &Request) -> bool {

@@ -22,6 +22,7 @@ use crate::auth::Principal;
 use crate::connection::{ConnHandle, MessageHandler, Subscriptions};
 use crate::endpoint::EndpointRuntime;
 use crate::ids::session_id;
+use crate::publish::ClientSend;
 use crate::quota;
 use crate::short_set::ShortSet;
 
@@ -137,8 +138,8 @@ impl Session {
                         ClientError::new(ErrorKind::NotSubscribed, format!("subscribe to `{channel}` before sending"));
                     (request_id, Err(error))
                 } else {
-                    let publisher = &self.services.publisher;
-                    let sent = publisher.client_send(&self.principal, ep, channel, kind, payload, ephemeral, subscribed);
+                    let send = ClientSend { channel, kind, payload, ephemeral };
+                    let sent = self.services.publisher.client_send(&self.principal, ep, send, subscribed);
                     (request_id, sent.await)
                 }
             }

@@ -130,7 +130,12 @@ impl Codec for Ocvr {
         }
     }
 
-    fn presence_event(&self, user: &str, online: bool, status_text: Option<&str>) -> Option<(&'static str, Box<RawValue>)> {
+    fn presence_event(
+        &self,
+        user: &str,
+        online: bool,
+        status_text: Option<&str>,
+    ) -> Option<(&'static str, Box<RawValue>)> {
         let mut data = json!({"user_id": user_id_value(user), "presence": if online { "online" } else { "offline" }});
         if let Some(text) = status_text {
             data["status_text"] = json!(text);
@@ -341,7 +346,10 @@ mod tests {
         let data: Value = serde_json::from_str(data.get()).unwrap();
         assert_eq!(data, json!({"user_id": 12345, "presence": "online", "status_text": "Playing OCVR"}));
         let (_, data) = Ocvr.presence_event("bob", false, None).expect("ocvr announces presence");
-        assert_eq!(serde_json::from_str::<Value>(data.get()).unwrap(), json!({"user_id": "bob", "presence": "offline"}));
+        assert_eq!(
+            serde_json::from_str::<Value>(data.get()).unwrap(),
+            json!({"user_id": "bob", "presence": "offline"})
+        );
     }
 
     #[test]
