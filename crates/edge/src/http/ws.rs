@@ -102,16 +102,11 @@ fn upgrade<H: MessageHandler + 'static>(
     subscriptions: Subscriptions,
     make: impl FnOnce(Arc<ConnHandle>) -> H + Send + 'static,
 ) -> Result<Response, fastwebsockets::WebSocketError> {
-    match fastwebsockets::upgrade::upgrade(&mut req) {
-        Ok((response, upgrade)) => {
-            let ctx = node.conns().clone();
-            let run =
-                connection::run_upgraded(ctx.clone(), ep.clone(), principal, expires_at, subscriptions, make, upgrade);
-            ctx.tasks.spawn(run);
-            Ok(response.map(axum::body::Body::new))
-        }
-        Err(e) => Err(e),
-    }
+    let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut req)?;
+    let ctx = node.conns().clone();
+    let run = connection::run_upgraded(ctx.clone(), ep.clone(), principal, expires_at, subscriptions, make, upgrade);
+    ctx.tasks.spawn(run);
+    Ok(response.map(axum::body::Body::new))
 }
 
 fn bad_handshake(e: fastwebsockets::WebSocketError) -> Response {
