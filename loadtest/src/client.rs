@@ -2,12 +2,14 @@
 //! several 127.0.0.x source addresses, with the descriptor limit raised as far as the system
 //! allows.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
 use switchboard_client::{ConnectOptions, Connection};
 use switchboard_protocol::token::mint_hs256;
 
+use crate::dialect::DialectArg;
 use crate::Target;
 
 /// Raises RLIMIT_NOFILE to its hard limit; returns the limit now in force.
@@ -24,15 +26,58 @@ pub fn raise_fd_limit() -> u64 {
     lim.rlim_cur
 }
 
-/// Connects client number `i` to `path_and_query`, from source address 127.0.0.(1 + i % sources).
-pub async fn connect(target: &Target, i: usize, path_and_query: &str) -> Result<Connection> {
+/// Where a client connects and how it proves who it is.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Endpoint path.
+    pub path: String,
+    /// The user's token.
+    pub token: String,
+    /// Trade the token for a connect ticket first (`POST /v1/auth/ws-ticket`, then
+    /// `?ticket=`), as ticket endpoints want; else `?token=`.
+    pub ticket: bool,
+}
+
+impl Entry {
+    /// `user` connecting to `path` as `dialect`'s clients do (ocvr with a ticket).
+    pub fn user(target: &Target, dialect: DialectArg, path: &str, user: &str) -> Entry {
+        Entry { path: path.to_owned(), token: token(target, user), ticket: dialect.uses_tickets() }
+    }
+}
+
+/// Connects client number `i` to `entry`, from source address 127.0.0.(1 + i % sources). A
+/// ticket, when the entry needs one, is fetched from the same server right before (its time
+/// is part of the connect, as for a real client).
+pub async fn connect(target: &Target, i: usize, entry: &Entry) -> Result<Connection> {
     let source = Ipv4Addr::new(127, 0, 0, 1 + (i % target.sources.max(1) as usize) as u8);
     let server = target.server[i % target.server.len()];
+    let query = if entry.ticket {
+        format!("ticket={}", ticket(server, &entry.token).await?)
+    } else {
+        format!("token={}", entry.token)
+    };
     // Small buffers: the tool holds tens of thousands of clients in one process.
     let options = ConnectOptions { source: Some(IpAddr::V4(source)), read_buffer_bytes: 4096 };
-    Connection::open(&format!("ws://{server}{path_and_query}"), &options)
+    Connection::open(&format!("ws://{server}{}?{query}", entry.path), &options)
         .await
         .with_context(|| format!("from {source}"))
+}
+
+/// One HTTP client for the whole run (its connection pool is shared).
+pub fn http() -> &'static reqwest::Client {
+    static HTTP: OnceLock<reqwest::Client> = OnceLock::new();
+    HTTP.get_or_init(reqwest::Client::new)
+}
+
+/// A connect ticket for the holder of `token`.
+async fn ticket(server: SocketAddr, token: &str) -> Result<String> {
+    let resp = http().post(format!("http://{server}/v1/auth/ws-ticket")).bearer_auth(token).send().await?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.context("a ticket answer that is not JSON")?;
+    match body["data"]["ticket"].as_str() {
+        Some(t) if status.is_success() => Ok(t.to_owned()),
+        _ => anyhow::bail!("no ticket: HTTP {status} {body}"),
+    }
 }
 
 /// A token for `sub`.

@@ -16,7 +16,7 @@ use switchboard_client::{ClientMessage, Connection, Dialect, Incoming};
 use tokio::sync::{broadcast, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::client::{connect, now_micros};
+use crate::client::{connect, now_micros, Entry};
 use crate::dialect::DialectArg;
 use crate::plot::{self, Sample};
 use crate::split::{self, SplitArgs};
@@ -82,7 +82,7 @@ impl Crowd {
     /// instead (see [`split`]) and returns `None`: the scenario has nothing left to do.
     pub async fn assemble<P>(target: &Target, recipe: Recipe<'_, P>) -> Result<Option<Crowd>>
     where
-        P: Fn(usize) -> (String, Vec<ClientMessage>),
+        P: Fn(usize) -> (Entry, Vec<ClientMessage>),
     {
         let Recipe { n, concurrency, plan, scenario, count_flag, dialect, extra, split } = recipe;
         if split.processes > 1 && !split.child {
@@ -120,7 +120,7 @@ impl Crowd {
         n: usize,
         concurrency: usize,
         dialect: Dialect,
-        plan: impl Fn(usize) -> (String, Vec<ClientMessage>),
+        plan: impl Fn(usize) -> (Entry, Vec<ClientMessage>),
     ) -> Crowd {
         let delivered = Arc::new(AtomicU64::new(0));
         let (stop, _) = broadcast::channel::<()>(1);

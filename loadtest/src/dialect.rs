@@ -12,6 +12,9 @@ pub enum DialectArg {
     Orbnet,
     /// The generic service at `/ws`: a broadcast is a `status_update` to a channel.
     Basic,
+    /// OCVR chat at `/v1/ws`, connected with tickets: a broadcast is a `message_create` to a
+    /// channel that must exist with every client a member (the `typing` scenario sets that up).
+    Ocvr,
 }
 
 /// Everything a scenario needs to subscribe clients to one shared stream and publish to it.
@@ -38,7 +41,13 @@ impl DialectArg {
         match self {
             DialectArg::Orbnet => Dialect::Orbnet,
             DialectArg::Basic => Dialect::Basic,
+            DialectArg::Ocvr => Dialect::Ocvr,
         }
+    }
+
+    /// Whether its clients connect with a ticket traded for their token.
+    pub fn uses_tickets(self) -> bool {
+        matches!(self, DialectArg::Ocvr)
     }
 
     /// Its name on the command line and in reports.
@@ -46,14 +55,15 @@ impl DialectArg {
         match self {
             DialectArg::Orbnet => "orbnet",
             DialectArg::Basic => "basic",
+            DialectArg::Ocvr => "ocvr",
         }
     }
 
     /// Endpoint path and subscriptions of client `i` on a stream of its own: its user's
-    /// notifications (orbnet), or a channel `status:idle-<i>` (basic).
+    /// notifications (orbnet, ocvr), or a channel `status:idle-<i>` (basic).
     pub fn own_stream(self, i: usize) -> (&'static str, Vec<ClientMessage>) {
         match self {
-            DialectArg::Orbnet => self.user_stream(),
+            DialectArg::Orbnet | DialectArg::Ocvr => self.user_stream(),
             DialectArg::Basic => ("/ws", Dialect::Basic.subscriptions(&[&format!("status:idle-{i}")])),
         }
     }
@@ -64,6 +74,7 @@ impl DialectArg {
         match self {
             DialectArg::Orbnet => ("/ws/notifications", Dialect::Orbnet.subscriptions(&["notification"])),
             DialectArg::Basic => ("/ws", Vec::new()),
+            DialectArg::Ocvr => ("/v1/ws", Vec::new()),
         }
     }
 
@@ -84,6 +95,15 @@ impl DialectArg {
                     subscriptions: Dialect::Basic.subscriptions(&[channel]),
                     channel: channel.to_owned(),
                     kind: "status_update",
+                }
+            }
+            DialectArg::Ocvr => {
+                let channel = channel.unwrap_or("ch_load");
+                Broadcast {
+                    path: "/v1/ws",
+                    subscriptions: Dialect::Ocvr.subscriptions(&[channel]),
+                    channel: channel.to_owned(),
+                    kind: "message_create",
                 }
             }
         }

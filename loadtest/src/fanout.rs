@@ -11,7 +11,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::client::token;
+use crate::client::Entry;
 use crate::crowd::{merge, Crowd, Recipe};
 use crate::dialect::DialectArg;
 use crate::pace::{publish, Schedule};
@@ -56,8 +56,7 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
     }
     ensure_descriptors(args.subscribers, args.split.processes, "subscribers", fd_limit)?;
     let stream = args.dialect.broadcast(args.channel.as_deref());
-    let plan =
-        |i| (format!("{}?token={}", stream.path, token(target, &format!("fan-{i}"))), stream.subscriptions.clone());
+    let plan = |i| (Entry::user(target, args.dialect, stream.path, &format!("fan-{i}")), stream.subscriptions.clone());
     let recipe = Recipe {
         n: args.subscribers,
         concurrency: args.concurrency,

@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::client::token;
+use crate::client::Entry;
 use crate::crowd::{Crowd, Recipe};
 use crate::dialect::DialectArg;
 use crate::split::{ensure_descriptors, SplitArgs};
@@ -46,7 +46,7 @@ pub async fn run(target: &Target, args: IdleArgs, fd_limit: u64) -> Result<Value
     let rss_before = pid.and_then(procstat::rss_bytes);
     let plan = |i| {
         let (path, subscriptions) = args.dialect.own_stream(i);
-        (format!("{path}?token={}", token(target, &format!("idle-{i}"))), subscriptions)
+        (Entry::user(target, args.dialect, path, &format!("idle-{i}")), subscriptions)
     };
     let recipe = Recipe {
         n: args.connections,

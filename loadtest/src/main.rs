@@ -9,6 +9,8 @@
 //! - `many`: N connections each on its own user stream, persisted notifications to random
 //!   users through the batch API; publish→deliver latency through the persistence worker.
 //! - `replay`: N clients miss M events each and reconnect at once; time to all replayed.
+//! - `typing`: N members of one ocvr channel, T of them typing; `typing_start` delivery and
+//!   latency.
 //! - `bare-server`: not a scenario but the baseline for `fanout`: a one-thread server that
 //!   writes pre-encoded frames straight to its sockets.
 //!
@@ -28,6 +30,7 @@ mod procstat;
 mod replay;
 mod split;
 mod storm;
+mod typing;
 
 use std::net::SocketAddr;
 
@@ -84,6 +87,8 @@ enum Scenario {
     Many(many::ManyArgs),
     /// N clients miss M events each, then reconnect at once.
     Replay(replay::ReplayArgs),
+    /// Typing indicators in one ocvr channel of N members: delivery and latency.
+    Typing(typing::TypingArgs),
     /// The fan-out baseline: a bare one-thread server writing pre-encoded frames (run
     /// `fanout` against it as against the gateway).
     BareServer(bare::BareArgs),
@@ -108,6 +113,7 @@ fn main() -> Result<()> {
             Scenario::Fanout(args) => fanout::run(&cli.target, args, limit).await,
             Scenario::Many(args) => many::run(&cli.target, args, limit).await,
             Scenario::Replay(args) => replay::run(&cli.target, args, limit).await,
+            Scenario::Typing(args) => typing::run(&cli.target, args, limit).await,
             Scenario::BareServer(_) => bail!("bare-server runs on its own one-thread runtime"),
         }
     })?;

@@ -12,7 +12,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::client::{now_micros, token};
+use crate::client::{now_micros, Entry};
 use crate::crowd::{merge, Crowd, Recipe};
 use crate::dialect::DialectArg;
 use crate::pace::{publish, Schedule};
@@ -54,7 +54,7 @@ pub async fn run(target: &Target, args: ManyArgs, fd_limit: u64) -> Result<Value
     }
     ensure_descriptors(args.connections, args.split.processes, "connections", fd_limit)?;
     let (path, subscriptions) = args.dialect.user_stream();
-    let plan = |i| (format!("{path}?token={}", token(target, &format!("many-{i}"))), subscriptions.clone());
+    let plan = |i| (Entry::user(target, args.dialect, path, &format!("many-{i}")), subscriptions.clone());
     let recipe = Recipe {
         n: args.connections,
         concurrency: args.concurrency,

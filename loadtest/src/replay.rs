@@ -11,7 +11,7 @@ use indicatif::ProgressBar;
 use serde_json::{json, Value};
 use switchboard_client::{ClientDialect, Dialect, Incoming};
 
-use crate::client::{connect, token};
+use crate::client::{connect, Entry};
 use crate::crowd::{Crowd, Recipe};
 use crate::dialect::DialectArg;
 use crate::split::{ensure_descriptors, SplitArgs};
@@ -49,7 +49,7 @@ pub async fn run(target: &Target, args: ReplayArgs, fd_limit: u64) -> Result<Val
     ensure_descriptors(args.clients, 1, "clients", fd_limit)?;
     let run_id = crate::client::now_micros();
     let user = move |i: usize| format!("replay-{run_id}-{i}");
-    let path = |i: usize| format!("/ws/notifications?token={}", token(target, &user(i)));
+    let path = |i: usize| Entry::user(target, DialectArg::Orbnet, "/ws/notifications", &user(i));
     // First visit: the server records where each client is.
     let here = SplitArgs { processes: 1, first: 0, child: false };
     let plan = |i| (path(i), Dialect::Orbnet.subscriptions(&["notification"]));

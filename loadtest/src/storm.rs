@@ -1,7 +1,9 @@
-//! `connect`: a connection storm. Opens N connections at R per second (each: TCP connect,
-//! WebSocket handshake, then proof that the session runs: orbnet's `connection_ack`, or for
-//! basic, which sends nothing on connect, the answer to a ping), holds them until all are
-//! open, then closes them. Reports connect latency percentiles and failures by cause.
+//! `connect`: a connection storm. Opens N connections at R per second (each: a ticket where
+//! the dialect wants one, TCP connect, WebSocket handshake, then proof that the session runs:
+//! orbnet's `connection_ack`, or for dialects that send nothing on connect, the answer to a
+//! ping), holds them until all are open (or with `--churn` closes each at once), then closes
+//! them. Reports connect latency percentiles, failures by cause and, with `--server-pid`, the
+//! server's CPU per connection.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -14,8 +16,9 @@ use serde_json::{json, Value};
 use switchboard_client::{ClientDialect, ConnectError, Incoming, ServerMessage};
 use tokio::sync::broadcast;
 
-use crate::client::{connect, token};
+use crate::client::{connect, Entry};
 use crate::dialect::DialectArg;
+use crate::procstat;
 use crate::split::ensure_descriptors;
 use crate::Target;
 
@@ -31,9 +34,14 @@ pub struct StormArgs {
     /// Dialect the clients speak.
     #[arg(long, value_enum, default_value_t = DialectArg::Orbnet)]
     pub dialect: DialectArg,
-    /// Endpoint path (default: `/ws/notifications` for orbnet, `/ws` for basic).
+    /// Endpoint path (default: `/ws/notifications` for orbnet, `/ws` for basic, `/v1/ws` for
+    /// ocvr).
     #[arg(long)]
     pub path: Option<String>,
+    /// Close each connection as soon as it is open (a churn of connects and disconnects at
+    /// the rate) instead of holding them all until the last one is open.
+    #[arg(long)]
+    pub churn: bool,
 }
 
 /// Runs the scenario.
@@ -41,8 +49,11 @@ pub async fn run(target: &Target, args: StormArgs, fd_limit: u64) -> Result<Valu
     if args.connections == 0 || args.connections > 1_000_000 || args.rate <= 0.0 || args.rate > 100_000.0 {
         bail!("connect is bounded to 1,000,000 connections at up to 100,000 per second");
     }
-    ensure_descriptors(args.connections, 1, "connections", fd_limit)?;
-    let dialect = args.dialect;
+    // A churn holds only the connections in flight.
+    let held = if args.churn { args.connections.min(args.rate.ceil() as usize) } else { args.connections };
+    ensure_descriptors(held, 1, "connections", fd_limit)?;
+    let (dialect, churn) = (args.dialect, args.churn);
+    let window = procstat::Window::start(target.server_pid);
     let endpoint = args.path.clone().unwrap_or_else(|| dialect.user_stream().0.to_owned());
     let (stop, _) = broadcast::channel::<()>(1);
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Result<Duration, String>>(args.connections);
@@ -53,7 +64,7 @@ pub async fn run(target: &Target, args: StormArgs, fd_limit: u64) -> Result<Valu
     for i in 0..args.connections {
         ticker.tick().await;
         let (target, done, mut stop) = (target.clone(), done_tx.clone(), stop.subscribe());
-        let path = format!("{endpoint}?token={}", token(&target, &format!("storm-{i}")));
+        let path = Entry::user(&target, dialect, &endpoint, &format!("storm-{i}"));
         tasks.push(tokio::spawn(async move {
             let t0 = Instant::now();
             let mut conn = match connect(&target, i, &path).await {
@@ -75,7 +86,7 @@ pub async fn run(target: &Target, args: StormArgs, fd_limit: u64) -> Result<Valu
                     Ok(other) => Err(format!("unexpected message: {other:?}")),
                     Err(_) => Err("no ack in 30 s".to_string()),
                 },
-                DialectArg::Basic => {
+                DialectArg::Basic | DialectArg::Ocvr => {
                     match tokio::time::timeout(Duration::from_secs(30), conn.send_confirmed(dialect.kind(), &[])).await
                     {
                         Ok(Ok(_)) => Ok(t0.elapsed()),
@@ -84,9 +95,9 @@ pub async fn run(target: &Target, args: StormArgs, fd_limit: u64) -> Result<Valu
                     }
                 }
             };
-            let ok = acked.is_ok();
+            let hold = acked.is_ok() && !churn;
             let _ = done.send(acked).await;
-            if ok {
+            if hold {
                 let _ = stop.recv().await;
             }
             conn.close().await;
@@ -111,6 +122,8 @@ pub async fn run(target: &Target, args: StormArgs, fd_limit: u64) -> Result<Valu
     for t in tasks {
         let _ = t.await;
     }
+    // Server CPU over the whole run, the closes included.
+    let (_, cpu) = window.finish();
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     Ok(json!({
         "scenario": "connect",
@@ -124,5 +137,8 @@ pub async fn run(target: &Target, args: StormArgs, fd_limit: u64) -> Result<Valu
         "connect_ms_p99": ms(0.99),
         "connect_ms_p999": ms(0.999),
         "connect_ms_max": hist.max() as f64 / 1000.0,
+        "churn": churn,
+        "server_cpu_seconds": cpu,
+        "server_cpu_ms_per_connection": cpu.map(|c| c * 1000.0 / hist.len().max(1) as f64),
     }))
 }
