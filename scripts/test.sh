@@ -40,5 +40,26 @@ if ! python3 -c 'import websockets' 2>/dev/null; then
     || { echo "error: could not install the Python 'websockets' package; install it with: python3 -m pip install websockets" >&2; exit 1; }
 fi
 
+# The ocvr document-client test runs seed 001's JavaScript client in Node (fetch, WebSocket).
+if ! command -v node >/dev/null; then
+  if command -v apt-get >/dev/null; then
+    say "installing nodejs (apt-get), for seed 001's JavaScript client"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+  else
+    echo "error: the tests need Node.js (seed 001's JavaScript client); install nodejs" >&2
+    exit 1
+  fi
+fi
+# Node 22+ has a global WebSocket, Node 20 behind --experimental-websocket; older ones get the
+# `ws` package next to the client.
+has_websocket='process.exit(typeof WebSocket === "function" ? 0 : 1)'
+if ! node -e "$has_websocket" 2>/dev/null && ! node --experimental-websocket -e "$has_websocket" 2>/dev/null \
+  && [ ! -d crates/cli/tests/clients/node_modules/ws ]; then
+  say "installing the ws package for Node $(node --version) (no global WebSocket)"
+  npm install --silent --no-save --no-package-lock --prefix crates/cli/tests/clients 'ws@8' \
+    || { echo "error: could not install the 'ws' npm package for Node" >&2; exit 1; }
+fi
+
 say "cargo test --workspace"
 cargo test --workspace --locked "$@"

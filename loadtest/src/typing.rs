@@ -113,9 +113,11 @@ pub async fn run(target: &Target, args: TypingArgs, fd_limit: u64) -> Result<Val
     let mut tasks = Vec::with_capacity(args.members);
     for i in 0..args.members {
         let entry = Entry::user(target, DialectArg::Ocvr, "/v1/ws", &(BASE_USER + i as u64).to_string());
-        let (target, gate, ready, subscriptions) = (target.clone(), gate.clone(), ready_tx.clone(), subscriptions.clone());
+        let (target, gate, ready, subscriptions) =
+            (target.clone(), gate.clone(), ready_tx.clone(), subscriptions.clone());
         let (mut go, mut stop_typing, mut stop) = (go.subscribe(), stop_typing.subscribe(), stop.subscribe());
-        let (last_typed, sent, delivered, typing) = (last_typed.clone(), sent.clone(), delivered.clone(), typing.clone());
+        let (last_typed, sent, delivered, typing) =
+            (last_typed.clone(), sent.clone(), delivered.clone(), typing.clone());
         let typers = args.typers;
         tasks.push(tokio::spawn(async move {
             let mut latencies: Vec<u32> = Vec::new();

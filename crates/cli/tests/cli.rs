@@ -1,11 +1,11 @@
 //! The real `switchboard` binary: `token`, `check-config`, and `serve` end to end with the
-//! document's own Python client.
+//! documents' own clients (seed 000's Python client, seed 001's JavaScript client).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use std::time::Duration;
-use switchboard_testkit::process::{http_post, NodeProcess};
+use switchboard_testkit::process::{http_post, http_request, NodeProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
@@ -110,6 +110,92 @@ fn serve_works_end_to_end_with_the_documents_python_client() {
     }
     let status = client.wait().expect("python client exits");
     assert!(status.success(), "python client failed");
+}
+
+/// How to run Node with a global `WebSocket`: Node 22+ has one, Node 20 behind a flag; older
+/// ones use the `ws` package that scripts/test.sh installs next to the client.
+fn node_command() -> Command {
+    let flag_works = Command::new("node")
+        .args(["--experimental-websocket", "-e", "process.exit(typeof WebSocket === 'function' ? 0 : 1)"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut node = Command::new("node");
+    if flag_works {
+        node.arg("--experimental-websocket");
+    }
+    node
+}
+
+#[test]
+fn serve_works_end_to_end_with_the_ocvr_documents_javascript_client() {
+    let server = serve();
+    assert!(server.banner.iter().any(|l| l.contains("ws-ticket")), "banner says how to get a ticket");
+    let admin = |method: &str, path: &str| {
+        let (status, body) = http_request(&server.addr, method, path, "switchboard-dev-admin-key", "");
+        assert!((200..300).contains(&status), "{method} {path}: {status} {body}");
+    };
+    admin("PUT", "/v1/channels/ch_abc123");
+    admin("PUT", "/v1/channels/ch_abc123/members/12345");
+    let mut client = node_command()
+        .args([
+            &format!("{}/tests/clients/ocvr_client.mjs", env!("CARGO_MANIFEST_DIR")),
+            &format!("http://{}", server.addr),
+            &format!("ws://{}", server.addr),
+            &token("12345"),
+            "ch_abc123",
+        ])
+        .env("HEARTBEAT_MS", "300")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node must be installed (scripts/test.sh installs it)");
+    let lines = BufReader::new(client.stdout.take().expect("stdout")).lines();
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = tx.send(serde_json::from_str(&line).unwrap_or_else(|_| serde_json::json!({"raw": line})));
+        }
+    });
+    let next_of = |kind: &str| loop {
+        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| panic!("no `{kind}` from the client"));
+        if line["got"] == kind {
+            return line;
+        }
+    };
+    let says = |n: u32| {
+        let body = format!(
+            r#"{{"channel":"ch_abc123","type":"message_create","payload":{{"id":"msg_{n}","channel_id":"ch_abc123","content":"Hello world!"}}}}"#
+        );
+        publish(&server.addr, &body);
+    };
+    for round in 0..2 {
+        next_of("open");
+        next_of("heartbeat_ack");
+        // The subscribe went out right after open, unanswered: publish until one arrives.
+        let got = (0..40)
+            .find_map(|n| {
+                says(round * 100 + n);
+                rx.recv_timeout(Duration::from_millis(500)).ok().filter(|l| l["got"] == "message_create")
+            })
+            .expect("a message reached the client");
+        assert_eq!(got["data"]["content"], "Hello world!");
+        if round == 0 {
+            // Logged out everywhere: the client is told, the server closes, and the document's
+            // client reconnects on its own with a new ticket.
+            let (status, _) = http_post(
+                &server.addr,
+                "/v1/sessions/revoke",
+                "switchboard-dev-admin-key",
+                r#"{"user":"12345","reason":"logout_all"}"#,
+            );
+            assert_eq!(status, 200);
+            assert_eq!(next_of("session_revoked")["data"]["reason"], "logout_all");
+            next_of("closed");
+        }
+    }
+    let _ = client.kill();
+    let _ = client.wait();
 }
 
 fn publish(addr: &str, body: &str) {
