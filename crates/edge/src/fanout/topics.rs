@@ -66,9 +66,14 @@ impl TopicSync {
             }
         }
         outcome?;
-        // Our topics may have been handled by another caller's batch: check the result.
-        if topics.iter().any(|t| self.registry.has(t) && !subscribed.contains(t)) {
-            return Err(BrokerError::Unavailable("subscription not confirmed by the broker".into()));
+        // Our topics may have been handled by another caller's batch that failed, or wanted
+        // again by a connection whose own call has not got the lock yet: whoever holds the lock
+        // makes sure every wanted topic among its own is subscribed.
+        let missing: Vec<String> =
+            topics.iter().filter(|t| self.registry.has(t) && !subscribed.contains(*t)).cloned().collect();
+        if !missing.is_empty() {
+            self.broker.subscribe(&missing).await?;
+            subscribed.extend(missing);
         }
         Ok(())
     }
