@@ -14,7 +14,8 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use super::json::{
-    event_capacity, push_field_str, push_key, push_raw, push_str, push_u64, server_message, to_message, ServerFields,
+    data_string, event_capacity, invalid, push_field_str, push_key, push_raw, push_str, push_u64, server_message,
+    to_message, ServerFields, TypeDataFrame,
 };
 use super::{Codec, DecodeError, DialectKind, FrameKind};
 use crate::command::{Command, Reply, ServerMessage, SubscriptionTarget};
@@ -29,31 +30,8 @@ const MAX_CHANNEL_NAME: usize = 256;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Basic;
 
-#[derive(Deserialize)]
-struct ClientFrame {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    data: Option<Box<RawValue>>,
-}
-
-#[derive(Deserialize)]
-struct ChannelData {
-    channel: String,
-}
-
-fn invalid(message: impl Into<String>) -> ClientError {
-    ClientError::new(ErrorKind::InvalidRequest, message)
-}
-
 fn channel(data: Option<Box<RawValue>>) -> Result<Vec<SubscriptionTarget>, ClientError> {
-    let data = data.ok_or_else(|| invalid("`data.channel` is required"))?;
-    let d: ChannelData =
-        serde_json::from_str(data.get()).map_err(|_| invalid("`data.channel` (a string) is required"))?;
-    if d.channel.is_empty() || d.channel.len() > MAX_CHANNEL_NAME {
-        return Err(invalid(format!("`data.channel` must be 1 to {MAX_CHANNEL_NAME} bytes")));
-    }
-    Ok(vec![SubscriptionTarget::Channel(d.channel)])
+    Ok(vec![SubscriptionTarget::Channel(data_string(data.as_deref(), "channel", MAX_CHANNEL_NAME)?)])
 }
 
 impl Codec for Basic {
@@ -66,7 +44,7 @@ impl Codec for Basic {
     }
 
     fn decode(&self, message: &[u8]) -> Result<Command, ClientError> {
-        let frame: ClientFrame =
+        let frame: TypeDataFrame =
             serde_json::from_slice(message).map_err(|e| invalid(format!("malformed message: {e}")))?;
         match frame.kind.as_str() {
             "subscribe" => Ok(Command::Subscribe { targets: channel(frame.data)?, filter: None, request_id: None }),

@@ -1,6 +1,39 @@
-//! Small helpers the JSON dialects share for writing frames without an intermediate tree.
+//! Small helpers the JSON dialects share: reading `{"type": T, "data": {...}}` client frames,
+//! and writing frames without an intermediate tree.
 
+use serde::Deserialize;
 use serde_json::value::RawValue;
+
+use crate::error::{ClientError, ErrorKind};
+
+/// A client frame of the dialects that spell commands `{"type": T, "data": {...}}`.
+#[derive(Deserialize)]
+pub(crate) struct TypeDataFrame {
+    /// The command.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Its arguments, read by the command.
+    #[serde(default)]
+    pub data: Option<Box<RawValue>>,
+}
+
+/// An `invalid_request` error saying what is wrong.
+pub(crate) fn invalid(message: impl Into<String>) -> ClientError {
+    ClientError::new(ErrorKind::InvalidRequest, message)
+}
+
+/// The string `data.<field>` of a frame (a channel name), 1 to `max` bytes.
+pub(crate) fn data_string(data: Option<&RawValue>, field: &str, max: usize) -> Result<String, ClientError> {
+    let required = || invalid(format!("`data.{field}` (a string) is required"));
+    let data = data.ok_or_else(required)?;
+    let mut fields: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(data.get()).map_err(|_| required())?;
+    let Some(serde_json::Value::String(value)) = fields.remove(field) else { return Err(required()) };
+    if value.is_empty() || value.len() > max {
+        return Err(invalid(format!("`data.{field}` must be 1 to {max} bytes")));
+    }
+    Ok(value)
+}
 
 /// Appends `s` as a JSON string literal (quoted and escaped).
 pub(crate) fn push_str(buf: &mut Vec<u8>, s: &str) {

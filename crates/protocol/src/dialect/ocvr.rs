@@ -17,7 +17,8 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use super::json::{
-    event_capacity, push_field_str, push_key, push_raw, push_str, push_u64, server_message, to_message, ServerFields,
+    data_string, event_capacity, invalid, push_field_str, push_key, push_raw, push_str, push_u64, server_message,
+    to_message, ServerFields, TypeDataFrame,
 };
 use super::{ClientSender, Codec, DecodeError, DialectKind, FrameKind, HeartbeatStyle};
 use crate::command::{Command, Reply, ServerMessage, SubscriptionTarget};
@@ -31,31 +32,8 @@ const MAX_CHANNEL_ID: usize = 128;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Ocvr;
 
-#[derive(Deserialize)]
-struct ClientFrame {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    data: Option<Box<RawValue>>,
-}
-
-#[derive(Deserialize)]
-struct ChannelData {
-    channel_id: String,
-}
-
-fn invalid(message: impl Into<String>) -> ClientError {
-    ClientError::new(ErrorKind::InvalidRequest, message)
-}
-
 fn channel_id(data: Option<Box<RawValue>>) -> Result<String, ClientError> {
-    let data = data.ok_or_else(|| invalid("`data.channel_id` is required"))?;
-    let d: ChannelData =
-        serde_json::from_str(data.get()).map_err(|_| invalid("`data.channel_id` (a string) is required"))?;
-    if d.channel_id.is_empty() || d.channel_id.len() > MAX_CHANNEL_ID {
-        return Err(invalid(format!("`data.channel_id` must be 1 to {MAX_CHANNEL_ID} bytes")));
-    }
-    Ok(d.channel_id)
+    data_string(data.as_deref(), "channel_id", MAX_CHANNEL_ID)
 }
 
 /// A user id as the API shows it: a number when the id is one, else a string.
@@ -80,7 +58,7 @@ impl Codec for Ocvr {
     }
 
     fn decode(&self, message: &[u8]) -> Result<Command, ClientError> {
-        let frame: ClientFrame =
+        let frame: TypeDataFrame =
             serde_json::from_slice(message).map_err(|e| invalid(format!("malformed message: {e}")))?;
         match frame.kind.as_str() {
             "heartbeat" => Ok(Command::Ping { request_id: None, echo: Bytes::new() }),

@@ -15,7 +15,8 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::json::{
-    event_capacity, push_field_str, push_key, push_raw, push_str, push_u64, server_message, to_message, ServerFields,
+    event_capacity, invalid, push_field_str, push_key, push_raw, push_str, push_u64, server_message, to_message,
+    ServerFields,
 };
 use super::{Codec, DecodeError, DialectKind, FrameKind};
 use crate::command::{Command, Reply, ServerMessage, SubscriptionTarget};
@@ -51,10 +52,6 @@ struct ClientFrame {
 struct ChatPayload {
     #[serde(rename = "conversationId")]
     conversation_id: String,
-}
-
-fn invalid(message: impl Into<String>) -> ClientError {
-    ClientError::new(ErrorKind::InvalidRequest, message)
 }
 
 fn event_types(channels: Option<Vec<String>>) -> Result<Vec<SubscriptionTarget>, ClientError> {
