@@ -20,6 +20,15 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
   fi
 fi
 
+# Sharded pub/sub (SSUBSCRIBE, used on Redis Cluster) and the RESP3 push messages the broker
+# relies on need Redis 7.
+redis_major=$(redis-server --version | sed -n 's/.* v=\([0-9]*\)\..*/\1/p')
+if [ -z "$redis_major" ] || [ "$redis_major" -lt 7 ]; then
+  echo "error: the tests need Redis >= 7 (sharded pub/sub); found: $(redis-server --version)" >&2
+  echo "       install a newer redis-server (Debian 12+ ships 7.0) or put one first on PATH" >&2
+  exit 1
+fi
+
 # sb-load's --plot test draws with a TrueType font.
 if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] && [ ! -f /usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf ]; then
   if command -v apt-get >/dev/null; then
