@@ -240,3 +240,52 @@ fn check_config_warns_about_unknown_variables_but_not_service_links() {
     assert!(warnings[0].contains("SWITCHBOARD_DRAIN_WINDOWW"), "{stdout}");
     assert!(stdout.contains("broadcast=notifications"), "the broadcast channels are listed: {stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_as_a_user_meets_it() {
+    let window = Duration::from_secs(3);
+    let mut server = NodeProcess::start(BIN, &["serve"], &[("SWITCHBOARD_DRAIN_WINDOW", "3s")]);
+    let url = |user: &str| format!("ws://{}/ws?token={}", server.addr, token(user));
+    let mut clients = Vec::new();
+    for i in 0..20 {
+        let mut c = switchboard_testkit::connect_ws(&url(&format!("user-{i}")), &[]).await.expect("connect");
+        c.barrier().await;
+        clients.push(c);
+    }
+    let ready = |addr: &str| http_request(addr, "GET", "/readyz", "", "").0;
+    assert_eq!(ready(&server.addr), 200);
+    let started = std::time::Instant::now();
+    server.signal("TERM");
+    // Not ready at once, and new WebSockets are refused with a reason, while the open ones drain.
+    let deadline = started + Duration::from_secs(2);
+    while ready(&server.addr) != 503 {
+        assert!(std::time::Instant::now() < deadline, "/readyz still 200 after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let refused = switchboard_testkit::connect_ws(&url("late"), &[]).await;
+    let Err(switchboard_testkit::tungstenite::Error::Http(resp)) = refused else { panic!("an upgrade was accepted") };
+    assert_eq!(resp.status(), 503);
+    // Each client on a task of its own, so each close is timed when it arrives.
+    let waits: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let (code, _) = c.closed().await;
+                (code, started.elapsed())
+            })
+        })
+        .collect();
+    let mut closed_at = Vec::new();
+    for w in waits {
+        let (code, at) = w.await.expect("client task");
+        assert_eq!(code, 1001);
+        closed_at.push(at);
+    }
+    // Spread over the window (20 uniform points in 3 s all within 1 s: about 1 in 10^9), within it.
+    let (first, last) = (closed_at.iter().min().copied(), closed_at.iter().max().copied());
+    let (first, last) = (first.expect("closes"), last.expect("closes"));
+    assert!(last - first > Duration::from_secs(1), "closes not spread: {first:?} .. {last:?}");
+    assert!(last < window + Duration::from_secs(2), "a close came after the window: {last:?}");
+    let status = server.wait_exit(Duration::from_secs(10)).expect("the process exits after the drain");
+    assert!(status.success(), "exit status {status}");
+}

@@ -33,9 +33,10 @@ pub enum Role {
     Edge,
 }
 
-/// Serves `node` in `role` on `listener` until `shutdown` resolves, then drains: stops
-/// accepting, reports not ready, closes every connection with 1001 (spread over the drain
-/// window), waits for the connections to end, and stops the worker (giving its shards up).
+/// Serves `node` in `role` on `listener` until `shutdown` resolves, then drains: reports not
+/// ready, refuses new WebSockets with a 503, closes every connection with 1001 (spread over the
+/// drain window), waits for the connections to end, closes the listener, and stops the worker
+/// (giving its shards up).
 pub async fn serve_role(
     node: Arc<Node>,
     role: Role,
@@ -69,11 +70,20 @@ pub async fn serve_role(
         drain_node.start_draining();
     });
     let conns = node.conns().clone();
-    accept_until(listener, app, conns.draining.clone()).await;
+    // HTTP is served through the drain: probes read 503 from `/readyz`, upgrades get a 503
+    // naming the reason (a load balancer retries elsewhere), the open WebSockets close spread
+    // over the window. Then the listener closes.
+    let stop_http = CancellationToken::new();
+    let serving = tokio::spawn(accept_until(listener, app, stop_http.clone()));
+    conns.draining.cancelled().await;
     conns.tasks.close();
     let window = node.config().drain_window + Duration::from_secs(5);
     if tokio::time::timeout(window, conns.tasks.wait()).await.is_err() {
         tracing::warn!("drain window passed with connections still open");
+    }
+    stop_http.cancel();
+    if serving.await.is_err() {
+        tracing::warn!("the HTTP server task ended abnormally");
     }
     stop_worker.cancel();
     if let Some(w) = worker {

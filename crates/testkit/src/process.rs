@@ -66,6 +66,21 @@ impl NodeProcess {
         crate::metric_value(&text, series)
     }
 
+    /// Waits up to `bound` for the process to exit on its own; its exit status, or `None` if
+    /// it is still running.
+    pub fn wait_exit(&mut self, bound: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + bound;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Kills the process with SIGKILL (a crash).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
