@@ -390,6 +390,28 @@ mod tests {
     }
 
     #[test]
+    fn a_worker_redoing_a_batch_cannot_double_or_reorder_what_a_connection_got() {
+        // A successor redoes a dead worker's uncommitted batch: positions 2..=4 come again,
+        // interleaved with ephemeral events and new positions.
+        let (conn, socket) = connection(1, endpoint_with("/ws/notifications", |_| {}));
+        for ms in 1..=4 {
+            assert_eq!(conn.send_event(Bytes::from(format!("e{ms}")), at(ms)), SendOutcome::Queued);
+        }
+        let redone = [(2, SendOutcome::Duplicate), (3, SendOutcome::Duplicate), (4, SendOutcome::Duplicate)];
+        for (ms, outcome) in redone {
+            assert_eq!(conn.send_event(Bytes::from(format!("again{ms}")), at(ms)), outcome);
+        }
+        assert_eq!(conn.send_event(Bytes::from_static(b"ephemeral"), None), SendOutcome::Queued);
+        assert_eq!(conn.send_event(Bytes::from_static(b"e5"), at(5)), SendOutcome::Queued);
+        // An older position arriving late (a stalled worker's publish) is not sent either.
+        assert_eq!(conn.send_event(Bytes::from_static(b"late3"), at(3)), SendOutcome::Duplicate);
+        let same_ms_next_seq = Some(LogId { ms: 5, seq: 1 });
+        assert_eq!(conn.send_event(Bytes::from_static(b"e5.1"), same_ms_next_seq), SendOutcome::Queued);
+        assert_eq!(texts(socket.take_frames()), ["e1", "e2", "e3", "e4", "ephemeral", "e5", "e5.1"]);
+        assert_eq!(conn.last_written(), same_ms_next_seq);
+    }
+
+    #[test]
     fn a_hold_that_overflows_closes_the_connection_as_a_slow_consumer() {
         let (conn, _socket) = connection(1, endpoint_with("/ws/notifications", |e| e.limits.outbound_queue = 2));
         conn.begin_hold();
