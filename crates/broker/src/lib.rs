@@ -243,6 +243,15 @@ pub trait Presence: Send + Sync {
     async fn presence_expired(&self, limit: usize) -> Result<Vec<String>>;
 }
 
+/// The state of a node's subscriptions on the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriberHealth {
+    /// Every wanted topic is confirmed subscribed.
+    pub healthy: bool,
+    /// Times the subscriptions were lost since the node started.
+    pub losses: u64,
+}
+
 /// Everything a node needs from shared state, behind one object.
 #[async_trait]
 pub trait Broker: PubSub + KeyValue + Log + Leases + Presence {
@@ -251,6 +260,13 @@ pub trait Broker: PubSub + KeyValue + Log + Leases + Presence {
 
     /// A short name for logs and metrics (`memory`, `redis`, `redis-cluster`).
     fn name(&self) -> &'static str;
+
+    /// Whether every topic this node subscribed to is subscribed now (a node whose
+    /// subscriptions were lost delivers nothing, though its commands may work): `/readyz`
+    /// and a metric report it. Always healthy in process.
+    fn subscriber_health(&self) -> SubscriberHealth {
+        SubscriberHealth { healthy: true, losses: 0 }
+    }
 
     /// Now, in unix ms, by the clock log retention is measured with (injectable in the
     /// in-process broker, so tests can step past a 24 h retention).

@@ -36,7 +36,8 @@ fn publish_ok(edge: &NodeProcess, body: serde_json::Value) {
 
 fn numsub(redis: &RedisServer, topic: &str) -> u64 {
     let out = redis.cli(&["PUBSUB", "NUMSUB", topic]);
-    out.lines().nth(1).and_then(|l| l.trim().parse().ok()).unwrap_or(0)
+    let count = out.lines().nth(1).and_then(|l| l.trim().parse().ok());
+    count.unwrap_or_else(|| panic!("PUBSUB NUMSUB answered {out:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,6 +141,64 @@ async fn open_connections_survive_a_redis_restart_and_receive_again() {
         }
         assert!(Instant::now() < deadline, "no delivery after Redis came back");
     }
+}
+
+fn readyz(edge: &NodeProcess) -> (u16, serde_json::Value) {
+    let (status, body) = http_request(&edge.addr, "GET", "/readyz", "", "");
+    (status, serde_json::from_str(&body).unwrap_or_else(|_| panic!("/readyz answers JSON: {body}")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_says_not_ready_while_the_subscriptions_are_lost_and_ready_once_delivery_resumes() {
+    let redis = RedisServer::start();
+    let (a, b) = (edge(&redis.url(), false), edge(&redis.url(), false));
+    let mut alice = basic_client(&a, "alice", &["status:build"]).await;
+    assert_eq!(readyz(&a).0, 200);
+    let (up, losses) = ("switchboard_broker_subscriptions_up", "switchboard_broker_subscription_losses_total");
+    assert_eq!((a.metric(up), a.metric(losses)), (1.0, 0.0));
+    // Redis 7 drops the subscriber connections of a user no longer allowed their channels;
+    // the command connection (PING, keys) keeps working, so only the subscriptions tell.
+    redis.cli(&["ACL", "SETUSER", "default", "resetchannels"]);
+    wait_until("/readyz to report the lost subscriptions", || readyz(&a).0 == 503).await;
+    assert_eq!(readyz(&a).1["status"], "subscriptions_lost");
+    assert_eq!((a.metric(up), a.metric(losses)), (0.0, 1.0));
+    // Reconnecting cannot restore them while the ACL refuses: the node stays not ready.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        assert_eq!(readyz(&a).0, 503, "ready again though no subscription can be made");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    redis.cli(&["ACL", "SETUSER", "default", "allchannels"]);
+    wait_until("/readyz to report ready again", || readyz(&a).0 == 200).await;
+    // Ready means delivering: the first event after it reaches the open connection.
+    publish_ok(&b, json!({"channel": "status:build", "type": "status_update", "payload": {"n": 1}}));
+    assert_eq!(alice.json().await["data"]["n"], 1);
+    assert_eq!((a.metric(up), a.metric(losses)), (1.0, 1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_killed_subscriber_connections_are_counted_and_restored_before_ready() {
+    let cluster = RedisCluster::start(3);
+    let (a, b) = (edge(&cluster.urls(), true), edge(&cluster.urls(), true));
+    let channels: Vec<String> = (0..12).map(|i| format!("status:shard-{i}")).collect();
+    let refs: Vec<&str> = channels.iter().map(String::as_str).collect();
+    let mut alice = basic_client(&a, "alice", &refs).await;
+    let losses = "switchboard_broker_subscription_losses_total";
+    assert_eq!(a.metric(losses), 0.0);
+    let killed: u64 = (0..cluster.nodes.len()).map(|node| cluster.kill_pubsub_clients(node)).sum();
+    assert!(killed >= 3, "both edges subscribe on every master: {killed} connections killed");
+    wait_until("the loss to be counted", || a.metric(losses) >= 1.0).await;
+    wait_until("/readyz to report ready again", || readyz(&a).0 == 200).await;
+    // Ready means every shard's subscriptions are back.
+    for (i, ch) in channels.iter().enumerate() {
+        publish_ok(&b, json!({"channel": ch, "type": "status_update", "payload": {"n": i}}));
+    }
+    let mut got: Vec<i64> = Vec::new();
+    for _ in 0..channels.len() {
+        got.push(alice.json().await["data"]["n"].as_i64().expect("n"));
+    }
+    got.sort();
+    assert_eq!(got, (0..12).collect::<Vec<i64>>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

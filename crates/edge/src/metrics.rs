@@ -152,3 +152,41 @@ impl Metrics {
         &self.registry
     }
 }
+
+/// Reports the broker's subscriber health when `/metrics` is scraped (read from the broker
+/// then, so no task has to copy it into a gauge).
+struct SubscriberHealthCollector {
+    broker: switchboard_broker::SharedBroker,
+    up: IntGauge,
+    losses: IntCounter,
+}
+
+impl prometheus::core::Collector for SubscriberHealthCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.up.desc().into_iter().chain(self.losses.desc()).collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let health = self.broker.subscriber_health();
+        self.up.set(i64::from(health.healthy));
+        // The counter mirrors the broker's own count, which only grows.
+        self.losses.inc_by(health.losses.saturating_sub(self.losses.get()));
+        self.up.collect().into_iter().chain(self.losses.collect()).collect()
+    }
+}
+
+/// Registers the broker's subscriber health in `registry`:
+/// `broker_subscriptions_up` (1 while every topic the node wants is subscribed) and
+/// `broker_subscription_losses_total`. Edges and workers both export it.
+pub fn register_subscriber_health(registry: &Registry, broker: switchboard_broker::SharedBroker) {
+    let up = IntGauge::new(
+        "broker_subscriptions_up",
+        "1 while every broker subscription this node wants is confirmed; 0 while lost ones are restored",
+    )
+    .expect("valid metric definition");
+    let losses =
+        IntCounter::new("broker_subscription_losses_total", "Times this node's broker subscriptions were lost")
+            .expect("valid metric definition");
+    // Registered once per process (names unique), as every metric here.
+    let _ = registry.register(Box::new(SubscriberHealthCollector { broker, up, losses }));
+}

@@ -108,6 +108,7 @@ impl Node {
 
     fn assemble(config: Config, core: Core, broker: SharedBroker, jwt: JwtVerifier) -> Arc<Node> {
         let Core { metrics, registry, ingest_appended, inbox } = core;
+        crate::metrics::register_subscriber_health(metrics.registry(), broker.clone());
         let id = format!("node_{}", ulid::Ulid::new());
         let endpoints = config.endpoints.iter().cloned().map(|e| Arc::new(EndpointRuntime::new(e))).collect();
         let topics = Arc::new(TopicSync::new(broker.clone(), registry.clone()));

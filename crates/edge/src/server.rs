@@ -128,6 +128,7 @@ impl WorkerProcess {
     ) -> std::io::Result<()> {
         let registry = prometheus::Registry::new_custom(Some("switchboard".into()), None).unwrap_or_default();
         let metrics = WorkerMetrics::register(&registry);
+        crate::metrics::register_subscriber_health(&registry, self.broker.clone());
         let holder = format!("worker_{}", ulid::Ulid::new());
         let settings = self.config.persistence.worker_settings(holder);
         let stop = CancellationToken::new();

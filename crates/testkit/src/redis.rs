@@ -300,7 +300,8 @@ impl RedisCluster {
 
     /// Drops every pub/sub client connection of node `node` (`CLIENT KILL TYPE pubsub`).
     pub fn kill_pubsub_clients(&self, node: usize) -> u64 {
-        self.nodes[node].cli(&["CLIENT", "KILL", "TYPE", "pubsub"]).trim().parse().unwrap_or(0)
+        let out = self.nodes[node].cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+        out.trim().parse().unwrap_or_else(|_| panic!("CLIENT KILL answered {out:?}"))
     }
 
     /// The seed URLs, comma-separated, as `redis_url` takes them.

@@ -55,8 +55,8 @@ pub struct RedisBroker {
     commands: Commands,
     subscriber: Commands,
     _keepalive: Keepalive,
-    /// On a cluster: restores sharded subscriptions the client loses (see [`resubscribe`]).
-    _resubscriber: Option<Keepalive>,
+    /// Restores subscriptions the connection loses (see [`resubscribe`]).
+    _resubscriber: Keepalive,
     wanted: Arc<resubscribe::Wanted>,
     clock: Arc<dyn Clock>,
     lease_acquire: Script,
@@ -103,8 +103,9 @@ impl Drop for Keepalive {
 
 /// A subscriber connection only sends commands when subscriptions change, so on its own it
 /// would notice a lost Redis late, and reconnect (and resubscribe) only at the next change.
-/// Pinging it keeps reconnection going with backoff until Redis is back.
-async fn keep_subscriber_alive(subscriber: Commands) {
+/// Pinging it keeps reconnection going with backoff until Redis is back; a failed ping counts
+/// as a loss of the subscriptions, restored (and confirmed) once Redis answers again.
+async fn keep_subscriber_alive(subscriber: Commands, wanted: Arc<resubscribe::Wanted>) {
     let mut down = false;
     loop {
         tokio::time::sleep(SUBSCRIBER_PING).await;
@@ -117,6 +118,7 @@ async fn keep_subscriber_alive(subscriber: Commands) {
             Err(e) if !down => {
                 tracing::warn!(error = %e, "Redis subscriber connection lost; reconnecting");
                 down = true;
+                wanted.mark_lost();
             }
             Err(_) => {}
         }
@@ -147,10 +149,8 @@ impl RedisBroker {
                 .await
                 .map_err(unavailable)?;
         let subscriber = Commands::connect(settings, Some(push)).await.map_err(unavailable)?;
-        let keepalive = Keepalive(tokio::spawn(keep_subscriber_alive(subscriber.clone())));
-        let resubscriber = settings.cluster.then(|| {
-            Keepalive(tokio::spawn(resubscribe::keep_sharded_subscriptions(subscriber.clone(), wanted.clone())))
-        });
+        let keepalive = Keepalive(tokio::spawn(keep_subscriber_alive(subscriber.clone(), wanted.clone())));
+        let resubscriber = Keepalive(tokio::spawn(resubscribe::keep_subscriptions(subscriber.clone(), wanted.clone())));
         Ok(RedisBroker {
             commands,
             subscriber,
@@ -449,6 +449,10 @@ impl Leases for RedisBroker {
 impl Broker for RedisBroker {
     async fn ping(&self) -> Result<()> {
         self.query::<Value>(&redis::cmd("PING")).await.map(|_| ())
+    }
+
+    fn subscriber_health(&self) -> crate::SubscriberHealth {
+        self.wanted.health()
     }
 
     fn name(&self) -> &'static str {

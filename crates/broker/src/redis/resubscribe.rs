@@ -1,6 +1,8 @@
-//! Sharded subscriptions kept alive on a Redis Cluster.
+//! Subscriptions kept alive, and their health known, on a single server and on a Redis Cluster.
 //!
-//! The cluster client resubscribes a node's sharded channels after its connection dropped
+//! A single server's connection manager resubscribes after it reconnects, but ignores the
+//! answers: a refused `SUBSCRIBE` (an ACL that no longer allows the channels, a server out of
+//! memory) left the node subscribed to nothing while it reported itself ready. The cluster client resubscribes a node's sharded channels after its connection dropped
 //! with one multi-channel `SSUBSCRIBE`, which Redis refuses (`CROSSSLOT`) whenever the channels
 //! live in different slots, as they almost always do: the node's subscriptions were silently
 //! gone. And when a slot moves to another master, Redis ends its channels' subscriptions with a
@@ -14,8 +16,15 @@
 //! loses the sharded subscriptions the same way. So after a loss the subscriptions are
 //! confirmed again a few more times as the topology settles ([`FOLLOW_UPS`]); subscribing to a
 //! topic the connection already has is harmless.
+//!
+//! So on both, this node keeps the set of topics it wants and, after any loss, subscribes to
+//! every one of them itself until Redis has confirmed them all. Until then its subscriptions
+//! are unhealthy: `/readyz` answers 503 and a metric says so ([`Wanted::health`]). A topic
+//! the node lets go of while a restore is under way may be subscribed again for nothing; that
+//! costs only traffic, which is better than unsubscribing a topic wanted again meanwhile.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,11 +50,31 @@ const FOLLOW_UPS: [Duration; 5] = [
     Duration::from_secs(20),
 ];
 
-/// The topics this node wants, and the signal that some may be lost.
-#[derive(Default)]
+/// Single-server subscriptions sent in one `SUBSCRIBE` while resubscribing.
+const SINGLE_CHUNK: usize = 256;
+
+/// The topics this node wants, the signal that some may be lost, and whether all are held.
 pub(super) struct Wanted {
     topics: Mutex<HashSet<String>>,
     lost: Notify,
+    /// Whether every wanted topic is known to be subscribed.
+    healthy: AtomicBool,
+    /// Bumped on every possible loss, so a restore that raced a new loss does not report health.
+    generation: AtomicU64,
+    /// Times the subscriptions went from healthy to lost.
+    losses: AtomicU64,
+}
+
+impl Default for Wanted {
+    fn default() -> Self {
+        Wanted {
+            topics: Mutex::default(),
+            lost: Notify::new(),
+            healthy: AtomicBool::new(true),
+            generation: AtomicU64::new(0),
+            losses: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Wanted {
@@ -74,7 +103,26 @@ impl Wanted {
             _ => false,
         };
         if lost {
-            self.lost.notify_one();
+            self.mark_lost();
+        }
+    }
+
+    /// Some subscriptions may be gone (a dropped connection, a failed ping, a slot moved):
+    /// unhealthy until a restore confirms them all.
+    pub(super) fn mark_lost(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        if self.healthy.swap(false, Ordering::AcqRel) {
+            self.losses.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("Redis subscriptions lost; restoring them (the node is not ready meanwhile)");
+        }
+        self.lost.notify_one();
+    }
+
+    /// Whether every wanted topic is subscribed, and how often they were lost so far.
+    pub(super) fn health(&self) -> crate::SubscriberHealth {
+        crate::SubscriberHealth {
+            healthy: self.healthy.load(Ordering::Acquire),
+            losses: self.losses.load(Ordering::Relaxed),
         }
     }
 
@@ -84,13 +132,15 @@ impl Wanted {
 }
 
 /// Restores the wanted subscriptions whenever some may be lost, until the broker is dropped.
-pub(super) async fn keep_sharded_subscriptions(subscriber: Commands, wanted: Arc<Wanted>) {
+/// On a cluster each restore is confirmed again at the [`FOLLOW_UPS`] delays.
+pub(super) async fn keep_subscriptions(subscriber: Commands, wanted: Arc<Wanted>) {
+    let follow_ups: &[Duration] = if subscriber.is_cluster() { &FOLLOW_UPS } else { &[] };
     wanted.lost.notified().await;
     'incident: loop {
         restore(&subscriber, &wanted).await;
-        for delay in FOLLOW_UPS {
+        for delay in follow_ups {
             tokio::select! {
-                () = tokio::time::sleep(delay) => restore(&subscriber, &wanted).await,
+                () = tokio::time::sleep(*delay) => restore(&subscriber, &wanted).await,
                 () = wanted.lost.notified() => continue 'incident,
             }
         }
@@ -98,29 +148,41 @@ pub(super) async fn keep_sharded_subscriptions(subscriber: Commands, wanted: Arc
     }
 }
 
-/// Subscribes every wanted topic again, retrying with backoff until all succeed.
+/// Subscribes every wanted topic again, retrying with backoff until all succeed; then the
+/// subscriptions are healthy, unless another loss happened meanwhile (its restore follows).
 async fn restore(subscriber: &Commands, wanted: &Wanted) {
     let mut backoff = SETTLE;
     loop {
         tokio::time::sleep(backoff).await;
+        let generation = wanted.generation.load(Ordering::Acquire);
         let topics = wanted.snapshot();
         let n = topics.len();
         let failed = resubscribe(subscriber, topics).await;
         if failed == 0 {
-            tracing::debug!(topics = n, "sharded subscriptions confirmed");
+            if wanted.generation.load(Ordering::Acquire) == generation && !wanted.healthy.swap(true, Ordering::AcqRel) {
+                tracing::info!(topics = n, "Redis subscriptions restored");
+            }
             return;
         }
-        tracing::warn!(failed, "some sharded subscriptions could not be restored yet; retrying");
+        tracing::warn!(failed, "some Redis subscriptions could not be restored yet; retrying");
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
-/// Subscribes to each topic on its own; returns how many failed.
+/// Subscribes to the topics again (on a cluster one command per topic, each routed to its
+/// slot's owner; on a single server in chunks); returns how many topics failed.
 async fn resubscribe(subscriber: &Commands, topics: Vec<String>) -> usize {
     use futures_util::stream::{self, StreamExt};
-    let calls = topics.into_iter().map(|topic| {
+    let chunk = if subscriber.is_cluster() { 1 } else { SINGLE_CHUNK };
+    let chunks: Vec<Vec<String>> = topics.chunks(chunk).map(<[String]>::to_vec).collect();
+    let calls = chunks.into_iter().map(|topics| {
         let subscriber = subscriber.clone();
-        async move { subscriber.subscribe(&[topic]).await.is_err() }
+        async move {
+            match subscriber.subscribe(&topics).await {
+                Ok(()) => 0,
+                Err(_) => topics.len(),
+            }
+        }
     });
-    stream::iter(calls).buffer_unordered(IN_FLIGHT).filter(|failed| std::future::ready(*failed)).count().await
+    stream::iter(calls).buffer_unordered(IN_FLIGHT).fold(0, |sum, failed| std::future::ready(sum + failed)).await
 }

@@ -43,12 +43,18 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: the broker answers and the node is not draining.
+/// `GET /readyz`: the broker answers, every subscription the node wants is confirmed (else
+/// it would deliver nothing while it said it was ready), and the node is not draining.
 pub async fn readyz(State(ops): State<Ops>) -> Response {
     if ops.draining.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining"}))).into_response();
     }
     match ops.broker.ping().await {
+        Ok(()) if !ops.broker.subscriber_health().healthy => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "subscriptions_lost", "broker": ops.broker.name()})),
+        )
+            .into_response(),
         Ok(()) => Json(json!({"status": "ready", "broker": ops.broker.name()})).into_response(),
         Err(e) => {
             (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "broker_unreachable", "error": e.to_string()})))
