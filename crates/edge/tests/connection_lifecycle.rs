@@ -8,6 +8,10 @@ use switchboard_testkit::tungstenite::Message;
 use switchboard_testkit::{test_config, Received, TestNode, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Server closes of `/ws/notifications` with 1008 (a heartbeat timeout in these tests).
+const HEARTBEAT_CLOSES: &str =
+    "switchboard_disconnects_total{by=\"server\",code=\"1008\",endpoint=\"/ws/notifications\"}";
+
 fn fast_heartbeat() -> switchboard_edge::Config {
     test_config(|c| {
         for e in &mut c.endpoints {
@@ -20,12 +24,18 @@ fn fast_heartbeat() -> switchboard_edge::Config {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_answering_pings_is_closed() {
     let node = TestNode::start(fast_heartbeat()).await;
-    let mut silent = node.connect_user("/ws/notifications", "alice").await;
-    silent.welcomed().await;
-    // Not reading means the client library cannot answer the server's pings: this silence is
-    // the behaviour under test, not a wait for the server.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(silent.closed().await, (1008, "Heartbeat timeout".to_string()));
+    // A raw client never answers a ping, whenever it reads.
+    let mut silent = switchboard_testkit::raw::upgrade(&node, "/ws/notifications", "alice", &[]).await;
+    let close = loop {
+        match switchboard_testkit::raw::next_control(&mut silent).await.expect("a ping or the close") {
+            (0x9, _) => continue,
+            (0x8, payload) => break payload,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1008);
+    assert_eq!(&close[2..], b"Heartbeat timeout");
+    node.await_metric(HEARTBEAT_CLOSES, 1.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,16 +48,14 @@ async fn with_three_allowed_misses_a_silent_client_gets_three_pings_before_the_c
         }
     }))
     .await;
-    let mut silent = node.connect_user("/ws/notifications", "alice").await;
-    silent.welcomed().await;
-    // Silence (no reads, so no pongs) is the behaviour under test.
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    // A raw client never answers a ping, whenever it reads.
+    let mut silent = switchboard_testkit::raw::upgrade(&node, "/ws/notifications", "alice", &[]).await;
     let mut pings = 0;
     loop {
-        match tokio::time::timeout(switchboard_testkit::WAIT, futures_util::StreamExt::next(&mut silent.ws)).await {
-            Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
-            Ok(Some(Ok(Message::Close(Some(f))))) => {
-                assert_eq!(u16::from(f.code), 1008);
+        match switchboard_testkit::raw::next_control(&mut silent).await.expect("a ping or the close") {
+            (0x9, _) => pings += 1,
+            (0x8, payload) => {
+                assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1008);
                 break;
             }
             other => panic!("unexpected {other:?}"),
@@ -116,19 +124,33 @@ async fn a_slow_consumer_is_closed_without_stalling_others() {
             assert_eq!(ev["data"]["n"], i, "the fast client must get every event in order");
         }
     });
-    for i in 0..total {
-        node.publish(json!({"user": "alice", "type": "notification", "payload": {"n": i, "pad": big}})).await;
-    }
-    reader.await.expect("fast reader");
-    assert!(node.metrics().await.contains("switchboard_slow_consumer_closes_total 1"));
-    // The slow client sees what fitted in the buffers, then the end of the connection.
-    loop {
+    let node = std::sync::Arc::new(node);
+    let publisher = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            for i in 0..total {
+                node.publish(json!({"user": "alice", "type": "notification", "payload": {"n": i, "pad": big}})).await;
+            }
+        })
+    };
+    // Once the server gave up on the slow client, it reads: what fitted in the buffers, then
+    // the close frame the server still writes (it waits a bounded time for the socket).
+    node.await_metric("switchboard_slow_consumer_closes_total", 1.0).await;
+    let mut events = 0;
+    let close = loop {
         match slow.next().await {
-            Received::Json(_) => continue,
-            Received::Closed(..) | Received::Gone => break,
-            other => panic!("unexpected {other:?}"),
+            Received::Json(_) => events += 1,
+            Received::Closed(code, reason) => break (code, reason),
+            other => panic!("the slow consumer must get a close frame, got {other:?}"),
         }
-    }
+    };
+    assert_eq!(close, (1008, "Slow consumer: outbound queue full".to_owned()));
+    assert!(events < total, "it was closed, not served everything ({events} events)");
+    publisher.await.expect("publisher");
+    reader.await.expect("fast reader");
+    assert_eq!(node.metric("switchboard_slow_consumer_closes_total").await, 1.0);
+    let closes = "switchboard_disconnects_total{by=\"server\",code=\"1008\",endpoint=\"/ws/notifications\"}";
+    node.await_metric(closes, 1.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

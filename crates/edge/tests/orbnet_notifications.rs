@@ -1,6 +1,8 @@
 //! OrbNET notifications (`orbnet` dialect): what the API document's clients do, over real sockets.
 
 use serde_json::json;
+use switchboard_testkit::tungstenite::protocol::frame::coding::CloseCode;
+use switchboard_testkit::tungstenite::protocol::CloseFrame;
 use switchboard_testkit::{Received, TestNode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,8 +104,12 @@ async fn a_client_close_is_answered_and_frees_the_subscription() {
     alice.send_json(json!({"type": "subscribe", "channels": ["notification"]})).await;
     alice.barrier().await;
     assert!(node.node.has_local_subscribers("u:alice"));
-    alice.ws.close(None).await.expect("close");
-    assert!(matches!(alice.next().await, Received::Closed(..) | Received::Gone));
+    let bye = CloseFrame { code: CloseCode::Normal, reason: "bye".into() };
+    alice.ws.close(Some(bye)).await.expect("close");
+    match alice.next().await {
+        Received::Closed(1000, _) => {}
+        other => panic!("the server must answer the close with its own close frame (1000), got {other:?}"),
+    }
     let deadline = tokio::time::Instant::now() + switchboard_testkit::WAIT;
     while node.node.has_local_subscribers("u:alice") {
         assert!(tokio::time::Instant::now() < deadline, "subscription not released after close");

@@ -5,69 +5,10 @@
 
 use serde_json::{json, Value};
 use switchboard_edge::INLINE_FANOUT;
+use switchboard_testkit::raw::{client_frame, next_control, upgrade};
 use switchboard_testkit::{TestNode, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// A client frame, masked (or not, to break the rules).
-fn client_frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
-    assert!(payload.len() < 126);
-    let mask = [0x37, 0xfa, 0x21, 0x3d];
-    let mut out = vec![first, payload.len() as u8 | if masked { 0x80 } else { 0 }];
-    if masked {
-        out.extend_from_slice(&mask);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    } else {
-        out.extend_from_slice(payload);
-    }
-    out
-}
-
-/// Sends the upgrade request for `/ws` with `then` right behind it in the same write, and
-/// reads the response head (and nothing after it).
-async fn upgrade(node: &TestNode, then: &[u8]) -> TcpStream {
-    let mut socket = TcpStream::connect(node.addr).await.expect("connect");
-    let request = format!(
-        "GET /ws?token={} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        node.token("alice"),
-        node.addr
-    );
-    let mut bytes = request.into_bytes();
-    bytes.extend_from_slice(then);
-    socket.write_all(&bytes).await.expect("send");
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let byte = tokio::time::timeout(WAIT, socket.read_u8()).await.expect("response in time").expect("read");
-        head.push(byte);
-    }
-    let head = String::from_utf8_lossy(&head);
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    socket
-}
-
-/// The next server frame that is not a text message: opcode and payload; `None` at the end of
-/// the stream.
-async fn next_control(socket: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
-    loop {
-        let mut head = [0u8; 2];
-        match tokio::time::timeout(WAIT, socket.read_exact(&mut head)).await.expect("frame in time") {
-            Ok(_) => {}
-            Err(_) => return None,
-        }
-        assert_eq!(head[1] & 0x80, 0, "server frames are never masked");
-        let len = match head[1] & 0x7f {
-            126 => socket.read_u16().await.expect("length") as usize,
-            127 => socket.read_u64().await.expect("length") as usize,
-            n => n as usize,
-        };
-        let mut payload = vec![0u8; len];
-        socket.read_exact(&mut payload).await.expect("payload");
-        if head[0] & 0x0f != 0x1 {
-            return Some((head[0] & 0x0f, payload));
-        }
-    }
-}
 
 async fn assert_closed_with(mut socket: TcpStream, code: u16) {
     let (opcode, payload) = next_control(&mut socket).await.expect("a close frame");
@@ -82,14 +23,14 @@ async fn assert_closed_with(mut socket: TcpStream, code: u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ping_sent_with_the_handshake_is_answered() {
     let node = TestNode::default().await;
-    let mut socket = upgrade(&node, &client_frame(0x89, b"early", true)).await;
+    let mut socket = upgrade(&node, "/ws", "alice", &client_frame(0x89, b"early", true)).await;
     assert_eq!(next_control(&mut socket).await, Some((0xA, b"early".to_vec())));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unmasked_client_frame_fails_the_connection_with_1002() {
     let node = TestNode::default().await;
-    let mut socket = upgrade(&node, &[]).await;
+    let mut socket = upgrade(&node, "/ws", "alice", &[]).await;
     let frame = client_frame(0x81, br#"{"type":"ping","data":{}}"#, false);
     socket.write_all(&frame).await.expect("send");
     assert_closed_with(socket, 1002).await;
@@ -98,7 +39,7 @@ async fn an_unmasked_client_frame_fails_the_connection_with_1002() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_utf8_in_a_text_message_fails_the_connection_with_1007() {
     let node = TestNode::default().await;
-    let mut socket = upgrade(&node, &[]).await;
+    let mut socket = upgrade(&node, "/ws", "alice", &[]).await;
     socket.write_all(&client_frame(0x81, &[b'{', 0xC3, 0x28, b'}'], true)).await.expect("send");
     assert_closed_with(socket, 1007).await;
 }

@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub mod process;
+pub mod raw;
 pub mod redis;
 
 pub use tokio_tungstenite::tungstenite;
