@@ -65,6 +65,36 @@ async fn a_client_on_one_edge_receives_what_is_published_through_another() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_retried_on_another_edge_is_not_delivered_twice() {
+    let redis = RedisServer::start();
+    let (a, b) = (edge(&redis.url(), false), edge(&redis.url(), false));
+    let _worker = worker(&redis.url(), false);
+    let mut alice = basic_client(&a, "alice", &[]).await;
+    let event =
+        |n: u64| json!({"id": format!("evt-{n}"), "user": "alice", "type": "notification", "payload": {"n": n}});
+    let (status, first) = publish(&a, event(1));
+    assert_eq!(status, 200, "{first}");
+    let (status, again) = publish(&b, event(1));
+    assert_eq!(status, 200, "{again}");
+    let (first, again): (serde_json::Value, serde_json::Value) =
+        (serde_json::from_str(&first).expect("JSON"), serde_json::from_str(&again).expect("JSON"));
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(again["stream_ids"], first["stream_ids"]);
+    // Two retries racing on both edges: one publishes; the other gets the first answer or is
+    // told to retry (409), never a second delivery.
+    let racers: Vec<_> = [a.addr.clone(), b.addr.clone()]
+        .into_iter()
+        .map(|addr| std::thread::spawn(move || http_post(&addr, "/v1/publish", ADMIN, &event(2).to_string())))
+        .collect();
+    let statuses: Vec<u16> = racers.into_iter().map(|r| r.join().expect("racer").0).collect();
+    assert!(statuses.contains(&200) && statuses.iter().all(|s| [200, 409].contains(s)), "{statuses:?}");
+    publish_ok(&a, json!({"user": "alice", "type": "notification", "payload": {"n": 3}}));
+    for n in 1..=3 {
+        assert_eq!(alice.json().await["data"]["n"], n, "each event once");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_wakes_a_worker_in_another_process_at_once() {
     let redis = RedisServer::start();
     let a = edge(&redis.url(), false);
@@ -80,7 +110,9 @@ async fn a_publish_wakes_a_worker_in_another_process_at_once() {
     // The worker is done with those entries: the ingest log keeps nothing it stored.
     let ingest_len = || {
         (0..4)
-            .map(|s| redis.cli(&["XLEN", &format!("ingest:{{s{s}}}")]).trim().parse::<u64>().unwrap_or(0))
+            .map(|s| {
+                redis.cli(&["XLEN", &format!("ingest:{{s{s}}}")]).trim().parse::<u64>().expect("XLEN answers a number")
+            })
             .sum::<u64>()
     };
     wait_until("the ingest log to be trimmed", || ingest_len() == 0).await;
@@ -125,6 +157,12 @@ async fn open_connections_survive_a_redis_restart_and_receive_again() {
         r.starts_with("HTTP/1.1 200")
     };
     wait_until("/readyz reporting not ready", || !ready(&a)).await;
+    // A newcomer cannot be admitted without the cluster-wide quota: an internal error (1011),
+    // not a connection that silently gets nothing.
+    let token = token_with("newcomer", Default::default());
+    let mut newcomer =
+        connect_ws(&format!("ws://{}/ws/notifications?token={token}", a.addr), &[]).await.expect("upgraded");
+    assert_eq!(newcomer.closed().await, (1011, "Internal server error".to_owned()));
     let (status, answer) =
         publish(&b, json!({"channel": "status:outage", "type": "status_update", "payload": {"n": -1}}));
     assert_eq!(status, 503, "a publish during the outage must be refused, not dropped: {answer}");

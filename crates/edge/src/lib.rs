@@ -21,6 +21,7 @@ mod control;
 mod endpoint;
 mod fanout;
 pub mod http;
+mod idempotency;
 mod ids;
 mod inbox;
 mod index;

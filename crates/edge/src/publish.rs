@@ -21,6 +21,7 @@ use switchboard_worker::shard_for;
 use crate::auth::Principal;
 use crate::config::{ClientPublishAudience, PersistenceConfig};
 use crate::endpoint::EndpointRuntime;
+use crate::idempotency::PublishedIds;
 use crate::ids::event_id;
 use crate::membership::Membership;
 
@@ -92,6 +93,12 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
+    /// Adds what `other` holds after what this one holds.
+    pub fn append(&mut self, other: Outgoing) {
+        self.live.extend(other.live);
+        self.ingest.extend(other.ingest);
+    }
+
     /// How many ingest entries (persistent events, one per user) were added so far: the
     /// positions [`PublishService::send`] returns are in this order.
     pub fn persisted(&self) -> usize {
@@ -107,6 +114,7 @@ pub struct PublishService {
     broker: SharedBroker,
     persistence: PersistenceConfig,
     membership: Membership,
+    published_ids: PublishedIds,
 }
 
 fn check_name(what: &str, s: &str) -> Result<(), PublishError> {
@@ -126,7 +134,13 @@ fn encode(event: &Event) -> Bytes {
 impl PublishService {
     /// A service publishing through `broker`.
     pub fn new(broker: SharedBroker, persistence: PersistenceConfig, membership: Membership) -> PublishService {
-        PublishService { broker, persistence, membership }
+        let published_ids = PublishedIds::new(broker.clone(), persistence.retention);
+        PublishService { broker, persistence, membership, published_ids }
+    }
+
+    /// The idempotency keys of back ends' event ids.
+    pub fn published_ids(&self) -> &PublishedIds {
+        &self.published_ids
     }
 
     /// Validates `publication` and adds its broker messages to `out`; returns the event id. Its

@@ -98,6 +98,28 @@ async fn batch_publish_delivers_every_event_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_holds_one_to_a_thousand_events_and_a_refused_one_publishes_nothing() {
+    let node = TestNode::default().await;
+    let mut c = node.connect_user("/ws", "alice").await;
+    c.barrier().await;
+    let batch = |n: usize, first: usize| {
+        let events: Vec<Value> =
+            (first..first + n).map(|i| json!({"user": "alice", "type": "notification", "payload": {"n": i}})).collect();
+        node.admin(Method::POST, "/v1/publish/batch").json(&json!({"events": events})).send()
+    };
+    let (status, body) = answer(batch(1001, 0).await.unwrap()).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("bad_request")), "{body}");
+    assert_eq!(body["message"], "`events` must hold 1 to 1000 events");
+    let (status, _) = answer(batch(0, 0).await.unwrap()).await;
+    assert_eq!(status, 400, "an empty batch is refused too");
+    let (status, body) = answer(batch(1000, 5000).await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ids"].as_array().expect("ids").len(), 1000);
+    // Nothing of the refused batch went out: the first event the client sees is the 5000th.
+    assert_eq!(c.json().await["data"]["n"], 5000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operations_endpoints_answer() {
     let node = TestNode::default().await;
     let (status, body) = answer(node.request(Method::GET, "/healthz").send().await.unwrap()).await;
@@ -127,4 +149,79 @@ async fn the_diagnostic_echo_endpoint_echoes_text_and_binary() {
         .await
         .unwrap();
     assert!(matches!(c.next().await, switchboard_testkit::Received::Binary(b) if b == [0, 1, 2, 255]));
+}
+
+async fn post(node: &TestNode, path: &str, body: Value) -> (u16, Value) {
+    answer(node.admin(Method::POST, path).json(&body).send().await.expect("request")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_retried_with_the_same_id_answers_the_first_answer_and_delivers_once() {
+    let node = TestNode::default().await;
+    let mut c = node.connect_user("/ws", "alice").await;
+    c.barrier().await;
+    let event = json!({"id": "order-42-shipped", "user": "alice", "type": "notification", "payload": {"n": 1}});
+    let (status, first) = post(&node, "/v1/publish", event.clone()).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["id"], "order-42-shipped");
+    assert!(first["stream_ids"][0].is_string(), "a persisted event: {first}");
+    assert_eq!(first.get("duplicate"), None);
+    let (status, again) = post(&node, "/v1/publish", event).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["duplicate"], true);
+    assert_eq!((&again["id"], &again["stream_ids"]), (&first["id"], &first["stream_ids"]), "the first answer");
+    // Delivered once: the next thing after it is the marker.
+    node.publish(json!({"user": "alice", "type": "notification", "payload": {"n": "marker"}})).await;
+    assert_eq!(c.json().await["data"]["n"], 1);
+    assert_eq!(c.json().await["data"]["n"], "marker");
+    // Ids are per event: another id publishes.
+    let (_, other) =
+        post(&node, "/v1/publish", json!({"id": "order-43", "channel": "status", "type": "t", "payload": {}})).await;
+    assert_eq!(other.get("duplicate"), None, "{other}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_retried_in_part_publishes_only_the_new_events() {
+    let node = TestNode::default().await;
+    let mut c = node.connect_user("/ws", "alice").await;
+    c.barrier().await;
+    let ev = |id: &str, n: u32| json!({"id": id, "user": "alice", "type": "notification", "payload": {"n": n}});
+    let (status, first) = post(&node, "/v1/publish/batch", json!({"events": [ev("b1", 1), ev("b2", 2)]})).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first.get("duplicates"), None);
+    // A retry after a timeout carries the same two and a new one, and an unkeyed event.
+    let unkeyed = json!({"user": "alice", "type": "notification", "payload": {"n": 4}});
+    let (status, retry) =
+        post(&node, "/v1/publish/batch", json!({"events": [ev("b1", 1), ev("b2", 2), ev("b3", 3), unkeyed]})).await;
+    assert_eq!(status, 200, "{retry}");
+    assert_eq!(retry["duplicates"], json!([0, 1]));
+    let head = |v: &Value, key: &str| v[key].as_array().expect(key)[..2].to_vec();
+    assert_eq!(head(&retry, "ids"), head(&first, "ids"));
+    assert_eq!(head(&retry, "stream_ids"), head(&first, "stream_ids"), "the first answers, in place");
+    assert!(retry["stream_ids"][2][0].is_string() && retry["stream_ids"][3][0].is_string());
+    for n in 1..=4 {
+        assert_eq!(c.json().await["data"]["n"], n, "each event once, in order");
+    }
+    c.barrier().await;
+    // One id twice in one batch is a mistake, named by index; nothing is published.
+    let (status, body) = post(&node, "/v1/publish/batch", json!({"events": [ev("b9", 9), ev("b9", 9)]})).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["message"], "events[1]: id `b9` repeats events[0]");
+    let (status, _) = post(&node, "/v1/publish", ev("b9", 9)).await;
+    assert_eq!(status, 200, "the refused batch claimed nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_errors_name_the_event_not_a_json_column() {
+    let node = TestNode::default().await;
+    let good = json!({"user": "a", "type": "t", "payload": {}});
+    let (status, body) = post(
+        &node,
+        "/v1/publish/batch",
+        json!({"events": [good, {"user": "a", "type": "t", "payload": {}, "colour": 1}]}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let message = body["message"].as_str().expect("message");
+    assert!(message.starts_with("events[1]: unknown field `colour`"), "{message}");
 }

@@ -219,6 +219,7 @@ async fn a_removed_member_or_a_deleted_channel_ends_the_subscription() {
     let say =
         |ch: &'static str, n: u32| node.publish(json!({"channel": ch, "type": "message_create", "payload": {"n": n}}));
     assert_eq!(admin(&node, Method::DELETE, "/v1/channels/ch_a/members/12345").await, 204);
+    assert_eq!(admin(&node, Method::DELETE, "/v1/channels/ch_a/members/12345").await, 404, "no longer a member");
     assert_eq!(admin(&node, Method::DELETE, "/v1/channels/ch_b").await, 204);
     assert_eq!(admin(&node, Method::DELETE, "/v1/channels/ch_b").await, 404);
     node.await_no_local_subscribers("c:ch_a").await;

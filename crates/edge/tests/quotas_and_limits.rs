@@ -88,6 +88,37 @@ async fn a_message_flood_is_closed_with_4029_and_the_wait_in_the_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_closes_with_its_own_codes_where_it_maps_them() {
+    let node = TestNode::start(switchboard_testkit::test_config(|c| {
+        let e = c.endpoint_mut("/ws/chat").expect("the chat endpoint");
+        e.close_codes.insert(switchboard_protocol::CloseReason::RateLimited, 4429);
+        e.close_codes.insert(switchboard_protocol::CloseReason::ConnectionLimit, 4409);
+    }))
+    .await;
+    let mut c = acked(&node, "/ws/chat", "alice").await;
+    for _ in 0..200 {
+        c.send_json(json!({"type": "ping"})).await;
+    }
+    assert_eq!(c.closed().await, (4429, "Rate limited: retry in 1 s".to_owned()), "the endpoint's code, same reason");
+    let series = "switchboard_disconnects_total{by=\"server\",code=\"4429\",endpoint=\"/ws/chat\"}";
+    node.await_metric(series, 1.0).await;
+    // Another reason, another endpoint: chat allows 3 per user; the fourth gets the mapped code,
+    // while /ws/notifications keeps its own 4008.
+    let mut chat = Vec::new();
+    for _ in 0..3 {
+        chat.push(acked(&node, "/ws/chat", "bob").await);
+    }
+    let mut fourth = node.connect_user("/ws/chat", "bob").await;
+    assert_eq!(fourth.closed().await.0, 4409);
+    let mut notifications = Vec::new();
+    for _ in 0..5 {
+        notifications.push(acked(&node, "/ws/notifications", "carol").await);
+    }
+    let mut sixth = node.connect_user("/ws/notifications", "carol").await;
+    assert_eq!(sixth.closed().await.0, 4008);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_is_throttled_and_client_publish_is_rate_limited_per_user() {
     let node = TestNode::start(switchboard_testkit::test_config(|c| {
         for e in c.endpoints.iter_mut().filter(|e| e.path == "/ws/chat") {
@@ -173,8 +204,8 @@ async fn held_slots_are_renewed_in_rounds_that_the_metrics_time() {
         let rounds = metrics
             .lines()
             .find_map(|l| l.strip_prefix("switchboard_quota_renewal_seconds_count "))
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .unwrap_or(0);
+            .map(|n| n.trim().parse::<u64>().expect("a count"))
+            .expect("the renewal histogram is exported from the start");
         if rounds > 0 {
             let failed =
                 metrics.lines().find_map(|l| l.strip_prefix(r#"switchboard_broker_errors_total{op="quota_renew"} "#));

@@ -154,6 +154,12 @@ pub fn typing_throttle(user: &str, channel: &str) -> String {
     format!("throttle:typing:{}:{}", part(user), part(channel))
 }
 
+/// A back end's event id as an idempotency key of the publish API: `pending` while the first
+/// publish runs, then its answer, for the retention window.
+pub fn published_id(event_id: &str) -> String {
+    format!("published:{}", part(event_id))
+}
+
 /// Window counter of one user's client-published events.
 pub fn publish_rate(user: &str) -> String {
     format!("rate:publish:{}", part(user))

@@ -210,14 +210,15 @@ impl TestNode {
     }
 }
 
-/// The value of `series` in a Prometheus text exposition (0 when absent). A series given
-/// without labels matches the sample without labels.
+/// The value of `series` in a Prometheus text exposition (0 when absent, as for a labelled
+/// counter nothing has counted yet; a sample that does not parse fails the test). A series
+/// given without labels matches the sample without labels.
 pub fn metric_value(text: &str, series: &str) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| {
             let (name, value) = l.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok()).flatten()
+            (name == series).then(|| value.parse().unwrap_or_else(|_| panic!("unparseable sample: {l}")))
         })
         .unwrap_or(0.0)
 }

@@ -113,7 +113,8 @@ pub fn http_request(addr: &str, method: &str, path: &str, bearer: &str, body: &s
     s.write_all(req.as_bytes()).expect("send the request");
     let mut resp = String::new();
     s.read_to_string(&mut resp).expect("read answer");
-    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok());
+    let status = status.unwrap_or_else(|| panic!("no HTTP status line in {resp:?}"));
     let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
 }

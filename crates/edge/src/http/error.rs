@@ -38,6 +38,8 @@ impl ApiError {
             StatusCode::UNAUTHORIZED => "unauthorized",
             StatusCode::FORBIDDEN => "forbidden",
             StatusCode::NOT_FOUND => "not_found",
+            StatusCode::CONFLICT => "conflict",
+            StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
             StatusCode::UPGRADE_REQUIRED => "upgrade_required",
             StatusCode::SERVICE_UNAVAILABLE => "unavailable",
             StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",

@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 
 use super::admin::AdminAuth;
 use super::ApiError;
+use crate::idempotency::Claim;
 use crate::node::Node;
 use crate::publish::{Audience, Outgoing, Publication, PublishError};
 
@@ -73,51 +74,178 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
-/// `POST /v1/publish`.
+/// The answer to a published event: its id and, for persistent events, its log positions.
+fn answer(id: &str, positions: &[String]) -> serde_json::Value {
+    if positions.is_empty() {
+        json!({ "id": id })
+    } else {
+        json!({ "id": id, "stream_ids": positions })
+    }
+}
+
+fn in_progress(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "publish_in_progress",
+        format!("an event with id `{id}` is being published by another request; retry shortly"),
+    )
+}
+
+/// Stores the answers of published keyed events; a failure is logged, not answered: the events
+/// are out, and a retry after the claims' lease would publish them again (at least once).
+async fn remember(node: &Node, answers: &[(&str, &serde_json::Value)]) {
+    if answers.is_empty() {
+        return;
+    }
+    if let Err(e) = node.publisher().published_ids().complete(answers).await {
+        tracing::warn!(error = %e, events = answers.len(), "could not store publish answers; a retry may deliver again");
+    }
+}
+
+/// `POST /v1/publish`. With an `id`, a repeat within the retention window answers the first
+/// publish's answer with `"duplicate": true` and delivers nothing.
 pub async fn publish(State(node): State<Arc<Node>>, _: AdminAuth, body: Bytes) -> Result<Response, ApiError> {
     let timer = node.metrics().publish_seconds.with_label_values(&["publish"]).start_timer();
     let request: PublishRequest = parse(&body)?;
+    let keyed = request.id.is_some();
     let publisher = node.publisher();
     let mut out = Outgoing::default();
     let id = publisher.prepare(request.into_publication()?, &mut out)?;
-    let positions = publisher.send(out).await.map_err(ApiError::unavailable)?;
+    if keyed {
+        match publisher.published_ids().claim(&[&id]).await.map_err(ApiError::unavailable)?.pop() {
+            Some(Claim::Done(mut first)) => {
+                first["duplicate"] = json!(true);
+                return Ok((StatusCode::OK, Json(first)).into_response());
+            }
+            Some(Claim::InProgress) => return Err(in_progress(&id)),
+            Some(Claim::Fresh) | None => {}
+        }
+    }
+    let positions = match publisher.send(out).await {
+        Ok(positions) => positions,
+        Err(e) => {
+            if keyed {
+                publisher.published_ids().abandon(&[&id]).await;
+            }
+            return Err(ApiError::unavailable(e));
+        }
+    };
     node.metrics().published.inc();
+    let body = answer(&id, &positions);
+    if keyed {
+        remember(&node, &[(&id, &body)]).await;
+    }
     timer.observe_duration();
-    let body = if positions.is_empty() { json!({ "id": id }) } else { json!({ "id": id, "stream_ids": positions }) };
     Ok((StatusCode::OK, Json(body)).into_response())
 }
 
-/// `POST /v1/publish/batch`: `{"events": [...]}`, all validated before any is published.
+/// `POST /v1/publish/batch`: `{"events": [...]}`, all validated before any is published (an
+/// error names the event's index). Keyed events already published are not published again:
+/// their first answers come back in place and their indexes in `duplicates`.
 pub async fn publish_batch(State(node): State<Arc<Node>>, _: AdminAuth, body: Bytes) -> Result<Response, ApiError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
-    struct Batch {
-        events: Vec<PublishRequest>,
+    struct Batch<'a> {
+        #[serde(borrow)]
+        events: Vec<&'a RawValue>,
     }
     let timer = node.metrics().publish_seconds.with_label_values(&["batch"]).start_timer();
-    let batch: Batch = parse(&body)?;
+    let batch: Batch =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
     if batch.events.is_empty() || batch.events.len() > MAX_BATCH {
         return Err(ApiError::bad_request(format!("`events` must hold 1 to {MAX_BATCH} events")));
     }
     let n = batch.events.len();
     let publisher = node.publisher();
-    let mut out = Outgoing::default();
-    let mut ids = Vec::with_capacity(n);
-    // Where each event's ingest entries start among the positions `send` returns.
-    let mut starts = Vec::with_capacity(n + 1);
-    for (i, req) in batch.events.into_iter().enumerate() {
-        let at = |e: ApiError| ApiError::bad_request(format!("events[{i}]: {}", e.message));
-        let publication = req.into_publication().map_err(at)?;
-        starts.push(out.persisted());
-        ids.push(publisher.prepare(publication, &mut out).map_err(|e| at(e.into()))?);
+    let (mut ids, mut outs, mut keyed) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::new());
+    let mut keyed_at = std::collections::HashMap::new();
+    for (i, raw) in batch.events.iter().enumerate() {
+        let at = |message: &str| ApiError::bad_request(format!("events[{i}]: {message}"));
+        let request: PublishRequest = serde_json::from_str(raw.get()).map_err(|e| at(&e.to_string()))?;
+        let is_keyed = request.id.is_some();
+        let mut out = Outgoing::default();
+        let id = publisher.prepare(request.into_publication().map_err(|e| at(&e.message))?, &mut out);
+        let id = id.map_err(|e| at(&e.to_string()))?;
+        if is_keyed {
+            if let Some(first) = keyed_at.insert(id.clone(), i) {
+                return Err(at(&format!("id `{id}` repeats events[{first}]")));
+            }
+            keyed.push(i);
+        }
+        ids.push(id);
+        outs.push(out);
     }
-    starts.push(out.persisted());
-    let positions = publisher.send(out).await.map_err(ApiError::unavailable)?;
-    node.metrics().published.inc_by(n as u64);
+    let keyed_ids: Vec<&str> = keyed.iter().map(|i| ids[*i].as_str()).collect();
+    let claims = if keyed.is_empty() {
+        Vec::new()
+    } else {
+        publisher.published_ids().claim(&keyed_ids).await.map_err(ApiError::unavailable)?
+    };
+    let fresh: Vec<&str> =
+        keyed_ids.iter().zip(&claims).filter(|(_, c)| **c == Claim::Fresh).map(|(id, _)| *id).collect();
+    if let Some((id, _)) = keyed_ids.iter().zip(&claims).find(|(_, c)| **c == Claim::InProgress) {
+        publisher.published_ids().abandon(&fresh).await;
+        return Err(in_progress(id));
+    }
+    // The first answers of events published before, by index.
+    let mut earlier: std::collections::HashMap<usize, serde_json::Value> = keyed
+        .iter()
+        .zip(claims)
+        .filter_map(|(i, c)| match c {
+            Claim::Done(first) => Some((*i, first)),
+            _ => None,
+        })
+        .collect();
+    // The range of each new event's ingest entries among the positions `send` returns.
+    let mut all = Outgoing::default();
+    let mut ranges = Vec::with_capacity(n);
+    for (i, out) in outs.into_iter().enumerate() {
+        if earlier.contains_key(&i) {
+            ranges.push(None);
+        } else {
+            let start = all.persisted();
+            all.append(out);
+            ranges.push(Some(start..all.persisted()));
+        }
+    }
+    let positions = match publisher.send(all).await {
+        Ok(positions) => positions,
+        Err(e) => {
+            publisher.published_ids().abandon(&fresh).await;
+            return Err(ApiError::unavailable(e));
+        }
+    };
+    let mut duplicates = Vec::new();
+    let stream_ids: Vec<serde_json::Value> = ranges
+        .into_iter()
+        .enumerate()
+        .map(|(i, range)| match range {
+            Some(range) => json!(&positions[range]),
+            None => {
+                duplicates.push(i);
+                let first =
+                    earlier.remove(&i).and_then(|mut first| first.get_mut("stream_ids").map(serde_json::Value::take));
+                first.unwrap_or_else(|| json!([]))
+            }
+        })
+        .collect();
+    node.metrics().published.inc_by((n - duplicates.len()) as u64);
+    let answers: Vec<serde_json::Value> = fresh
+        .iter()
+        .map(|id| {
+            let positions = stream_ids[keyed_at[*id]].as_array().cloned().unwrap_or_default();
+            answer(id, &positions.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect::<Vec<_>>())
+        })
+        .collect();
+    let answers: Vec<(&str, &serde_json::Value)> = fresh.iter().copied().zip(&answers).collect();
+    remember(&node, &answers).await;
     timer.observe_duration();
-    if positions.is_empty() {
-        return Ok((StatusCode::OK, Json(json!({ "ids": ids }))).into_response());
+    let mut body = json!({ "ids": ids });
+    if stream_ids.iter().any(|s| s.as_array().is_some_and(|a| !a.is_empty())) {
+        body["stream_ids"] = json!(stream_ids);
     }
-    let per_event: Vec<&[String]> = starts.windows(2).map(|w| &positions[w[0]..w[1]]).collect();
-    Ok((StatusCode::OK, Json(json!({ "ids": ids, "stream_ids": per_event }))).into_response())
+    if !duplicates.is_empty() {
+        body["duplicates"] = json!(duplicates);
+    }
+    Ok((StatusCode::OK, Json(body)).into_response())
 }
