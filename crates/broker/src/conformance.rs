@@ -188,7 +188,7 @@ pub async fn keys_expire_and_take_is_single_use(factory: &dyn NodeFactory) {
     }
 
     let once = unique("once");
-    let ttl = Duration::from_millis(150);
+    let ttl = Some(Duration::from_millis(150));
     assert!(a.broker.set_if_absent(&once, Bytes::from_static(b"1"), ttl).await.expect("set_if_absent"));
     assert!(!a.broker.set_if_absent(&once, Bytes::from_static(b"2"), ttl).await.expect("set_if_absent again"));
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -196,6 +196,10 @@ pub async fn keys_expire_and_take_is_single_use(factory: &dyn NodeFactory) {
         assert!(tokio::time::Instant::now() < deadline, "a set_if_absent key never expired");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let forever = unique("forever");
+    assert!(a.broker.set_if_absent(&forever, Bytes::from_static(b"1"), None).await.expect("set_if_absent"));
+    assert!(!a.broker.set_if_absent(&forever, Bytes::from_static(b"2"), None).await.expect("set_if_absent again"));
+    assert_eq!(a.broker.get(&forever).await.expect("get").as_deref(), Some(&b"1"[..]), "the first value stays");
 
     let counter = unique("window");
     for i in 1..=5 {

@@ -70,9 +70,10 @@ pub trait KeyValue: Send + Sync {
         Ok(())
     }
 
-    /// Stores `value` under `key` only if the key does not exist; true if it was stored.
-    /// Throttles ("at most one per interval") are built on it.
-    async fn set_if_absent(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool>;
+    /// Stores `value` under `key` only if the key does not exist, expiring after `ttl` (or
+    /// never); true if it was stored. Throttles ("at most one per interval") and unique
+    /// names are built on it.
+    async fn set_if_absent(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<bool>;
 
     /// Increments a counter that disappears `window` after its first increment; returns the
     /// new count. Fixed-window rate limits are built on it.

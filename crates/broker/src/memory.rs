@@ -233,13 +233,13 @@ impl KeyValue for MemoryBroker {
         Ok(())
     }
 
-    async fn set_if_absent(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool> {
-        let exp = self.hub.clock.now_ms() + ttl.as_millis() as u64;
+    async fn set_if_absent(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<bool> {
+        let exp = ttl.map(|ttl| self.hub.clock.now_ms() + ttl.as_millis() as u64);
         let mut keys = self.hub.keys.lock();
         if self.hub.live_value(&mut keys, key).is_some() {
             return Ok(false);
         }
-        keys.values.insert(key, (value, Some(exp)), self.hub.clock.now_ms());
+        keys.values.insert(key, (value, exp), self.hub.clock.now_ms());
         Ok(true)
     }
 

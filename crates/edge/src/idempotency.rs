@@ -53,7 +53,7 @@ impl PublishedIds {
 
     async fn claim_one(&self, id: &str) -> Result<Claim, BrokerError> {
         let key = published_id(id);
-        if self.broker.set_if_absent(&key, Bytes::from_static(PENDING), PENDING_LEASE).await? {
+        if self.broker.set_if_absent(&key, Bytes::from_static(PENDING), Some(PENDING_LEASE)).await? {
             return Ok(Claim::Fresh);
         }
         Ok(match self.broker.get(&key).await? {

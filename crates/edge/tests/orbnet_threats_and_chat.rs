@@ -59,6 +59,37 @@ async fn threat_stream_rejects_missing_unknown_and_deleted_keys_with_401() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_name_is_taken_once_and_keys_are_listed_without_secrets() {
+    let node = TestNode::default().await;
+    let key = node.api_key("partner", 2).await;
+    let body = serde_json::json!({"name": "partner", "endpoints": ["/ws/threats"], "max_connections": 9});
+    let again = node.admin(reqwest::Method::POST, "/v1/api-keys").json(&body).send().await.unwrap();
+    assert_eq!(again.status(), 409);
+    let again: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(again["code"], "api_key_exists");
+    assert!(again["message"].as_str().unwrap().contains("DELETE /v1/api-keys/partner"), "{again}");
+    // The first key was not replaced: it still connects.
+    let mut c = node.connect(&format!("/ws/threats?api_key={key}"), &[]).await.expect("the first key still works");
+    assert_eq!(c.json().await["type"], "connection_ack");
+
+    let listed = node.admin(reqwest::Method::GET, "/v1/api-keys").send().await.unwrap();
+    assert_eq!(listed.status(), 200);
+    let text = listed.text().await.unwrap();
+    assert!(!text.contains(&key) && !text.contains("sha256"), "no secret is listed: {text}");
+    let listed: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        listed["api_keys"],
+        serde_json::json!([{"name": "partner", "endpoints": ["/ws/threats"], "max_connections": 2, "source": "api"}])
+    );
+    let del = node.admin(reqwest::Method::DELETE, "/v1/api-keys/partner").send().await.unwrap();
+    assert_eq!(del.status(), 204);
+    let listed: serde_json::Value =
+        node.admin(reqwest::Method::GET, "/v1/api-keys").send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["api_keys"], serde_json::json!([]));
+    node.api_key("partner", 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_messages_reach_the_other_members_stamped_with_the_sender() {
     let node = TestNode::default().await;
     for user in ["alice", "bob", "carol"] {

@@ -189,7 +189,10 @@ pub fn api_key_record(sha256_hex: &str) -> String {
     format!("apikey:{}", part(sha256_hex))
 }
 
-/// An API key's hash, under its name (to delete or replace a key by name).
+/// The names of the API keys created through the admin API (a set, for listing them).
+pub const API_KEY_NAMES: &str = "apikey-names";
+
+/// An API key's hash, under its name (to delete a key by name; a name is taken once).
 pub fn api_key_name(name: &str) -> String {
     format!("apikey-name:{}", part(name))
 }

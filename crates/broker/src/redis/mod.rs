@@ -216,9 +216,12 @@ impl KeyValue for RedisBroker {
         self.query::<Value>(&cmd).await.map(|_| ())
     }
 
-    async fn set_if_absent(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool> {
-        let cmd =
-            redis::cmd("SET").arg(key).arg(&value[..]).arg("NX").arg("PX").arg(ttl.as_millis().max(1) as u64).clone();
+    async fn set_if_absent(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<bool> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(&value[..]).arg("NX");
+        if let Some(ttl) = ttl {
+            cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
+        }
         let stored: Option<String> = self.query(&cmd).await?;
         Ok(stored.is_some())
     }

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::credentials::bearer;
 use super::ApiError;
+use crate::auth::api_keys::CreateKeyError;
 use crate::auth::ApiKeyRecord;
 use crate::config::AuthMethod;
 use crate::control::ControlMessage;
@@ -73,9 +74,25 @@ pub async fn create_api_key(State(node): State<Arc<Node>>, _: AdminAuth, body: B
         }
     }
     let record = ApiKeyRecord { name: req.name, endpoints: req.endpoints, max_connections: req.max_connections };
-    let key = node.authenticator().api_keys().create(&record).await.map_err(ApiError::unavailable)?;
+    let key = node.authenticator().api_keys().create(&record).await.map_err(|e| match e {
+        CreateKeyError::NameTaken => ApiError::new(
+            StatusCode::CONFLICT,
+            "api_key_exists",
+            format!(
+                "an API key named `{}` exists; DELETE /v1/api-keys/{} first to replace it",
+                record.name, record.name
+            ),
+        ),
+        CreateKeyError::Broker(e) => ApiError::unavailable(e),
+    })?;
     let body = json!({"key": key, "name": record.name, "endpoints": record.endpoints, "max_connections": record.max_connections});
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `GET /v1/api-keys`: every key's name, endpoints, limit and source; never a secret.
+pub async fn list_api_keys(State(node): State<Arc<Node>>, _: AdminAuth) -> Result<Response, ApiError> {
+    let keys = node.authenticator().api_keys().list().await.map_err(ApiError::unavailable)?;
+    Ok(Json(json!({ "api_keys": keys })).into_response())
 }
 
 /// `DELETE /v1/api-keys/{name}`.

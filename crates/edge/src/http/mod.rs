@@ -40,7 +40,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/playground/endpoints", get(ops::playground_endpoints))
         .route("/v1/publish", post(publish::publish))
         .route("/v1/publish/batch", post(publish::publish_batch))
-        .route("/v1/api-keys", post(admin::create_api_key))
+        .route("/v1/api-keys", post(admin::create_api_key).get(admin::list_api_keys))
         .route("/v1/api-keys/{name}", delete(admin::delete_api_key))
         .route("/v1/channels/{id}", put(admin::create_channel).get(admin::get_channel).delete(admin::delete_channel))
         .route("/v1/channels/{id}/members/{user}", put(admin::add_member).delete(admin::remove_member))
