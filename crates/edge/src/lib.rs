@@ -31,6 +31,7 @@ pub mod node;
 mod presence;
 mod publish;
 mod quota;
+mod reach;
 mod replay;
 pub mod server;
 mod session;

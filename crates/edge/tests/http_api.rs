@@ -61,13 +61,50 @@ async fn the_publish_api_requires_the_admin_key_and_valid_events() {
     assert_eq!((status, body["status"].as_u64()), (400, Some(400)));
     let (status, body) = answer(
         node.admin(Method::POST, "/v1/publish")
-            .json(&json!({"id": "my-id-1", "channel": "c", "type": "t", "payload": 1}))
+            .json(&json!({"id": "my-id-1", "channel": "c", "type": "t", "payload": {"n": 1}}))
             .send()
             .await
             .unwrap(),
     )
     .await;
     assert_eq!((status, body["id"].as_str()), (200, Some("my-id-1")));
+    let (status, body) = post(&node, "/v1/publish", json!({"channel": "c", "type": "t", "payload": 1})).await;
+    assert_eq!((status, body["code"].as_str()), (422, Some("unroutable")));
+    assert_eq!(body["message"], "`payload` must be a JSON object");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_no_endpoint_would_deliver_is_refused_with_what_is_allowed() {
+    // The orbnet and basic endpoints only (the ocvr one takes any channel and type).
+    let node = TestNode::start(switchboard_testkit::test_config(|c| c.endpoints.retain(|e| e.path != "/v1/ws"))).await;
+    let (status, body) =
+        post(&node, "/v1/publish", json!({"channel": "billing", "type": "status_update", "payload": {}})).await;
+    assert_eq!(
+        (status, body["error"].as_str(), body["code"].as_str()),
+        (422, Some("unprocessable"), Some("unroutable"))
+    );
+    let message = body["message"].as_str().expect("message");
+    assert!(message.starts_with("no endpoint delivers `status_update` events on channel `billing`"), "{message}");
+    assert!(message.contains("/ws: channels conversation:*, notifications, status:*, status;"), "{message}");
+    assert!(message.contains("notifications (broadcast)"), "{message}");
+    let (status, body) =
+        post(&node, "/v1/publish", json!({"user": "alice", "type": "invoice_paid", "payload": {}})).await;
+    assert_eq!(status, 422);
+    let message = body["message"].as_str().expect("message");
+    assert!(message.starts_with("no endpoint delivers `invoice_paid` events to users"), "{message}");
+    assert!(message.contains("/ws/notifications: types notification, subscription_update"), "{message}");
+    // In a batch the refused event is named; nothing of the batch is published.
+    let good = json!({"channel": "status:eu", "type": "status_update", "payload": {}});
+    let bad = json!({"channel": "status:eu", "type": "message", "payload": {}});
+    let (status, body) = post(&node, "/v1/publish/batch", json!({"events": [good, bad]})).await;
+    assert_eq!(status, 422);
+    assert!(
+        body["message"].as_str().expect("message").starts_with("events[1]: no endpoint delivers `message`"),
+        "{body}"
+    );
+    let (status, _) =
+        post(&node, "/v1/publish", json!({"channel": "status:eu", "type": "status_update", "payload": {}})).await;
+    assert_eq!(status, 200, "what an endpoint carries is accepted, subscribers or not");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,7 @@ use super::ApiError;
 use crate::idempotency::Claim;
 use crate::node::Node;
 use crate::publish::{Audience, Outgoing, Publication, PublishError};
+use crate::reach::unreachable;
 
 /// Most events in one batch.
 const MAX_BATCH: usize = 1000;
@@ -46,13 +47,21 @@ struct PublishRequest {
 }
 
 impl PublishRequest {
-    fn into_publication(self) -> Result<Publication, ApiError> {
+    /// The publication, if it is well formed (`400` otherwise) and some endpoint of `node`
+    /// would deliver it (`422` otherwise).
+    fn into_publication(self, node: &Node) -> Result<Publication, ApiError> {
         let audience = match (self.channel, self.user, self.users) {
             (Some(channel), None, None) => Audience::Channel(channel),
             (None, Some(user), None) => Audience::Users(vec![user]),
             (None, None, Some(users)) => Audience::Users(users),
             _ => return Err(ApiError::bad_request("give exactly one of `channel`, `user` or `users`")),
         };
+        if !self.payload.get().starts_with('{') {
+            return Err(unprocessable("`payload` must be a JSON object".to_owned()));
+        }
+        if let Some(why) = unreachable(node.endpoints(), &audience, &self.kind) {
+            return Err(unprocessable(why));
+        }
         Ok(Publication {
             audience,
             kind: self.kind,
@@ -68,6 +77,10 @@ impl From<PublishError> for ApiError {
     fn from(e: PublishError) -> Self {
         ApiError::bad_request(e.to_string())
     }
+}
+
+fn unprocessable(message: String) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unroutable", message)
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -110,7 +123,7 @@ pub async fn publish(State(node): State<Arc<Node>>, _: AdminAuth, body: Bytes) -
     let keyed = request.id.is_some();
     let publisher = node.publisher();
     let mut out = Outgoing::default();
-    let id = publisher.prepare(request.into_publication()?, &mut out)?;
+    let id = publisher.prepare(request.into_publication(&node)?, &mut out)?;
     if keyed {
         match publisher.published_ids().claim(&[&id]).await.map_err(ApiError::unavailable)?.pop() {
             Some(Claim::Done(mut first)) => {
@@ -164,7 +177,10 @@ pub async fn publish_batch(State(node): State<Arc<Node>>, _: AdminAuth, body: By
         let request: PublishRequest = serde_json::from_str(raw.get()).map_err(|e| at(&e.to_string()))?;
         let is_keyed = request.id.is_some();
         let mut out = Outgoing::default();
-        let id = publisher.prepare(request.into_publication().map_err(|e| at(&e.message))?, &mut out);
+        let publication = request
+            .into_publication(&node)
+            .map_err(|e| ApiError { message: format!("events[{i}]: {}", e.message), ..e })?;
+        let id = publisher.prepare(publication, &mut out);
         let id = id.map_err(|e| at(&e.to_string()))?;
         if is_keyed {
             if let Some(first) = keyed_at.insert(id.clone(), i) {
