@@ -126,16 +126,21 @@ fn main() -> Result<()> {
             }
             let broker = if cfg.redis_url.is_empty() { "embedded" } else { "redis" };
             println!("listen {}; broker: {broker}", cfg.listen);
+            if cfg.redis_url.is_empty() {
+                println!("state in this process only (embedded broker): a restart loses keys, channels and logs");
+            }
             for e in &cfg.endpoints {
-                let broadcast = if e.broadcast_channel.is_empty() { "-" } else { e.broadcast_channel.as_str() };
+                let types = if e.event_types.is_empty() { "any".to_owned() } else { e.event_types.join(", ") };
                 println!(
-                    "  {:<20} {:<8} auth={:<8} broadcast={:<14} types=[{}]",
+                    "  {:<20} {:<6} auth={:<8} types=[{types}]",
                     e.path,
                     e.dialect.name(),
-                    auth_name(e.auth.method),
-                    broadcast,
-                    e.event_types.join(", ")
+                    auth_name(e.auth.method)
                 );
+                let channels = channel_summary(e);
+                if !channels.is_empty() {
+                    println!("  {:<20} {channels}", "");
+                }
             }
             Ok(())
         }
@@ -220,6 +225,22 @@ where
     }
 }
 
+/// What an endpoint delivers on channels, in a few words: its broadcast channel and the
+/// channels clients may subscribe to (and which need membership).
+fn channel_summary(e: &switchboard_edge::config::EndpointConfig) -> String {
+    let mut parts = Vec::new();
+    if !e.broadcast_channel.is_empty() {
+        parts.push(format!("broadcast `{}`", e.broadcast_channel));
+    }
+    if !e.channels.allowed.is_empty() {
+        parts.push(format!("channels {}", e.channels.allowed.join(" ")));
+    }
+    if !e.channels.member_only.is_empty() {
+        parts.push(format!("members only: {}", e.channels.member_only.join(" ")));
+    }
+    parts.join("; ")
+}
+
 fn broker_name(cfg: &Config) -> &'static str {
     match (cfg.redis_url.is_empty(), cfg.redis_cluster) {
         (true, _) => "embedded broker",
@@ -241,13 +262,25 @@ fn print_banner(cfg: &Config, addr: SocketAddr, role: Role) {
     }
     let what = if role == Role::All { "switchboard" } else { "switchboard edge" };
     println!("{what} listening on http://{addr} ({})", broker_name(cfg));
-    for e in &cfg.endpoints {
-        let cred = match e.auth.method {
-            AuthMethod::Jwt => "?token=<JWT>",
-            AuthMethod::ApiKey => "?api_key=<key>",
-            AuthMethod::Ticket => "?ticket=<ticket>",
-        };
-        println!("  ws://{addr}{}{cred:<14}  {} dialect", e.path, e.dialect.name());
+    let urls: Vec<String> = cfg
+        .endpoints
+        .iter()
+        .map(|e| {
+            let cred = match e.auth.method {
+                AuthMethod::Jwt => "?token=<JWT>",
+                AuthMethod::ApiKey => "?api_key=<key>",
+                AuthMethod::Ticket => "?ticket=<ticket>",
+            };
+            format!("ws://{addr}{}{cred}", e.path)
+        })
+        .collect();
+    let width = urls.iter().map(String::len).max().unwrap_or(0);
+    for (e, url) in cfg.endpoints.iter().zip(&urls) {
+        println!("  {url:<width$}  {:<6} {}", e.dialect.name(), channel_summary(e));
+    }
+    if cfg.redis_url.is_empty() {
+        println!("state:         in this process only: a restart loses API keys, channels, memberships and replay");
+        println!("               logs; set SWITCHBOARD_REDIS_URL for anything that must survive one");
     }
     println!("  playground:  http://{addr}/playground");
     println!("  metrics:     http://{addr}/metrics");

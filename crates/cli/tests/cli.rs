@@ -238,7 +238,7 @@ fn check_config_warns_about_unknown_variables_but_not_service_links() {
     let warnings: Vec<&str> = stdout.lines().filter(|l| l.starts_with("warning:")).collect();
     assert_eq!(warnings.len(), 1, "{stdout}");
     assert!(warnings[0].contains("SWITCHBOARD_DRAIN_WINDOWW"), "{stdout}");
-    assert!(stdout.contains("broadcast=notifications"), "the broadcast channels are listed: {stdout}");
+    assert!(stdout.contains("broadcast `notifications`"), "the broadcast channels are listed: {stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,6 +39,33 @@ async fn plain_gets_and_bad_tokens_get_the_documented_401_json() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_says_why_and_every_error_is_json_with_a_message() {
+    let node = TestNode::default().await;
+    let config = switchboard_testkit::test_config(|c| c.jwt.secret = "another-secret-another-secret-another".into());
+    let foreign =
+        switchboard_protocol::token::mint_hs256(config.jwt_secret(), "alice", 3600, Default::default()).expect("token");
+    let resp = node.request(Method::GET, &format!("/ws?token={foreign}")).send().await.unwrap();
+    let why = resp.headers()["www-authenticate"].to_str().expect("ASCII").to_owned();
+    assert_eq!(
+        why,
+        "Bearer error=\"invalid_token\", error_description=\"Token is invalid: the signature does not match this \
+         server's key or secret\""
+    );
+    let (status, body) = answer(resp).await;
+    assert_eq!((status, body), (401, json!({"error": "unauthorized", "code": "invalid_token", "status": 401})));
+    let resp = node.request(Method::GET, "/ws").send().await.unwrap();
+    let why = resp.headers()["www-authenticate"].to_str().expect("ASCII").to_owned();
+    assert!(why.contains("send the token as `?token=` or `Authorization: Bearer`"), "{why}");
+    // The HTTP API: a wrong method and an unknown route answer JSON with a message too.
+    let (status, body) = answer(node.admin(Method::PUT, "/v1/publish").send().await.unwrap()).await;
+    assert_eq!((status, body["code"].as_str()), (405, Some("method_not_allowed")));
+    assert!(body["message"].is_string());
+    let (status, body) = answer(node.admin(Method::GET, "/v1/nothing").send().await.unwrap()).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+    assert!(body["message"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_publish_api_requires_the_admin_key_and_valid_events() {
     let node = TestNode::default().await;
     let event = json!({"user": "alice", "type": "notification", "payload": {}});

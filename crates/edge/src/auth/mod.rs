@@ -136,7 +136,7 @@ pub enum AuthError {
 impl From<TokenError> for AuthError {
     fn from(e: TokenError) -> Self {
         match e {
-            TokenError::Expired => AuthError::Refused(AuthFailure::ExpiredToken, "the token has expired".into()),
+            TokenError::Expired => AuthError::Refused(AuthFailure::ExpiredToken, "its `exp` has passed".into()),
             TokenError::Invalid(why) => AuthError::Refused(AuthFailure::InvalidToken, why),
         }
     }
@@ -200,12 +200,19 @@ impl Authenticator {
         let auth = endpoint.auth();
         match auth.method {
             AuthMethod::Jwt => {
-                let token = credentials.token.ok_or_else(|| refused(AuthFailure::MissingToken, "no token"))?;
+                let token = credentials.token.ok_or_else(|| {
+                    refused(AuthFailure::MissingToken, "send the token as `?token=` or `Authorization: Bearer`")
+                })?;
                 let claims = self.verify_user(token, auth.require_exp).await?;
                 Ok(user_session(claims, auth.max_session))
             }
             AuthMethod::Ticket => {
-                let ticket = credentials.ticket.ok_or_else(|| refused(AuthFailure::MissingToken, "no ticket"))?;
+                let ticket = credentials.ticket.ok_or_else(|| {
+                    refused(
+                        AuthFailure::MissingToken,
+                        "get one with `POST /v1/auth/ws-ticket` and connect with `?ticket=`",
+                    )
+                })?;
                 let claims = self
                     .tickets
                     .redeem(ticket)
@@ -223,13 +230,21 @@ impl Authenticator {
                 Ok(user_session(claims, auth.max_session))
             }
             AuthMethod::ApiKey => {
-                let key = credentials.api_key.ok_or_else(|| refused(AuthFailure::MissingApiKey, "no API key"))?;
+                let key = credentials
+                    .api_key
+                    .ok_or_else(|| refused(AuthFailure::MissingApiKey, "send it as `?api_key=` or `X-API-Key`"))?;
                 match self.api_keys.lookup(key).await? {
                     Some(record) if record.allows(endpoint.path()) => {
                         Ok(Authenticated { principal: Principal::ApiKey(record), expires_at: None })
                     }
-                    Some(_) => Err(AuthError::Refused(AuthFailure::InvalidApiKey, "key not allowed here".into())),
-                    None => Err(AuthError::Refused(AuthFailure::InvalidApiKey, "unknown key".into())),
+                    Some(_) => Err(AuthError::Refused(
+                        AuthFailure::InvalidApiKey,
+                        "the key is not allowed on this endpoint".into(),
+                    )),
+                    None => Err(AuthError::Refused(
+                        AuthFailure::InvalidApiKey,
+                        "no such key (deleted, or never created)".into(),
+                    )),
                 }
             }
         }

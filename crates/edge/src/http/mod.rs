@@ -63,5 +63,10 @@ pub fn router(node: Arc<Node>) -> Router {
             router.route(&path, get(move |state: State<Arc<Node>>, req: Request| echo::echo(state, ep.clone(), req)));
     }
     let ops = Ops::of(&node);
-    router.fallback(ops::not_found).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(node).merge(ops_router(ops))
+    router
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(node)
+        .merge(ops_router(ops))
 }

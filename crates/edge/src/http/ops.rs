@@ -98,3 +98,12 @@ pub async fn playground_endpoints(State(node): State<Arc<Node>>) -> Json<serde_j
 pub async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see /playground for the endpoints")
 }
+
+/// The answer to a known path called with another method.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this path does not take that method; see the README's HTTP API",
+    )
+}

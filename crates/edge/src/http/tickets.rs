@@ -19,7 +19,9 @@ use crate::node::Node;
 
 /// Issues a ticket to the holder of a valid user token.
 pub async fn issue(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
-    let Some(token) = bearer(&headers) else { return unauthorized(AuthFailure::MissingToken) };
+    let Some(token) = bearer(&headers) else {
+        return unauthorized(AuthFailure::MissingToken, "send `Authorization: Bearer <user JWT>`");
+    };
     // The ticket is checked again when redeemed (expiry, revocation, the endpoint's own rules);
     // a token the strictest ticket endpoint would refuse gets no ticket at all.
     let require_exp = node.endpoints().iter().any(|e| e.auth().method == AuthMethod::Ticket && e.auth().require_exp);
@@ -32,7 +34,7 @@ pub async fn issue(State(node): State<Arc<Node>>, headers: HeaderMap) -> Respons
             let error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many tickets; retry in 1 s");
             ([(header::RETRY_AFTER, "1")], error).into_response()
         }
-        Err(AuthError::Refused(failure, _)) => unauthorized(failure),
+        Err(AuthError::Refused(failure, why)) => unauthorized(failure, &why),
         Err(AuthError::Unavailable(e)) => ApiError::unavailable(e).into_response(),
     }
 }

@@ -62,7 +62,7 @@ pub async fn accept(State(node): State<Arc<Node>>, ep: Arc<EndpointRuntime>, req
                 let subscriptions = Subscriptions::default();
                 return upgrade(&node, &ep, req, None, None, subscriptions, refuse).unwrap_or_else(bad_handshake);
             }
-            return unauthorized(failure);
+            return unauthorized(failure, &why);
         }
         Err(AuthError::Unavailable(e)) => {
             result("unavailable");
@@ -125,10 +125,20 @@ fn origin_allowed(ep: &EndpointRuntime, req: &Request) -> bool {
     }
 }
 
-/// The documented 401 answer: `{"error":"unauthorized","code":...,"status":401}`.
-pub fn unauthorized(failure: AuthFailure) -> Response {
+/// The documented 401 answer, byte for byte as the API documents (SPEC §3):
+/// `{"error":"unauthorized","code":...,"status":401}`. What was wrong (`detail`: safe to show,
+/// never the credential) goes in the standard `WWW-Authenticate` header (RFC 6750), so the
+/// body stays as documented and a developer still reads why, e.g. "the signature does not match
+/// this server's key or secret".
+pub fn unauthorized(failure: AuthFailure, detail: &str) -> Response {
     let body = json!({"error": "unauthorized", "code": failure.code(), "status": 401});
-    (StatusCode::UNAUTHORIZED, Json(body)).into_response()
+    let description = format!("{}: {detail}", failure.message()).replace(['"', '\\'], "'");
+    let challenge = format!("Bearer error=\"{}\", error_description=\"{description}\"", failure.code());
+    let mut response = (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    if let Ok(value) = header::HeaderValue::from_str(&challenge) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
 }
 
 fn upgrade_required(ep: &EndpointRuntime) -> Response {
