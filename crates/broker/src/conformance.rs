@@ -386,6 +386,10 @@ pub async fn leases_never_exceed_their_limit(factory: &dyn NodeFactory) {
     assert!(a.broker.release(&key, &won[0]).await.expect("release"));
     assert!(a.broker.try_acquire(&key, "late", 5, ttl).await.expect("acquire after release"));
     assert_eq!(a.broker.renew(&key, &won[1..], ttl).await.expect("renew"), 4);
+    let mut live: Vec<String> = won[1..].to_vec();
+    live.push("late".to_owned());
+    live.sort();
+    assert_eq!(b.broker.holders(&key).await.expect("holders"), live, "every live holder, seen from any node");
 
     // All-or-nothing over several quotas (keys hash-tagged into one slot for Redis Cluster).
     let tag = unique("u");
@@ -406,6 +410,7 @@ pub async fn leases_never_exceed_their_limit(factory: &dyn NodeFactory) {
         assert!(tokio::time::Instant::now() < deadline, "an expired lease was never freed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(a.broker.holders(&short).await.expect("holders"), ["y"], "an expired holder is not listed");
 }
 
 /// A user is online from their first connection to their last; joins and leaves say when

@@ -204,6 +204,9 @@ pub trait Leases: Send + Sync {
     /// Releases a slot; true if it was held.
     async fn release(&self, key: &str, holder: &str) -> Result<bool>;
 
+    /// The live holders of `key`, sorted (for looking inside: whose connections hold a quota).
+    async fn holders(&self, key: &str) -> Result<Vec<String>>;
+
     /// Takes the single-holder lease `key` for `holder` and returns its fencing token: a
     /// number kept in `fence` that grows with every acquisition by a new holder (a holder that
     /// still holds the lease gets its token back). `None` when another holder has it.

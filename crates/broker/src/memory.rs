@@ -443,6 +443,17 @@ impl Leases for MemoryBroker {
         Ok(self.commit_if_current(fence, token, cursor, log, position))
     }
 
+    async fn holders(&self, key: &str) -> Result<Vec<String>> {
+        let now = self.hub.clock.now_ms();
+        let leases = self.hub.leases.lock();
+        let mut live: Vec<String> = leases
+            .get(key)
+            .map(|holders| holders.iter().filter(|(_, exp)| *exp > now).map(|(h, _)| h.to_string()).collect())
+            .unwrap_or_default();
+        live.sort();
+        Ok(live)
+    }
+
     async fn release(&self, key: &str, holder: &str) -> Result<bool> {
         let mut leases = self.hub.leases.lock();
         let Some(current) = leases.get_mut(key) else {

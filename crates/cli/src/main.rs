@@ -1,6 +1,8 @@
 //! `switchboard`: the one binary. `serve`, `edge` and `worker` run a node in one of its roles;
 //! `token` mints a development JWT; `check-config` validates a config and prints the effective
-//! endpoints.
+//! endpoints; `publish` and `inspect` talk to a running node's admin API.
+
+mod remote;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -72,6 +74,48 @@ enum Command {
         /// The file to check.
         file: Option<String>,
     },
+    /// Publish an event through a running node: a JSON event (`{"user":"alice","type":...,
+    /// "payload":{...}}`) or a batch (`{"events":[...]}`); `-` reads it from stdin.
+    Publish {
+        /// The event, or `-`.
+        event: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Look inside a running cluster: connections, API keys, channel members.
+    Inspect {
+        #[command(subcommand)]
+        what: remote::Inspect,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
+/// How to reach a running node.
+#[derive(clap::Args)]
+struct RemoteArgs {
+    /// The node's base URL (default: the config's `listen` address).
+    #[arg(long, env = "SWITCHBOARD_URL", global = true)]
+    url: Option<String>,
+    /// Config file whose `listen` and admin key to use.
+    #[arg(long, env = "SWITCHBOARD_CONFIG", global = true)]
+    config: Option<String>,
+}
+
+impl RemoteArgs {
+    /// The node and admin key: `--url` or the config's listen address; the config's admin key
+    /// (SWITCHBOARD_ADMIN_KEY) or the development one.
+    fn remote(&self) -> Result<remote::Remote> {
+        let cfg = load(self.config.as_deref(), None)?.config;
+        let url = self.url.clone().unwrap_or_else(|| format!("http://{}", cfg.listen));
+        let admin_key = if cfg.admin_key.is_empty() { DEV_ADMIN_KEY.to_owned() } else { cfg.admin_key };
+        Ok(remote::Remote { url, admin_key })
+    }
+}
+
+/// Runs a client call to completion.
+fn run_client(call: impl Future<Output = Result<()>>) -> Result<()> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?.block_on(call)
 }
 
 /// The role a process runs.
@@ -116,6 +160,19 @@ fn main() -> Result<()> {
             }
             println!("{}", mint_hs256(cfg.jwt_secret(), &sub, ttl, extra)?);
             Ok(())
+        }
+        Command::Publish { event, remote } => {
+            let body = if event == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading the event from stdin")?
+            } else {
+                event
+            };
+            let remote = remote.remote()?;
+            run_client(async move { remote.publish(&body).await })
+        }
+        Command::Inspect { what, remote } => {
+            let remote = remote.remote()?;
+            run_client(async move { remote.inspect(&what).await })
         }
         Command::CheckConfig { file } => {
             let loaded = Config::load(file.as_deref(), std::env::vars()).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -289,3 +289,56 @@ async fn sigterm_drains_as_a_user_meets_it() {
     let status = server.wait_exit(Duration::from_secs(10)).expect("the process exits after the drain");
     assert!(status.success(), "exit status {status}");
 }
+
+/// Runs `switchboard ARGS` against `server`; its stdout, failing the test on a non-zero exit.
+fn client(server: &NodeProcess, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .args(args)
+        .args(["--url", &format!("http://{}", server.addr)])
+        .env_remove("SWITCHBOARD_ADMIN_KEY")
+        .output()
+        .expect("run the client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{args:?}: {}{stdout}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_and_inspect_talk_to_a_running_node() {
+    let server = serve();
+    let url = |path: &str| format!("ws://{}{path}?token={}", server.addr, token("alice"));
+    let mut notifications = switchboard_testkit::connect_ws(&url("/ws/notifications"), &[]).await.expect("connect");
+    notifications.welcomed().await;
+    let mut basic = switchboard_testkit::connect_ws(&url("/ws"), &[]).await.expect("connect");
+    basic.barrier().await;
+
+    let answer =
+        client(&server, &["publish", r#"{"user":"alice","type":"notification","payload":{"title":"from the CLI"}}"#]);
+    assert!(answer["id"].as_str().is_some_and(|id| id.starts_with("evt_")), "{answer}");
+    assert_eq!(basic.json().await["data"]["title"], "from the CLI");
+
+    let all = client(&server, &["inspect", "connections"]);
+    assert_eq!(all["connections"], 2, "{all}");
+    assert_eq!((&all["per_endpoint"]["/ws"], &all["per_endpoint"]["/ws/notifications"]), (&1.into(), &1.into()));
+    let alice = client(&server, &["inspect", "connections", "--user", "alice"]);
+    let endpoints: Vec<&serde_json::Value> =
+        alice["connections"].as_array().expect("connections").iter().map(|c| &c["endpoint"]).collect();
+    assert_eq!(endpoints.len(), 2, "{alice}");
+    assert!(endpoints.contains(&&serde_json::json!("/ws/notifications")), "{alice}");
+    assert_eq!(alice["connections"][0]["node"], all["nodes"][0]["node"], "{alice} {all}");
+
+    let keys = client(&server, &["inspect", "api-keys"]);
+    assert_eq!(keys, serde_json::json!({"api_keys": []}));
+    // A refused call exits non-zero with the node's message.
+    let out = Command::new(BIN)
+        .args([
+            "publish",
+            r#"{"user":"alice","type":"invoice","payload":7}"#,
+            "--url",
+            &format!("http://{}", server.addr),
+        ])
+        .output()
+        .expect("run publish");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`payload` must be a JSON object"));
+}

@@ -95,6 +95,33 @@ async fn a_publish_retried_on_another_edge_is_not_delivered_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_edge_tells_the_connections_of_the_whole_cluster_and_of_one_user() {
+    let redis = RedisServer::start();
+    let a = edge(&redis.url(), false);
+    let mut b = node_with("edge", &redis.url(), false, &[("SWITCHBOARD_DRAIN_WINDOW", "1s")]);
+    let _on_a = basic_client(&a, "alice", &[]).await;
+    let _on_b = basic_client(&b, "alice", &[]).await;
+    let _bob = basic_client(&b, "bob", &[]).await;
+    let get = |path: &str| {
+        let (status, body) = http_request(&a.addr, "GET", path, ADMIN, "");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).expect("JSON")
+    };
+    wait_until("both edges' census", || get("/v1/connections")["connections"] == 3).await;
+    let all = get("/v1/connections");
+    assert_eq!(all["nodes"].as_array().expect("nodes").len(), 2, "{all}");
+    let alice = get("/v1/connections?user=alice");
+    let nodes: std::collections::BTreeSet<&str> =
+        alice["connections"].as_array().expect("list").iter().map(|c| c["node"].as_str().expect("node")).collect();
+    assert_eq!(nodes.len(), 2, "one connection on each edge: {alice}");
+    // An edge that stops withdraws its census at once (a crashed one's expires).
+    b.signal("TERM");
+    assert!(b.wait_exit(WAIT * 2).is_some_and(|s| s.success()), "edge B stops");
+    let all = get("/v1/connections");
+    assert_eq!((all["connections"].clone(), all["nodes"].as_array().expect("nodes").len()), (json!(1), 1), "{all}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_wakes_a_worker_in_another_process_at_once() {
     let redis = RedisServer::start();
     let a = edge(&redis.url(), false);

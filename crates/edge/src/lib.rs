@@ -15,6 +15,7 @@
 //! - `http`: the routes; `node`: the composition root; `server`: roles, serving and draining.
 
 pub mod auth;
+mod census;
 pub mod config;
 mod connection;
 mod control;

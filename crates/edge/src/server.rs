@@ -50,6 +50,7 @@ pub async fn serve_role(
     let app = router(node.clone());
     let renewal = node.quotas().spawn_renewal(node.metrics().clone());
     let presence = node.presence().spawn_upkeep(node.metrics().clone());
+    let census = crate::census::spawn_publisher(node.clone());
     let stop_worker = CancellationToken::new();
     let worker = (role == Role::All).then(|| {
         let settings = node.config().persistence.worker_settings(node.id().to_owned());
@@ -91,6 +92,8 @@ pub async fn serve_role(
     }
     renewal.abort();
     presence.abort();
+    census.abort();
+    crate::census::withdraw(&node).await;
     Ok(())
 }
 

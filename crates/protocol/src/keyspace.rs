@@ -189,6 +189,14 @@ pub fn api_key_record(sha256_hex: &str) -> String {
     format!("apikey:{}", part(sha256_hex))
 }
 
+/// The ids of the edges that published a census (a set; stale ids are dropped by readers).
+pub const NODES: &str = "nodes";
+
+/// One edge's census: its open connections per endpoint, refreshed while it runs.
+pub fn node_census(node_id: &str) -> String {
+    format!("census:{}", part(node_id))
+}
+
 /// The names of the API keys created through the admin API (a set, for listing them).
 pub const API_KEY_NAMES: &str = "apikey-names";
 

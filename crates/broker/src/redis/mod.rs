@@ -89,6 +89,10 @@ fn xadd_if_newer(log: &str, id: LogId, entry: &[u8], now_ms: u64, retention: Dur
         .clone()
 }
 
+/// The members of a lease set whose expiry score is still ahead of the server's clock.
+const LIVE_HOLDERS: &str = "local t = redis.call('TIME') \
+    return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)), '+inf')";
+
 /// How often the subscriber connection is pinged.
 const SUBSCRIBER_PING: Duration = Duration::from_millis(500);
 
@@ -430,6 +434,14 @@ impl Leases for RedisBroker {
     async fn release(&self, key: &str, holder: &str) -> Result<bool> {
         let n: u64 = self.query(redis::cmd("ZREM").arg(key).arg(holder)).await?;
         Ok(n > 0)
+    }
+
+    async fn holders(&self, key: &str) -> Result<Vec<String>> {
+        // Expiry scores are on the Redis server's clock, so "live" is decided there.
+        let cmd = redis::cmd("EVAL").arg(LIVE_HOLDERS).arg(1).arg(key).clone();
+        let mut holders: Vec<String> = self.query(&cmd).await?;
+        holders.sort();
+        Ok(holders)
     }
 
     async fn acquire_fenced(&self, key: &str, fence: &str, holder: &str, ttl: Duration) -> Result<Option<u64>> {

@@ -260,6 +260,7 @@ async fn run<H: MessageHandler>(
         let _ = Box::pin(tokio::time::timeout(CLOSE_LINGER, await_client_close(&socket, input, max_bytes))).await;
     }
     let (code, by) = close_labels(&endpoint, plan.as_ref());
+    tracing::debug!(endpoint = path, code, by, "closed");
     ctx.metrics.disconnects.with_label_values(&[path, &code, by]).inc();
     ctx.metrics.connections.with_label_values(&[path]).dec();
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -93,6 +93,28 @@ pub async fn create_api_key(State(node): State<Arc<Node>>, _: AdminAuth, body: B
 pub async fn list_api_keys(State(node): State<Arc<Node>>, _: AdminAuth) -> Result<Response, ApiError> {
     let keys = node.authenticator().api_keys().list().await.map_err(ApiError::unavailable)?;
     Ok(Json(json!({ "api_keys": keys })).into_response())
+}
+
+/// `GET /v1/connections`: open connections per endpoint on every edge and in total;
+/// `?user=U`: that user's connections anywhere (node, connection id, endpoint).
+pub async fn connections(
+    State(node): State<Arc<Node>>,
+    _: AdminAuth,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    if let Some(user) = query.get("user") {
+        let found = crate::census::user_connections(&node, user).await.map_err(ApiError::unavailable)?;
+        return Ok(Json(json!({ "user": user, "connections": found })).into_response());
+    }
+    let nodes = crate::census::cluster(&node).await.map_err(ApiError::unavailable)?;
+    let mut total: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    for census in &nodes {
+        for (path, n) in &census.connections {
+            *total.entry(path.as_str()).or_default() += n;
+        }
+    }
+    let all: i64 = total.values().sum();
+    Ok(Json(json!({ "connections": all, "per_endpoint": total, "nodes": nodes })).into_response())
 }
 
 /// `DELETE /v1/api-keys/{name}`.

@@ -43,6 +43,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/api-keys", post(admin::create_api_key).get(admin::list_api_keys))
         .route("/v1/api-keys/{name}", delete(admin::delete_api_key))
         .route("/v1/channels/{id}", put(admin::create_channel).get(admin::get_channel).delete(admin::delete_channel))
+        .route("/v1/connections", get(admin::connections))
+        .route("/v1/channels/{id}/members", get(admin::get_channel))
         .route("/v1/channels/{id}/members/{user}", put(admin::add_member).delete(admin::remove_member))
         .route("/v1/sessions/revoke", post(admin::revoke_sessions))
         .route("/v1/presence/{channel}", get(admin::channel_presence))

@@ -144,6 +144,7 @@ pub async fn publish(State(node): State<Arc<Node>>, _: AdminAuth, body: Bytes) -
         }
     };
     node.metrics().published.inc();
+    tracing::debug!(id, persisted = positions.len(), "published");
     let body = answer(&id, &positions);
     if keyed {
         remember(&node, &[(&id, &body)]).await;
@@ -246,6 +247,7 @@ pub async fn publish_batch(State(node): State<Arc<Node>>, _: AdminAuth, body: By
         })
         .collect();
     node.metrics().published.inc_by((n - duplicates.len()) as u64);
+    tracing::debug!(events = n, duplicates = duplicates.len(), persisted = positions.len(), "published a batch");
     let answers: Vec<serde_json::Value> = fresh
         .iter()
         .map(|id| {

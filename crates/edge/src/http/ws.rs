@@ -77,10 +77,12 @@ pub async fn accept(State(node): State<Arc<Node>>, ep: Arc<EndpointRuntime>, req
     let principal = Arc::new(authenticated.principal);
     let resume = query.get("last_event_id").cloned();
     let for_session = principal.clone();
+    let for_log = principal.clone();
     let make = move |conn| Session::new(services, conn, for_session, resume);
     let subscriptions = Session::initial_subscriptions(&ep);
     match upgrade(&node, &ep, req, Some(principal), authenticated.expires_at, subscriptions, make) {
         Ok(response) => {
+            tracing::debug!(endpoint = path, user = for_log.user().unwrap_or("-"), "connected");
             result("accepted");
             response
         }
