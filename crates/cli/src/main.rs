@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use switchboard_edge::config::{AuthMethod, Config, JwtAlgorithm, Loaded, DEV_ADMIN_KEY};
+use switchboard_edge::config::{AuthMethod, ClientPublishAudience, Config, JwtAlgorithm, Loaded, DEV_ADMIN_KEY};
 use switchboard_edge::server::{Role, WorkerProcess};
 use switchboard_edge::Node;
 use switchboard_protocol::token::mint_hs256;
@@ -293,7 +293,9 @@ fn channel_summary(e: &switchboard_edge::config::EndpointConfig) -> String {
         parts.push(format!("channels {}", e.channels.allowed.join(" ")));
     }
     if !e.channels.member_only.is_empty() {
-        parts.push(format!("members only: {}", e.channels.member_only.join(" ")));
+        let to_members = e.publish.to == ClientPublishAudience::Members && !e.publish.types.is_empty();
+        let how = if to_members { "to members" } else { "members only" };
+        parts.push(format!("{how}: {}", e.channels.member_only.join(" ")));
     }
     parts.join("; ")
 }

@@ -10,7 +10,7 @@ use switchboard_protocol::keyspace::{channel_topic, is_user_topic};
 use switchboard_protocol::{CloseReason, Codec, HeartbeatStyle};
 use wildmatch::WildMatch;
 
-use crate::config::{AuthConfig, AuthMethod, Config, EndpointConfig, LimitsConfig};
+use crate::config::{AuthConfig, AuthMethod, ClientPublishAudience, Config, EndpointConfig, LimitsConfig};
 
 /// A configured endpoint, ready to serve.
 pub struct EndpointRuntime {
@@ -24,6 +24,7 @@ pub struct EndpointRuntime {
     channels: Vec<WildMatch>,
     member_only: Vec<WildMatch>,
     broadcast_topic: Option<String>,
+    member_events: bool,
 }
 
 /// An endpoint's heartbeat: the dialect's style with the endpoint's timing.
@@ -59,6 +60,7 @@ impl EndpointRuntime {
             channels: config.channels.allowed.iter().map(|p| WildMatch::new(p)).collect(),
             member_only: config.channels.member_only.iter().map(|p| WildMatch::new(p)).collect(),
             broadcast_topic: (!config.broadcast_channel.is_empty()).then(|| channel_topic(&config.broadcast_channel)),
+            member_events: config.publish.to == ClientPublishAudience::Members && !config.publish.types.is_empty(),
             config,
         }
     }
@@ -101,6 +103,19 @@ impl EndpointRuntime {
     /// Whether the channel requires membership.
     pub fn member_only(&self, channel: &str) -> bool {
         self.member_only.iter().any(|p| p.matches(channel))
+    }
+
+    /// Whether the endpoint delivers channels by membership (chat): its clients send to a
+    /// channel's members, and a channel's events reach the members' connections on their user
+    /// streams. Other endpoints deliver channels to those who subscribed to them by name.
+    pub fn delivers_member_events(&self) -> bool {
+        self.member_events
+    }
+
+    /// Whether events of `channel` reach this endpoint's connections of its members (a chat
+    /// conversation: the endpoint delivers by membership and the channel is members-only).
+    pub fn member_routed(&self, channel: &str) -> bool {
+        self.member_events && self.member_only(channel)
     }
 
     /// The broker topic of the endpoint's broadcast channel, if it has one.

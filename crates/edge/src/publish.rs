@@ -37,6 +37,14 @@ pub enum Audience {
     Channel(String),
     /// These users' connections.
     Users(Vec<String>),
+    /// A channel's subscribers, and its members' connections on endpoints that deliver the
+    /// channel by membership (a back end's chat message): one event, both ways.
+    ChannelAndMembers {
+        /// The channel.
+        channel: String,
+        /// Its members.
+        users: Vec<String>,
+    },
     /// These users' connections, for an event of a channel they are members of (chat): the
     /// event names the channel.
     Members {
@@ -62,6 +70,8 @@ pub struct Publication {
     pub persist: Option<bool>,
     /// The user who sent it, for client-sent events.
     pub sender: Option<String>,
+    /// Whether it goes back to the sender's own connections too (see [`Event::echo`]).
+    pub echo: bool,
 }
 
 /// Why a publication was refused.
@@ -146,7 +156,7 @@ impl PublishService {
     /// Validates `publication` and adds its broker messages to `out`; returns the event id. Its
     /// log positions are those of the ingest entries it added (see [`Outgoing::persisted`]).
     pub fn prepare(&self, publication: Publication, out: &mut Outgoing) -> Result<String, PublishError> {
-        let Publication { audience, kind, payload, id, persist, sender } = publication;
+        let Publication { audience, kind, payload, id, persist, sender, echo } = publication;
         check_name("type", &kind)?;
         if let Some(id) = &id {
             check_name("id", id)?;
@@ -159,6 +169,7 @@ impl PublishService {
             ts: now_millis(),
             payload,
             sender,
+            echo,
             position: None,
         };
         let event_id = event.id.clone();
@@ -172,6 +183,13 @@ impl PublishService {
             Audience::Members { channel, users } => {
                 check_name("channel", &channel)?;
                 event.channel = Some(channel);
+                self.to_users(event, users, persist, out)?;
+            }
+            Audience::ChannelAndMembers { channel, users } => {
+                check_name("channel", &channel)?;
+                let topic = channel_topic(&channel);
+                event.channel = Some(channel);
+                out.live.push((topic, encode(&event)));
                 self.to_users(event, users, persist, out)?;
             }
             Audience::Users(users) => self.to_users(event, users, persist, out)?,
@@ -206,6 +224,25 @@ impl PublishService {
             out.live.extend(users.iter().map(|u| (user_topic(u), bytes.clone())));
         }
         Ok(())
+    }
+
+    /// A back end's event for a channel that some endpoint delivers by membership (a chat
+    /// conversation) goes to the members' connections there too, besides the channel's
+    /// subscribers; other publications are returned as they are.
+    pub async fn route_members(
+        &self,
+        endpoints: &[std::sync::Arc<EndpointRuntime>],
+        mut publication: Publication,
+    ) -> Result<Publication, BrokerError> {
+        if let Audience::Channel(channel) = &publication.audience {
+            if endpoints.iter().any(|e| e.member_routed(channel) && e.allows_type(&publication.kind)) {
+                let users = self.membership.members(channel).await?;
+                if !users.is_empty() {
+                    publication.audience = Audience::ChannelAndMembers { channel: channel.clone(), users };
+                }
+            }
+        }
+        Ok(publication)
     }
 
     /// Sends what [`Self::prepare`] made: the ingest entries in one round trip (a user's events
@@ -276,7 +313,9 @@ impl PublishService {
         let (kind, payload) = endpoint.codec.client_event(&kind, &channel, &payload, &who)?;
         let audience = if to_members {
             let members = self.membership.members(&channel).await.map_err(unavailable("member lookup"))?;
-            let recipients: Vec<String> = members.into_iter().filter(|m| m != sender).collect();
+            // The sender's own connections get what they sent (not what is ephemeral): the
+            // confirmation on the sending one, the copy on their other devices.
+            let recipients: Vec<String> = members.into_iter().filter(|m| !ephemeral || m != sender).collect();
             if recipients.is_empty() {
                 return Ok(());
             }
@@ -291,6 +330,7 @@ impl PublishService {
             id: None,
             persist: ephemeral.then_some(false),
             sender: Some(sender.to_owned()),
+            echo: !ephemeral,
         };
         let mut out = Outgoing::default();
         self.prepare(publication, &mut out).map_err(|e| ClientError::new(ErrorKind::InvalidRequest, e.to_string()))?;

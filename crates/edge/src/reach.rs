@@ -17,18 +17,26 @@ pub fn unreachable(endpoints: &[Arc<EndpointRuntime>], audience: &Audience, kind
     match audience {
         Audience::Channel(channel) => {
             let carries = |e: &EndpointRuntime| {
-                (e.channel_allowed(channel) || e.config.broadcast_channel == *channel) && e.allows_type(kind)
+                (e.channel_allowed(channel) || e.config.broadcast_channel == *channel || e.member_routed(channel))
+                    && e.allows_type(kind)
             };
             if endpoints.iter().any(|e| carries(e)) {
                 return None;
             }
             let offers: Vec<String> = endpoints
                 .iter()
-                .filter(|e| !e.config.channels.allowed.is_empty() || !e.config.broadcast_channel.is_empty())
+                .filter(|e| {
+                    !e.config.channels.allowed.is_empty()
+                        || !e.config.broadcast_channel.is_empty()
+                        || e.delivers_member_events()
+                })
                 .map(|e| {
                     let mut channels = e.config.channels.allowed.clone();
                     if !e.config.broadcast_channel.is_empty() {
                         channels.push(format!("{} (broadcast)", e.config.broadcast_channel));
+                    }
+                    if e.delivers_member_events() {
+                        channels.extend(e.config.channels.member_only.iter().map(|c| format!("{c} (to members)")));
                     }
                     format!("{}: channels {}; types {}", e.path(), channels.join(", "), types(e))
                 })
@@ -38,7 +46,7 @@ pub fn unreachable(endpoints: &[Arc<EndpointRuntime>], audience: &Audience, kind
                 list(offers)
             ))
         }
-        Audience::Users(_) | Audience::Members { .. } => {
+        Audience::Users(_) | Audience::Members { .. } | Audience::ChannelAndMembers { .. } => {
             let to_users = |e: &EndpointRuntime| e.config.user_events && e.has_users();
             if endpoints.iter().any(|e| to_users(e) && e.allows_type(kind)) {
                 return None;

@@ -104,8 +104,9 @@ async fn chat_messages_reach_the_other_members_stamped_with_the_sender() {
         clients.push(c);
     }
     clients[0].send_json(json!({"type": "message", "payload": {"conversationId": "c1", "text": "hello"}})).await;
-    clients[0].barrier().await;
-    for c in &mut clients[1..3] {
+    // The sender gets her message back as the confirmation (with its id and time), like the
+    // other members.
+    for c in &mut clients[0..3] {
         let ev = c.json().await;
         assert_eq!(ev["type"], "message");
         assert_eq!(ev["payload"]["text"], "hello");
@@ -116,12 +117,55 @@ async fn chat_messages_reach_the_other_members_stamped_with_the_sender() {
     clients[3].send_json(json!({"type": "message", "payload": {"conversationId": "c1", "text": "spam"}})).await;
     let err = clients[3].json().await;
     assert_eq!((err["type"].as_str(), err["code"].as_str()), (Some("error"), Some("not_member")));
-    // Typing is delivered too; the sender never gets her own message back.
+    // Typing is delivered too; a typer never gets her own indicator back.
     clients[1].send_json(json!({"type": "typing", "payload": {"conversationId": "c1"}})).await;
     clients[1].barrier().await;
     let ev = clients[0].json().await;
     assert_eq!((ev["type"].as_str(), ev["sender"].as_str()), (Some("typing"), Some("bob")));
     assert_eq!(clients[2].json().await["type"], "typing");
+    clients[1].barrier().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_back_end_posts_to_a_conversation_and_its_members_get_it_on_every_device() {
+    let node = TestNode::default().await;
+    for user in ["alice", "bob"] {
+        node.add_member("conversation:c9", user).await;
+    }
+    let chat = |user: &'static str| {
+        let node = &node;
+        async move {
+            let mut c = node.connect_user("/ws/chat", user).await;
+            assert_eq!(c.json().await["type"], "connection_ack");
+            c.send_json(json!({"type": "subscribe", "channels": ["message"]})).await;
+            c.barrier().await;
+            c
+        }
+    };
+    let (mut alice_phone, mut alice_laptop, mut bob, mut mallory) =
+        (chat("alice").await, chat("alice").await, chat("bob").await, chat("mallory").await);
+    // A basic-dialect connection of a member: it gets a channel's events by subscribing to it,
+    // never a chat copy on its user stream.
+    let mut alice_basic = node.connect_user("/ws", "alice").await;
+    alice_basic.barrier().await;
+    let id = node
+        .publish(json!({"channel": "conversation:c9", "type": "message", "payload": {"text": "from support"}}))
+        .await;
+    for c in [&mut alice_phone, &mut alice_laptop, &mut bob] {
+        let ev = c.json().await;
+        assert_eq!((ev["id"].as_str(), ev["payload"]["text"].as_str()), (Some(id.as_str()), Some("from support")));
+    }
+    // What alice sends from her phone reaches her laptop and bob; the phone gets it as the
+    // confirmation.
+    alice_phone.send_json(json!({"type": "message", "payload": {"conversationId": "c9", "text": "thanks"}})).await;
+    for c in [&mut alice_phone, &mut alice_laptop, &mut bob] {
+        let ev = c.json().await;
+        assert_eq!((ev["payload"]["text"].as_str(), ev["sender"].as_str()), (Some("thanks"), Some("alice")));
+    }
+    // Nothing reached the non-member or the basic connection.
+    node.publish(json!({"user": "mallory", "type": "message", "payload": {"marker": true}})).await;
+    assert_eq!(mallory.json().await["payload"]["marker"], true, "nothing of the conversation came first");
+    alice_basic.barrier().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

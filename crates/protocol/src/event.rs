@@ -29,6 +29,11 @@ pub struct Event {
     /// from the client).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sender: Option<String>,
+    /// Whether a client-sent event also goes back to the sender's own connections: a chat
+    /// message does (the sending connection's confirmation, with the event's id and time; the
+    /// sender's other devices' copy); typing indicators and presence announcements do not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub echo: bool,
     /// Position in the user's replay log (`<ms>-<seq>`), for persisted events: edges use it
     /// to skip events a connection already got and to resume after a reconnect.
     #[serde(default, rename = "pos", skip_serializing_if = "Option::is_none")]

@@ -169,8 +169,9 @@ pub struct ChannelsConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientPublishAudience {
-    /// Every listed member of the channel but the sender, on their user stream, wherever they
-    /// are connected (chat messages that must reach a member's every device).
+    /// Every listed member of the channel, on their user stream, wherever they are connected
+    /// (chat messages that must reach a member's every device; the sender's own connections
+    /// get messages back as their confirmation, never typing).
     #[default]
     Members,
     /// The channel's subscribers but the sender (typing in the channel a client has open).
@@ -184,7 +185,7 @@ pub struct ClientPublishConfig {
     /// Event types clients may send.
     #[serde(default)]
     pub types: Vec<String>,
-    /// Who receives them (never the sender's own connections).
+    /// Who receives them (the sender's own connections only messages, never typing).
     #[serde(default)]
     pub to: ClientPublishAudience,
     /// Only a client subscribed to the channel may send on it (else `NOT_SUBSCRIBED`).

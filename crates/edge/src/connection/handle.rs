@@ -121,6 +121,12 @@ impl ConnHandle {
     /// the endpoint's own type list is checked by the caller, once per endpoint. `payload`
     /// caches the parsed payload across the subscribers of one event.
     pub fn selects(&self, topic: &str, event: &Event, payload: &mut LazyPayload) -> bool {
+        // A channel's event on a user's stream was routed there by membership (chat): only
+        // endpoints that deliver channels by membership show it; the others get a channel's
+        // events by subscribing to it.
+        if event.channel.is_some() && !self.endpoint.delivers_member_events() && is_user_topic(topic) {
+            return false;
+        }
         if self.plain.load(Ordering::Acquire) {
             // Nothing is filtered: a connection is registered on a topic only for a stream of
             // its own or a channel it subscribed to, so every event there is for it (except on

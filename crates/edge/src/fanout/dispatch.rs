@@ -62,12 +62,12 @@ impl<'a> Prepared<'a> {
     }
 
     /// The frame for `conn` if it wants this event, which arrived on `topic`. What a user sent
-    /// never comes back to their own connections.
+    /// comes back to their own connections only where it says so (`echo`: chat messages).
     fn frame_for(&mut self, conn: &ConnHandle, topic: &str, allowed: bool) -> Option<Bytes> {
         if !allowed || !conn.selects(topic, self.event, &mut self.payload) {
             return None;
         }
-        if let Some(sender) = self.event.sender.as_deref() {
+        if let Some(sender) = self.event.sender.as_deref().filter(|_| !self.event.echo) {
             if conn.principal.as_deref().and_then(Principal::user) == Some(sender) {
                 return None;
             }

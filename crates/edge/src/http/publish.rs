@@ -69,6 +69,7 @@ impl PublishRequest {
             id: self.id,
             persist: self.persist,
             sender: None,
+            echo: false,
         })
     }
 }
@@ -123,7 +124,9 @@ pub async fn publish(State(node): State<Arc<Node>>, _: AdminAuth, body: Bytes) -
     let keyed = request.id.is_some();
     let publisher = node.publisher();
     let mut out = Outgoing::default();
-    let id = publisher.prepare(request.into_publication(&node)?, &mut out)?;
+    let publication = request.into_publication(&node)?;
+    let publication = publisher.route_members(node.endpoints(), publication).await.map_err(ApiError::unavailable)?;
+    let id = publisher.prepare(publication, &mut out)?;
     if keyed {
         match publisher.published_ids().claim(&[&id]).await.map_err(ApiError::unavailable)?.pop() {
             Some(Claim::Done(mut first)) => {
@@ -181,6 +184,8 @@ pub async fn publish_batch(State(node): State<Arc<Node>>, _: AdminAuth, body: By
         let publication = request
             .into_publication(&node)
             .map_err(|e| ApiError { message: format!("events[{i}]: {}", e.message), ..e })?;
+        let publication =
+            publisher.route_members(node.endpoints(), publication).await.map_err(ApiError::unavailable)?;
         let id = publisher.prepare(publication, &mut out);
         let id = id.map_err(|e| at(&e.to_string()))?;
         if is_keyed {

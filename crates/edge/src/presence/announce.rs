@@ -93,6 +93,7 @@ impl Announcing {
                 id: None,
                 persist: Some(false),
                 sender: Some(user.to_owned()),
+                echo: false,
             };
             if let Err(e) = self.publisher.prepare(publication, &mut out) {
                 tracing::debug!(error = %e, user, "a channel name that cannot be published to was skipped");

@@ -61,6 +61,7 @@ impl Harness {
             id: None,
             persist: Some(false),
             sender: None,
+            echo: false,
         };
         publisher.prepare(publication, &mut out).expect("valid");
         publisher.send(out).await.expect("sent");

@@ -26,6 +26,7 @@ fn sample_event(replayed_sid: Option<&str>) -> Event {
         payload: RawValue::from_string(r#"{"id":"evt_01HZX","title":"Hi \"there\"","n":[1,2]}"#.into())
             .expect("valid JSON"),
         sender: None,
+        echo: false,
         position: replayed_sid.map(str::to_owned),
     }
 }
