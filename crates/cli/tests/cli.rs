@@ -342,3 +342,54 @@ async fn publish_and_inspect_talk_to_a_running_node() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("`payload` must be a JSON object"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_logs_tell_connects_refusals_closes_and_publishes_without_credentials() {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("SWITCHBOARD_LOG", "switchboard_edge=debug")
+        .env_remove("SWITCHBOARD_JWT_SECRET")
+        .env_remove("SWITCHBOARD_ADMIN_KEY")
+        .env_remove("SWITCHBOARD_REDIS_URL")
+        .env_remove("SWITCHBOARD_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start serve");
+    let mut banner = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut banner).expect("banner");
+    let addr = banner.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).expect("address").to_owned();
+    let stderr = child.stderr.take().expect("stderr");
+    let lines = std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>());
+
+    let foreign = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmVkLWVsc2V3aGVyZQ";
+    let refused = switchboard_testkit::connect_ws(&format!("ws://{addr}/ws?token={foreign}"), &[]).await;
+    assert!(refused.is_err(), "a bad token is refused");
+    let url = format!("ws://{addr}/ws?token={}", token("alice"));
+    let mut c = switchboard_testkit::connect_ws(&url, &[]).await.expect("connect");
+    c.barrier().await;
+    let body = r#"{"user":"alice","type":"notification","payload":{"n":1}}"#;
+    let (status, _) = http_post(&addr, "/v1/publish", "switchboard-dev-admin-key", body);
+    assert_eq!(status, 200);
+    assert_eq!(c.json().await["data"]["n"], 1);
+    c.close().await;
+    // The close is logged once the connection's task ends; then stop the process.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = http_request(&addr, "GET", "/metrics", "", "");
+        if switchboard_testkit::metric_value(&metrics, "switchboard_connections{endpoint=\"/ws\"}") == 0.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the connection never ended");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+    let log = lines.join().expect("stderr reader").join("\n");
+    assert!(!log.contains('\u{1b}'), "no terminal colours in a log that is not a terminal");
+    assert!(log.contains("connect refused endpoint=\"/ws\" code=\"invalid_token\""), "{log}");
+    assert!(!log.contains(foreign) && !log.contains("c2lnbmVkLWVsc2V3aGVyZQ"), "never the credential: {log}");
+    assert!(log.contains("connected endpoint=\"/ws\" user=\"alice\""), "{log}");
+    assert!(log.contains("published id=\"evt_"), "{log}");
+    assert!(log.contains("closed endpoint=\"/ws\" code=\"1000\" by=\"client\""), "{log}");
+}
