@@ -72,6 +72,8 @@ pub struct Publication {
     pub sender: Option<String>,
     /// Whether it goes back to the sender's own connections too (see [`Event::echo`]).
     pub echo: bool,
+    /// The payload is raw bytes, as a base64 JSON string (see [`Event::binary`]).
+    pub binary: bool,
 }
 
 /// Why a publication was refused.
@@ -156,7 +158,7 @@ impl PublishService {
     /// Validates `publication` and adds its broker messages to `out`; returns the event id. Its
     /// log positions are those of the ingest entries it added (see [`Outgoing::persisted`]).
     pub fn prepare(&self, publication: Publication, out: &mut Outgoing) -> Result<String, PublishError> {
-        let Publication { audience, kind, payload, id, persist, sender, echo } = publication;
+        let Publication { audience, kind, payload, id, persist, sender, echo, binary } = publication;
         check_name("type", &kind)?;
         if let Some(id) = &id {
             check_name("id", id)?;
@@ -170,6 +172,7 @@ impl PublishService {
             payload,
             sender,
             echo,
+            binary,
             position: None,
         };
         let event_id = event.id.clone();
@@ -331,6 +334,7 @@ impl PublishService {
             persist: ephemeral.then_some(false),
             sender: Some(sender.to_owned()),
             echo: !ephemeral,
+            binary: false,
         };
         let mut out = Outgoing::default();
         self.prepare(publication, &mut out).map_err(|e| ClientError::new(ErrorKind::InvalidRequest, e.to_string()))?;

@@ -34,6 +34,10 @@ pub struct Event {
     /// sender's other devices' copy); typing indicators and presence announcements do not.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub echo: bool,
+    /// The payload is raw bytes a back end gave as `payload_base64`: `payload` holds them as a
+    /// base64 JSON string. Binary dialects send the bytes as they are; no filter matches them.
+    #[serde(default, rename = "bin", skip_serializing_if = "std::ops::Not::not")]
+    pub binary: bool,
     /// Position in the user's replay log (`<ms>-<seq>`), for persisted events: edges use it
     /// to skip events a connection already got and to resume after a reconnect.
     #[serde(default, rename = "pos", skip_serializing_if = "Option::is_none")]
@@ -59,9 +63,26 @@ impl Event {
         }
     }
 
-    /// The payload parsed as a JSON value, for server-side filters.
+    /// The payload parsed as a JSON value, for server-side filters (`None` for raw bytes:
+    /// only unfiltered subscriptions receive those).
     pub fn payload_value(&self) -> Option<serde_json::Value> {
+        if self.binary {
+            return None;
+        }
         serde_json::from_str(self.payload.get()).ok()
+    }
+
+    /// The payload as bytes on a binary wire: the raw bytes of a `payload_base64` event, else
+    /// the JSON text.
+    pub fn payload_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        use base64::Engine;
+        if self.binary {
+            let text = self.payload.get().trim_matches('"');
+            if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(text) {
+                return std::borrow::Cow::Owned(bytes);
+            }
+        }
+        std::borrow::Cow::Borrowed(self.payload.get().as_bytes())
     }
 }
 

@@ -37,7 +37,11 @@ struct PublishRequest {
     users: Option<Vec<String>>,
     #[serde(rename = "type")]
     kind: String,
-    payload: Box<RawValue>,
+    #[serde(default)]
+    payload: Option<Box<RawValue>>,
+    /// Raw bytes instead of a JSON payload, base64: binary dialects send them as they are.
+    #[serde(default)]
+    payload_base64: Option<String>,
     #[serde(default)]
     id: Option<String>,
     /// Whether to keep the event for replay (user-addressed events only); by default the
@@ -56,20 +60,35 @@ impl PublishRequest {
             (None, None, Some(users)) => Audience::Users(users),
             _ => return Err(ApiError::bad_request("give exactly one of `channel`, `user` or `users`")),
         };
-        if !self.payload.get().starts_with('{') {
-            return Err(unprocessable("`payload` must be a JSON object".to_owned()));
-        }
+        let (payload, binary) = match (self.payload, self.payload_base64) {
+            (Some(payload), None) => {
+                if !payload.get().starts_with('{') {
+                    return Err(unprocessable("`payload` must be a JSON object".to_owned()));
+                }
+                (payload, false)
+            }
+            (None, Some(encoded)) => {
+                use base64::Engine;
+                if base64::engine::general_purpose::STANDARD.decode(&encoded).is_err() {
+                    return Err(ApiError::bad_request("`payload_base64` is not valid base64"));
+                }
+                let raw = serde_json::value::to_raw_value(&encoded).map_err(|e| ApiError::bad_request(e.to_string()))?;
+                (raw, true)
+            }
+            _ => return Err(ApiError::bad_request("give exactly one of `payload` or `payload_base64`")),
+        };
         if let Some(why) = unreachable(node.endpoints(), &audience, &self.kind) {
             return Err(unprocessable(why));
         }
         Ok(Publication {
             audience,
             kind: self.kind,
-            payload: self.payload,
+            payload,
             id: self.id,
             persist: self.persist,
             sender: None,
             echo: false,
+            binary,
         })
     }
 }

@@ -94,6 +94,7 @@ impl Announcing {
                 persist: Some(false),
                 sender: Some(user.to_owned()),
                 echo: false,
+                binary: false,
             };
             if let Err(e) = self.publisher.prepare(publication, &mut out) {
                 tracing::debug!(error = %e, user, "a channel name that cannot be published to was skipped");

@@ -62,6 +62,7 @@ impl Harness {
             persist: Some(false),
             sender: None,
             echo: false,
+            binary: false,
         };
         publisher.prepare(publication, &mut out).expect("valid");
         publisher.send(out).await.expect("sent");

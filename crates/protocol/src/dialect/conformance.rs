@@ -9,7 +9,7 @@ use super::{Codec, DialectKind};
 use crate::command::{Command, Reply, ServerMessage, SubscriptionTarget};
 use crate::error::{ClientError, ErrorKind};
 use crate::event::Event;
-use crate::filter::{FieldFilter, Filter};
+use crate::filter::{Expression, FieldFilter, Filter};
 
 fn codecs() -> impl Iterator<Item = &'static dyn Codec> {
     DialectKind::ALL.into_iter().map(DialectKind::codec)
@@ -27,6 +27,7 @@ fn sample_event(replayed_sid: Option<&str>) -> Event {
             .expect("valid JSON"),
         sender: None,
         echo: false,
+        binary: false,
         position: replayed_sid.map(str::to_owned),
     }
 }
@@ -52,6 +53,11 @@ fn sample_commands() -> Vec<Command> {
             filter: None,
             request_id: None,
         },
+        Command::Subscribe {
+            targets: vec![SubscriptionTarget::Channel("alerts.eu".into())],
+            filter: Some(Filter::Expression(Expression::parse("score >= 80").expect("a valid expression"))),
+            request_id: None,
+        },
         Command::Unsubscribe { targets: vec![SubscriptionTarget::Channel("status".into())], request_id: None },
         Command::Unsubscribe { targets: vec![SubscriptionTarget::EventType("notification".into())], request_id: None },
         Command::Ping { request_id: None, echo: Bytes::new() },
@@ -74,7 +80,9 @@ fn what_a_client_encodes_the_server_decodes_as_the_same_command() {
 }
 
 /// Dialects whose documents have no way to mark a replayed event (the event looks live).
-const NO_REPLAY_MARK: [DialectKind; 1] = [DialectKind::Ocvr];
+const NO_REPLAY_MARK: [DialectKind; 2] = [DialectKind::Ocvr, DialectKind::Brl];
+/// Dialects without an event type on the wire: clients tell events by their topic.
+const TOPIC_AS_KIND: [DialectKind; 1] = [DialectKind::Brl];
 
 #[test]
 fn events_decode_on_the_client_with_their_id_and_replay_mark() {
@@ -83,9 +91,10 @@ fn events_decode_on_the_client_with_their_id_and_replay_mark() {
             let expect_mark = replayed && !NO_REPLAY_MARK.contains(&codec.kind());
             let frame = codec.encode_event(&sample_event(None), replayed);
             let decoded = codec.decode_server(&frame).unwrap_or_else(|e| panic!("{:?}: {e}", codec.kind()));
+            let kind = if TOPIC_AS_KIND.contains(&codec.kind()) { "alice" } else { "notification" };
             assert_eq!(
                 decoded,
-                ServerMessage::Event { id: "evt_01HZX".into(), kind: "notification".into(), replayed: expect_mark },
+                ServerMessage::Event { id: "evt_01HZX".into(), kind: kind.into(), replayed: expect_mark },
                 "{:?}",
                 codec.kind()
             );

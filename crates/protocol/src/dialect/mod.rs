@@ -9,6 +9,7 @@
 //! [`DialectKind`] variant, presets and tests.
 
 mod basic;
+pub mod brl;
 mod json;
 mod ocvr;
 mod orbnet;
@@ -24,6 +25,7 @@ use crate::error::ClientError;
 use crate::event::Event;
 
 pub use basic::Basic;
+pub use brl::Brl;
 pub use ocvr::{user_id_value, Ocvr};
 pub use orbnet::Orbnet;
 
@@ -148,11 +150,13 @@ pub enum DialectKind {
     /// OCVR chat, presence, typing and notifications: JSON `{"type","data"}` frames, single-use
     /// connect tickets, client heartbeats.
     Ocvr,
+    /// The brl real-time API: binary frames, topics with filter expressions.
+    Brl,
 }
 
 impl DialectKind {
     /// Every dialect; `kind as usize` indexes this array, so per-dialect caches are arrays.
-    pub const ALL: [DialectKind; 3] = [DialectKind::Orbnet, DialectKind::Basic, DialectKind::Ocvr];
+    pub const ALL: [DialectKind; 4] = [DialectKind::Orbnet, DialectKind::Basic, DialectKind::Ocvr, DialectKind::Brl];
 
     /// Number of dialects, for per-dialect caches.
     pub const COUNT: usize = Self::ALL.len();
@@ -163,6 +167,7 @@ impl DialectKind {
             DialectKind::Orbnet => &Orbnet,
             DialectKind::Basic => &Basic,
             DialectKind::Ocvr => &Ocvr,
+            DialectKind::Brl => &Brl,
         }
     }
 
@@ -177,6 +182,7 @@ impl DialectKind {
             DialectKind::Orbnet => "orbnet",
             DialectKind::Basic => "basic",
             DialectKind::Ocvr => "ocvr",
+            DialectKind::Brl => "brl",
         }
     }
 }

@@ -41,6 +41,8 @@ pub const MAX_LIST: usize = 64;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expression {
     root: Node,
+    /// The text it was compiled from (a client re-sends it).
+    source: Box<str>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -79,7 +81,12 @@ enum Literal {
 impl Expression {
     /// Compiles an expression, or says what is wrong and at which byte.
     pub fn parse(text: &str) -> Result<Expression, FilterSyntaxError> {
-        parse::parse(text).map(|root| Expression { root })
+        parse::parse(text).map(|root| Expression { root, source: text.into() })
+    }
+
+    /// The text it was compiled from.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// Whether a payload satisfies the expression.
