@@ -72,3 +72,8 @@ fi
 
 say "cargo test --workspace"
 cargo test --workspace --locked "$@"
+
+# README's first command is `cargo run --release -- serve`: the root must resolve to the one
+# gateway binary (checked on the debug build the tests made; no second compile).
+say "cargo run -- --version (README's command resolves to the gateway)"
+cargo run --quiet --locked -- --version
