@@ -310,9 +310,18 @@ fn broker_name(cfg: &Config) -> &'static str {
     }
 }
 
+/// Prints a banner line; a closed stdout (a supervisor that does not read it) is no reason to
+/// stop serving, so write errors are ignored (`println!` would panic).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 fn print_worker_banner(cfg: &Config, addr: SocketAddr) {
-    println!("switchboard worker listening on http://{addr} ({}): /metrics /healthz /readyz", broker_name(cfg));
-    println!();
+    say!("switchboard worker listening on http://{addr} ({}): /metrics /healthz /readyz", broker_name(cfg));
+    say!("");
 }
 
 fn print_banner(cfg: &Config, addr: SocketAddr, role: Role) {
@@ -322,7 +331,7 @@ fn print_banner(cfg: &Config, addr: SocketAddr, role: Role) {
         );
     }
     let what = if role == Role::All { "switchboard" } else { "switchboard edge" };
-    println!("{what} listening on http://{addr} ({})", broker_name(cfg));
+    say!("{what} listening on http://{addr} ({})", broker_name(cfg));
     let urls: Vec<String> = cfg
         .endpoints
         .iter()
@@ -337,23 +346,23 @@ fn print_banner(cfg: &Config, addr: SocketAddr, role: Role) {
         .collect();
     let width = urls.iter().map(String::len).max().unwrap_or(0);
     for (e, url) in cfg.endpoints.iter().zip(&urls) {
-        println!("  {url:<width$}  {:<6} {}", e.dialect.name(), channel_summary(e));
+        say!("  {url:<width$}  {:<6} {}", e.dialect.name(), channel_summary(e));
     }
     if cfg.redis_url.is_empty() {
-        println!("state:         in this process only: a restart loses API keys, channels, memberships and replay");
-        println!("               logs; set SWITCHBOARD_REDIS_URL for anything that must survive one");
+        say!("state:         in this process only: a restart loses API keys, channels, memberships and replay");
+        say!("               logs; set SWITCHBOARD_REDIS_URL for anything that must survive one");
     }
-    println!("  playground:  http://{addr}/playground");
-    println!("  metrics:     http://{addr}/metrics");
-    println!("get a token:   switchboard token --sub alice");
+    say!("  playground:  http://{addr}/playground");
+    say!("  metrics:     http://{addr}/metrics");
+    say!("get a token:   switchboard token --sub alice");
     if cfg.endpoints.iter().any(|e| e.auth.method == AuthMethod::Ticket) {
-        println!("get a ticket:  curl -X POST -H \"Authorization: Bearer $(switchboard token --sub 12345)\" http://{addr}/v1/auth/ws-ticket");
+        say!("get a ticket:  curl -X POST -H \"Authorization: Bearer $(switchboard token --sub 12345)\" http://{addr}/v1/auth/ws-ticket");
     }
     let admin = if cfg.admin_key.is_empty() { DEV_ADMIN_KEY } else { "<your SWITCHBOARD_ADMIN_KEY>" };
-    println!(
+    say!(
         "publish:       curl -H 'Authorization: Bearer {admin}' -d '{{\"user\":\"alice\",\"type\":\"notification\",\"payload\":{{\"title\":\"Hi\"}}}}' http://{addr}/v1/publish"
     );
-    println!();
+    say!("");
 }
 
 async fn shutdown_signal() {

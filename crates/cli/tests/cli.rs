@@ -44,6 +44,7 @@ fn check_config_accepts_every_shipped_example_and_explains_mistakes() {
         "deploy/examples/orbnet.toml",
         "deploy/examples/basic.toml",
         "deploy/examples/ocvr.toml",
+        "deploy/examples/brl.toml",
     ] {
         let out = Command::new(BIN).args(["check-config", &workspace_file(f)]).output().expect("run check-config");
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -357,7 +358,10 @@ async fn debug_logs_tell_connects_refusals_closes_and_publishes_without_credenti
         .spawn()
         .expect("start serve");
     let mut banner = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut banner).expect("banner");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    stdout.read_line(&mut banner).expect("banner");
+    // Keep reading: a closed pipe would fail the node's next banner line.
+    std::thread::spawn(move || stdout.lines().for_each(drop));
     let addr = banner.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).expect("address").to_owned();
     let stderr = child.stderr.take().expect("stderr");
     let lines = std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>());

@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures_util::stream::{self, StreamExt};
 use parking_lot::Mutex;
 use switchboard_broker::{BrokerError, SharedBroker};
-use switchboard_protocol::keyspace::{api_key_quota, user_quota, user_quota_total};
+use switchboard_protocol::keyspace::{api_key_quota, token_quota, user_quota, user_quota_total};
 
 use crate::auth::Principal;
 use crate::endpoint::EndpointRuntime;
@@ -45,6 +45,10 @@ pub fn slots_for(principal: &Principal, endpoint: &EndpointRuntime, total_per_us
             }
             if total_per_user > 0 {
                 slots.push(QuotaSlot { key: user_quota_total(&claims.sub), limit: total_per_user });
+            }
+            let per_token = endpoint.limits().max_connections_per_token;
+            if let (true, Some(digest)) = (per_token > 0, claims.token_digest.as_deref()) {
+                slots.push(QuotaSlot { key: token_quota(&claims.sub, digest), limit: per_token });
             }
         }
         Principal::ApiKey(key) => {

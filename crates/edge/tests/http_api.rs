@@ -102,8 +102,11 @@ async fn the_publish_api_requires_the_admin_key_and_valid_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_no_endpoint_would_deliver_is_refused_with_what_is_allowed() {
-    // The orbnet and basic endpoints only (the ocvr one takes any channel and type).
-    let node = TestNode::start(switchboard_testkit::test_config(|c| c.endpoints.retain(|e| e.path != "/v1/ws"))).await;
+    // The orbnet and basic endpoints only (the ocvr and brl ones take any channel and type).
+    let node = TestNode::start(switchboard_testkit::test_config(|c| {
+        c.endpoints.retain(|e| !["/v1/ws", "/api/v2/realtime"].contains(&e.path.as_str()))
+    }))
+    .await;
     let (status, body) =
         post(&node, "/v1/publish", json!({"channel": "billing", "type": "status_update", "payload": {}})).await;
     assert_eq!(

@@ -144,6 +144,12 @@ pub fn user_quota_total(user: &str) -> String {
     format!("quota:{{{}}}:total", part(user))
 }
 
+/// Lease set of the connections made with one token of `user` (by its digest); tagged with
+/// the user so it is taken atomically with the user's other quotas on a Redis Cluster.
+pub fn token_quota(user: &str, token_digest: &str) -> String {
+    format!("quota:{{{}}}:token:{}", part(user), part(token_digest))
+}
+
 /// An API key's connection quota.
 pub fn api_key_quota(key_name: &str) -> String {
     format!("quota:{{key:{}}}", part(key_name))

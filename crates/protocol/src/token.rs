@@ -32,6 +32,10 @@ pub struct Claims {
     /// Channel patterns this user may use without being a listed member (glob: `conversation:*`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<Vec<String>>,
+    /// Which token these claims came from (a digest of it, set by the verifier, never read
+    /// from the token): per-token connection limits count by it.
+    #[serde(skip)]
+    pub token_digest: Option<String>,
 }
 
 fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {

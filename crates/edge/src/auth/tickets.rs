@@ -97,7 +97,14 @@ mod tests {
     }
 
     fn claims(sub: &str) -> Claims {
-        Claims { sub: sub.into(), exp: Some(u64::MAX / 2), sid: Some("s1".into()), name: None, channels: None }
+        Claims {
+            sub: sub.into(),
+            exp: Some(u64::MAX / 2),
+            sid: Some("s1".into()),
+            name: None,
+            channels: None,
+            token_digest: None,
+        }
     }
 
     fn issued(i: Issued) -> String {

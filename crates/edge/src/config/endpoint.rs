@@ -220,6 +220,9 @@ pub struct LimitsConfig {
     /// API-key endpoints use each key's own `max_connections` instead.
     #[serde(default)]
     pub max_connections_per_user: u32,
+    /// Concurrent connections per token (the same JWT), cluster-wide; 0 for no limit.
+    #[serde(default)]
+    pub max_connections_per_token: u32,
     /// Largest client message, bytes.
     #[serde(default = "default_max_message")]
     pub max_message_bytes: usize,
@@ -248,6 +251,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_connections_per_user: 0,
+            max_connections_per_token: 0,
             max_message_bytes: default_max_message(),
             message_rate: 0.0,
             message_burst: default_burst(),

@@ -72,7 +72,8 @@ impl PublishRequest {
                 if base64::engine::general_purpose::STANDARD.decode(&encoded).is_err() {
                     return Err(ApiError::bad_request("`payload_base64` is not valid base64"));
                 }
-                let raw = serde_json::value::to_raw_value(&encoded).map_err(|e| ApiError::bad_request(e.to_string()))?;
+                let raw =
+                    serde_json::value::to_raw_value(&encoded).map_err(|e| ApiError::bad_request(e.to_string()))?;
                 (raw, true)
             }
             _ => return Err(ApiError::bad_request("give exactly one of `payload` or `payload_base64`")),
