@@ -45,12 +45,13 @@ pub struct Crowd {
     pub connect_seconds: f64,
 }
 
-/// Extracts the `"t":<micros>` publish time from a delivered frame without parsing it all.
-pub fn publish_micros(text: &str) -> Option<u64> {
-    let start = text.find("\"t\":")? + 4;
-    let digits: &str = &text[start..];
-    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
-    digits[..end].parse().ok()
+/// Extracts the `"t":<micros>` publish time from a delivered frame without parsing it all (a
+/// text frame, or a binary one whose payload is the JSON: brl).
+pub fn publish_micros(frame: &[u8]) -> Option<u64> {
+    let start = frame.windows(4).position(|w| w == b"\"t\":")? + 4;
+    let digits = &frame[start..];
+    let end = digits.iter().position(|b| !b.is_ascii_digit()).unwrap_or(digits.len());
+    std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
 }
 
 /// What a scenario's crowd is made of: `n` clients, at most `concurrency` handshakes at a
@@ -156,15 +157,20 @@ impl Crowd {
                         tokio::select! {
                             _ = stop.recv() => break,
                             m = conn.next() => match m {
-                                Incoming::Text(t) => {
-                                    if let Some(sent_at) = publish_micros(&t) {
+                                Incoming::Text(_) | Incoming::Binary(_) => {
+                                    let frame = match &m {
+                                        Incoming::Text(t) => t.as_bytes(),
+                                        Incoming::Binary(b) => &b[..],
+                                        _ => &[],
+                                    };
+                                    if let Some(sent_at) = publish_micros(frame) {
                                         let latency = now_micros().saturating_sub(sent_at).min(u64::from(u32::MAX)) as u32;
                                         latencies.push((since_start(), latency));
                                         delivered.fetch_add(1, Ordering::Relaxed);
                                     }
                                 }
                                 Incoming::Closed(_) => break,
-                                Incoming::Binary(_) | Incoming::Pong(_) => {}
+                                Incoming::Pong(_) => {}
                             }
                         }
                     }

@@ -15,7 +15,13 @@ pub enum DialectArg {
     /// OCVR chat at `/v1/ws`, connected with tickets: a broadcast is a `message_create` to a
     /// channel that must exist with every client a member (the `typing` scenario sets that up).
     Ocvr,
+    /// brl at `/api/v2/realtime`, binary frames: a broadcast is an `alert` to a topic. It has
+    /// no user streams (no `many`, no `replay`).
+    Brl,
 }
+
+/// The brl endpoint's path.
+const BRL_PATH: &str = "/api/v2/realtime";
 
 /// Everything a scenario needs to subscribe clients to one shared stream and publish to it.
 #[derive(Clone)]
@@ -42,6 +48,7 @@ impl DialectArg {
             DialectArg::Orbnet => Dialect::Orbnet,
             DialectArg::Basic => Dialect::Basic,
             DialectArg::Ocvr => Dialect::Ocvr,
+            DialectArg::Brl => Dialect::Brl,
         }
     }
 
@@ -56,6 +63,7 @@ impl DialectArg {
             DialectArg::Orbnet => "orbnet",
             DialectArg::Basic => "basic",
             DialectArg::Ocvr => "ocvr",
+            DialectArg::Brl => "brl",
         }
     }
 
@@ -63,19 +71,28 @@ impl DialectArg {
     /// notifications (orbnet, ocvr), or a channel `status:idle-<i>` (basic).
     pub fn own_stream(self, i: usize) -> (&'static str, Vec<ClientMessage>) {
         match self {
-            DialectArg::Orbnet | DialectArg::Ocvr => self.user_stream(),
+            DialectArg::Orbnet => ("/ws/notifications", Dialect::Orbnet.subscriptions(&["notification"])),
+            DialectArg::Ocvr => ("/v1/ws", Vec::new()),
             DialectArg::Basic => ("/ws", Dialect::Basic.subscriptions(&[&format!("status:idle-{i}")])),
+            DialectArg::Brl => (BRL_PATH, Dialect::Brl.subscriptions(&[&format!("idle-{i}")])),
         }
+    }
+
+    /// The endpoint path its clients connect to.
+    pub fn path(self) -> &'static str {
+        self.own_stream(0).0
     }
 
     /// Endpoint path and subscriptions of a client that wants its user's events: orbnet
     /// subscribes to `notification` on `/ws/notifications`; basic gets them on `/ws` unasked.
-    pub fn user_stream(self) -> (&'static str, Vec<ClientMessage>) {
-        match self {
+    /// brl has no user streams.
+    pub fn user_stream(self) -> anyhow::Result<(&'static str, Vec<ClientMessage>)> {
+        Ok(match self {
             DialectArg::Orbnet => ("/ws/notifications", Dialect::Orbnet.subscriptions(&["notification"])),
             DialectArg::Basic => ("/ws", Vec::new()),
             DialectArg::Ocvr => ("/v1/ws", Vec::new()),
-        }
+            DialectArg::Brl => anyhow::bail!("brl has no user streams: its clients subscribe to topics (try fanout)"),
+        })
     }
 
     /// The shared stream: `channel`, or the dialect's default (`notifications`, the orbnet
@@ -95,6 +112,15 @@ impl DialectArg {
                     subscriptions: Dialect::Basic.subscriptions(&[channel]),
                     channel: channel.to_owned(),
                     kind: "status_update",
+                }
+            }
+            DialectArg::Brl => {
+                let channel = channel.unwrap_or("load.alerts");
+                Broadcast {
+                    path: BRL_PATH,
+                    subscriptions: Dialect::Brl.subscriptions(&[channel]),
+                    channel: channel.to_owned(),
+                    kind: "alert",
                 }
             }
             DialectArg::Ocvr => {

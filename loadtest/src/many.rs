@@ -53,7 +53,7 @@ pub async fn run(target: &Target, args: ManyArgs, fd_limit: u64) -> Result<Value
         bail!("many needs at least one connection");
     }
     ensure_descriptors(args.connections, args.split.processes, "connections", fd_limit)?;
-    let (path, subscriptions) = args.dialect.user_stream();
+    let (path, subscriptions) = args.dialect.user_stream()?;
     let plan = |i| (Entry::user(target, args.dialect, path, &format!("many-{i}")), subscriptions.clone());
     let recipe = Recipe {
         n: args.connections,

@@ -54,7 +54,7 @@ pub async fn run(target: &Target, args: StormArgs, fd_limit: u64) -> Result<Valu
     ensure_descriptors(held, 1, "connections", fd_limit)?;
     let (dialect, churn) = (args.dialect, args.churn);
     let window = procstat::Window::start(target.server_pid);
-    let endpoint = args.path.clone().unwrap_or_else(|| dialect.user_stream().0.to_owned());
+    let endpoint = args.path.clone().unwrap_or_else(|| dialect.path().to_owned());
     let (stop, _) = broadcast::channel::<()>(1);
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Result<Duration, String>>(args.connections);
     let bar = ProgressBar::new(args.connections as u64).with_message("connecting");
@@ -86,7 +86,7 @@ pub async fn run(target: &Target, args: StormArgs, fd_limit: u64) -> Result<Valu
                     Ok(other) => Err(format!("unexpected message: {other:?}")),
                     Err(_) => Err("no ack in 30 s".to_string()),
                 },
-                DialectArg::Basic | DialectArg::Ocvr => {
+                DialectArg::Basic | DialectArg::Ocvr | DialectArg::Brl => {
                     match tokio::time::timeout(Duration::from_secs(30), conn.send_confirmed(dialect.kind(), &[])).await
                     {
                         Ok(Ok(_)) => Ok(t0.elapsed()),

@@ -154,7 +154,11 @@ impl Connection {
             match self.next().await {
                 Incoming::Pong(_) => break,
                 Incoming::Text(t) => meanwhile.push(t),
-                Incoming::Binary(_) => {}
+                Incoming::Binary(b) => {
+                    if let Some(ServerMessage::Error { code, message, .. }) = dialect.classify(&b) {
+                        return Err(ConnectError::Rejected(format!("{code}: {message}")));
+                    }
+                }
                 Incoming::Closed(code) => return Err(ConnectError::Closed(code)),
             }
         }
