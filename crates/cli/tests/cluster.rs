@@ -370,6 +370,11 @@ async fn quotas_hold_across_edges(redis_url: &str, cluster: bool) {
     let key = key["key"].as_str().expect("the key");
     let threats = storm(edges, &format!("/ws/threats?api_key={key}"), 8).await;
     assert_eq!(threats.len(), 3, "an API key's connection limit holds across edges");
+
+    // Per token (brl): 8 connections of one token, whichever edge they reach.
+    let token = token_with("brl-user", Default::default());
+    let brl = storm(edges, &format!("/api/v2/realtime?token={token}"), 12).await;
+    assert_eq!(brl.len(), 8, "a token's connection limit holds across edges");
 }
 
 async fn admitted_one(url: &str) -> Option<WsClient> {

@@ -349,14 +349,15 @@ impl WsClient {
     }
 
     /// Whether the server admitted this fresh connection (`Some`) or refused it over a quota
-    /// with 4008 (`None`): a ping is answered only once the session runs. Greetings before
+    /// with 4008 or 1008 (`None`): a ping is answered only once the session runs. Greetings before
     /// the answer are skipped; anything else fails the test.
     pub async fn admitted(mut self) -> Option<WsClient> {
         self.ws.send(Message::Ping(b"admitted?".to_vec().into())).await.expect("send ping");
         loop {
             match tokio::time::timeout(WAIT, self.ws.next()).await.expect("an answer to the ping or a close") {
                 Some(Ok(Message::Pong(p))) if &p[..] == b"admitted?" => return Some(self),
-                Some(Ok(Message::Close(Some(f)))) if u16::from(f.code) == 4008 => return None,
+                // 4008 in the JSON dialects, 1008 (policy) where the document says so (brl).
+                Some(Ok(Message::Close(Some(f)))) if [4008, 1008].contains(&u16::from(f.code)) => return None,
                 Some(Ok(Message::Text(_) | Message::Ping(_))) => continue,
                 other => panic!("neither admitted nor refused with 4008: {other:?}"),
             }
