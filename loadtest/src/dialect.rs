@@ -32,9 +32,26 @@ pub struct Broadcast {
     pub subscriptions: Vec<ClientMessage>,
     channel: String,
     kind: &'static str,
+    dialect: Dialect,
 }
 
 impl Broadcast {
+    /// The same stream with `filter` on its subscription (dialects with filter expressions).
+    pub fn filtered(mut self, filter: Option<&str>) -> anyhow::Result<Broadcast> {
+        let Some(text) = filter else { return Ok(self) };
+        let expression = switchboard_protocol::Expression::parse(text).map_err(|e| anyhow::anyhow!("--filter: {e}"))?;
+        let command = switchboard_protocol::Command::Subscribe {
+            targets: vec![switchboard_protocol::SubscriptionTarget::Channel(self.channel.clone())],
+            filter: Some(switchboard_protocol::Filter::Expression(expression)),
+            request_id: None,
+        };
+        let codec = self.dialect.codec();
+        let messages = codec.encode_command(&command).map_err(|e| anyhow::anyhow!("--filter: {}", e.message))?;
+        self.subscriptions =
+            messages.into_iter().map(|bytes| ClientMessage { frame: codec.frame_kind(), bytes }).collect();
+        Ok(self)
+    }
+
     /// The publish API body of one event carrying `payload`.
     pub fn publish_body(&self, payload: Value) -> Value {
         json!({"channel": self.channel, "type": self.kind, "payload": payload})
@@ -104,6 +121,7 @@ impl DialectArg {
                 subscriptions: Dialect::Orbnet.subscriptions(&["server_alert"]),
                 channel: channel.unwrap_or("notifications").to_owned(),
                 kind: "server_alert",
+                dialect: Dialect::Orbnet,
             },
             DialectArg::Basic => {
                 let channel = channel.unwrap_or("status:load");
@@ -112,6 +130,7 @@ impl DialectArg {
                     subscriptions: Dialect::Basic.subscriptions(&[channel]),
                     channel: channel.to_owned(),
                     kind: "status_update",
+                    dialect: Dialect::Basic,
                 }
             }
             DialectArg::Brl => {
@@ -121,6 +140,7 @@ impl DialectArg {
                     subscriptions: Dialect::Brl.subscriptions(&[channel]),
                     channel: channel.to_owned(),
                     kind: "alert",
+                    dialect: Dialect::Brl,
                 }
             }
             DialectArg::Ocvr => {
@@ -130,6 +150,7 @@ impl DialectArg {
                     subscriptions: Dialect::Ocvr.subscriptions(&[channel]),
                     channel: channel.to_owned(),
                     kind: "message_create",
+                    dialect: Dialect::Ocvr,
                 }
             }
         }

@@ -39,6 +39,10 @@ pub struct FanoutArgs {
     /// Channel to publish to (default: `status:load` for basic, `notifications` for orbnet).
     #[arg(long)]
     pub channel: Option<String>,
+    /// A server-side filter expression on every subscription (brl), e.g. `t >= 0`; the
+    /// published payload is `{"t": <due micros>, "pad": "x..."}`, so a filter on `t` matches.
+    #[arg(long)]
+    pub filter: Option<String>,
     /// Concurrent handshakes.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
@@ -55,7 +59,7 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
         bail!("fanout is bounded to 600 s, 100,000 events/s and 1,000,000 subscribers");
     }
     ensure_descriptors(args.subscribers, args.split.processes, "subscribers", fd_limit)?;
-    let stream = args.dialect.broadcast(args.channel.as_deref());
+    let stream = args.dialect.broadcast(args.channel.as_deref()).filtered(args.filter.as_deref())?;
     let plan = |i| (Entry::user(target, args.dialect, stream.path, &format!("fan-{i}")), stream.subscriptions.clone());
     let recipe = Recipe {
         n: args.subscribers,
@@ -64,7 +68,12 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
         scenario: "fanout",
         count_flag: "--subscribers",
         dialect: args.dialect,
-        extra: args.channel.iter().flat_map(|c| ["--channel".to_string(), c.clone()]).collect(),
+        extra: args
+            .channel
+            .iter()
+            .flat_map(|c| ["--channel".to_string(), c.clone()])
+            .chain(args.filter.iter().flat_map(|f| ["--filter".to_string(), f.clone()]))
+            .collect(),
         split: &args.split,
     };
     let Some(crowd) = Crowd::assemble(target, recipe).await? else { return Ok(Value::Null) };
