@@ -94,8 +94,7 @@ async fn sharded_subscriptions_come_back_after_their_connections_are_killed() {
     // makes the cluster client replace its other connections too, so by the time the next
     // master's turn comes its subscriber may already be a fresh one not yet subscribed (not
     // of type pubsub): the kills together, not each, must have hit something.
-    let pubsub_clients =
-        |node: usize| s.cluster.nodes[node].cli(&["CLIENT", "LIST", "TYPE", "pubsub"]).lines().count();
+    let pubsub_clients = |node: usize| s.cluster.nodes[node].cli(&["CLIENT", "LIST", "TYPE", "pubsub"]).lines().count();
     for node in s.masters() {
         assert!(pubsub_clients(node) >= 1, "the subscriber has a connection to master {node}");
     }

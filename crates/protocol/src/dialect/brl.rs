@@ -186,7 +186,11 @@ impl Codec for Brl {
                 Err(invalid_frame(format!("a ping or pong carries at most {MAX_PING_BYTES} bytes")))
             }
             PING => Ok(Command::Ping { request_id: None, echo: Bytes::copy_from_slice(rest) }),
-            PONG => Ok(Command::Pong { request_id: Some(String::from_utf8_lossy(rest).into_owned()) }),
+            // The server's pings carry text (`ping_7`); bytes that are not text carry no id
+            // worth keeping (the pong counts as an answer either way).
+            PONG => Ok(Command::Pong {
+                request_id: std::str::from_utf8(rest).ok().filter(|s| !s.is_empty()).map(str::to_owned),
+            }),
             other => Err(ClientError::new(ErrorKind::UnknownType, format!("unknown frame kind 0x{other:02X}"))),
         }
     }
@@ -348,6 +352,10 @@ mod tests {
         let server_ping = Brl.encode_reply(&Reply::Ping { request_id: "ping_3" }).expect("ping");
         assert_eq!(&server_ping[..], b"\x20ping_3");
         assert_eq!(Brl.decode(b"\x21ping_3").expect("pong"), Command::Pong { request_id: Some("ping_3".into()) });
+        // Found by fuzzing: a pong of bytes that are not text re-encoded to other bytes.
+        let odd = Brl.decode(b"\x21\xff\xfe").expect("still a pong");
+        assert_eq!(odd, Command::Pong { request_id: None });
+        assert_eq!(Brl.decode(&Brl.encode_command(&odd).expect("encodes")[0]).expect("decodes"), odd);
     }
 
     #[test]
