@@ -73,6 +73,32 @@ fi
 say "cargo test --workspace"
 cargo test --workspace --locked "$@"
 
+# What a peer controls must never crash the node: a short run of every fuzz target (nightly
+# toolchain, cargo-fuzz), starting from the committed corpus; new inputs go to a scratch dir.
+if ! command -v cargo-fuzz >/dev/null; then
+  say "installing cargo-fuzz"
+  cargo install cargo-fuzz --locked --quiet \
+    || { echo "error: could not install cargo-fuzz (cargo install cargo-fuzz)" >&2; exit 1; }
+fi
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+  say "installing the nightly toolchain (cargo-fuzz needs it)"
+  rustup toolchain install nightly --profile minimal \
+    || { echo "error: could not install the nightly toolchain for cargo-fuzz" >&2; exit 1; }
+fi
+fuzz_scratch=$(mktemp -d)
+for target in brl_frame filter_expression; do
+  say "fuzz $target (30 s)"
+  mkdir -p "$fuzz_scratch/$target"
+  if ! (cd fuzz && cargo +nightly fuzz run -O "$target" "$fuzz_scratch/$target" "corpus/$target" -- \
+      -max_total_time=30 -max_len=1200 -print_final_stats=1) >"$fuzz_scratch/$target.log" 2>&1; then
+    tail -40 "$fuzz_scratch/$target.log" >&2
+    echo "error: fuzz target $target failed (a crash, leak or timeout is in fuzz/artifacts/$target)" >&2
+    exit 1
+  fi
+  grep -E '^(Done|stat::number_of_executed_units)' "$fuzz_scratch/$target.log" || true
+done
+rm -rf "$fuzz_scratch"
+
 # README's first command is `cargo run --release -- serve`: the root must resolve to the one
 # gateway binary (checked on the debug build the tests made; no second compile).
 say "cargo run -- --version (README's command resolves to the gateway)"
