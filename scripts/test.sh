@@ -86,11 +86,11 @@ if ! rustup run nightly rustc --version >/dev/null 2>&1; then
     || { echo "error: could not install the nightly toolchain for cargo-fuzz" >&2; exit 1; }
 fi
 fuzz_scratch=$(mktemp -d)
-for target in brl_frame filter_expression; do
-  say "fuzz $target (30 s)"
+for target in ws_frames dialect_decode brl_frame filter_expression; do
+  say "fuzz $target (20 s)"
   mkdir -p "$fuzz_scratch/$target"
   if ! (cd fuzz && cargo +nightly fuzz run -O "$target" "$fuzz_scratch/$target" "corpus/$target" -- \
-      -max_total_time=30 -max_len=1200 -print_final_stats=1) >"$fuzz_scratch/$target.log" 2>&1; then
+      -max_total_time=20 -timeout=10 -max_len=1200 -print_final_stats=1) >"$fuzz_scratch/$target.log" 2>&1; then
     tail -40 "$fuzz_scratch/$target.log" >&2
     echo "error: fuzz target $target failed (a crash, leak or timeout is in fuzz/artifacts/$target)" >&2
     exit 1

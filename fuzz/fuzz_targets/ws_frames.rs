@@ -1,0 +1,38 @@
+//! Any bytes a client sends after the handshake: the frame decoder and the message assembler
+//! never panic, always make progress or ask for more, and only complete text messages that
+//! are valid UTF-8.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use switchboard_wsframe::{decode, Decoded, FrameOp, MessageAssembler};
+
+fuzz_target!(|data: &[u8]| {
+    let mut buf = data.to_vec();
+    let mut assembler = MessageAssembler::new(64 * 1024);
+    let mut at = 0;
+    while at < buf.len() {
+        let rest = buf.len() - at;
+        match decode(&mut buf[at..], 64 * 1024) {
+            Ok(Decoded::Frame(frame, used)) => {
+                assert!(used > 0 && used <= rest, "a frame takes some of what arrived");
+                if matches!(frame.op, FrameOp::Text | FrameOp::Binary | FrameOp::Continuation) {
+                    match assembler.push(frame) {
+                        Ok(Some(message)) => {
+                            if message.is_text {
+                                assert!(std::str::from_utf8(&message.data).is_ok());
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(_) => return,
+                    }
+                }
+                at += used;
+            }
+            Ok(Decoded::Incomplete { want }) => {
+                assert!(want > rest, "asks for more than has arrived");
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+});
