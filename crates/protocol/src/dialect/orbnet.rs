@@ -184,7 +184,19 @@ impl Codec for Orbnet {
             }
             Command::Unsubscribe { targets, .. } => json!({"type": "unsubscribe", "channels": names(targets)?}),
             Command::Ping { .. } => json!({"type": "ping"}),
-            Command::Publish { kind, payload, .. } => json!({"type": kind, "payload": payload}),
+            Command::Publish { kind, payload, .. } => {
+                // Written as text so the payload goes out exactly as given (a JSON tree would
+                // reorder its keys).
+                let mut buf = Vec::with_capacity(event_capacity(payload, kind.len()));
+                buf.extend_from_slice(b"{");
+                push_key(&mut buf, "type");
+                push_str(&mut buf, kind);
+                buf.push(b',');
+                push_key(&mut buf, "payload");
+                push_raw(&mut buf, payload);
+                buf.push(b'}');
+                return Ok(vec![Bytes::from(buf)]);
+            }
             Command::Pong { .. } => return Err(invalid("orbnet heartbeats are WebSocket pings")),
         };
         Ok(vec![to_message(&message)])
@@ -252,6 +264,16 @@ mod tests {
         }))
         .unwrap();
         serde_json::from_slice(&Orbnet.encode_event(&ev, replayed)).unwrap()
+    }
+
+    #[test]
+    fn a_client_send_goes_out_with_its_payload_as_given() {
+        // Found by the dialect_decode fuzz target: the payload went through a JSON tree, which
+        // sorted its keys.
+        let sent = br#"{"type":"message","payload":{"conversationId":"c1",",text":"hi"}}"#;
+        let command = Orbnet.decode(sent).unwrap();
+        let encoded = Orbnet.encode_command(&command).unwrap();
+        assert_eq!(encoded, [Bytes::from_static(sent)]);
     }
 
     #[test]
