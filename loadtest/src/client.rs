@@ -36,12 +36,19 @@ pub struct Entry {
     /// Trade the token for a connect ticket first (`POST /v1/auth/ws-ticket`, then
     /// `?ticket=`), as ticket endpoints want; else `?token=`.
     pub ticket: bool,
+    /// The dialect spoken, whose heartbeat pings the connection answers.
+    pub dialect: switchboard_client::Dialect,
 }
 
 impl Entry {
     /// `user` connecting to `path` as `dialect`'s clients do (ocvr with a ticket).
     pub fn user(target: &Target, dialect: DialectArg, path: &str, user: &str) -> Entry {
-        Entry { path: path.to_owned(), token: token(target, user), ticket: dialect.uses_tickets() }
+        Entry {
+            path: path.to_owned(),
+            token: token(target, user),
+            ticket: dialect.uses_tickets(),
+            dialect: dialect.kind(),
+        }
     }
 }
 
@@ -57,7 +64,8 @@ pub async fn connect(target: &Target, i: usize, entry: &Entry) -> Result<Connect
         format!("token={}", entry.token)
     };
     // Small buffers: the tool holds tens of thousands of clients in one process.
-    let options = ConnectOptions { source: Some(IpAddr::V4(source)), read_buffer_bytes: 4096 };
+    let options =
+        ConnectOptions { source: Some(IpAddr::V4(source)), read_buffer_bytes: 4096, answer_pings: Some(entry.dialect) };
     Connection::open(&format!("ws://{server}{}?{query}", entry.path), &options)
         .await
         .with_context(|| format!("from {source}"))

@@ -18,10 +18,15 @@ pub enum DialectArg {
     /// brl at `/api/v2/realtime`, binary frames: a broadcast is an `alert` to a topic. It has
     /// no user streams (no `many`, no `replay`).
     Brl,
+    /// VeriOps at `/realtime`: a broadcast is a `project.updated` event to that channel; it has
+    /// no user streams (no `many`, no `replay`). Connections answer the server's JSON pings.
+    Veriops,
 }
 
 /// The brl endpoint's path.
 const BRL_PATH: &str = "/api/v2/realtime";
+/// The veriops endpoint's path.
+const VERIOPS_PATH: &str = "/realtime";
 
 /// Everything a scenario needs to subscribe clients to one shared stream and publish to it.
 #[derive(Clone)]
@@ -66,6 +71,7 @@ impl DialectArg {
             DialectArg::Basic => Dialect::Basic,
             DialectArg::Ocvr => Dialect::Ocvr,
             DialectArg::Brl => Dialect::Brl,
+            DialectArg::Veriops => Dialect::Veriops,
         }
     }
 
@@ -81,6 +87,7 @@ impl DialectArg {
             DialectArg::Basic => "basic",
             DialectArg::Ocvr => "ocvr",
             DialectArg::Brl => "brl",
+            DialectArg::Veriops => "veriops",
         }
     }
 
@@ -92,6 +99,7 @@ impl DialectArg {
             DialectArg::Ocvr => ("/v1/ws", Vec::new()),
             DialectArg::Basic => ("/ws", Dialect::Basic.subscriptions(&[&format!("status:idle-{i}")])),
             DialectArg::Brl => (BRL_PATH, Dialect::Brl.subscriptions(&[&format!("idle-{i}")])),
+            DialectArg::Veriops => (VERIOPS_PATH, Dialect::Veriops.subscriptions(&["project.updated"])),
         }
     }
 
@@ -109,6 +117,9 @@ impl DialectArg {
             DialectArg::Basic => ("/ws", Vec::new()),
             DialectArg::Ocvr => ("/v1/ws", Vec::new()),
             DialectArg::Brl => anyhow::bail!("brl has no user streams: its clients subscribe to topics (try fanout)"),
+            DialectArg::Veriops => {
+                anyhow::bail!("veriops has no user streams: its clients subscribe to channels (try fanout)")
+            }
         })
     }
 
@@ -141,6 +152,16 @@ impl DialectArg {
                     channel: channel.to_owned(),
                     kind: "alert",
                     dialect: Dialect::Brl,
+                }
+            }
+            DialectArg::Veriops => {
+                let channel = channel.unwrap_or("project.updated");
+                Broadcast {
+                    path: VERIOPS_PATH,
+                    subscriptions: Dialect::Veriops.subscriptions(&[channel]),
+                    channel: channel.to_owned(),
+                    kind: "project.updated",
+                    dialect: Dialect::Veriops,
                 }
             }
             DialectArg::Ocvr => {

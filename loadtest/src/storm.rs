@@ -86,7 +86,7 @@ pub async fn run(target: &Target, args: StormArgs, fd_limit: u64) -> Result<Valu
                     Ok(other) => Err(format!("unexpected message: {other:?}")),
                     Err(_) => Err("no ack in 30 s".to_string()),
                 },
-                DialectArg::Basic | DialectArg::Ocvr | DialectArg::Brl => {
+                DialectArg::Basic | DialectArg::Ocvr | DialectArg::Brl | DialectArg::Veriops => {
                     match tokio::time::timeout(Duration::from_secs(30), conn.send_confirmed(dialect.kind(), &[])).await
                     {
                         Ok(Ok(_)) => Ok(t0.elapsed()),

@@ -209,6 +209,7 @@ fn auth_name(method: AuthMethod) -> &'static str {
         AuthMethod::Jwt => "jwt",
         AuthMethod::ApiKey => "api_key",
         AuthMethod::Ticket => "ticket",
+        AuthMethod::JwtOrApiKey => "jwt_or_api_key",
     }
 }
 
@@ -340,6 +341,7 @@ fn print_banner(cfg: &Config, addr: SocketAddr, role: Role) {
                 AuthMethod::Jwt => "?token=<JWT>",
                 AuthMethod::ApiKey => "?api_key=<key>",
                 AuthMethod::Ticket => "?ticket=<ticket>",
+                AuthMethod::JwtOrApiKey => "?token=<JWT or key>",
             };
             format!("ws://{addr}{}{cred}", e.path)
         })

@@ -45,6 +45,7 @@ fn check_config_accepts_every_shipped_example_and_explains_mistakes() {
         "deploy/examples/basic.toml",
         "deploy/examples/ocvr.toml",
         "deploy/examples/brl.toml",
+        "deploy/examples/veriops.toml",
     ] {
         let out = Command::new(BIN).args(["check-config", &workspace_file(f)]).output().expect("run check-config");
         let stdout = String::from_utf8_lossy(&out.stdout);

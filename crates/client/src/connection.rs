@@ -22,11 +22,14 @@ pub struct ConnectOptions {
     pub source: Option<IpAddr>,
     /// Read buffer per connection; small values suit processes holding many connections.
     pub read_buffer_bytes: usize,
+    /// Answer this dialect's heartbeat pings (veriops JSON `ping`, brl `0x20`) inside
+    /// [`Connection::next`], as a well-behaved client must to stay connected.
+    pub answer_pings: Option<DialectKind>,
 }
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        ConnectOptions { source: None, read_buffer_bytes: 16 * 1024 }
+        ConnectOptions { source: None, read_buffer_bytes: 16 * 1024, answer_pings: None }
     }
 }
 
@@ -75,6 +78,7 @@ pub enum Incoming {
 /// An open connection.
 pub struct Connection {
     ws: WebSocketStream<TcpStream>,
+    answer_pings: Option<DialectKind>,
 }
 
 fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> ConnectError {
@@ -107,7 +111,7 @@ impl Connection {
         // Writes go straight to the socket: no write buffer to hold per connection.
         let config = WebSocketConfig::default().read_buffer_size(options.read_buffer_bytes).write_buffer_size(0);
         match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
-            Ok((ws, _)) => Ok(Connection { ws }),
+            Ok((ws, _)) => Ok(Connection { ws, answer_pings: options.answer_pings }),
             Err(tungstenite::Error::Http(resp)) => Err(ConnectError::Refused(resp.status().as_u16())),
             Err(e) => Err(e.into()),
         }
@@ -169,10 +173,24 @@ impl Connection {
         }
     }
 
-    /// The next message; pings are answered on the way.
+    /// Answers `message` if it is a heartbeat ping of the dialect this connection answers for;
+    /// returns whether it was one.
+    async fn answered(&mut self, message: &[u8]) -> bool {
+        let Some(dialect) = self.answer_pings else { return false };
+        let codec = dialect.codec();
+        let Some(pong) = codec.answer_to_ping(message) else { return false };
+        // A failed send surfaces as the close that follows.
+        let _ = self.send(&ClientMessage { frame: codec.frame_kind(), bytes: pong }).await;
+        true
+    }
+
+    /// The next message; WebSocket pings (and the dialect's own, where
+    /// [`ConnectOptions::answer_pings`] says so) are answered on the way.
     pub async fn next(&mut self) -> Incoming {
         loop {
             return match self.ws.next().await {
+                Some(Ok(Message::Text(t))) if self.answered(t.as_bytes()).await => continue,
+                Some(Ok(Message::Binary(b))) if self.answered(&b).await => continue,
                 Some(Ok(Message::Text(t))) => Incoming::Text(t),
                 Some(Ok(Message::Binary(b))) => Incoming::Binary(b),
                 Some(Ok(Message::Pong(p))) => Incoming::Pong(p),

@@ -125,7 +125,8 @@ async fn run(config: ClientConfig, tx: mpsc::Sender<ClientEvent>) {
         if let Some(id) = &last_id {
             full.push_str(&format!("&last_event_id={id}"));
         }
-        let code = match Connection::open(&full, &ConnectOptions::default()).await {
+        let options = ConnectOptions { answer_pings: Some(config.dialect), ..ConnectOptions::default() };
+        let code = match Connection::open(&full, &options).await {
             Ok(mut conn) => {
                 attempt = 0;
                 if tx.send(ClientEvent::Connected(url.clone())).await.is_err() {

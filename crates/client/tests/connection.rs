@@ -80,3 +80,41 @@ async fn refused_credentials_and_bad_urls_are_told_apart() {
     let tls = Connection::open("wss://127.0.0.1:1/ws", &ConnectOptions::default()).await;
     assert!(matches!(tls, Err(ConnectError::Url(_))), "{:?}", tls.err());
 }
+
+#[tokio::test]
+async fn a_veriops_connection_answers_the_servers_pings_and_stays() {
+    let node = switchboard_testkit::TestNode::start(switchboard_testkit::test_config(|c| {
+        let e = c.endpoint_mut("/realtime").expect("veriops endpoint");
+        e.heartbeat.interval = std::time::Duration::from_millis(50);
+        e.heartbeat.timeout = std::time::Duration::from_millis(50);
+    }))
+    .await;
+    let url = node.ws_url(&format!("/realtime?token={}", node.token("dana")));
+    let options = ConnectOptions { answer_pings: Some(Dialect::Veriops), ..Default::default() };
+    let mut conn = Connection::open(&url, &options).await.expect("connects");
+    let acks = conn
+        .send_confirmed(Dialect::Veriops, &Dialect::Veriops.subscriptions(&["project.updated"]))
+        .await
+        .expect("confirmed");
+    assert!(acks.iter().all(|t| t.contains(r#""status":"ok""#)), "{acks:?}");
+    // Heartbeat rounds pass while both are read: `next` answers the pings of the one that
+    // answers (read by its own task, so no read of it is ever cut short); the other is closed
+    // for not answering.
+    let reader = tokio::spawn(async move { conn.next().await });
+    let mut silent = Connection::open(&url, &ConnectOptions::default()).await.expect("connects");
+    loop {
+        match tokio::time::timeout(WAIT, silent.next()).await.expect("the silent one is closed in time") {
+            Incoming::Closed(code) => break assert_eq!(code, 1008),
+            _ => continue,
+        }
+    }
+    // Let more rounds (100 ms each) pass for the answering one alone.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!reader.is_finished(), "nothing but pings so far, all answered");
+    node.publish(json!({"channel": "project.updated", "type": "project.updated", "payload": {"n": 1}})).await;
+    let event = match tokio::time::timeout(WAIT, reader).await.expect("in time").expect("reader") {
+        Incoming::Text(t) => serde_json::from_str::<Value>(&t).expect("JSON"),
+        other => panic!("expected the event, got {other:?}"),
+    };
+    assert_eq!(event["payload"]["data"], json!({"n": 1}), "{event}");
+}

@@ -23,6 +23,7 @@ pub struct EndpointRuntime {
     event_types: HashSet<String>,
     channels: Vec<WildMatch>,
     member_only: Vec<WildMatch>,
+    publish_channels: Vec<WildMatch>,
     broadcast_topic: Option<String>,
     member_events: bool,
 }
@@ -59,6 +60,7 @@ impl EndpointRuntime {
             event_types: config.event_types.iter().cloned().collect(),
             channels: config.channels.allowed.iter().map(|p| WildMatch::new(p)).collect(),
             member_only: config.channels.member_only.iter().map(|p| WildMatch::new(p)).collect(),
+            publish_channels: config.publish.channels.iter().map(|p| WildMatch::new(p)).collect(),
             broadcast_topic: (!config.broadcast_channel.is_empty()).then(|| channel_topic(&config.broadcast_channel)),
             member_events: config.publish.to == ClientPublishAudience::Members && !config.publish.types.is_empty(),
             config,
@@ -134,6 +136,11 @@ impl EndpointRuntime {
     /// Whether connections authenticate as users (and so have a user stream, quotas, presence).
     pub fn has_users(&self) -> bool {
         self.config.auth.method != AuthMethod::ApiKey
+    }
+
+    /// Whether clients may send on `channel` (the endpoint's `publish.channels`; empty: any).
+    pub fn client_publish_allowed(&self, channel: &str) -> bool {
+        self.publish_channels.is_empty() || self.publish_channels.iter().any(|p| p.matches(channel))
     }
 }
 

@@ -152,26 +152,30 @@ impl Node {
         self.broker.subscribe(&[CONTROL_TOPIC.to_owned()]).await
     }
 
-    /// Starts announcing presence transitions, once per dialect whose endpoints ask for it
-    /// (`presence.announce`). Runs inside the runtime, before the node serves; later calls do
-    /// nothing.
+    /// Starts announcing presence transitions, once per dialect and announcement channel
+    /// whose endpoints ask for it (`presence.announce`). Runs inside the runtime, before the
+    /// node serves; later calls do nothing.
     pub fn start_presence_announcements(&self) {
         self.announcers.get_or_init(|| {
-            let mut announcers: Vec<(switchboard_protocol::DialectKind, Arc<PresenceAnnouncer>)> = Vec::new();
+            type Key<'a> = (switchboard_protocol::DialectKind, &'a str);
+            let mut announcers: Vec<(Key<'_>, Arc<PresenceAnnouncer>)> = Vec::new();
             for ep in self.endpoints.iter().filter(|e| e.config.presence.announce) {
-                if announcers.iter().any(|(kind, _)| *kind == ep.codec.kind()) {
+                let key = (ep.codec.kind(), ep.config.presence.channel.as_str());
+                if announcers.iter().any(|(k, _)| *k == key) {
                     continue;
                 }
                 let s = &self.sessions;
+                let channel = (!key.1.is_empty()).then(|| key.1.to_owned());
                 let announcer = PresenceAnnouncer::spawn(
                     ep.codec,
+                    channel,
                     s.membership.clone(),
                     s.publisher.clone(),
                     self.broker.clone(),
                     s.metrics.clone(),
                 );
                 s.presence.listen(announcer.clone());
-                announcers.push((ep.codec.kind(), announcer));
+                announcers.push((key, announcer));
             }
             announcers.into_iter().map(|(_, a)| a).collect()
         });

@@ -279,6 +279,15 @@ impl PublishService {
         if !rules.types.contains(&kind) {
             return Err(ClientError::new(ErrorKind::Forbidden, format!("`{kind}` cannot be sent on this endpoint")));
         }
+        if !endpoint.client_publish_allowed(&channel) {
+            return Err(ClientError::new(
+                ErrorKind::Forbidden,
+                format!(
+                    "clients cannot publish on `{channel}` here; allowed: {}",
+                    endpoint.config.publish.channels.join(", ")
+                ),
+            ));
+        }
         let Some(sender) = principal.user() else {
             return Err(ClientError::new(ErrorKind::Forbidden, "only users can send messages"));
         };
@@ -333,7 +342,7 @@ impl PublishService {
             id: None,
             persist: ephemeral.then_some(false),
             sender: Some(sender.to_owned()),
-            echo: !ephemeral,
+            echo: !ephemeral && rules.echo,
             binary: false,
         };
         let mut out = Outgoing::default();

@@ -233,22 +233,40 @@ impl Authenticator {
                 let key = credentials
                     .api_key
                     .ok_or_else(|| refused(AuthFailure::MissingApiKey, "send it as `?api_key=` or `X-API-Key`"))?;
-                match self.api_keys.lookup(key).await? {
-                    Some(record) if record.allows(endpoint.path()) => {
-                        Ok(Authenticated { principal: Principal::ApiKey(record), expires_at: None })
-                    }
-                    Some(_) => Err(AuthError::Refused(
-                        AuthFailure::InvalidApiKey,
-                        "the key is not allowed on this endpoint".into(),
-                    )),
-                    None => Err(AuthError::Refused(
-                        AuthFailure::InvalidApiKey,
-                        "no such key (deleted, or never created)".into(),
-                    )),
+                self.api_key_session(endpoint, key).await
+            }
+            AuthMethod::JwtOrApiKey => match (credentials.token, credentials.api_key) {
+                (Some(token), _) if looks_like_jwt(token) => {
+                    let claims = self.verify_user(token, auth.require_exp).await?;
+                    Ok(user_session(claims, auth.max_session))
                 }
+                (Some(key), _) | (None, Some(key)) => self.api_key_session(endpoint, key).await,
+                (None, None) => Err(refused(
+                    AuthFailure::MissingToken,
+                    "send a JWT or an API key as `?token=` (or `Authorization: Bearer`, `X-API-Key`)",
+                )),
+            },
+        }
+    }
+
+    async fn api_key_session(&self, endpoint: &EndpointRuntime, key: &str) -> Result<Authenticated, AuthError> {
+        match self.api_keys.lookup(key).await? {
+            Some(record) if record.allows(endpoint.path()) => {
+                Ok(Authenticated { principal: Principal::ApiKey(record), expires_at: None })
+            }
+            Some(_) => {
+                Err(AuthError::Refused(AuthFailure::InvalidApiKey, "the key is not allowed on this endpoint".into()))
+            }
+            None => {
+                Err(AuthError::Refused(AuthFailure::InvalidApiKey, "no such key (deleted, or never created)".into()))
             }
         }
     }
+}
+
+/// A compact JWS has three base64url parts joined by dots; API keys have no dots.
+fn looks_like_jwt(token: &str) -> bool {
+    token.bytes().filter(|&b| b == b'.').count() == 2
 }
 
 /// A user's connection: it ends at the token's expiry, or after `max_session` if sooner.

@@ -33,6 +33,22 @@ pub enum AuthMethod {
     /// A single-use ticket in `?ticket=`, issued for a user JWT by `POST /v1/auth/ws-ticket`
     /// and redeemable once, on any node, within `tickets.ttl`.
     Ticket,
+    /// Either: `?token=` (or `Authorization: Bearer`) holds a user JWT or an API key (told apart
+    /// by the JWT's shape), or the key comes in `X-API-Key` / `?api_key=`. For APIs whose
+    /// documents say "token" and mean both (veriops: `?token=YOUR_API_KEY`).
+    JwtOrApiKey,
+}
+
+impl AuthMethod {
+    /// Whether API keys may connect to an endpoint with this method.
+    pub fn accepts_api_keys(self) -> bool {
+        matches!(self, AuthMethod::ApiKey | AuthMethod::JwtOrApiKey)
+    }
+
+    /// Whether user JWTs may connect to an endpoint with this method.
+    pub fn accepts_user_tokens(self) -> bool {
+        matches!(self, AuthMethod::Jwt | AuthMethod::JwtOrApiKey)
+    }
 }
 
 /// What a client whose credentials are refused gets.
@@ -121,7 +137,9 @@ impl<'de> Deserialize<'de> for AuthConfig {
             type Value = AuthConfig;
 
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a method (\"jwt\", \"api_key\" or \"ticket\") or a table with `method`")
+                f.write_str(
+                    "a method (\"jwt\", \"api_key\", \"ticket\" or \"jwt_or_api_key\") or a table with `method`",
+                )
             }
 
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<AuthConfig, E> {
@@ -185,6 +203,14 @@ pub struct ClientPublishConfig {
     /// Event types clients may send.
     #[serde(default)]
     pub types: Vec<String>,
+    /// Channel patterns clients may send on (`presence`, `chat.*`); empty: any channel the
+    /// endpoint lets them name.
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// Whether the sender's own connections receive what they send (a chat message's
+    /// confirmation and copy on their other devices); never for ephemeral sends (typing).
+    #[serde(default = "yes")]
+    pub echo: bool,
     /// Who receives them (the sender's own connections only messages, never typing).
     #[serde(default)]
     pub to: ClientPublishAudience,
@@ -204,6 +230,8 @@ impl Default for ClientPublishConfig {
     fn default() -> Self {
         ClientPublishConfig {
             types: Vec::new(),
+            channels: Vec::new(),
+            echo: yes(),
             to: ClientPublishAudience::default(),
             require_subscription: false,
             rate_per_user: 0,
@@ -305,9 +333,13 @@ pub struct PresenceConfig {
     #[serde(default)]
     pub enabled: bool,
     /// A user's transitions (online, offline) are sent, as the dialect's presence event, to
-    /// the subscribers of every channel the user is a listed member of.
+    /// the subscribers of every channel the user is a listed member of (or of `channel`).
     #[serde(default)]
     pub announce: bool,
+    /// Announce every user's transitions on this one channel (veriops `presence`) instead of
+    /// the channels they are members of.
+    #[serde(default)]
+    pub channel: String,
 }
 
 pub(super) fn yes() -> bool {
@@ -373,6 +405,9 @@ impl EndpointConfig {
         }
         if self.auth.method == AuthMethod::ApiKey && self.presence.enabled {
             problems.push(format!("{at}.presence.enabled: API-key connections have no user"));
+        }
+        if !self.presence.channel.is_empty() && !self.presence.announce {
+            problems.push(format!("{at}.presence.channel: needs presence.announce = true"));
         }
         if self.presence.announce && !self.presence.enabled {
             problems.push(format!("{at}.presence.announce: needs presence.enabled = true"));

@@ -282,7 +282,7 @@ mod tests {
     fn the_default_config_is_valid_and_has_the_documented_endpoints() {
         let c = Config::load(None, Vec::new()).unwrap().config;
         let paths: Vec<&str> = c.endpoints.iter().map(|e| e.path.as_str()).collect();
-        for p in ["/ws/notifications", "/ws/chat", "/ws/threats", "/ws", "/v1/ws", "/api/v2/realtime"] {
+        for p in ["/ws/notifications", "/ws/chat", "/ws/threats", "/ws", "/v1/ws", "/api/v2/realtime", "/realtime"] {
             assert!(paths.contains(&p), "{p} missing from the default config");
         }
         assert_eq!(c.listen, default_listen());
@@ -296,6 +296,7 @@ mod tests {
             include_str!("../../../../deploy/examples/basic.toml"),
             include_str!("../../../../deploy/examples/ocvr.toml"),
             include_str!("../../../../deploy/examples/brl.toml"),
+            include_str!("../../../../deploy/examples/veriops.toml"),
         ];
         let mut covered = 0;
         for text in presets {

@@ -17,7 +17,6 @@ use super::credentials::bearer;
 use super::ApiError;
 use crate::auth::api_keys::CreateKeyError;
 use crate::auth::ApiKeyRecord;
-use crate::config::AuthMethod;
 use crate::control::ControlMessage;
 use crate::node::Node;
 
@@ -68,7 +67,7 @@ pub async fn create_api_key(State(node): State<Arc<Node>>, _: AdminAuth, body: B
         return Err(ApiError::bad_request("`max_connections` must be at least 1"));
     }
     for path in &req.endpoints {
-        let known = node.endpoints().iter().any(|e| e.path() == path && e.auth().method == AuthMethod::ApiKey);
+        let known = node.endpoints().iter().any(|e| e.path() == path && e.auth().method.accepts_api_keys());
         if !known {
             return Err(ApiError::bad_request(format!("`{path}` is not an API-key endpoint of this node")));
         }

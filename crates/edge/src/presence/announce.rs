@@ -1,6 +1,7 @@
 //! Announcing presence: a user's transitions reach the subscribers of every channel the user
 //! is a listed member of, as the dialect's presence event (`ocvr`: `presence_update` with
-//! `user_id`, `presence` and `status_text` when set), never the user's own connections.
+//! `user_id`, `presence` and `status_text` when set), never the user's own connections. An
+//! endpoint may name one channel for everyone's transitions instead (veriops `presence`).
 //!
 //! The tracker reports transitions from inside its broker calls, so the announcer only queues
 //! them (bounded: a flood is counted and dropped rather than buffered without limit) and one
@@ -31,6 +32,8 @@ pub struct PresenceAnnouncer {
 /// What an announcement needs of the node.
 struct Announcing {
     codec: &'static dyn Codec,
+    /// The one channel every transition goes to; `None`: the user's member channels.
+    channel: Option<String>,
     membership: Membership,
     publisher: Arc<PublishService>,
     broker: SharedBroker,
@@ -38,16 +41,18 @@ struct Announcing {
 }
 
 impl PresenceAnnouncer {
-    /// Starts announcing with `codec`'s presence event (call inside the runtime).
+    /// Starts announcing with `codec`'s presence event, on `channel` or else on each user's
+    /// member channels (call inside the runtime).
     pub fn spawn(
         codec: &'static dyn Codec,
+        channel: Option<String>,
         membership: Membership,
         publisher: Arc<PublishService>,
         broker: SharedBroker,
         metrics: Arc<Metrics>,
     ) -> Arc<PresenceAnnouncer> {
         let (queue, mut rx) = mpsc::channel::<(String, bool)>(QUEUE);
-        let announcing = Announcing { codec, membership, publisher, broker, metrics: metrics.clone() };
+        let announcing = Announcing { codec, channel, membership, publisher, broker, metrics: metrics.clone() };
         tokio::spawn(async move {
             while let Some((user, online)) = rx.recv().await {
                 let result = match announcing.announce(&user, online).await {
@@ -74,7 +79,10 @@ impl PresenceListener for PresenceAnnouncer {
 
 impl Announcing {
     async fn announce(&self, user: &str, online: bool) -> Result<(), BrokerError> {
-        let channels = self.membership.channels_of(user).await?;
+        let channels = match &self.channel {
+            Some(channel) => vec![channel.clone()],
+            None => self.membership.channels_of(user).await?,
+        };
         if channels.is_empty() {
             return Ok(());
         }

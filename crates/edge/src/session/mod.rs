@@ -78,8 +78,13 @@ impl Session {
         }
     }
 
+    /// Reports a failed request; where the dialect ends connections on this failure (a
+    /// subscription over the limit), closes the connection after the report.
     fn error(&self, error: &ClientError, request_id: Option<&str>) {
         self.reply(&Reply::Error { error, request_id });
+        if let Some(reason) = self.conn.endpoint.codec.closes_after(error.kind) {
+            self.conn.close(reason);
+        }
     }
 
     /// Registers the connection on `topics` and makes sure this node's broker subscriptions
@@ -227,7 +232,7 @@ impl MessageHandler for Session {
         }
         match codec.decode(message) {
             Ok(command) => self.execute(command).await,
-            Err(error) => self.error(&error, None),
+            Err(error) => self.error(&error, codec.request_id_of(message).as_deref()),
         }
     }
 

@@ -265,6 +265,18 @@ impl Codec for Brl {
         Ok(vec![buf.freeze()])
     }
 
+    fn answer_to_ping(&self, message: &[u8]) -> Option<Bytes> {
+        match message.split_first() {
+            Some((&PING, echo)) if echo.len() <= MAX_PING_BYTES => {
+                let mut pong = Vec::with_capacity(1 + echo.len());
+                pong.push(PONG);
+                pong.extend_from_slice(echo);
+                Some(Bytes::from(pong))
+            }
+            _ => None,
+        }
+    }
+
     fn decode_server(&self, message: &[u8]) -> Result<ServerMessage, DecodeError> {
         let Some((&kind, rest)) = message.split_first() else {
             return Err(DecodeError("empty frame".into()));

@@ -80,7 +80,7 @@ fn what_a_client_encodes_the_server_decodes_as_the_same_command() {
 }
 
 /// Dialects whose documents have no way to mark a replayed event (the event looks live).
-const NO_REPLAY_MARK: [DialectKind; 2] = [DialectKind::Ocvr, DialectKind::Brl];
+const NO_REPLAY_MARK: [DialectKind; 3] = [DialectKind::Ocvr, DialectKind::Brl, DialectKind::Veriops];
 /// Dialects without an event type on the wire: clients tell events by their topic.
 const TOPIC_AS_KIND: [DialectKind; 1] = [DialectKind::Brl];
 

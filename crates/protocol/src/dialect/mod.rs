@@ -13,6 +13,7 @@ pub mod brl;
 mod json;
 mod ocvr;
 mod orbnet;
+pub mod veriops;
 
 #[cfg(test)]
 mod conformance;
@@ -28,6 +29,7 @@ pub use basic::Basic;
 pub use brl::Brl;
 pub use ocvr::{user_id_value, Ocvr};
 pub use orbnet::Orbnet;
+pub use veriops::Veriops;
 
 /// Whether a dialect's messages travel in text or binary WebSocket frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +92,21 @@ pub trait Codec: Send + Sync + 'static {
         reason.standard_code()
     }
 
+    /// A failed request after which this dialect closes the connection (its `ack` or error
+    /// goes out first): veriops ends a connection at its 51st subscription. `None`: the
+    /// connection stays open.
+    fn closes_after(&self, error: crate::error::ErrorKind) -> Option<CloseReason> {
+        let _ = error;
+        None
+    }
+
+    /// The correlation id of a client message [`Codec::decode`] refused, so the error still
+    /// answers the request it belongs to (dialects that acknowledge requests).
+    fn request_id_of(&self, message: &[u8]) -> Option<String> {
+        let _ = message;
+        None
+    }
+
     // --- server side ---
 
     /// Decodes one complete client message.
@@ -136,6 +153,14 @@ pub trait Codec: Send + Sync + 'static {
 
     /// Decodes one server message.
     fn decode_server(&self, message: &[u8]) -> Result<ServerMessage, DecodeError>;
+
+    /// The answer a client owes `message` when it is this dialect's heartbeat ping (dialects
+    /// whose heartbeat is a message: veriops, brl); `None` for anything else. Cheap enough to
+    /// ask of every message a client receives.
+    fn answer_to_ping(&self, message: &[u8]) -> Option<Bytes> {
+        let _ = message;
+        None
+    }
 }
 
 /// The dialects Switchboard speaks, as named in config files.
@@ -152,11 +177,15 @@ pub enum DialectKind {
     Ocvr,
     /// The brl real-time API: binary frames, topics with filter expressions.
     Brl,
+    /// The VeriOps API: JSON `{"type","request_id","sent_at","payload"}` envelopes, every
+    /// request acknowledged, channels with field filters, client publish, JSON pings.
+    Veriops,
 }
 
 impl DialectKind {
     /// Every dialect; `kind as usize` indexes this array, so per-dialect caches are arrays.
-    pub const ALL: [DialectKind; 4] = [DialectKind::Orbnet, DialectKind::Basic, DialectKind::Ocvr, DialectKind::Brl];
+    pub const ALL: [DialectKind; 5] =
+        [DialectKind::Orbnet, DialectKind::Basic, DialectKind::Ocvr, DialectKind::Brl, DialectKind::Veriops];
 
     /// Number of dialects, for per-dialect caches.
     pub const COUNT: usize = Self::ALL.len();
@@ -168,6 +197,7 @@ impl DialectKind {
             DialectKind::Basic => &Basic,
             DialectKind::Ocvr => &Ocvr,
             DialectKind::Brl => &Brl,
+            DialectKind::Veriops => &Veriops,
         }
     }
 
@@ -183,6 +213,7 @@ impl DialectKind {
             DialectKind::Basic => "basic",
             DialectKind::Ocvr => "ocvr",
             DialectKind::Brl => "brl",
+            DialectKind::Veriops => "veriops",
         }
     }
 }
