@@ -70,8 +70,30 @@ if ! node -e "$has_websocket" 2>/dev/null && ! node --experimental-websocket -e 
     || { echo "error: could not install the 'ws' npm package for Node" >&2; exit 1; }
 fi
 
+# The playground and seed 004's own client run in headless Chromium (Debian's package),
+# driven by playwright-core (pinned in tests/browser/package-lock.json).
+if ! command -v chromium >/dev/null; then
+  if command -v apt-get >/dev/null; then
+    say "installing chromium (apt-get), for the browser tests"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  else
+    echo "error: the browser tests need Chromium at /usr/bin/chromium (or CHROMIUM=path); install chromium" >&2
+    exit 1
+  fi
+fi
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  say "installing playwright-core (npm ci), for the browser tests"
+  (cd tests/browser && npm ci --silent --no-audit --no-fund) \
+    || { echo "error: could not install playwright-core (cd tests/browser && npm ci)" >&2; exit 1; }
+fi
+
 say "cargo test --workspace"
 cargo test --workspace --locked "$@"
+
+say "browser: the playground and seed 004's client in headless Chromium"
+cargo build --locked --quiet --bin switchboard
+node tests/browser/run.mjs target/debug/switchboard target/browser-test
 
 # What a peer controls must never crash the node: a short run of every fuzz target (nightly
 # toolchain, cargo-fuzz), starting from the committed corpus; new inputs go to a scratch dir.

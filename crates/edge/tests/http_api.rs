@@ -292,3 +292,29 @@ async fn batch_errors_name_the_event_not_a_json_column() {
     let message = body["message"].as_str().expect("message");
     assert!(message.starts_with("events[1]: unknown field `colour`"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_playground_mints_tokens_only_on_development_credentials() {
+    let node = TestNode::default().await;
+    let resp =
+        node.request(Method::POST, "/playground/token").json(&json!({"sub": "alice"})).send().await.expect("post");
+    let (status, body) = answer(resp).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("not_dev_mode")), "{body}");
+
+    let dev = TestNode::start(switchboard_testkit::test_config(|c| {
+        c.jwt.secret = String::new();
+        c.admin_key = String::new();
+    }))
+    .await;
+    let resp =
+        dev.request(Method::POST, "/playground/token").json(&json!({"sub": "alice"})).send().await.expect("post");
+    let (status, body) = answer(resp).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["admin_key"], switchboard_protocol::token::DEV_ADMIN_KEY);
+    let token = body["token"].as_str().expect("a token");
+    let mut c = dev.connect(&format!("/realtime?token={token}"), &[]).await.expect("connect");
+    c.send_json(json!({"type": "ping", "request_id": "r1"})).await;
+    assert_eq!(c.json().await["payload"]["status"], "ok", "the token works");
+    let resp = dev.request(Method::POST, "/playground/token").json(&json!({"sub": ""})).send().await.expect("post");
+    assert_eq!(answer(resp).await.0, 400);
+}

@@ -38,6 +38,7 @@ pub fn router(node: Arc<Node>) -> Router {
     let mut router = Router::new()
         .route("/playground", get(ops::playground))
         .route("/playground/endpoints", get(ops::playground_endpoints))
+        .route("/playground/token", post(ops::playground_token))
         .route("/v1/publish", post(publish::publish))
         .route("/v1/publish/batch", post(publish::publish_batch))
         .route("/v1/api-keys", post(admin::create_api_key).get(admin::list_api_keys))

@@ -94,6 +94,40 @@ pub async fn playground_endpoints(State(node): State<Arc<Node>>) -> Json<serde_j
     Json(json!({ "endpoints": endpoints }))
 }
 
+/// What `POST /playground/token` is asked for.
+#[derive(serde::Deserialize)]
+pub struct PlaygroundTokenRequest {
+    /// The user the token is for.
+    sub: String,
+}
+
+/// `POST /playground/token` `{"sub": "alice"}`: a one-hour user token, and the admin key, for
+/// the playground's "get a token" and "publish" buttons. Only while the node runs on the
+/// development credentials (which it accepts on loopback only): anyone who can reach such a
+/// node can mint tokens with the public development secret anyway. Otherwise 403.
+pub async fn playground_token(
+    State(node): State<Arc<Node>>,
+    Json(req): Json<PlaygroundTokenRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use crate::config::{JwtAlgorithm, DEV_ADMIN_KEY, DEV_JWT_SECRET};
+    let cfg = node.config();
+    if cfg.jwt.algorithm != JwtAlgorithm::HS256 || cfg.jwt_secret() != DEV_JWT_SECRET {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_dev_mode",
+            "the playground mints tokens only on development credentials; paste one from `switchboard token --sub alice`",
+        ));
+    }
+    let sub = req.sub.trim();
+    if sub.is_empty() || sub.len() > 128 {
+        return Err(ApiError::bad_request("`sub` must be 1 to 128 bytes"));
+    }
+    let token = switchboard_protocol::token::mint_hs256(DEV_JWT_SECRET, sub, 3600, serde_json::Map::new())
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", e.to_string()))?;
+    let admin_key = (cfg.admin_key() == DEV_ADMIN_KEY).then_some(DEV_ADMIN_KEY);
+    Ok(Json(json!({"token": token, "admin_key": admin_key})))
+}
+
 /// Anything else: JSON 404.
 pub async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see /playground for the endpoints")
