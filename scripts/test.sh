@@ -108,7 +108,7 @@ if ! rustup run nightly rustc --version >/dev/null 2>&1; then
     || { echo "error: could not install the nightly toolchain for cargo-fuzz" >&2; exit 1; }
 fi
 fuzz_scratch=$(mktemp -d)
-for target in ws_frames dialect_decode brl_frame filter_expression; do
+for target in ws_frames dialect_decode brl_frame filter_expression jwt_verify config_load; do
   say "fuzz $target (20 s)"
   mkdir -p "$fuzz_scratch/$target"
   if ! (cd fuzz && cargo +nightly fuzz run -O "$target" "$fuzz_scratch/$target" "corpus/$target" -- \

@@ -30,6 +30,18 @@ fuzz_target!(|data: &[u8]| {
             }
             Ok(Decoded::Incomplete { want }) => {
                 assert!(want > rest, "asks for more than has arrived");
+                // What arrived of an unfinished text frame is checked as it arrives: the count
+                // of valid bytes never exceeds what arrived and never goes back.
+                let mut checked = 0;
+                for end in [rest / 2, rest] {
+                    match switchboard_wsframe::check_arrived_text(&buf[at..at + end], checked) {
+                        Ok(now) => {
+                            assert!(now >= checked && now <= end, "progress within what arrived");
+                            checked = now;
+                        }
+                        Err(_) => return,
+                    }
+                }
                 return;
             }
             Err(_) => return,

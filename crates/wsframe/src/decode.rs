@@ -114,6 +114,64 @@ pub fn decode(buf: &mut [u8], max_payload: usize) -> Result<Decoded<'_>, Violati
     Ok(Decoded::Frame(Frame { fin, op, payload }, total))
 }
 
+/// Validates the UTF-8 of the part of an unfinished text frame at the start of `buf` that has
+/// arrived, so that a client's bad bytes fail the connection when they arrive rather than when
+/// the frame completes (RFC 6455 §8.1, "fail fast"; Autobahn 6.4.3–6.4.4). `checked` is how
+/// many payload bytes an earlier call found valid (0 the first time); the result is the new
+/// count, always on a character boundary, so each byte is validated once however many reads a
+/// frame takes. Anything but an unfinished frame starting a text message, its header complete,
+/// is left to [`decode`] (and the message assembler) and returns `checked` unchanged.
+pub fn check_arrived_text(buf: &[u8], checked: usize) -> Result<usize, Violation> {
+    if buf.len() < 2 || FrameOp::from_bits(buf[0] & 0x0F) != Some(FrameOp::Text) || buf[0] & 0x70 != 0 {
+        return Ok(checked);
+    }
+    let (len, at) = match buf[1] & 0x7F {
+        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+        127 if buf.len() >= 10 => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&buf[2..10]);
+            (usize::try_from(u64::from_be_bytes(b)).unwrap_or(usize::MAX), 10)
+        }
+        126 | 127 => return Ok(checked),
+        n => (usize::from(n), 2),
+    };
+    if buf[1] & 0x80 == 0 || buf.len() < at + 4 {
+        return Ok(checked);
+    }
+    let mask = [buf[at], buf[at + 1], buf[at + 2], buf[at + 3]];
+    let payload = &buf[at + 4..];
+    if payload.len() >= len {
+        // The whole frame is here: `decode` validates it.
+        return Ok(checked);
+    }
+    let arrived = payload.len();
+    // Unmask a chunk at a time on the stack; up to 3 bytes of a character cut by a chunk (or
+    // by the end of what arrived) are carried to the next chunk.
+    const CHUNK: usize = 256;
+    let mut scratch = [0u8; CHUNK + 3];
+    let mut carry = 0;
+    let mut pos = checked.min(arrived);
+    let mut valid = pos;
+    while pos < arrived {
+        let n = (arrived - pos).min(CHUNK);
+        for (i, b) in payload[pos..pos + n].iter().enumerate() {
+            scratch[carry + i] = b ^ mask[(pos + i) % 4];
+        }
+        let end = carry + n;
+        match std::str::from_utf8(&scratch[..end]) {
+            Ok(_) => carry = 0,
+            Err(e) if e.error_len().is_none() => {
+                scratch.copy_within(e.valid_up_to()..end, 0);
+                carry = end - e.valid_up_to();
+            }
+            Err(_) => return Err(Violation::InvalidUtf8),
+        }
+        pos += n;
+        valid = pos - carry;
+    }
+    Ok(valid)
+}
+
 /// The result of [`decode`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decoded<'a> {
@@ -221,6 +279,30 @@ mod tests {
         assert_eq!(decode(&mut head, 1024), Err(Violation::TooBig));
         let mut huge = vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4];
         assert_eq!(decode(&mut huge, usize::MAX), Err(Violation::Protocol));
+    }
+
+    #[test]
+    fn bad_utf8_in_an_unfinished_text_frame_fails_as_it_arrives() {
+        // A text frame of 300 bytes whose bytes 150.. are invalid, arriving in pieces.
+        let mut text = "é".repeat(75).into_bytes(); // 150 valid bytes
+        text.extend_from_slice(&[0xF4, 0x90, 0x80, 0x80]); // beyond U+10FFFF: never valid
+        text.resize(300, b'a');
+        let frame = masked(0x81, &text);
+        let header = 8; // 2 + 2 (extended length) + 4 (mask)
+        let mut checked = 0;
+        for cut in [1, 3, 8, 9, 60, 151] {
+            checked = check_arrived_text(&frame[..cut], checked).expect("valid so far");
+            assert!(checked <= cut.saturating_sub(header), "cut {cut}: {checked}");
+            assert!(std::str::from_utf8(&text[..checked]).is_ok(), "on a character boundary");
+        }
+        assert_eq!(checked, 142, "progress is kept: 71 whole characters");
+        assert_eq!(check_arrived_text(&frame[..header + 152], checked), Err(Violation::InvalidUtf8));
+        // A character cut by the end of what arrived is not an error yet.
+        let euro = masked(0x81, "€€".as_bytes());
+        assert_eq!(check_arrived_text(&euro[..6 + 4], 0), Ok(3));
+        // Binary frames and continuations are not checked here.
+        assert_eq!(check_arrived_text(&masked(0x82, &[0xFF; 10])[..8], 0), Ok(0));
+        assert_eq!(check_arrived_text(&masked(0x00, &[0xFF; 10])[..8], 0), Ok(0));
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub mod decode;
 pub mod encode;
 
 pub use assembler::{Message, MessageAssembler};
-pub use decode::{decode, is_valid_close_code, Decoded, Frame, FrameOp};
+pub use decode::{check_arrived_text, decode, is_valid_close_code, Decoded, Frame, FrameOp};
 pub use encode::{close_payload, header, header_len, push_frame, push_header, Opcode};
 
 /// A peer broke the protocol; the connection must be closed with [`Violation::close_code`].

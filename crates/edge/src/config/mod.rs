@@ -206,11 +206,20 @@ impl Config {
             ),
             None => ("built-in default config".to_owned(), DEFAULT_CONFIG_TOML.to_owned()),
         };
+        Self::load_text(&text, origin, env)
+    }
+
+    /// Like [`Config::load`], for config text that came from `origin` (a file name, for errors).
+    pub fn load_text(
+        text: &str,
+        origin: String,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Loaded, ConfigError> {
         // Parse the file on its own first so that errors point at its lines and keys.
-        toml::from_str::<Config>(&text)
+        toml::from_str::<Config>(text)
             .map_err(|e| ConfigError::Parse { origin: origin.clone(), message: e.to_string() })?;
         let mut table: toml::Table =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse { origin: origin.clone(), message: e.to_string() })?;
+            toml::from_str(text).map_err(|e| ConfigError::Parse { origin: origin.clone(), message: e.to_string() })?;
         let warnings = env::overlay(&mut table, env, |t| t.clone().try_into::<Config>().map(|_| ()))?;
         let config: Config = table.try_into().map_err(|e: toml::de::Error| ConfigError::Parse {
             origin: "environment overrides".into(),

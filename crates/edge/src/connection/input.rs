@@ -17,12 +17,14 @@ pub struct Input {
     used: usize,
     /// Bytes the frame at `used` needs in all, as far as its header tells.
     want: usize,
+    /// Payload bytes of the unfinished text frame at `used` found valid UTF-8 so far.
+    text_checked: usize,
 }
 
 impl Input {
     /// Input starting with `early`: bytes the client sent right behind its handshake.
     pub fn new(early: Vec<u8>) -> Input {
-        Input { buf: early, used: 0, want: READ_CHUNK }
+        Input { buf: early, used: 0, want: READ_CHUNK, text_checked: 0 }
     }
 
     /// The next complete frame (unmasked in place), `None` when more bytes are needed, or the
@@ -31,9 +33,13 @@ impl Input {
         if self.used == self.buf.len() {
             return Ok(None);
         }
+        // Bad bytes in an unfinished text frame fail the connection as they arrive.
+        self.text_checked =
+            switchboard_wsframe::check_arrived_text(&self.buf[self.used..], self.text_checked).map_err(close_reason)?;
         match switchboard_wsframe::decode(&mut self.buf[self.used..], max_payload).map_err(close_reason)? {
             Decoded::Frame(frame, n) => {
                 self.used += n;
+                self.text_checked = 0;
                 Ok(Some(frame))
             }
             Decoded::Incomplete { want } => {
