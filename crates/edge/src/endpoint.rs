@@ -153,8 +153,9 @@ pub fn echo_endpoint(config: &Config) -> Option<Arc<EndpointRuntime>> {
     }
     let toml = format!(
         "path = {path:?}\ndialect = \"basic\"\nauth = {{ method = \"jwt\" }}\nuser_events = false\n\
-         limits = {{ max_message_bytes = {}, outbound_queue = 4096 }}\n",
-        32 << 20
+         limits = {{ max_message_bytes = {}, outbound_queue = 4096, outbound_queue_bytes = {} }}\n",
+        32 << 20,
+        64 << 20
     );
     let ep: EndpointConfig = toml::from_str(&toml).ok()?;
     Some(Arc::new(EndpointRuntime::new(ep)))

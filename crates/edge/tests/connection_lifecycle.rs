@@ -104,6 +104,40 @@ async fn an_oversized_message_closes_with_1009() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_is_closed_by_the_bytes_it_holds_not_only_their_count() {
+    // 100 events fit the message bound (1,024) many times over; 256 KiB each, they pass the
+    // byte bound (1 MiB) within a few: only that bound can close this client.
+    let node = TestNode::start(test_config(|c| {
+        let e = c.endpoint_mut("/ws/notifications").expect("notifications");
+        e.limits.outbound_queue_bytes = 1 << 20;
+    }))
+    .await;
+    let mut slow = node.connect_user("/ws/notifications", "alice").await;
+    slow.welcomed().await;
+    slow.send_json(json!({"type": "subscribe", "channels": ["notification"]})).await;
+    slow.barrier().await;
+    let big = "z".repeat(256 * 1024);
+    let total = 100;
+    for i in 0..total {
+        node.publish(json!({"user": "alice", "type": "notification", "payload": {"n": i, "pad": big}})).await;
+        if node.metric("switchboard_slow_consumer_closes_total").await >= 1.0 {
+            break;
+        }
+    }
+    node.await_metric("switchboard_slow_consumer_closes_total", 1.0).await;
+    let mut events = 0;
+    let close = loop {
+        match slow.next().await {
+            Received::Json(_) => events += 1,
+            Received::Closed(code, reason) => break (code, reason),
+            other => panic!("the slow consumer must get a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(close, (1008, "Slow consumer: outbound queue full".to_owned()));
+    assert!(events < total, "closed by the byte bound ({events} events got through)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_closed_without_stalling_others() {
     let node = TestNode::start(test_config(|c| {
         c.endpoints.iter_mut().filter(|e| e.path == "/ws/notifications").for_each(|e| e.limits.outbound_queue = 8);

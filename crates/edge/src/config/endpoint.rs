@@ -267,6 +267,10 @@ pub struct LimitsConfig {
     /// this fill is closed as a slow consumer.
     #[serde(default = "default_queue")]
     pub outbound_queue: usize,
+    /// Bytes that may wait behind such a socket (the frames' payloads); past this too the
+    /// client is closed as a slow consumer, so a few large events cannot hold memory either.
+    #[serde(default = "default_queue_bytes")]
+    pub outbound_queue_bytes: usize,
     /// Close a connection that sends nothing for this long ("0s": never).
     #[serde(default = "zero", with = "duration_str")]
     pub idle_timeout: Duration,
@@ -285,6 +289,7 @@ impl Default for LimitsConfig {
             message_burst: default_burst(),
             max_subscriptions: default_max_subscriptions(),
             outbound_queue: default_queue(),
+            outbound_queue_bytes: default_queue_bytes(),
             idle_timeout: zero(),
             unsubscribed_timeout: zero(),
         }
@@ -366,6 +371,10 @@ fn default_max_subscriptions() -> usize {
 fn default_queue() -> usize {
     1024
 }
+/// Twice the largest publish body, so one event always fits behind a busy socket.
+fn default_queue_bytes() -> usize {
+    8 << 20
+}
 fn default_ping() -> Duration {
     Duration::from_secs(30)
 }
@@ -389,6 +398,11 @@ impl EndpointConfig {
         }
         if l.outbound_queue == 0 || l.outbound_queue > 1 << 20 {
             problems.push(format!("{at}.limits.outbound_queue: must be between 1 and 1048576"));
+        }
+        if l.outbound_queue_bytes < l.max_message_bytes.max(64 << 10) || l.outbound_queue_bytes > 1 << 30 {
+            problems.push(format!(
+                "{at}.limits.outbound_queue_bytes: must be at least max_message_bytes and 65536, at most 1073741824"
+            ));
         }
         if !(0.0..=1_000_000.0).contains(&l.message_rate) || l.message_burst == 0 {
             problems.push(format!("{at}.limits: message_rate must be 0..=1000000 and message_burst at least 1"));

@@ -98,7 +98,7 @@ impl ConnHandle {
             FrameKind::Text => Opcode::Text,
             FrameKind::Binary => Opcode::Binary,
         };
-        let outbox = Outbox::new(opcode, endpoint.limits().outbound_queue);
+        let outbox = Outbox::new(opcode, endpoint.limits().outbound_queue, endpoint.limits().outbound_queue_bytes);
         ConnHandle {
             id,
             endpoint,

@@ -125,6 +125,11 @@ pub enum Flush {
 pub struct Outbox {
     opcode: Opcode,
     capacity: usize,
+    /// Most payload bytes the queue may hold (shared frames counted in full: a client that
+    /// does not read must not keep a node's memory alive either way).
+    max_bytes: usize,
+    /// Payload bytes in `queue`.
+    queued_bytes: usize,
     /// Frames not yet in a batch.
     queue: VecDeque<Outbound>,
     /// The batch being written, and how much of it the socket took.
@@ -142,11 +147,13 @@ pub struct Outbox {
 
 impl Outbox {
     /// An empty outbox for an endpoint sending `opcode` messages, holding at most `capacity`
-    /// queued messages.
-    pub fn new(opcode: Opcode, capacity: usize) -> Outbox {
+    /// queued messages of at most `max_bytes` payload bytes in all.
+    pub fn new(opcode: Opcode, capacity: usize, max_bytes: usize) -> Outbox {
         Outbox {
             opcode,
             capacity,
+            max_bytes,
+            queued_bytes: 0,
             queue: VecDeque::new(),
             batch: Vec::new(),
             sent: 0,
@@ -170,9 +177,11 @@ impl Outbox {
             return Push::Closed;
         }
         if self.busy {
-            if bounded && self.queue.len() >= self.capacity {
+            let len = self.parts(&item).1.len();
+            if bounded && (self.queue.len() >= self.capacity || self.queued_bytes + len > self.max_bytes) {
                 return Push::Full;
             }
+            self.queued_bytes += len;
             self.queue.push_back(item);
             return Push::Queued;
         }
@@ -197,9 +206,11 @@ impl Outbox {
             return Push::Closed;
         }
         if self.busy {
-            if self.queue.len() + frames.len() > self.capacity {
+            let len: usize = frames.iter().map(Bytes::len).sum();
+            if self.queue.len() + frames.len() > self.capacity || self.queued_bytes + len > self.max_bytes {
                 return Push::Full;
             }
+            self.queued_bytes += len;
             self.queue.extend(frames.iter().cloned().map(Outbound::Message));
             return Push::Queued;
         }
@@ -207,6 +218,7 @@ impl Outbox {
         let opcode = self.opcode;
         let pushed = self.write_now(sink, now.iter().map(|f| (opcode, &f[..])));
         if matches!(pushed, Push::Written | Push::Pending) && !later.is_empty() {
+            self.queued_bytes += later.iter().map(Bytes::len).sum::<usize>();
             self.queue.extend(later.iter().cloned().map(Outbound::Message));
             self.busy = true;
             return Push::Pending;
@@ -301,6 +313,7 @@ impl Outbox {
                 }
                 while let Some(item) = self.queue.pop_front() {
                     let (opcode, payload, position) = self.parts(&item);
+                    self.queued_bytes -= payload.len();
                     push_header(&mut self.batch, opcode, payload.len());
                     self.batch.extend_from_slice(payload);
                     if position.is_some() {
@@ -329,8 +342,10 @@ impl Outbox {
     pub fn seal(&mut self, close: Option<Vec<u8>>, drop_pending: bool) {
         if drop_pending {
             self.queue.clear();
+            self.queued_bytes = 0;
         }
         if let Some(payload) = close {
+            self.queued_bytes += payload.len();
             self.queue.push_back(Outbound::Control(Opcode::Close, payload));
             self.busy = true;
         }
@@ -395,9 +410,28 @@ mod tests {
     }
 
     #[test]
+    fn the_queue_is_bounded_in_bytes_as_well_as_messages() {
+        let sink = Tight { room: Mutex::new(0), taken: Mutex::default() };
+        let mut outbox = Outbox::new(Opcode::Binary, 100, 1000);
+        let msg = |n: usize| Outbound::Message(Bytes::from(vec![7u8; n]));
+        assert_eq!(outbox.push(&sink, msg(10), true), Push::Pending, "the socket takes nothing");
+        assert_eq!(outbox.push(&sink, msg(600), true), Push::Queued);
+        assert_eq!(outbox.push(&sink, msg(401), true), Push::Full, "1,001 bytes would wait");
+        assert_eq!(outbox.push(&sink, msg(400), true), Push::Queued, "1,000 bytes may");
+        assert_eq!(outbox.push_many(&sink, &[Bytes::from_static(b"x")]), Push::Full);
+        // Once written, the bytes no longer count.
+        *sink.room.lock() = usize::MAX;
+        assert_eq!(outbox.flush(&sink), Flush::Idle);
+        assert_eq!(outbox.queued_bytes, 0);
+        *sink.room.lock() = 0;
+        assert_eq!(outbox.push(&sink, msg(10), true), Push::Pending);
+        assert_eq!(outbox.push(&sink, msg(1000), true), Push::Queued);
+    }
+
+    #[test]
     fn writes_directly_then_queues_behind_a_partial_write() {
         let sink = Tight { room: Mutex::new(10), taken: Mutex::default() };
-        let mut outbox = Outbox::new(Opcode::Text, 2);
+        let mut outbox = Outbox::new(Opcode::Text, 2, usize::MAX);
         let msg = |s: &str| Outbound::Message(Bytes::copy_from_slice(s.as_bytes()));
         assert_eq!(outbox.push(&sink, msg("abc"), true), Push::Written);
         assert_eq!(outbox.push(&sink, msg("defghij"), true), Push::Pending);
@@ -415,7 +449,7 @@ mod tests {
     #[test]
     fn writes_many_frames_in_one_go_and_keeps_the_rest_in_order() {
         let sink = Tight { room: Mutex::new(7), taken: Mutex::default() };
-        let mut outbox = Outbox::new(Opcode::Text, 100);
+        let mut outbox = Outbox::new(Opcode::Text, 100, usize::MAX);
         let frames: Vec<Bytes> = (0..40).map(|i| Bytes::from(format!("m{i}"))).collect();
         assert_eq!(outbox.push_many(&sink, &frames), Push::Pending);
         *sink.room.lock() = 10_000;
@@ -436,7 +470,7 @@ mod tests {
     #[test]
     fn records_persisted_positions_once_written_and_seals_with_close() {
         let sink = Tight { room: Mutex::new(3), taken: Mutex::default() };
-        let mut outbox = Outbox::new(Opcode::Text, 8);
+        let mut outbox = Outbox::new(Opcode::Text, 8, usize::MAX);
         let position = LogId { ms: 5, seq: 0 };
         assert_eq!(
             outbox.push(&sink, Outbound::Event { frame: Bytes::from_static(b"xyz"), position }, true),
