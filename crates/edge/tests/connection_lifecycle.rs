@@ -216,3 +216,29 @@ async fn a_drain_closes_every_connection_with_1001() {
     assert_eq!(a.closed().await.0, 1001);
     assert_eq!(b.closed().await.0, 1001);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_of_pings_or_fragments_are_rate_limited_like_messages() {
+    use switchboard_testkit::raw::{client_frame, next_control, upgrade};
+    let node = TestNode::default().await;
+    // /ws allows 20 messages a second with a burst of 40: 1,000 pings (a tenth of a message
+    // each) are far past it; so are 1,000 empty fragments of a message that never ends.
+    let pings: Vec<u8> = (0..1000).flat_map(|_| client_frame(0x89, b"p", true)).collect();
+    let mut fragments = client_frame(0x01, b"", true);
+    fragments.extend((0..1000).flat_map(|_| client_frame(0x00, b"", true)));
+    for (what, flood) in [("pings", pings), ("fragments", fragments)] {
+        let mut socket = upgrade(&node, "/ws", "alice", &[]).await;
+        socket.write_all(&flood).await.expect("send the flood");
+        let mut pongs = 0;
+        let code = loop {
+            match next_control(&mut socket).await {
+                Some((0xA, _)) => pongs += 1,
+                Some((0x8, payload)) => break u16::from_be_bytes([payload[0], payload[1]]),
+                Some(other) => panic!("{what}: unexpected {other:?}"),
+                None => panic!("{what}: dropped without a close frame"),
+            }
+        };
+        assert_eq!(code, 4029, "{what}");
+        assert!(pongs < 1000, "{what}: closed before answering them all ({pongs} pongs)");
+    }
+}

@@ -182,6 +182,20 @@ async fn run<H: MessageHandler>(
                     break;
                 }
             };
+            let whole_message =
+                matches!(frame.op, FrameOp::Text | FrameOp::Binary | FrameOp::Continuation if frame.fin);
+            if !whole_message && frame.op != FrameOp::Close {
+                // Pings, pongs and fragments are bounded too (a flood of them is work for the
+                // node), at a fraction of a message each.
+                if let Err(wait) = bucket.take_cost(std::time::Instant::now(), rate::FRAME_COST) {
+                    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                    conn.close_with(ClosePlan::Server(
+                        CloseReason::RateLimited,
+                        format!("Rate limited: retry in {secs} s"),
+                    ));
+                    break;
+                }
+            }
             match frame.op {
                 FrameOp::Ping => {
                     // Any frame shows the client is there (the idle timeout is about silence).
