@@ -138,7 +138,8 @@ impl WorkerProcess {
         let worker =
             tokio::spawn(switchboard_worker::run(self.broker.clone(), settings, metrics, self.wake, stop.clone()));
         let draining = CancellationToken::new();
-        let ops = Ops { broker: self.broker, registry, draining: draining.clone() };
+        let metrics_token = crate::http::ops::metrics_token(&self.config);
+        let ops = Ops { broker: self.broker, registry, draining: draining.clone(), metrics_token };
         let stop_accepting = draining.clone();
         tokio::spawn(async move {
             shutdown.await;

@@ -318,3 +318,22 @@ async fn the_playground_mints_tokens_only_on_development_credentials() {
     let resp = dev.request(Method::POST, "/playground/token").json(&json!({"sub": ""})).send().await.expect("post");
     assert_eq!(answer(resp).await.0, 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_require_a_bearer_token() {
+    let node = TestNode::start(switchboard_testkit::test_config(|c| c.metrics_token = "scrape-secret".into())).await;
+    for given in [None, Some("wrong")] {
+        let mut req = node.request(Method::GET, "/metrics");
+        if let Some(t) = given {
+            req = req.bearer_auth(t);
+        }
+        let (status, body) = answer(req.send().await.expect("get")).await;
+        assert_eq!((status, body["code"].as_str()), (401, Some("invalid_token")), "{given:?}: {body}");
+    }
+    let resp = node.request(Method::GET, "/metrics").bearer_auth("scrape-secret").send().await.expect("get");
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.expect("text").contains("switchboard_connections"));
+    // Without a token configured (every other test), /metrics is open.
+    let open = TestNode::default().await;
+    assert_eq!(open.request(Method::GET, "/metrics").send().await.expect("get").status(), 200);
+}

@@ -49,6 +49,10 @@ pub struct Config {
     /// Bearer key of the admin and publish API; empty means the development key.
     #[serde(default)]
     pub admin_key: String,
+    /// Bearer token `/metrics` requires (Prometheus' `authorization` / `bearer_token_file`);
+    /// empty: `/metrics` is open, as on a private scrape network.
+    #[serde(default)]
+    pub metrics_token: String,
     /// Log filter (`info`, `switchboard_edge=debug`, ...).
     #[serde(default = "default_log")]
     pub log_level: String,

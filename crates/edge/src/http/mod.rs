@@ -5,7 +5,7 @@ mod admin;
 mod credentials;
 mod echo;
 mod error;
-mod ops;
+pub(crate) mod ops;
 mod publish;
 mod tickets;
 mod ws;

@@ -23,6 +23,8 @@ pub struct Ops {
     pub registry: prometheus::Registry,
     /// Cancelled when the process stops accepting (`/readyz` answers 503).
     pub draining: CancellationToken,
+    /// The bearer token `/metrics` requires, if any (`metrics_token`).
+    pub metrics_token: Option<Arc<str>>,
 }
 
 impl Ops {
@@ -32,6 +34,7 @@ impl Ops {
             broker: node.broker().clone(),
             registry: node.metrics().registry().clone(),
             draining: node.conns().draining.clone(),
+            metrics_token: metrics_token(node.config()),
         }
     }
 }
@@ -63,8 +66,26 @@ pub async fn readyz(State(ops): State<Ops>) -> Response {
     }
 }
 
-/// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(ops): State<Ops>) -> Response {
+/// The token `/metrics` requires under `config`, if one is set.
+pub fn metrics_token(config: &crate::config::Config) -> Option<Arc<str>> {
+    (!config.metrics_token.is_empty()).then(|| Arc::from(config.metrics_token.as_str()))
+}
+
+/// `GET /metrics`: Prometheus text format; with `metrics_token` set, only for
+/// `Authorization: Bearer <token>` (compared by digest, in time independent of the match).
+pub async fn metrics(State(ops): State<Ops>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(token) = &ops.metrics_token {
+        use sha2::{Digest, Sha256};
+        let given = super::credentials::bearer(&headers).unwrap_or("");
+        if Sha256::digest(given.as_bytes()) != Sha256::digest(token.as_bytes()) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "`/metrics` needs `Authorization: Bearer <metrics_token>`",
+            )
+            .into_response();
+        }
+    }
     let mut out = Vec::new();
     // Encoding gathered metrics into memory cannot fail.
     let _ = TextEncoder::new().encode(&ops.registry.gather(), &mut out);
