@@ -103,6 +103,22 @@ async fn an_oversized_message_closes_with_1009() {
     assert_eq!(c.closed().await.0, 1009);
 }
 
+/// Once the server gave up on a slow client, the client reads: what fitted in the buffers, then
+/// the slow-consumer close frame the server still writes. Returns how many events got through.
+async fn closed_as_slow_consumer(node: &TestNode, slow: &mut switchboard_testkit::WsClient) -> usize {
+    node.await_metric("switchboard_slow_consumer_closes_total", 1.0).await;
+    let mut events = 0;
+    let close = loop {
+        match slow.next().await {
+            Received::Json(_) => events += 1,
+            Received::Closed(code, reason) => break (code, reason),
+            other => panic!("the slow consumer must get a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(close, (1008, "Slow consumer: outbound queue full".to_owned()));
+    events
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_closed_by_the_bytes_it_holds_not_only_their_count() {
     // 100 events fit the message bound (1,024) many times over; 256 KiB each, they pass the
@@ -124,16 +140,7 @@ async fn a_slow_consumer_is_closed_by_the_bytes_it_holds_not_only_their_count() 
             break;
         }
     }
-    node.await_metric("switchboard_slow_consumer_closes_total", 1.0).await;
-    let mut events = 0;
-    let close = loop {
-        match slow.next().await {
-            Received::Json(_) => events += 1,
-            Received::Closed(code, reason) => break (code, reason),
-            other => panic!("the slow consumer must get a close frame, got {other:?}"),
-        }
-    };
-    assert_eq!(close, (1008, "Slow consumer: outbound queue full".to_owned()));
+    let events = closed_as_slow_consumer(&node, &mut slow).await;
     assert!(events < total, "closed by the byte bound ({events} events got through)");
 }
 
@@ -167,18 +174,7 @@ async fn a_slow_consumer_is_closed_without_stalling_others() {
             }
         })
     };
-    // Once the server gave up on the slow client, it reads: what fitted in the buffers, then
-    // the close frame the server still writes (it waits a bounded time for the socket).
-    node.await_metric("switchboard_slow_consumer_closes_total", 1.0).await;
-    let mut events = 0;
-    let close = loop {
-        match slow.next().await {
-            Received::Json(_) => events += 1,
-            Received::Closed(code, reason) => break (code, reason),
-            other => panic!("the slow consumer must get a close frame, got {other:?}"),
-        }
-    };
-    assert_eq!(close, (1008, "Slow consumer: outbound queue full".to_owned()));
+    let events = closed_as_slow_consumer(&node, &mut slow).await;
     assert!(events < total, "it was closed, not served everything ({events} events)");
     publisher.await.expect("publisher");
     reader.await.expect("fast reader");
