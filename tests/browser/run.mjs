@@ -35,15 +35,15 @@ function freePort() {
   });
 }
 
-// The shipped config with a 1 s veriops heartbeat (so pings happen within the test) and a short
-// drain, so a restart is quick.
+// The shipped config with a 1 s veriops heartbeat (so pings happen within the test; 3 s to answer,
+// for a loaded machine) and a short drain, so a restart is quick.
 function testConfig(port) {
   let text = readFileSync(path.join(repo, "deploy/examples/all.toml"), "utf8");
   text = text.replace(/^listen = .*$/m, `listen = "127.0.0.1:${port}"`).replace(/^drain_window = .*$/m, 'drain_window = "1s"');
   const marker = 'path = "/realtime"';
   const at = text.indexOf(marker);
   if (at < 0) throw new Error("no /realtime endpoint in all.toml");
-  const tail = text.slice(at).replace(/^heartbeat = .*$/m, 'heartbeat = { interval = "1s", timeout = "1s", max_missed = 1 }');
+  const tail = text.slice(at).replace(/^heartbeat = .*$/m, 'heartbeat = { interval = "1s", timeout = "3s", max_missed = 1 }');
   const file = path.join(outDir, "browser-test.toml");
   writeFileSync(file, text.slice(0, at) + tail);
   return file;
