@@ -1,5 +1,7 @@
 //! A client for Switchboard's endpoints, speaking each dialect through the protocol crate's
-//! codecs (the JSON dialects today).
+//! codecs: [`Connection`] speaks every dialect (brl's binary frames too) and answers the
+//! dialect's own pings where it has them (veriops, brl); [`Client`] reconnects and delivers the
+//! JSON dialects' events.
 //!
 //! [`Client`] does what the API documents ask of every client: reconnect with exponential
 //! backoff and jitter, subscribe again after every reconnect, resume with `last_event_id` so
