@@ -58,16 +58,22 @@ pub struct Frame<'a> {
     pub payload: &'a [u8],
 }
 
-/// Decodes the first frame in `buf` if all of it has arrived: the frame and the bytes it
-/// took, `None` when more input is needed (`want` then says how many bytes in all the frame
-/// needs, when known), or the violation. Frames longer than `max_payload` are refused
-/// as soon as their header arrives, so a client cannot make the server buffer them.
-pub fn decode(buf: &mut [u8], max_payload: usize) -> Result<Decoded<'_>, Violation> {
+/// A frame header as far as it has arrived.
+enum Head {
+    /// More bytes are needed before the header can be read (`want`: a lower bound).
+    Incomplete { want: usize },
+    /// The fixed part and the length have arrived; the mask starts at `mask_at`.
+    Ready { fin: bool, op: FrameOp, len: u64, mask_at: usize },
+}
+
+/// Reads the start of a client frame header: the bits RFC 6455 fixes (no reserved bits, a
+/// known opcode, a mask) and the payload length; the one place both [`decode`] and
+/// [`check_arrived_text`] read headers.
+fn head(buf: &[u8]) -> Result<Head, Violation> {
     if buf.len() < 2 {
-        return Ok(Decoded::Incomplete { want: 2 });
+        return Ok(Head::Incomplete { want: 2 });
     }
     let (b0, b1) = (buf[0], buf[1]);
-    let fin = b0 & 0x80 != 0;
     // No extension is negotiated, so every reserved bit must be clear.
     if b0 & 0x70 != 0 {
         return Err(Violation::Protocol);
@@ -77,15 +83,27 @@ pub fn decode(buf: &mut [u8], max_payload: usize) -> Result<Decoded<'_>, Violati
     if b1 & 0x80 == 0 {
         return Err(Violation::Protocol);
     }
-    let (len, at) = match b1 & 0x7F {
+    let (len, mask_at) = match b1 & 0x7F {
         126 if buf.len() >= 4 => (u64::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
         127 if buf.len() >= 10 => {
             let mut b = [0u8; 8];
             b.copy_from_slice(&buf[2..10]);
             (u64::from_be_bytes(b), 10)
         }
-        126 | 127 => return Ok(Decoded::Incomplete { want: MAX_HEADER }),
+        126 | 127 => return Ok(Head::Incomplete { want: MAX_HEADER }),
         n => (u64::from(n), 2),
+    };
+    Ok(Head::Ready { fin: b0 & 0x80 != 0, op, len, mask_at })
+}
+
+/// Decodes the first frame in `buf` if all of it has arrived: the frame and the bytes it
+/// took, `None` when more input is needed (`want` then says how many bytes in all the frame
+/// needs, when known), or the violation. Frames longer than `max_payload` are refused
+/// as soon as their header arrives, so a client cannot make the server buffer them.
+pub fn decode(buf: &mut [u8], max_payload: usize) -> Result<Decoded<'_>, Violation> {
+    let (fin, op, len, at) = match head(buf)? {
+        Head::Incomplete { want } => return Ok(Decoded::Incomplete { want }),
+        Head::Ready { fin, op, len, mask_at } => (fin, op, len, mask_at),
     };
     if op.is_control() && (!fin || len > 125) {
         return Err(Violation::Protocol);
@@ -122,22 +140,13 @@ pub fn decode(buf: &mut [u8], max_payload: usize) -> Result<Decoded<'_>, Violati
 /// frame takes. Anything but an unfinished frame starting a text message, its header complete,
 /// is left to [`decode`] (and the message assembler) and returns `checked` unchanged.
 pub fn check_arrived_text(buf: &[u8], checked: usize) -> Result<usize, Violation> {
-    if buf.len() < 2 || FrameOp::from_bits(buf[0] & 0x0F) != Some(FrameOp::Text) || buf[0] & 0x70 != 0 {
-        return Ok(checked);
-    }
-    let (len, at) = match buf[1] & 0x7F {
-        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-        127 if buf.len() >= 10 => {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&buf[2..10]);
-            (usize::try_from(u64::from_be_bytes(b)).unwrap_or(usize::MAX), 10)
+    // A header that breaks the rules is `decode`'s to report.
+    let (len, at) = match head(buf) {
+        Ok(Head::Ready { op: FrameOp::Text, len, mask_at, .. }) if buf.len() >= mask_at + 4 => {
+            (usize::try_from(len).unwrap_or(usize::MAX), mask_at)
         }
-        126 | 127 => return Ok(checked),
-        n => (usize::from(n), 2),
+        _ => return Ok(checked),
     };
-    if buf[1] & 0x80 == 0 || buf.len() < at + 4 {
-        return Ok(checked);
-    }
     let mask = [buf[at], buf[at + 1], buf[at + 2], buf[at + 3]];
     let payload = &buf[at + 4..];
     if payload.len() >= len {
