@@ -124,56 +124,20 @@ impl DialectArg {
     }
 
     /// The shared stream: `channel`, or the dialect's default (`notifications`, the orbnet
-    /// endpoint's broadcast channel; `status:load` for basic).
+    /// endpoint's broadcast channel; `status:load` for basic). Channel-subscribing dialects
+    /// subscribe to the channel itself; dialects whose clients pick event types (orbnet) pick the
+    /// broadcast's type on their own streams.
     pub fn broadcast(self, channel: Option<&str>) -> Broadcast {
-        match self {
-            DialectArg::Orbnet => Broadcast {
-                path: "/ws/notifications",
-                subscriptions: Dialect::Orbnet.subscriptions(&["server_alert"]),
-                channel: channel.unwrap_or("notifications").to_owned(),
-                kind: "server_alert",
-                dialect: Dialect::Orbnet,
-            },
-            DialectArg::Basic => {
-                let channel = channel.unwrap_or("status:load");
-                Broadcast {
-                    path: "/ws",
-                    subscriptions: Dialect::Basic.subscriptions(&[channel]),
-                    channel: channel.to_owned(),
-                    kind: "status_update",
-                    dialect: Dialect::Basic,
-                }
-            }
-            DialectArg::Brl => {
-                let channel = channel.unwrap_or("load.alerts");
-                Broadcast {
-                    path: BRL_PATH,
-                    subscriptions: Dialect::Brl.subscriptions(&[channel]),
-                    channel: channel.to_owned(),
-                    kind: "alert",
-                    dialect: Dialect::Brl,
-                }
-            }
-            DialectArg::Veriops => {
-                let channel = channel.unwrap_or("project.updated");
-                Broadcast {
-                    path: VERIOPS_PATH,
-                    subscriptions: Dialect::Veriops.subscriptions(&[channel]),
-                    channel: channel.to_owned(),
-                    kind: "project.updated",
-                    dialect: Dialect::Veriops,
-                }
-            }
-            DialectArg::Ocvr => {
-                let channel = channel.unwrap_or("ch_load");
-                Broadcast {
-                    path: "/v1/ws",
-                    subscriptions: Dialect::Ocvr.subscriptions(&[channel]),
-                    channel: channel.to_owned(),
-                    kind: "message_create",
-                    dialect: Dialect::Ocvr,
-                }
-            }
-        }
+        let (path, default_channel, kind) = match self {
+            DialectArg::Orbnet => ("/ws/notifications", "notifications", "server_alert"),
+            DialectArg::Basic => ("/ws", "status:load", "status_update"),
+            DialectArg::Brl => (BRL_PATH, "load.alerts", "alert"),
+            DialectArg::Veriops => (VERIOPS_PATH, "project.updated", "project.updated"),
+            DialectArg::Ocvr => ("/v1/ws", "ch_load", "message_create"),
+        };
+        let channel = channel.unwrap_or(default_channel);
+        let dialect = self.kind();
+        let target = if dialect.codec().opt_in_event_types() { kind } else { channel };
+        Broadcast { path, subscriptions: dialect.subscriptions(&[target]), channel: channel.to_owned(), kind, dialect }
     }
 }
