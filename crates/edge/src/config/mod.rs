@@ -268,8 +268,13 @@ impl Config {
 
     /// Whether development credentials are in use.
     pub fn uses_dev_credentials(&self) -> bool {
-        self.admin_key() == DEV_ADMIN_KEY
-            || (self.jwt.algorithm == JwtAlgorithm::HS256 && self.jwt_secret() == DEV_JWT_SECRET)
+        self.admin_key() == DEV_ADMIN_KEY || self.uses_dev_jwt_secret()
+    }
+
+    /// Whether user tokens are checked against the public development secret (anyone can mint
+    /// them, so the playground may too).
+    pub fn uses_dev_jwt_secret(&self) -> bool {
+        self.jwt.algorithm == JwtAlgorithm::HS256 && self.jwt_secret() == DEV_JWT_SECRET
     }
 
     /// The endpoint at `path`, if configured.

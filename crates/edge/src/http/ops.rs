@@ -130,9 +130,9 @@ pub async fn playground_token(
     State(node): State<Arc<Node>>,
     Json(req): Json<PlaygroundTokenRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    use crate::config::{JwtAlgorithm, DEV_ADMIN_KEY, DEV_JWT_SECRET};
+    use crate::config::{DEV_ADMIN_KEY, DEV_JWT_SECRET};
     let cfg = node.config();
-    if cfg.jwt.algorithm != JwtAlgorithm::HS256 || cfg.jwt_secret() != DEV_JWT_SECRET {
+    if !cfg.uses_dev_jwt_secret() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "not_dev_mode",
