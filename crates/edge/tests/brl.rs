@@ -79,6 +79,10 @@ async fn a_plain_get_gets_the_documented_401_and_a_token_connects() {
     assert_eq!(resp.text().await.expect("body"), r#"{"code":"missing_token","error":"unauthorized","status":401}"#);
     let resp = node.request(reqwest::Method::GET, &format!("{PATH}?token=nope")).send().await.expect("GET");
     assert_eq!(resp.json::<Value>().await.expect("JSON")["code"], "invalid_token");
+    let expired = token_with("alice", serde_json::Map::from_iter([("exp".into(), json!(1_000_000_000))]));
+    let resp = node.request(reqwest::Method::GET, &format!("{PATH}?token={expired}")).send().await.expect("GET");
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.json::<Value>().await.expect("JSON")["code"], "expired_token");
     connect(&node, "alice").await;
 }
 
