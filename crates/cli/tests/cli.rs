@@ -22,6 +22,11 @@ fn serve() -> NodeProcess {
         server.banner
     );
     assert!(server.banner.iter().any(|l| l.contains("switchboard token --sub")), "banner says how to get a token");
+    assert!(
+        server.banner.iter().any(|l| l.contains("in this process only")),
+        "the embedded broker's state is said to be lost on restart: {:?}",
+        server.banner
+    );
     server
 }
 
@@ -331,6 +336,11 @@ async fn publish_and_inspect_talk_to_a_running_node() {
 
     let keys = client(&server, &["inspect", "api-keys"]);
     assert_eq!(keys, serde_json::json!({"api_keys": []}));
+    let dev_admin = switchboard_protocol::token::DEV_ADMIN_KEY;
+    let (status, body) = http_request(&server.addr, "PUT", "/v1/channels/conversation:c1/members/alice", dev_admin, "");
+    assert_eq!(status, 204, "{body}");
+    let members = client(&server, &["inspect", "channel", "conversation:c1"]);
+    assert_eq!(members["members"], serde_json::json!(["alice"]), "{members}");
     // A refused call exits non-zero with the node's message.
     let out = Command::new(BIN)
         .args([
