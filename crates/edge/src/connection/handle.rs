@@ -18,7 +18,7 @@ use switchboard_protocol::keyspace::is_user_topic;
 use switchboard_protocol::{CloseReason, Event, FrameKind};
 use switchboard_wsframe::Opcode;
 
-use super::outbox::{Flush, FrameSink, Outbound, Outbox, Push};
+use super::outbox::{Flush, FrameSink, Outbound, Outbox, Push, QueueBound};
 use super::subscriptions::{LazyPayload, Subscriptions};
 use crate::auth::Principal;
 use crate::endpoint::EndpointRuntime;
@@ -98,7 +98,7 @@ impl ConnHandle {
             FrameKind::Text => Opcode::Text,
             FrameKind::Binary => Opcode::Binary,
         };
-        let outbox = Outbox::new(opcode, endpoint.limits().outbound_queue, endpoint.limits().outbound_queue_bytes);
+        let outbox = Outbox::new(opcode);
         ConnHandle {
             id,
             endpoint,
@@ -161,13 +161,20 @@ impl ConnHandle {
     /// pending (the dispatcher's path when events for a topic arrive faster than a fan-out
     /// pass takes).
     pub fn send_many(&self, messages: &[Bytes]) -> SendOutcome {
-        let pushed = self.outbox.lock().push_many(&*self.sink, messages);
+        let pushed = self.outbox.lock().push_many(&*self.sink, messages, self.queue_bound());
         self.outcome(pushed)
     }
 
     fn push(&self, item: Outbound, bounded: bool) -> SendOutcome {
-        let pushed = self.outbox.lock().push(&*self.sink, item, bounded);
+        let bound = bounded.then(|| self.queue_bound());
+        let pushed = self.outbox.lock().push(&*self.sink, item, bound);
         self.outcome(pushed)
+    }
+
+    /// The endpoint's bound on what may wait behind this connection's socket.
+    fn queue_bound(&self) -> QueueBound {
+        let limits = self.endpoint.limits();
+        QueueBound { messages: limits.outbound_queue, bytes: limits.outbound_queue_bytes }
     }
 
     fn outcome(&self, pushed: Push) -> SendOutcome {

@@ -121,13 +121,27 @@ pub enum Flush {
     Broken,
 }
 
+/// How much may wait behind a socket that does not take it: the endpoint's `outbound_queue`
+/// messages and `outbound_queue_bytes` payload bytes (shared frames counted in full: a client
+/// that does not read must not keep a node's memory alive either way). Passed with each push
+/// rather than stored per connection: it is the endpoint's.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueBound {
+    /// Most queued messages.
+    pub messages: usize,
+    /// Most queued payload bytes.
+    pub bytes: usize,
+}
+
+impl QueueBound {
+    fn refuses(self, messages: usize, bytes: usize) -> bool {
+        messages > self.messages || bytes > self.bytes
+    }
+}
+
 /// Pending output of one connection. Empty (no allocation) while nothing is pending.
 pub struct Outbox {
     opcode: Opcode,
-    capacity: usize,
-    /// Most payload bytes the queue may hold (shared frames counted in full: a client that
-    /// does not read must not keep a node's memory alive either way).
-    max_bytes: usize,
     /// Payload bytes in `queue`.
     queued_bytes: usize,
     /// Frames not yet in a batch.
@@ -146,13 +160,10 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// An empty outbox for an endpoint sending `opcode` messages, holding at most `capacity`
-    /// queued messages of at most `max_bytes` payload bytes in all.
-    pub fn new(opcode: Opcode, capacity: usize, max_bytes: usize) -> Outbox {
+    /// An empty outbox for an endpoint sending `opcode` messages.
+    pub fn new(opcode: Opcode) -> Outbox {
         Outbox {
             opcode,
-            capacity,
-            max_bytes,
             queued_bytes: 0,
             queue: VecDeque::new(),
             batch: Vec::new(),
@@ -170,15 +181,15 @@ impl Outbox {
         self.last_written
     }
 
-    /// Writes `item` now if nothing is pending, else queues it (refused past the bound when
-    /// `bounded`).
-    pub fn push(&mut self, sink: &dyn FrameSink, item: Outbound, bounded: bool) -> Push {
+    /// Writes `item` now if nothing is pending, else queues it (refused past `bound`, when
+    /// given).
+    pub fn push(&mut self, sink: &dyn FrameSink, item: Outbound, bound: Option<QueueBound>) -> Push {
         if self.sealed || self.broken {
             return Push::Closed;
         }
         if self.busy {
             let len = self.parts(&item).1.len();
-            if bounded && (self.queue.len() >= self.capacity || self.queued_bytes + len > self.max_bytes) {
+            if bound.is_some_and(|b| b.refuses(self.queue.len() + 1, self.queued_bytes + len)) {
                 return Push::Full;
             }
             self.queued_bytes += len;
@@ -201,13 +212,13 @@ impl Outbox {
 
     /// Like [`Outbox::push`] for several messages of the endpoint's type at once: one vectored
     /// write of (up to [`MAX_FRAMES_PER_WRITE`] of) them when nothing is pending.
-    pub fn push_many(&mut self, sink: &dyn FrameSink, frames: &[Bytes]) -> Push {
+    pub fn push_many(&mut self, sink: &dyn FrameSink, frames: &[Bytes], bound: QueueBound) -> Push {
         if self.sealed || self.broken {
             return Push::Closed;
         }
         if self.busy {
             let len: usize = frames.iter().map(Bytes::len).sum();
-            if self.queue.len() + frames.len() > self.capacity || self.queued_bytes + len > self.max_bytes {
+            if bound.refuses(self.queue.len() + frames.len(), self.queued_bytes + len) {
                 return Push::Full;
             }
             self.queued_bytes += len;
@@ -412,56 +423,59 @@ mod tests {
     #[test]
     fn the_queue_is_bounded_in_bytes_as_well_as_messages() {
         let sink = Tight { room: Mutex::new(0), taken: Mutex::default() };
-        let mut outbox = Outbox::new(Opcode::Binary, 100, 1000);
+        let mut outbox = Outbox::new(Opcode::Binary);
+        let bound = QueueBound { messages: 100, bytes: 1000 };
         let msg = |n: usize| Outbound::Message(Bytes::from(vec![7u8; n]));
-        assert_eq!(outbox.push(&sink, msg(10), true), Push::Pending, "the socket takes nothing");
-        assert_eq!(outbox.push(&sink, msg(600), true), Push::Queued);
-        assert_eq!(outbox.push(&sink, msg(401), true), Push::Full, "1,001 bytes would wait");
-        assert_eq!(outbox.push(&sink, msg(400), true), Push::Queued, "1,000 bytes may");
-        assert_eq!(outbox.push_many(&sink, &[Bytes::from_static(b"x")]), Push::Full);
+        assert_eq!(outbox.push(&sink, msg(10), Some(bound)), Push::Pending, "the socket takes nothing");
+        assert_eq!(outbox.push(&sink, msg(600), Some(bound)), Push::Queued);
+        assert_eq!(outbox.push(&sink, msg(401), Some(bound)), Push::Full, "1,001 bytes would wait");
+        assert_eq!(outbox.push(&sink, msg(400), Some(bound)), Push::Queued, "1,000 bytes may");
+        assert_eq!(outbox.push_many(&sink, &[Bytes::from_static(b"x")], bound), Push::Full);
         // Once written, the bytes no longer count.
         *sink.room.lock() = usize::MAX;
         assert_eq!(outbox.flush(&sink), Flush::Idle);
         assert_eq!(outbox.queued_bytes, 0);
         *sink.room.lock() = 0;
-        assert_eq!(outbox.push(&sink, msg(10), true), Push::Pending);
-        assert_eq!(outbox.push(&sink, msg(1000), true), Push::Queued);
+        assert_eq!(outbox.push(&sink, msg(10), Some(bound)), Push::Pending);
+        assert_eq!(outbox.push(&sink, msg(1000), Some(bound)), Push::Queued);
     }
 
     #[test]
     fn writes_directly_then_queues_behind_a_partial_write() {
         let sink = Tight { room: Mutex::new(10), taken: Mutex::default() };
-        let mut outbox = Outbox::new(Opcode::Text, 2, usize::MAX);
+        let mut outbox = Outbox::new(Opcode::Text);
+        let bound = QueueBound { messages: 2, bytes: usize::MAX };
         let msg = |s: &str| Outbound::Message(Bytes::copy_from_slice(s.as_bytes()));
-        assert_eq!(outbox.push(&sink, msg("abc"), true), Push::Written);
-        assert_eq!(outbox.push(&sink, msg("defghij"), true), Push::Pending);
-        assert_eq!(outbox.push(&sink, msg("k"), true), Push::Queued);
-        assert_eq!(outbox.push(&sink, msg("l"), true), Push::Queued);
-        assert_eq!(outbox.push(&sink, msg("m"), true), Push::Full);
+        assert_eq!(outbox.push(&sink, msg("abc"), Some(bound)), Push::Written);
+        assert_eq!(outbox.push(&sink, msg("defghij"), Some(bound)), Push::Pending);
+        assert_eq!(outbox.push(&sink, msg("k"), Some(bound)), Push::Queued);
+        assert_eq!(outbox.push(&sink, msg("l"), Some(bound)), Push::Queued);
+        assert_eq!(outbox.push(&sink, msg("m"), Some(bound)), Push::Full);
         assert_eq!(outbox.flush(&sink), Flush::Blocked);
         *sink.room.lock() = 1_000;
         assert_eq!(outbox.flush(&sink), Flush::Idle);
         let expected = [frame(b"abc"), frame(b"defghij"), frame(b"k"), frame(b"l")].concat();
         assert_eq!(*sink.taken.lock(), expected);
-        assert_eq!(outbox.push(&sink, msg("n"), true), Push::Written);
+        assert_eq!(outbox.push(&sink, msg("n"), Some(bound)), Push::Written);
     }
 
     #[test]
     fn writes_many_frames_in_one_go_and_keeps_the_rest_in_order() {
         let sink = Tight { room: Mutex::new(7), taken: Mutex::default() };
-        let mut outbox = Outbox::new(Opcode::Text, 100, usize::MAX);
+        let mut outbox = Outbox::new(Opcode::Text);
+        let bound = QueueBound { messages: 100, bytes: usize::MAX };
         let frames: Vec<Bytes> = (0..40).map(|i| Bytes::from(format!("m{i}"))).collect();
-        assert_eq!(outbox.push_many(&sink, &frames), Push::Pending);
+        assert_eq!(outbox.push_many(&sink, &frames, bound), Push::Pending);
         *sink.room.lock() = 10_000;
         assert_eq!(outbox.flush(&sink), Flush::Idle);
         let expected: Vec<u8> = frames.iter().flat_map(|f| frame(f)).collect();
         assert_eq!(*sink.taken.lock(), expected);
         let all = Tight { room: Mutex::new(10_000), taken: Mutex::default() };
-        assert_eq!(outbox.push_many(&all, &frames[..3]), Push::Written);
+        assert_eq!(outbox.push_many(&all, &frames[..3], bound), Push::Written);
         assert_eq!(*all.taken.lock(), [frame(b"m0"), frame(b"m1"), frame(b"m2")].concat());
         // More than one write's worth: the first 32 go at once, the rest through the task.
         let roomy = Tight { room: Mutex::new(10_000), taken: Mutex::default() };
-        assert_eq!(outbox.push_many(&roomy, &frames), Push::Pending);
+        assert_eq!(outbox.push_many(&roomy, &frames, bound), Push::Pending);
         assert_eq!(roomy.taken.lock().len(), frames[..MAX_FRAMES_PER_WRITE].iter().map(|f| f.len() + 2).sum::<usize>());
         assert_eq!(outbox.flush(&roomy), Flush::Idle);
         assert_eq!(*roomy.taken.lock(), expected);
@@ -470,15 +484,16 @@ mod tests {
     #[test]
     fn records_persisted_positions_once_written_and_seals_with_close() {
         let sink = Tight { room: Mutex::new(3), taken: Mutex::default() };
-        let mut outbox = Outbox::new(Opcode::Text, 8, usize::MAX);
+        let mut outbox = Outbox::new(Opcode::Text);
+        let bound = QueueBound { messages: 8, bytes: usize::MAX };
         let position = LogId { ms: 5, seq: 0 };
         assert_eq!(
-            outbox.push(&sink, Outbound::Event { frame: Bytes::from_static(b"xyz"), position }, true),
+            outbox.push(&sink, Outbound::Event { frame: Bytes::from_static(b"xyz"), position }, Some(bound)),
             Push::Pending
         );
         assert_eq!(outbox.last_written(), None);
         outbox.seal(Some(vec![0x03, 0xE8]), true);
-        assert_eq!(outbox.push(&sink, Outbound::Message(Bytes::from_static(b"late")), true), Push::Closed);
+        assert_eq!(outbox.push(&sink, Outbound::Message(Bytes::from_static(b"late")), Some(bound)), Push::Closed);
         *sink.room.lock() = 100;
         assert_eq!(outbox.flush(&sink), Flush::Idle);
         assert_eq!(outbox.last_written(), Some(position));
