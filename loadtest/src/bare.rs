@@ -128,7 +128,7 @@ fn fan_out(shared: &Shared, payload: &[u8]) {
 async fn websocket(stream: &TcpStream, mut buf: Vec<u8>) {
     loop {
         loop {
-            let (op, payload, used) = match decode(&mut buf, MAX_CLIENT_FRAME) {
+            let (op, payload, used) = match decode(&mut buf, MAX_CLIENT_FRAME, false) {
                 Ok(Decoded::Frame(frame, used)) => (frame.op, frame.payload.to_vec(), used),
                 Ok(Decoded::Incomplete { .. }) => break,
                 Err(_) => return,

@@ -41,7 +41,8 @@ fn bench(c: &mut Criterion) {
         for id in 0..n {
             let mut subscriptions = Subscriptions::default();
             subscriptions.add_channel("c:status:load".into(), None);
-            let conn = Arc::new(ConnHandle::new(id as u64, endpoint.clone(), None, subscriptions, Arc::new(Discard)));
+            let conn =
+                Arc::new(ConnHandle::new(id as u64, endpoint.clone(), None, subscriptions, Arc::new(Discard), None));
             registry.add("c:status:load", &conn);
             conns.push(conn);
         }
@@ -87,8 +88,14 @@ fn user_streams(c: &mut Criterion, config: &Config) {
     let dispatcher = Dispatcher::new(registry.clone(), Arc::new(Metrics::new()));
     let mut conns = Vec::with_capacity(USERS);
     for id in 0..USERS {
-        let conn =
-            Arc::new(ConnHandle::new(id as u64, endpoint.clone(), None, Subscriptions::default(), Arc::new(Discard)));
+        let conn = Arc::new(ConnHandle::new(
+            id as u64,
+            endpoint.clone(),
+            None,
+            Subscriptions::default(),
+            Arc::new(Discard),
+            None,
+        ));
         registry.add(&format!("u:many-{id}"), &conn);
         conns.push(conn);
     }

@@ -145,7 +145,8 @@ impl EndpointRuntime {
 }
 
 /// The diagnostic echo endpoint, when the config enables it: large messages allowed (the
-/// conformance suite sends 16 MiB), a deep queue, no subscriptions.
+/// conformance suite sends 16 MiB), a deep queue, no subscriptions, permessage-deflate for
+/// every message that gains from it.
 pub fn echo_endpoint(config: &Config) -> Option<Arc<EndpointRuntime>> {
     let path = &config.diagnostics.echo_path;
     if path.is_empty() {
@@ -153,7 +154,8 @@ pub fn echo_endpoint(config: &Config) -> Option<Arc<EndpointRuntime>> {
     }
     let toml = format!(
         "path = {path:?}\ndialect = \"basic\"\nauth = {{ method = \"jwt\" }}\nuser_events = false\n\
-         limits = {{ max_message_bytes = {}, outbound_queue = 4096, outbound_queue_bytes = {} }}\n",
+         limits = {{ max_message_bytes = {}, outbound_queue = 4096, outbound_queue_bytes = {} }}\n\
+         compression = {{ enabled = true, min_bytes = 0 }}\n",
         32 << 20,
         64 << 20
     );

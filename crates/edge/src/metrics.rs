@@ -31,6 +31,9 @@ pub struct Metrics {
     pub slow_consumer_closes: IntCounter,
     /// Local subscribers per event.
     pub fanout_size: Histogram,
+    /// Bytes of broadcasts compressed for permessage-deflate clients (once per event and
+    /// dialect on this node), by `stage`: `in` before, `out` after compression.
+    pub deflate_bytes: IntCounterVec,
     /// Time from publish (event timestamp) to hand-off to connection queues on this node.
     pub publish_to_dispatch: Histogram,
     /// Broker calls that failed, by operation.
@@ -91,6 +94,11 @@ impl Metrics {
             slow_consumer_closes: counter(
                 "slow_consumer_closes_total",
                 "Connections closed because their outbound queue was full",
+            ),
+            deflate_bytes: counter_vec(
+                "deflate_bytes_total",
+                "Bytes of broadcasts compressed once per node for permessage-deflate clients, before (in) and after (out)",
+                &["stage"],
             ),
             fanout_size: register(
                 &r,

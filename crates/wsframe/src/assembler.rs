@@ -5,7 +5,9 @@
 //! without a start (and starts inside a message), and validates the UTF-8 of a fragmented text
 //! message as each fragment arrives: a message is failed at the first fragment that cannot be
 //! part of valid UTF-8, not when it completes (RFC 6455 §8.1, "fail fast"). Unfragmented text
-//! frames are validated by the decoder.
+//! frames are validated by the decoder. A compressed message (permessage-deflate) is bounded
+//! as it arrives, then inflated with the same bound (never in full first) and its text
+//! validated once inflated.
 
 use std::borrow::Cow;
 
@@ -24,6 +26,8 @@ pub struct Message<'a> {
 /// A fragmented message being collected.
 struct Partial {
     is_text: bool,
+    /// Compressed: the bytes are deflate data, inflated when the message completes.
+    compressed: bool,
     data: Vec<u8>,
     /// How much of `data` is known to be valid UTF-8 (text messages); the rest is at most the
     /// start of one character cut by a fragment boundary.
@@ -33,7 +37,7 @@ struct Partial {
 impl Partial {
     /// Checks the bytes added since the last check; `fin` means no more will come.
     fn check_utf8(&mut self, fin: bool) -> Result<(), Violation> {
-        if !self.is_text {
+        if !self.is_text || self.compressed {
             return Ok(());
         }
         match std::str::from_utf8(&self.data[self.valid..]) {
@@ -74,10 +78,14 @@ impl MessageAssembler {
                 if frame.payload.len() > self.max_bytes {
                     return Err(Violation::TooBig);
                 }
+                if frame.fin && frame.compressed {
+                    return self.inflated(is_text, frame.payload).map(Some);
+                }
                 if frame.fin {
                     return Ok(Some(Message { is_text, data: Cow::Borrowed(frame.payload) }));
                 }
-                let mut partial = Partial { is_text, data: frame.payload.to_vec(), valid: 0 };
+                let compressed = frame.compressed;
+                let mut partial = Partial { is_text, compressed, data: frame.payload.to_vec(), valid: 0 };
                 partial.check_utf8(false)?;
                 self.partial = Some(partial);
                 Ok(None)
@@ -92,9 +100,21 @@ impl MessageAssembler {
                     return Ok(None);
                 }
                 let Some(done) = self.partial.take() else { return Err(Violation::Protocol) };
+                if done.compressed {
+                    return self.inflated(done.is_text, &done.data).map(Some);
+                }
                 Ok(Some(Message { is_text: done.is_text, data: Cow::Owned(done.data) }))
             }
         }
+    }
+
+    /// A compressed message, inflated within the bound and validated.
+    fn inflated(&self, is_text: bool, compressed: &[u8]) -> Result<Message<'static>, Violation> {
+        let data = crate::deflate::inflate(compressed, self.max_bytes)?;
+        if is_text && std::str::from_utf8(&data).is_err() {
+            return Err(Violation::InvalidUtf8);
+        }
+        Ok(Message { is_text, data: Cow::Owned(data) })
     }
 }
 
@@ -103,7 +123,28 @@ mod tests {
     use super::*;
 
     fn frame(op: FrameOp, fin: bool, payload: &[u8]) -> Frame<'_> {
-        Frame { fin, op, payload }
+        Frame { fin, op, payload, compressed: false }
+    }
+
+    #[test]
+    fn compressed_messages_are_inflated_within_the_bound_and_validated() {
+        let text = "a compressed message, a compressed message, a compressed message".as_bytes();
+        let packed = crate::deflate::deflate(text, 6).expect("compresses");
+        let mut a = MessageAssembler::new(100);
+        let whole = Frame { fin: true, op: FrameOp::Text, payload: &packed, compressed: true };
+        assert_eq!(a.push(whole).expect("valid").expect("complete").data, text);
+        // Fragmented: the first frame carries RSV1, the continuations do not.
+        let (head, tail) = packed.split_at(5);
+        assert_eq!(a.push(Frame { fin: false, op: FrameOp::Text, payload: head, compressed: true }), Ok(None));
+        let done = a.push(frame(FrameOp::Continuation, true, tail)).expect("valid").expect("complete");
+        assert_eq!(done.data, text);
+        // Inflated past the bound: too big, although the compressed bytes are few.
+        let mut small = MessageAssembler::new(32);
+        assert_eq!(small.push(whole), Err(Violation::TooBig));
+        // Not UTF-8 once inflated.
+        let bad = crate::deflate::deflate(&[0xC0; 64], 6).expect("compresses");
+        let bad = Frame { fin: true, op: FrameOp::Text, payload: &bad, compressed: true };
+        assert_eq!(MessageAssembler::new(100).push(bad), Err(Violation::InvalidUtf8));
     }
 
     #[test]

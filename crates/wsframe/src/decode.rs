@@ -48,7 +48,7 @@ impl FrameOp {
 }
 
 /// One decoded, unmasked client frame, borrowed from the input buffer.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame<'a> {
     /// Whether this is the last frame of its message.
     pub fin: bool,
@@ -56,6 +56,9 @@ pub struct Frame<'a> {
     pub op: FrameOp,
     /// The unmasked payload.
     pub payload: &'a [u8],
+    /// RSV1: the first frame of a message compressed with permessage-deflate (only when the
+    /// connection negotiated it).
+    pub compressed: bool,
 }
 
 /// A frame header as far as it has arrived.
@@ -63,19 +66,19 @@ enum Head {
     /// More bytes are needed before the header can be read (`want`: a lower bound).
     Incomplete { want: usize },
     /// The fixed part and the length have arrived; the mask starts at `mask_at`.
-    Ready { fin: bool, op: FrameOp, len: u64, mask_at: usize },
+    Ready { fin: bool, rsv1: bool, op: FrameOp, len: u64, mask_at: usize },
 }
 
-/// Reads the start of a client frame header: the bits RFC 6455 fixes (no reserved bits, a
-/// known opcode, a mask) and the payload length; the one place both [`decode`] and
-/// [`check_arrived_text`] read headers.
+/// Reads the start of a client frame header: the bits RFC 6455 fixes (no reserved bits but
+/// RSV1, which only [`decode`] can judge, a known opcode, a mask) and the payload length; the
+/// one place both [`decode`] and [`check_arrived_text`] read headers.
 fn head(buf: &[u8]) -> Result<Head, Violation> {
     if buf.len() < 2 {
         return Ok(Head::Incomplete { want: 2 });
     }
     let (b0, b1) = (buf[0], buf[1]);
-    // No extension is negotiated, so every reserved bit must be clear.
-    if b0 & 0x70 != 0 {
+    // No extension defines RSV2 or RSV3.
+    if b0 & 0x30 != 0 {
         return Err(Violation::Protocol);
     }
     let op = FrameOp::from_bits(b0 & 0x0F).ok_or(Violation::Protocol)?;
@@ -93,19 +96,24 @@ fn head(buf: &[u8]) -> Result<Head, Violation> {
         126 | 127 => return Ok(Head::Incomplete { want: MAX_HEADER }),
         n => (u64::from(n), 2),
     };
-    Ok(Head::Ready { fin: b0 & 0x80 != 0, op, len, mask_at })
+    Ok(Head::Ready { fin: b0 & 0x80 != 0, rsv1: b0 & 0x40 != 0, op, len, mask_at })
 }
 
 /// Decodes the first frame in `buf` if all of it has arrived: the frame and the bytes it
 /// took, `None` when more input is needed (`want` then says how many bytes in all the frame
 /// needs, when known), or the violation. Frames longer than `max_payload` are refused
 /// as soon as their header arrives, so a client cannot make the server buffer them.
-pub fn decode(buf: &mut [u8], max_payload: usize) -> Result<Decoded<'_>, Violation> {
-    let (fin, op, len, at) = match head(buf)? {
+/// `deflate` says whether the connection negotiated permessage-deflate: only then may the
+/// first frame of a data message carry RSV1 (RFC 7692 §6.1).
+pub fn decode(buf: &mut [u8], max_payload: usize, deflate: bool) -> Result<Decoded<'_>, Violation> {
+    let (fin, compressed, op, len, at) = match head(buf)? {
         Head::Incomplete { want } => return Ok(Decoded::Incomplete { want }),
-        Head::Ready { fin, op, len, mask_at } => (fin, op, len, mask_at),
+        Head::Ready { fin, rsv1, op, len, mask_at } => (fin, rsv1, op, len, mask_at),
     };
     if op.is_control() && (!fin || len > 125) {
+        return Err(Violation::Protocol);
+    }
+    if compressed && (!deflate || !matches!(op, FrameOp::Text | FrameOp::Binary)) {
         return Err(Violation::Protocol);
     }
     if len >> 63 != 0 {
@@ -125,11 +133,14 @@ pub fn decode(buf: &mut [u8], max_payload: usize) -> Result<Decoded<'_>, Violati
     fastwebsockets::unmask(payload, mask);
     let payload = &*payload;
     match op {
-        FrameOp::Text if fin && std::str::from_utf8(payload).is_err() => return Err(Violation::InvalidUtf8),
+        // A compressed message is validated once inflated.
+        FrameOp::Text if fin && !compressed && std::str::from_utf8(payload).is_err() => {
+            return Err(Violation::InvalidUtf8)
+        }
         FrameOp::Close => check_close(payload)?,
         _ => {}
     }
-    Ok(Decoded::Frame(Frame { fin, op, payload }, total))
+    Ok(Decoded::Frame(Frame { fin, op, payload, compressed }, total))
 }
 
 /// Validates the UTF-8 of the part of an unfinished text frame at the start of `buf` that has
@@ -137,12 +148,13 @@ pub fn decode(buf: &mut [u8], max_payload: usize) -> Result<Decoded<'_>, Violati
 /// the frame completes (RFC 6455 §8.1, "fail fast"; Autobahn 6.4.3–6.4.4). `checked` is how
 /// many payload bytes an earlier call found valid (0 the first time); the result is the new
 /// count, always on a character boundary, so each byte is validated once however many reads a
-/// frame takes. Anything but an unfinished frame starting a text message, its header complete,
-/// is left to [`decode`] (and the message assembler) and returns `checked` unchanged.
+/// frame takes. Anything but an unfinished uncompressed frame starting a text message, its
+/// header complete, is left to [`decode`] (and the message assembler) and returns `checked`
+/// unchanged.
 pub fn check_arrived_text(buf: &[u8], checked: usize) -> Result<usize, Violation> {
     // A header that breaks the rules is `decode`'s to report.
     let (len, at) = match head(buf) {
-        Ok(Head::Ready { op: FrameOp::Text, len, mask_at, .. }) if buf.len() >= mask_at + 4 => {
+        Ok(Head::Ready { op: FrameOp::Text, rsv1: false, len, mask_at, .. }) if buf.len() >= mask_at + 4 => {
             (usize::try_from(len).unwrap_or(usize::MAX), mask_at)
         }
         _ => return Ok(checked),
@@ -246,8 +258,11 @@ mod tests {
     fn decodes_a_masked_text_frame_in_place() {
         let mut buf = masked(0x81, b"hello");
         buf.extend_from_slice(&[0x89]);
-        let got = decode(&mut buf, 1024).expect("valid");
-        assert_eq!(got, Decoded::Frame(Frame { fin: true, op: FrameOp::Text, payload: b"hello" }, 11));
+        let got = decode(&mut buf, 1024, false).expect("valid");
+        assert_eq!(
+            got,
+            Decoded::Frame(Frame { fin: true, op: FrameOp::Text, payload: b"hello", compressed: false }, 11)
+        );
     }
 
     #[test]
@@ -255,12 +270,12 @@ mod tests {
         let whole = masked(0x82, &[7u8; 300]);
         for cut in [0, 1, 2, 3, 7, 8, 100, whole.len() - 1] {
             let mut part = whole[..cut].to_vec();
-            assert!(matches!(decode(&mut part, 1024), Ok(Decoded::Incomplete { .. })), "cut at {cut}");
+            assert!(matches!(decode(&mut part, 1024, false), Ok(Decoded::Incomplete { .. })), "cut at {cut}");
         }
         let mut part = whole[..100].to_vec();
-        assert_eq!(decode(&mut part, 1024), Ok(Decoded::Incomplete { want: whole.len() }));
+        assert_eq!(decode(&mut part, 1024, false), Ok(Decoded::Incomplete { want: whole.len() }));
         let mut long = masked(0x82, &vec![1u8; 70_000]);
-        match decode(&mut long, 100_000) {
+        match decode(&mut long, 100_000, false) {
             Ok(Decoded::Frame(f, n)) => assert_eq!((f.payload.len(), n), (70_000, long.len())),
             other => panic!("unexpected {other:?}"),
         }
@@ -281,13 +296,13 @@ mod tests {
             (masked(0x82, &[0u8; 2000]), Violation::TooBig),
         ];
         for (i, (mut bytes, reason)) in cases.into_iter().enumerate() {
-            assert_eq!(decode(&mut bytes, 1024), Err(reason), "case {i}");
+            assert_eq!(decode(&mut bytes, 1024, false), Err(reason), "case {i}");
         }
         // Too big is known from the header alone.
         let mut head = masked(0x82, &[0u8; 2000])[..4].to_vec();
-        assert_eq!(decode(&mut head, 1024), Err(Violation::TooBig));
+        assert_eq!(decode(&mut head, 1024, false), Err(Violation::TooBig));
         let mut huge = vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4];
-        assert_eq!(decode(&mut huge, usize::MAX), Err(Violation::Protocol));
+        assert_eq!(decode(&mut huge, usize::MAX, false), Err(Violation::Protocol));
     }
 
     #[test]
@@ -315,12 +330,29 @@ mod tests {
     }
 
     #[test]
+    fn rsv1_marks_a_compressed_message_only_where_deflate_was_negotiated() {
+        let mut compressed = masked(0xC1, &[0xFF, 0x00]); // not UTF-8: it is checked once inflated
+        match decode(&mut compressed, 1024, true) {
+            Ok(Decoded::Frame(f, _)) => assert!(f.compressed && f.op == FrameOp::Text),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(decode(&mut masked(0xC1, b"x"), 1024, false), Err(Violation::Protocol));
+        // Not on continuations or control frames; RSV2 and RSV3 never.
+        for first in [0xC0, 0xC9, 0xA1, 0x91] {
+            assert_eq!(decode(&mut masked(first, b"x"), 1024, true), Err(Violation::Protocol), "{first:#x}");
+        }
+        // An unfinished compressed text frame is not read as UTF-8.
+        let frame = masked(0x41, &[0xFF; 300]);
+        assert_eq!(check_arrived_text(&frame[..100], 0), Ok(0));
+    }
+
+    #[test]
     fn accepts_fragments_and_valid_closes() {
         let mut start = masked(0x01, &[0xE2, 0x82]); // a text fragment cut inside a character
-        assert!(matches!(decode(&mut start, 1024), Ok(Decoded::Frame(Frame { fin: false, .. }, _))));
+        assert!(matches!(decode(&mut start, 1024, false), Ok(Decoded::Frame(Frame { fin: false, .. }, _))));
         for code in [1000u16, 1001, 1003, 1007, 1011, 1013, 3000, 4999] {
             let mut close = masked(0x88, &code.to_be_bytes());
-            assert!(matches!(decode(&mut close, 1024), Ok(Decoded::Frame(_, _))), "code {code}");
+            assert!(matches!(decode(&mut close, 1024, false), Ok(Decoded::Frame(_, _))), "code {code}");
         }
         for code in [0u16, 999, 1004, 1005, 1006, 1014, 1015, 1016, 2999, 5000] {
             assert!(!is_valid_close_code(code), "code {code}");

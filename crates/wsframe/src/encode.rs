@@ -19,9 +19,32 @@ pub enum Opcode {
     Pong = 0xA,
 }
 
+/// What the first byte of a server frame says besides FIN: the opcode, and whether the
+/// payload is a compressed message (permessage-deflate sets RSV1, RFC 7692 §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameType {
+    /// The opcode.
+    pub opcode: Opcode,
+    /// The payload is compressed (RSV1).
+    pub deflated: bool,
+}
+
+impl FrameType {
+    /// The frame's first byte: FIN, RSV1 when deflated, the opcode.
+    fn first_byte(self) -> u8 {
+        0x80 | if self.deflated { 0x40 } else { 0 } | self.opcode as u8
+    }
+}
+
+impl From<Opcode> for FrameType {
+    fn from(opcode: Opcode) -> Self {
+        FrameType { opcode, deflated: false }
+    }
+}
+
 /// Appends the header of a final (unfragmented) frame carrying `len` payload bytes.
-pub fn push_header(buf: &mut Vec<u8>, opcode: Opcode, len: usize) {
-    buf.push(0x80 | opcode as u8);
+pub fn push_header(buf: &mut Vec<u8>, kind: impl Into<FrameType>, len: usize) {
+    buf.push(kind.into().first_byte());
     if len < 126 {
         buf.push(len as u8);
     } else if len <= u16::MAX as usize {
@@ -35,9 +58,9 @@ pub fn push_header(buf: &mut Vec<u8>, opcode: Opcode, len: usize) {
 
 /// The header of a final frame carrying `len` payload bytes, as a fixed array and its used
 /// length (no allocation, for the single-message write path).
-pub fn header(opcode: Opcode, len: usize) -> ([u8; 10], usize) {
+pub fn header(kind: impl Into<FrameType>, len: usize) -> ([u8; 10], usize) {
     let mut h = [0u8; 10];
-    h[0] = 0x80 | opcode as u8;
+    h[0] = kind.into().first_byte();
     if len < 126 {
         h[1] = len as u8;
         (h, 2)
@@ -62,8 +85,8 @@ pub fn header_len(len: usize) -> usize {
 }
 
 /// Appends a whole frame.
-pub fn push_frame(buf: &mut Vec<u8>, opcode: Opcode, payload: &[u8]) {
-    push_header(buf, opcode, payload.len());
+pub fn push_frame(buf: &mut Vec<u8>, kind: impl Into<FrameType>, payload: &[u8]) {
+    push_header(buf, kind, payload.len());
     buf.extend_from_slice(payload);
 }
 
@@ -95,6 +118,9 @@ mod tests {
         b.clear();
         push_header(&mut b, Opcode::Text, 70_000);
         assert_eq!(b, [0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+        b.clear();
+        push_header(&mut b, FrameType { opcode: Opcode::Text, deflated: true }, 5);
+        assert_eq!(b, [0xC1, 5], "RSV1 marks a compressed message");
     }
 
     #[test]

@@ -100,6 +100,9 @@ pub struct EndpointConfig {
     /// Cluster-wide online/offline tracking of this endpoint's users.
     #[serde(default)]
     pub presence: PresenceConfig,
+    /// permessage-deflate (RFC 7692) for the clients that offer it.
+    #[serde(default)]
+    pub compression: CompressionConfig,
     /// Allowed `Origin` headers (empty: any). Protects browser clients from cross-site hijacking.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
@@ -347,6 +350,33 @@ pub struct PresenceConfig {
     pub channel: String,
 }
 
+/// permessage-deflate on an endpoint. Every message is compressed on its own (no context
+/// takeover either way), so a broadcast is compressed once per node and shared, and an idle
+/// connection keeps no compression state.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionConfig {
+    /// Negotiate permessage-deflate with clients that offer it (browsers do).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Messages shorter than this go out uncompressed (compressing them gains little).
+    #[serde(default = "default_compress_min")]
+    pub min_bytes: usize,
+    /// Deflate level, 1 (fastest) to 9 (smallest).
+    #[serde(default = "one")]
+    pub level: u32,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        CompressionConfig { enabled: false, min_bytes: default_compress_min(), level: one() }
+    }
+}
+
+fn default_compress_min() -> usize {
+    256
+}
+
 pub(super) fn yes() -> bool {
     true
 }
@@ -409,6 +439,9 @@ impl EndpointConfig {
         }
         if l.max_subscriptions == 0 || l.max_subscriptions > 10_000 {
             problems.push(format!("{at}.limits.max_subscriptions: must be between 1 and 10000"));
+        }
+        if !(1..=9).contains(&self.compression.level) {
+            problems.push(format!("{at}.compression.level: must be between 1 and 9"));
         }
         let h = &self.heartbeat;
         if h.interval.is_zero() || h.timeout.is_zero() || h.max_missed == 0 {

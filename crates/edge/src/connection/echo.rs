@@ -1,13 +1,16 @@
 //! The diagnostic echo handler: sends every message back unchanged, through the same frame
 //! decoder, assembler and output path as the real endpoints, so an RFC 6455 conformance run (Autobahn)
-//! checks the code clients actually meet.
+//! checks the code clients actually meet, permessage-deflate included.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use switchboard_protocol::CloseReason;
 
+use switchboard_wsframe::deflate;
+
 use super::handle::ConnHandle;
+use super::outbox::Payload;
 use super::MessageHandler;
 
 /// Echoes messages.
@@ -32,9 +35,21 @@ impl MessageHandler for EchoHandler {
     }
 
     async fn handle(&mut self, data: &[u8], is_text: bool) {
+        // Compressed back when the client negotiated it, as the endpoint's broadcasts are, so
+        // a conformance run checks the compressor too.
+        let compression = &self.conn.endpoint.config.compression;
+        let payload = match self.conn.deflate() {
+            Some(agreed) if data.len() >= compression.min_bytes && agreed.fits(data.len()) => {
+                match deflate::deflate(data, compression.level) {
+                    Some(packed) => Payload { bytes: Bytes::from(packed), deflated: true },
+                    None => Bytes::copy_from_slice(data).into(),
+                }
+            }
+            _ => Bytes::copy_from_slice(data).into(),
+        };
         // Waits until the socket took it instead of dropping: an echo client is its own
         // backpressure (the connection reads nothing more meanwhile).
-        self.conn.send_flushed(Bytes::copy_from_slice(data), is_text).await;
+        self.conn.send_flushed(payload, is_text).await;
     }
 
     async fn finish(&mut self) {}

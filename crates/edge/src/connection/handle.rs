@@ -16,9 +16,10 @@ use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use switchboard_broker::LogId;
 use switchboard_protocol::keyspace::is_user_topic;
 use switchboard_protocol::{CloseReason, Event, FrameKind};
+use switchboard_wsframe::deflate::Agreement;
 use switchboard_wsframe::Opcode;
 
-use super::outbox::{Flush, FrameSink, Outbound, Outbox, Push, QueueBound};
+use super::outbox::{Flush, FrameSink, Outbound, Outbox, Payload, Push, QueueBound};
 use super::subscriptions::{LazyPayload, Subscriptions};
 use crate::auth::Principal;
 use crate::endpoint::EndpointRuntime;
@@ -41,7 +42,7 @@ pub enum SendOutcome {
 #[derive(Default)]
 struct Positions {
     last_queued: Option<LogId>,
-    held: Option<Vec<(Option<LogId>, Bytes)>>,
+    held: Option<Vec<(Option<LogId>, Payload)>>,
 }
 
 /// How the connection ends, decided once by whoever ends it first.
@@ -81,18 +82,22 @@ pub struct ConnHandle {
     last_pong_ms: AtomicU64,
     /// Mirrors `positions.held.is_some()` for the fan-out fast path.
     holding: AtomicBool,
+    /// permessage-deflate, when the client negotiated it: broadcasts go out compressed.
+    deflate: Option<Agreement>,
     positions: Mutex<Positions>,
 }
 
 impl ConnHandle {
     /// A handle writing to `sink`, with at most the endpoint's `outbound_queue` messages
-    /// pending behind a socket that does not take them.
+    /// pending behind a socket that does not take them; `deflate` is what the handshake agreed
+    /// on compression.
     pub fn new(
         id: u64,
         endpoint: Arc<EndpointRuntime>,
         principal: Option<Arc<Principal>>,
         subscriptions: Subscriptions,
         sink: Arc<dyn FrameSink>,
+        deflate: Option<Agreement>,
     ) -> Self {
         let opcode = match endpoint.codec.frame_kind() {
             FrameKind::Text => Opcode::Text,
@@ -114,7 +119,13 @@ impl ConnHandle {
             last_pong_ms: AtomicU64::new(0),
             holding: AtomicBool::new(false),
             positions: Mutex::default(),
+            deflate,
         }
+    }
+
+    /// What the handshake agreed on permessage-deflate (`None`: messages go out as encoded).
+    pub fn deflate(&self) -> Option<Agreement> {
+        self.deflate
     }
 
     /// Whether this connection's subscriptions let `event`, which arrived on `topic`, through;
@@ -153,14 +164,14 @@ impl ConnHandle {
     /// Sends a message without waiting: onto the socket if nothing is pending, else behind
     /// what is. Too much pending means the client is not reading: it is closed as a slow
     /// consumer rather than allowed to grow memory or stall the sender.
-    pub fn send(&self, message: Bytes) -> SendOutcome {
-        self.push(Outbound::Message(message), true)
+    pub fn send(&self, message: impl Into<Payload>) -> SendOutcome {
+        self.push(Outbound::Message(message.into()), true)
     }
 
     /// Sends several messages of the endpoint's type: one vectored write when nothing is
     /// pending (the dispatcher's path when events for a topic arrive faster than a fan-out
     /// pass takes).
-    pub fn send_many(&self, messages: &[Bytes]) -> SendOutcome {
+    pub fn send_many(&self, messages: &[Payload]) -> SendOutcome {
         let pushed = self.outbox.lock().push_many(&*self.sink, messages, self.queue_bound());
         self.outcome(pushed)
     }
@@ -199,7 +210,7 @@ impl ConnHandle {
     /// Sends a message with an explicit frame type, then waits until the socket has taken
     /// everything pending: the echo handler's backpressure (it runs on the connection's own
     /// task, which stops reading meanwhile).
-    pub async fn send_flushed(&self, data: Bytes, text: bool) {
+    pub async fn send_flushed(&self, data: Payload, text: bool) {
         if self.push(Outbound::Typed { text, data }, false) == SendOutcome::Queued && !self.flush_all().await {
             self.close_with(ClosePlan::Silent);
         }
@@ -208,7 +219,8 @@ impl ConnHandle {
     /// Sends an event from the broker: live events are held back while a replay runs, and
     /// persisted events (with a log `position`) the connection already has are dropped, so
     /// replayed and live events never overlap or go backwards.
-    pub fn send_event(&self, frame: Bytes, position: Option<LogId>) -> SendOutcome {
+    pub fn send_event(&self, frame: impl Into<Payload>, position: Option<LogId>) -> SendOutcome {
+        let frame = frame.into();
         if position.is_none() && !self.holding.load(Ordering::Acquire) {
             return self.send(frame);
         }
@@ -225,7 +237,7 @@ impl ConnHandle {
         self.send_in_order(&mut pos, frame, position)
     }
 
-    fn send_in_order(&self, pos: &mut Positions, frame: Bytes, position: Option<LogId>) -> SendOutcome {
+    fn send_in_order(&self, pos: &mut Positions, frame: Payload, position: Option<LogId>) -> SendOutcome {
         let Some(position) = position else { return self.send(frame) };
         if pos.last_queued.is_some_and(|last| position <= last) {
             return SendOutcome::Duplicate;
@@ -244,7 +256,7 @@ impl ConnHandle {
     /// Sends a replayed event, ahead of any held live event.
     pub fn send_replayed(&self, frame: Bytes, position: LogId) -> SendOutcome {
         let mut pos = self.positions.lock();
-        self.send_in_order(&mut pos, frame, Some(position))
+        self.send_in_order(&mut pos, frame.into(), Some(position))
     }
 
     /// Ends the replay: sends the held live events the replay did not already cover, in

@@ -19,12 +19,15 @@ pub struct Input {
     want: usize,
     /// Payload bytes of the unfinished text frame at `used` found valid UTF-8 so far.
     text_checked: usize,
+    /// permessage-deflate was negotiated: compressed (RSV1) messages are allowed.
+    deflate: bool,
 }
 
 impl Input {
-    /// Input starting with `early`: bytes the client sent right behind its handshake.
-    pub fn new(early: Vec<u8>) -> Input {
-        Input { buf: early, used: 0, want: READ_CHUNK, text_checked: 0 }
+    /// Input starting with `early`: bytes the client sent right behind its handshake;
+    /// `deflate` when the handshake negotiated permessage-deflate.
+    pub fn new(early: Vec<u8>, deflate: bool) -> Input {
+        Input { buf: early, used: 0, want: READ_CHUNK, text_checked: 0, deflate }
     }
 
     /// The next complete frame (unmasked in place), `None` when more bytes are needed, or the
@@ -36,7 +39,9 @@ impl Input {
         // Bad bytes in an unfinished text frame fail the connection as they arrive.
         self.text_checked =
             switchboard_wsframe::check_arrived_text(&self.buf[self.used..], self.text_checked).map_err(close_reason)?;
-        match switchboard_wsframe::decode(&mut self.buf[self.used..], max_payload).map_err(close_reason)? {
+        match switchboard_wsframe::decode(&mut self.buf[self.used..], max_payload, self.deflate)
+            .map_err(close_reason)?
+        {
             Decoded::Frame(frame, n) => {
                 self.used += n;
                 self.text_checked = 0;
@@ -79,7 +84,7 @@ impl Input {
 pub fn close_reason(violation: Violation) -> CloseReason {
     match violation {
         Violation::Protocol => CloseReason::ProtocolError,
-        Violation::InvalidUtf8 => CloseReason::InvalidPayload,
+        Violation::InvalidUtf8 | Violation::Deflate => CloseReason::InvalidPayload,
         Violation::TooBig => CloseReason::MessageTooBig,
     }
 }

@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use switchboard_protocol::timefmt::now_millis;
 use switchboard_protocol::CloseReason;
+use switchboard_wsframe::deflate::Agreement;
 use switchboard_wsframe::{close_payload, FrameOp, MessageAssembler};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -39,7 +40,7 @@ pub use echo::EchoHandler;
 pub use handle::{ClosePlan, ConnHandle, SendOutcome};
 #[cfg(feature = "internals")]
 pub use outbox::Discard;
-pub use outbox::{Flush, MAX_FRAMES_PER_WRITE};
+pub use outbox::{Flush, Payload, MAX_FRAMES_PER_WRITE};
 pub use refusal::RefusalHandler;
 pub use subscriptions::{LazyPayload, Subscriptions};
 pub use switchboard_wsframe::Opcode;
@@ -96,6 +97,19 @@ impl ConnContext {
     }
 }
 
+/// What the handshake settled for a new connection.
+#[derive(Default)]
+pub struct Accepted {
+    /// Who connected (none on the diagnostic echo endpoint and for refusals).
+    pub principal: Option<Arc<Principal>>,
+    /// When the credential expires (ms since the epoch).
+    pub expires_at: Option<u64>,
+    /// The connection's initial subscriptions (the endpoint decides).
+    pub subscriptions: Subscriptions,
+    /// permessage-deflate, when negotiated.
+    pub deflate: Option<Agreement>,
+}
+
 /// How long to wait for the client's close frame after the server sent its own.
 const CLOSE_LINGER: Duration = Duration::from_secs(3);
 /// How long the final frames (pending output, then the close frame) may take to write.
@@ -105,17 +119,16 @@ const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// (see [`run`]). The node serves HTTP/1.1 over plain `TcpStream`s (see `server`), so the
 /// upgraded IO is the socket itself, which the connection then reads and writes without
 /// buffering. The connection runs on a task of its own, so none of the upgrade's state stays
-/// with it. `principal` is who connected; `subscriptions` are the connection's initial ones
-/// (the endpoint decides).
+/// with it. `accepted` says who connected, what the handshake agreed and where the
+/// connection starts.
 pub async fn run_upgraded<H: MessageHandler + 'static>(
     ctx: Arc<ConnContext>,
     endpoint: Arc<EndpointRuntime>,
-    principal: Option<Arc<Principal>>,
-    expires_at: Option<u64>,
-    subscriptions: Subscriptions,
+    accepted: Accepted,
     make_handler: impl FnOnce(Arc<ConnHandle>) -> H,
     upgrade: fastwebsockets::upgrade::UpgradeFut,
 ) {
+    let Accepted { principal, expires_at, subscriptions, deflate } = accepted;
     let upgraded = match upgrade.await {
         Ok(ws) => ws.into_inner().into_inner(),
         Err(e) => {
@@ -132,11 +145,12 @@ pub async fn run_upgraded<H: MessageHandler + 'static>(
             drop(read_buf);
             let socket = Arc::new(io.into_inner());
             let id = ctx.next_id();
-            let conn = Arc::new(ConnHandle::new(id, endpoint.clone(), principal, subscriptions, socket.clone()));
+            let conn =
+                Arc::new(ConnHandle::new(id, endpoint.clone(), principal, subscriptions, socket.clone(), deflate));
             let session = make_handler(conn.clone());
             let timers = Timers::new(&endpoint, expires_at);
             let tasks = ctx.tasks.clone();
-            tasks.spawn(run(ctx, conn, socket, session, timers, Input::new(early)));
+            tasks.spawn(run(ctx, conn, socket, session, timers, Input::new(early, deflate.is_some())));
         }
         Err(_) => tracing::error!("upgraded connection is not a TCP socket; it is dropped"),
     }

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use switchboard_broker::LogId;
-use switchboard_wsframe::{header, header_len, push_frame, push_header, Opcode};
+use switchboard_wsframe::{header, header_len, push_frame, push_header, FrameType, Opcode};
 
 /// Most bytes coalesced into one socket write.
 const BATCH_BYTES: usize = 64 * 1024;
@@ -25,23 +25,40 @@ thread_local! {
 /// Most frames written with one vectored write by [`Outbox::push_many`].
 pub const MAX_FRAMES_PER_WRITE: usize = 32;
 
+/// A message as one frame carries it: the bytes as encoded, or compressed with
+/// permessage-deflate (the frame then has RSV1 set). Shared: one broadcast's bytes are the
+/// same `Bytes` for every connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload {
+    /// The frame's payload.
+    pub bytes: Bytes,
+    /// Whether `bytes` is a compressed message.
+    pub deflated: bool,
+}
+
+impl From<Bytes> for Payload {
+    fn from(bytes: Bytes) -> Self {
+        Payload { bytes, deflated: false }
+    }
+}
+
 /// What a connection writes: complete WebSocket messages and control frames.
 #[derive(Debug)]
 pub enum Outbound {
     /// A complete dialect message (text or binary per the endpoint's dialect).
-    Message(Bytes),
+    Message(Payload),
     /// A message with an explicit frame type (the diagnostic echo).
     Typed {
         /// Text (true) or binary.
         text: bool,
         /// The message.
-        data: Bytes,
+        data: Payload,
     },
     /// A persisted event and its position in the user's log; the position is recorded once
     /// the frame is on the socket, and becomes the replay cursor when the connection ends.
     Event {
         /// The encoded event.
-        frame: Bytes,
+        frame: Payload,
         /// Its log position.
         position: LogId,
     },
@@ -212,24 +229,26 @@ impl Outbox {
 
     /// Like [`Outbox::push`] for several messages of the endpoint's type at once: one vectored
     /// write of (up to [`MAX_FRAMES_PER_WRITE`] of) them when nothing is pending.
-    pub fn push_many(&mut self, sink: &dyn FrameSink, frames: &[Bytes], bound: QueueBound) -> Push {
+    pub fn push_many(&mut self, sink: &dyn FrameSink, frames: &[Payload], bound: QueueBound) -> Push {
         if self.sealed || self.broken {
             return Push::Closed;
         }
+        let len = |f: &Payload| f.bytes.len();
         if self.busy {
-            let len: usize = frames.iter().map(Bytes::len).sum();
-            if bound.refuses(self.queue.len() + frames.len(), self.queued_bytes + len) {
+            let bytes: usize = frames.iter().map(len).sum();
+            if bound.refuses(self.queue.len() + frames.len(), self.queued_bytes + bytes) {
                 return Push::Full;
             }
-            self.queued_bytes += len;
+            self.queued_bytes += bytes;
             self.queue.extend(frames.iter().cloned().map(Outbound::Message));
             return Push::Queued;
         }
         let (now, later) = frames.split_at(frames.len().min(MAX_FRAMES_PER_WRITE));
         let opcode = self.opcode;
-        let pushed = self.write_now(sink, now.iter().map(|f| (opcode, &f[..])));
+        let pushed =
+            self.write_now(sink, now.iter().map(|f| (FrameType { opcode, deflated: f.deflated }, &f.bytes[..])));
         if matches!(pushed, Push::Written | Push::Pending) && !later.is_empty() {
-            self.queued_bytes += later.iter().map(Bytes::len).sum::<usize>();
+            self.queued_bytes += later.iter().map(len).sum::<usize>();
             self.queue.extend(later.iter().cloned().map(Outbound::Message));
             self.busy = true;
             return Push::Pending;
@@ -242,7 +261,7 @@ impl Outbox {
     /// after it waits behind it.
     fn write_now<'a, I>(&mut self, sink: &dyn FrameSink, frames: I) -> Push
     where
-        I: Iterator<Item = (Opcode, &'a [u8])> + Clone,
+        I: Iterator<Item = (FrameType, &'a [u8])> + Clone,
     {
         let frames = frames.take(MAX_FRAMES_PER_WRITE);
         let total: usize = frames.clone().map(|(_, p)| header_len(p.len()) + p.len()).sum();
@@ -363,14 +382,16 @@ impl Outbox {
         self.sealed = true;
     }
 
-    fn parts<'a>(&self, item: &'a Outbound) -> (Opcode, &'a [u8], Option<LogId>) {
-        match item {
-            Outbound::Message(bytes) => (self.opcode, bytes, None),
-            Outbound::Event { frame, position } => (self.opcode, frame, Some(*position)),
-            Outbound::Typed { text: true, data } => (Opcode::Text, data, None),
-            Outbound::Typed { text: false, data } => (Opcode::Binary, data, None),
-            Outbound::Control(opcode, payload) => (*opcode, payload, None),
-        }
+    fn parts<'a>(&self, item: &'a Outbound) -> (FrameType, &'a [u8], Option<LogId>) {
+        let message = |opcode, p: &'a Payload| (FrameType { opcode, deflated: p.deflated }, &p.bytes[..]);
+        let ((kind, bytes), position) = match item {
+            Outbound::Message(p) => (message(self.opcode, p), None),
+            Outbound::Event { frame, position } => (message(self.opcode, frame), Some(*position)),
+            Outbound::Typed { text: true, data } => (message(Opcode::Text, data), None),
+            Outbound::Typed { text: false, data } => (message(Opcode::Binary, data), None),
+            Outbound::Control(opcode, payload) => ((FrameType::from(*opcode), &payload[..]), None),
+        };
+        (kind, bytes, position)
     }
 
     fn record(&mut self, position: Option<LogId>) {
@@ -425,12 +446,12 @@ mod tests {
         let sink = Tight { room: Mutex::new(0), taken: Mutex::default() };
         let mut outbox = Outbox::new(Opcode::Binary);
         let bound = QueueBound { messages: 100, bytes: 1000 };
-        let msg = |n: usize| Outbound::Message(Bytes::from(vec![7u8; n]));
+        let msg = |n: usize| Outbound::Message(Bytes::from(vec![7u8; n]).into());
         assert_eq!(outbox.push(&sink, msg(10), Some(bound)), Push::Pending, "the socket takes nothing");
         assert_eq!(outbox.push(&sink, msg(600), Some(bound)), Push::Queued);
         assert_eq!(outbox.push(&sink, msg(401), Some(bound)), Push::Full, "1,001 bytes would wait");
         assert_eq!(outbox.push(&sink, msg(400), Some(bound)), Push::Queued, "1,000 bytes may");
-        assert_eq!(outbox.push_many(&sink, &[Bytes::from_static(b"x")], bound), Push::Full);
+        assert_eq!(outbox.push_many(&sink, &[Bytes::from_static(b"x").into()], bound), Push::Full);
         // Once written, the bytes no longer count.
         *sink.room.lock() = usize::MAX;
         assert_eq!(outbox.flush(&sink), Flush::Idle);
@@ -445,7 +466,7 @@ mod tests {
         let sink = Tight { room: Mutex::new(10), taken: Mutex::default() };
         let mut outbox = Outbox::new(Opcode::Text);
         let bound = QueueBound { messages: 2, bytes: usize::MAX };
-        let msg = |s: &str| Outbound::Message(Bytes::copy_from_slice(s.as_bytes()));
+        let msg = |s: &str| Outbound::Message(Bytes::copy_from_slice(s.as_bytes()).into());
         assert_eq!(outbox.push(&sink, msg("abc"), Some(bound)), Push::Written);
         assert_eq!(outbox.push(&sink, msg("defghij"), Some(bound)), Push::Pending);
         assert_eq!(outbox.push(&sink, msg("k"), Some(bound)), Push::Queued);
@@ -464,11 +485,11 @@ mod tests {
         let sink = Tight { room: Mutex::new(7), taken: Mutex::default() };
         let mut outbox = Outbox::new(Opcode::Text);
         let bound = QueueBound { messages: 100, bytes: usize::MAX };
-        let frames: Vec<Bytes> = (0..40).map(|i| Bytes::from(format!("m{i}"))).collect();
+        let frames: Vec<Payload> = (0..40).map(|i| Payload::from(Bytes::from(format!("m{i}")))).collect();
         assert_eq!(outbox.push_many(&sink, &frames, bound), Push::Pending);
         *sink.room.lock() = 10_000;
         assert_eq!(outbox.flush(&sink), Flush::Idle);
-        let expected: Vec<u8> = frames.iter().flat_map(|f| frame(f)).collect();
+        let expected: Vec<u8> = frames.iter().flat_map(|f| frame(&f.bytes)).collect();
         assert_eq!(*sink.taken.lock(), expected);
         let all = Tight { room: Mutex::new(10_000), taken: Mutex::default() };
         assert_eq!(outbox.push_many(&all, &frames[..3], bound), Push::Written);
@@ -476,9 +497,23 @@ mod tests {
         // More than one write's worth: the first 32 go at once, the rest through the task.
         let roomy = Tight { room: Mutex::new(10_000), taken: Mutex::default() };
         assert_eq!(outbox.push_many(&roomy, &frames, bound), Push::Pending);
-        assert_eq!(roomy.taken.lock().len(), frames[..MAX_FRAMES_PER_WRITE].iter().map(|f| f.len() + 2).sum::<usize>());
+        assert_eq!(
+            roomy.taken.lock().len(),
+            frames[..MAX_FRAMES_PER_WRITE].iter().map(|f| f.bytes.len() + 2).sum::<usize>()
+        );
         assert_eq!(outbox.flush(&roomy), Flush::Idle);
         assert_eq!(*roomy.taken.lock(), expected);
+    }
+
+    #[test]
+    fn a_compressed_message_goes_out_with_rsv1_and_a_plain_one_without() {
+        let sink = Tight { room: Mutex::new(1_000), taken: Mutex::default() };
+        let mut outbox = Outbox::new(Opcode::Text);
+        let bound = QueueBound { messages: 8, bytes: usize::MAX };
+        let deflated = Payload { bytes: Bytes::from_static(b"zz"), deflated: true };
+        assert_eq!(outbox.push_many(&sink, &[deflated.clone(), Bytes::from_static(b"p").into()], bound), Push::Written);
+        assert_eq!(outbox.push(&sink, Outbound::Message(deflated), Some(bound)), Push::Written);
+        assert_eq!(*sink.taken.lock(), [0xC1, 2, b'z', b'z', 0x81, 1, b'p', 0xC1, 2, b'z', b'z']);
     }
 
     #[test]
@@ -488,12 +523,15 @@ mod tests {
         let bound = QueueBound { messages: 8, bytes: usize::MAX };
         let position = LogId { ms: 5, seq: 0 };
         assert_eq!(
-            outbox.push(&sink, Outbound::Event { frame: Bytes::from_static(b"xyz"), position }, Some(bound)),
+            outbox.push(&sink, Outbound::Event { frame: Bytes::from_static(b"xyz").into(), position }, Some(bound)),
             Push::Pending
         );
         assert_eq!(outbox.last_written(), None);
         outbox.seal(Some(vec![0x03, 0xE8]), true);
-        assert_eq!(outbox.push(&sink, Outbound::Message(Bytes::from_static(b"late")), Some(bound)), Push::Closed);
+        assert_eq!(
+            outbox.push(&sink, Outbound::Message(Bytes::from_static(b"late").into()), Some(bound)),
+            Push::Closed
+        );
         *sink.room.lock() = 100;
         assert_eq!(outbox.flush(&sink), Flush::Idle);
         assert_eq!(outbox.last_written(), Some(position));

@@ -95,13 +95,14 @@ pub fn connection_of(
     principal: Arc<crate::auth::Principal>,
 ) -> (Arc<ConnHandle>, Arc<Recorder>) {
     let recorder = Arc::new(Recorder::default());
-    let conn = Arc::new(ConnHandle::new(id, endpoint, Some(principal), Subscriptions::default(), recorder.clone()));
+    let conn =
+        Arc::new(ConnHandle::new(id, endpoint, Some(principal), Subscriptions::default(), recorder.clone(), None));
     (conn, recorder)
 }
 
 /// An anonymous connection to `endpoint` writing to a fresh recorder.
 pub fn connection(id: u64, endpoint: Arc<EndpointRuntime>) -> (Arc<ConnHandle>, Arc<Recorder>) {
     let recorder = Arc::new(Recorder::default());
-    let conn = Arc::new(ConnHandle::new(id, endpoint, None, Subscriptions::default(), recorder.clone()));
+    let conn = Arc::new(ConnHandle::new(id, endpoint, None, Subscriptions::default(), recorder.clone(), None));
     (conn, recorder)
 }

@@ -1,6 +1,7 @@
 //! Local fan-out of events from the broker. Each event is decoded once, encoded at most once
-//! per dialect, and the same `Bytes` go to every local connection that wants it, written
-//! straight onto each socket.
+//! per dialect (and compressed at most once per dialect, for permessage-deflate clients), and
+//! the same `Bytes` go to every local connection that wants it, written straight onto each
+//! socket.
 //!
 //! Small topics (a user's own stream) are fanned out inline. A topic with many local
 //! subscribers gets a task of its own that writes in passes, yielding to the rest of the node
@@ -17,10 +18,11 @@ use parking_lot::Mutex;
 use switchboard_broker::LogId;
 use switchboard_protocol::timefmt::now_millis;
 use switchboard_protocol::{DialectKind, Event};
+use switchboard_wsframe::deflate;
 
 use super::registry::TopicRegistry;
 use crate::auth::Principal;
-use crate::connection::{ConnHandle, LazyPayload, SendOutcome};
+use crate::connection::{ConnHandle, LazyPayload, Payload, SendOutcome};
 use crate::metrics::Metrics;
 
 /// Topics with more local subscribers than this get a fan-out task of their own.
@@ -40,11 +42,13 @@ pub struct Dispatcher {
     me: Weak<Dispatcher>,
 }
 
-/// One event's state during a pass: frames encoded so far (per dialect), the parsed payload
-/// (for filters), its log position and how many connections got it.
+/// One event's state during a pass: frames encoded (and compressed) so far, per dialect, the
+/// parsed payload (for filters), its log position and how many connections got it.
 struct Prepared<'a> {
     event: &'a Event,
     frames: [Option<Bytes>; DialectKind::COUNT],
+    /// The compressed frames (`Some(None)`: compressing does not pay for this one).
+    deflated: [Option<Option<Bytes>>; DialectKind::COUNT],
     payload: LazyPayload,
     position: Option<LogId>,
     delivered: usize,
@@ -55,6 +59,7 @@ impl<'a> Prepared<'a> {
         Prepared {
             event,
             frames: Default::default(),
+            deflated: Default::default(),
             payload: LazyPayload::default(),
             position: event.position.as_deref().and_then(LogId::parse),
             delivered: 0,
@@ -63,7 +68,9 @@ impl<'a> Prepared<'a> {
 
     /// The frame for `conn` if it wants this event, which arrived on `topic`. What a user sent
     /// comes back to their own connections only where it says so (`echo`: chat messages).
-    fn frame_for(&mut self, conn: &ConnHandle, topic: &str, allowed: bool) -> Option<Bytes> {
+    /// Compressed for a connection that negotiated permessage-deflate, when the frame is
+    /// large enough and compressing it pays.
+    fn frame_for(&mut self, conn: &ConnHandle, topic: &str, allowed: bool, metrics: &Metrics) -> Option<Payload> {
         if !allowed || !conn.selects(topic, self.event, &mut self.payload) {
             return None;
         }
@@ -73,7 +80,25 @@ impl<'a> Prepared<'a> {
             }
         }
         let codec = conn.endpoint.codec;
-        Some(self.frames[codec.kind().index()].get_or_insert_with(|| codec.encode_event(self.event, false)).clone())
+        let kind = codec.kind().index();
+        let plain = self.frames[kind].get_or_insert_with(|| codec.encode_event(self.event, false));
+        let compression = &conn.endpoint.config.compression;
+        match conn.deflate() {
+            Some(agreed) if plain.len() >= compression.min_bytes && agreed.fits(plain.len()) => {
+                let deflated = self.deflated[kind].get_or_insert_with(|| {
+                    let packed = deflate::deflate(plain, compression.level).map(Bytes::from);
+                    let out = packed.as_ref().map_or(plain.len(), Bytes::len);
+                    metrics.deflate_bytes.with_label_values(&["in"]).inc_by(plain.len() as u64);
+                    metrics.deflate_bytes.with_label_values(&["out"]).inc_by(out as u64);
+                    packed
+                });
+                match deflated {
+                    Some(bytes) => Some(Payload { bytes: bytes.clone(), deflated: true }),
+                    None => Some(plain.clone().into()),
+                }
+            }
+            _ => Some(plain.clone().into()),
+        }
     }
 }
 
@@ -103,7 +128,7 @@ struct Pass<'a> {
     events: Vec<Prepared<'a>>,
     verdicts: TypeVerdicts,
     /// The frames going to the current connection.
-    picked: Vec<Bytes>,
+    picked: Vec<Payload>,
     /// Whether any event is persisted (then each goes out on its own, in log order).
     persisted: bool,
 }
@@ -143,7 +168,7 @@ impl Dispatcher {
         // Which events went into `picked` (a pass has at most 32 events).
         let mut who = 0u64;
         for (i, p) in events.iter_mut().enumerate() {
-            let Some(frame) = p.frame_for(conn, topic, allowed[i]) else { continue };
+            let Some(frame) = p.frame_for(conn, topic, allowed[i], &self.metrics) else { continue };
             if in_order {
                 self.count(conn.send_event(frame, p.position), &mut p.delivered);
             } else {
@@ -169,7 +194,8 @@ impl Dispatcher {
         if conn.is_closing() {
             return;
         }
-        let Some(frame) = p.frame_for(conn, topic, conn.endpoint.allows_type(&p.event.kind)) else { return };
+        let allowed = conn.endpoint.allows_type(&p.event.kind);
+        let Some(frame) = p.frame_for(conn, topic, allowed, &self.metrics) else { return };
         let outcome = if p.position.is_some() || conn.is_holding() {
             conn.send_event(frame, p.position)
         } else {

@@ -6,30 +6,14 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
-use super::ApiError;
-use crate::connection::{self, EchoHandler, Subscriptions};
+use super::ws::{bad_handshake, upgrade};
+use crate::connection::{Accepted, EchoHandler};
 use crate::endpoint::EndpointRuntime;
 use crate::node::Node;
 
 /// Upgrades and echoes.
-pub async fn echo(State(node): State<Arc<Node>>, ep: Arc<EndpointRuntime>, mut req: Request) -> Response {
-    match fastwebsockets::upgrade::upgrade(&mut req) {
-        Ok((response, upgrade)) => {
-            let ctx = node.conns().clone();
-            let run = connection::run_upgraded(
-                ctx.clone(),
-                ep,
-                None,
-                None,
-                Subscriptions::default(),
-                EchoHandler::new,
-                upgrade,
-            );
-            ctx.tasks.spawn(run);
-            response.map(axum::body::Body::new)
-        }
-        Err(e) => ApiError::bad_request(format!("invalid WebSocket handshake: {e}")).into_response(),
-    }
+pub async fn echo(State(node): State<Arc<Node>>, ep: Arc<EndpointRuntime>, req: Request) -> Response {
+    upgrade(&node, &ep, req, Accepted::default(), EchoHandler::new).unwrap_or_else(bad_handshake)
 }

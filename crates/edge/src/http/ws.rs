@@ -13,11 +13,12 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
+use switchboard_wsframe::deflate;
 
 use super::{credentials, ApiError};
-use crate::auth::{AuthError, AuthFailure, Principal};
+use crate::auth::{AuthError, AuthFailure};
 use crate::config::RefusalStyle;
-use crate::connection::{self, ConnHandle, MessageHandler, RefusalHandler, Subscriptions};
+use crate::connection::{self, Accepted, ConnHandle, MessageHandler, RefusalHandler};
 use crate::endpoint::EndpointRuntime;
 use crate::node::Node;
 use crate::session::Session;
@@ -59,8 +60,7 @@ pub async fn accept(State(node): State<Arc<Node>>, ep: Arc<EndpointRuntime>, req
             result(failure.code());
             if wants_upgrade && ep.auth().refusal == RefusalStyle::Close {
                 let refuse = move |conn| RefusalHandler::new(conn, failure.message());
-                let subscriptions = Subscriptions::default();
-                return upgrade(&node, &ep, req, None, None, subscriptions, refuse).unwrap_or_else(bad_handshake);
+                return upgrade(&node, &ep, req, Accepted::default(), refuse).unwrap_or_else(bad_handshake);
             }
             return unauthorized(failure, &why);
         }
@@ -79,8 +79,13 @@ pub async fn accept(State(node): State<Arc<Node>>, ep: Arc<EndpointRuntime>, req
     let for_session = principal.clone();
     let for_log = principal.clone();
     let make = move |conn| Session::new(services, conn, for_session, resume);
-    let subscriptions = Session::initial_subscriptions(&ep);
-    match upgrade(&node, &ep, req, Some(principal), authenticated.expires_at, subscriptions, make) {
+    let accepted = Accepted {
+        principal: Some(principal),
+        expires_at: authenticated.expires_at,
+        subscriptions: Session::initial_subscriptions(&ep),
+        deflate: None,
+    };
+    match upgrade(&node, &ep, req, accepted, make) {
         Ok(response) => {
             tracing::debug!(endpoint = path, user = for_log.user().unwrap_or("-"), "connected");
             result("accepted");
@@ -93,25 +98,36 @@ pub async fn accept(State(node): State<Arc<Node>>, ep: Arc<EndpointRuntime>, req
     }
 }
 
-/// Answers the handshake and starts the connection's task with the handler `make` builds;
-/// fails for an invalid handshake.
-fn upgrade<H: MessageHandler + 'static>(
+/// Answers the handshake (agreeing to permessage-deflate when the endpoint enables it and the
+/// client offers it) and starts the connection's task with the handler `make` builds; fails
+/// for an invalid handshake.
+pub(super) fn upgrade<H: MessageHandler + 'static>(
     node: &Node,
     ep: &Arc<EndpointRuntime>,
     mut req: Request,
-    principal: Option<Arc<Principal>>,
-    expires_at: Option<u64>,
-    subscriptions: Subscriptions,
+    mut accepted: Accepted,
     make: impl FnOnce(Arc<ConnHandle>) -> H + Send + 'static,
 ) -> Result<Response, fastwebsockets::WebSocketError> {
-    let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut req)?;
+    let offers = req.headers().get_all(header::SEC_WEBSOCKET_EXTENSIONS);
+    accepted.deflate = ep
+        .config
+        .compression
+        .enabled
+        .then(|| deflate::negotiate(offers.iter().filter_map(|v| v.to_str().ok())))
+        .flatten();
+    let (mut response, upgrade) = fastwebsockets::upgrade::upgrade(&mut req)?;
+    if let Some(agreement) = accepted.deflate {
+        if let Ok(value) = header::HeaderValue::from_str(&agreement.response()) {
+            response.headers_mut().insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
+        }
+    }
     let ctx = node.conns().clone();
-    let run = connection::run_upgraded(ctx.clone(), ep.clone(), principal, expires_at, subscriptions, make, upgrade);
+    let run = connection::run_upgraded(ctx.clone(), ep.clone(), accepted, make, upgrade);
     ctx.tasks.spawn(run);
     Ok(response.map(axum::body::Body::new))
 }
 
-fn bad_handshake(e: fastwebsockets::WebSocketError) -> Response {
+pub(super) fn bad_handshake(e: fastwebsockets::WebSocketError) -> Response {
     ApiError::bad_request(format!("invalid WebSocket handshake: {e}")).into_response()
 }
 
