@@ -1,7 +1,8 @@
 // Browser tests over the real binary and a real Chromium (Debian's `chromium`, headless):
 //
 // 1. The playground: get a development token, connect to /realtime (veriops), subscribe,
-//    publish through the API, and see the ack and the event on the page; the same on the brl
+//    publish through the API, and see the ack and the event on the page (a large one arriving
+//    compressed: Chromium and the node agree to permessage-deflate); the same on the brl
 //    endpoint with its binary frames decoded; a screenshot of each is saved.
 // 2. The veriops document's own `VeriOpsWebSocket` class, unchanged (its hard-coded
 //    wss://api.veriops.example endpoint is pointed at the node by a WebSocket shim): it connects,
@@ -109,6 +110,14 @@ async function playground(browser, node) {
   await untilLogHas(page, `"id":"${id}"`, "the event published through the API");
   const log = await page.textContent("#log");
   if (log.includes("prj_other")) throw new Error(`the filter let through an event for another project:\n${log}`);
+  // The browser offered permessage-deflate and the node agreed; a large event arrives
+  // compressed (RSV1) and the page shows it whole, inflated by the browser's own zlib.
+  await untilLogHas(page, "open (permessage-deflate; server_no_context_takeover", "permessage-deflate agreed with Chromium");
+  const notes = "a long note that compresses well, ".repeat(40);
+  const bigId = await publish(node, adminKey, { channel: "project.updated", type: "project.updated",
+    payload: { project_id: "prj_abc123", notes } });
+  await untilLogHas(page, `"id":"${bigId}"`, "the large (compressed) event");
+  if (!(await page.textContent("#log")).includes(notes)) throw new Error("the compressed event arrived cut or garbled");
   // The page's own publish button goes through the same API.
   await page.click("#publish");
   await untilLogHas(page, "POST /v1/publish -> 200", "the page's publish");

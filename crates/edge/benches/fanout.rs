@@ -63,6 +63,37 @@ fn bench(c: &mut Criterion) {
     group.finish();
     user_streams(c, &config);
     stamp(c);
+    deflate(c);
+}
+
+/// permessage-deflate's cost per event (paid once per event and dialect on a node, whatever
+/// the number of subscribers): a 2.2 KB JSON event of varied task records, at levels 1 and 6.
+fn deflate(c: &mut Criterion) {
+    let tasks: Vec<String> = (0..22u64)
+        .map(|i| {
+            let n = i.wrapping_mul(2_654_435_761) % 100_000_000;
+            format!(
+                r#"{{"id":"task_{n:08}","status":"{}","assignee":"usr_{:06}","progress":0.{:03},"updated_at":"2026-12-01T1{}:{:02}:00Z"}}"#,
+                ["todo", "review", "done", "blocked"][(n % 4) as usize],
+                n % 1_000_000,
+                n % 1000,
+                n % 10,
+                n % 60
+            )
+        })
+        .collect();
+    let event = format!(
+        r#"{{"type":"event","payload":{{"event_type":"project.updated","data":{{"tasks":[{}]}}}}}}"#,
+        tasks.join(",")
+    );
+    let mut group = c.benchmark_group("deflate");
+    group.throughput(Throughput::Bytes(event.len() as u64));
+    for level in [1, 6] {
+        group.bench_function(BenchmarkId::new("event_2k", level), |b| {
+            b.iter(|| switchboard_wsframe::deflate::deflate(event.as_bytes(), level).expect("compresses"))
+        });
+    }
+    group.finish();
 }
 
 /// The persistence worker's step per event: the ingest entry stamped with its position.
