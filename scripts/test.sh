@@ -95,6 +95,22 @@ say "browser: the playground and seed 004's client in headless Chromium"
 cargo build --locked --quiet --bin switchboard
 node tests/browser/run.mjs target/debug/switchboard target/browser-test
 
+# The Helm chart, without a cluster or a helm binary: Helm's own SDK (helm-python-sdk) lints and
+# renders it, kubernetes-validate checks every manifest, the real binary checks the pods' env.
+helm_venv=target/helm-venv
+if [ ! -x "$helm_venv/bin/python" ] || ! "$helm_venv/bin/python" -c 'import helm_python, kubernetes_validate, yaml' 2>/dev/null; then
+  say "installing helm-python-sdk and kubernetes-validate (a venv in $helm_venv), for the chart check"
+  if ! python3 -m venv "$helm_venv" 2>/dev/null; then
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$helm_venv"
+  fi
+  "$helm_venv/bin/pip" install --quiet --disable-pip-version-check -r tests/helm/requirements.txt \
+    || { echo "error: could not install the chart check's tools (pip install -r tests/helm/requirements.txt)" >&2; exit 1; }
+fi
+say "helm chart: lint, render, validate (helm/switchboard)"
+"$helm_venv/bin/python" tests/helm/check_chart.py target/debug/switchboard
+
 # What a peer controls must never crash the node: a short run of every fuzz target (nightly
 # toolchain, cargo-fuzz), starting from the committed corpus; new inputs go to a scratch dir.
 if ! command -v cargo-fuzz >/dev/null; then

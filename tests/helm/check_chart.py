@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""Checks the Helm chart in helm/switchboard without a cluster or a `helm` binary.
+
+helm-python-sdk (Helm's own Go SDK through its C ABI) lints the chart strictly and renders it
+with the default values and with ci/cluster-values.yaml (Redis Cluster, every optional resource
+on); kubernetes-validate checks every rendered manifest against the Kubernetes API schemas
+(strict: unknown fields fail). Then what operators rely on is asserted: pods without service
+links, a drain that fits the grace period, rolling updates that never go below the wanted
+count, a slow scale-down, disruption budgets, config changes that roll the pods, values the
+schema refuses, and an environment the real binary accepts (`switchboard check-config`, with
+the rendered variables: no unknown or refused setting).
+
+Usage: check_chart.py <switchboard binary>. Exits non-zero on the first failure.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import helm_python as helm
+import kubernetes_validate
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "switchboard"
+KUBE_VERSION = "1.31.0"
+# Custom resources: their schemas come with their operators, not with Kubernetes.
+CUSTOM_KINDS = {"ServiceMonitor"}
+BASE = {"redis": {"url": "redis://redis:6379"}}
+
+
+def fail(message: str) -> None:
+    print(f"helm chart: FAIL: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def render(values: dict) -> list[dict]:
+    chart = helm.Chart.load(str(CHART))
+    rendered = chart.render(values, name="sb", namespace="realtime", is_install=True)
+    docs = []
+    for path, text in rendered.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        docs += [d for d in yaml.safe_load_all(text) if d]
+    return docs
+
+
+def by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def deployment(docs: list[dict], role: str) -> dict:
+    for d in by_kind(docs, "Deployment"):
+        if d["metadata"]["name"].endswith(f"-{role}"):
+            return d
+    fail(f"no {role} Deployment")
+
+
+def validate(docs: list[dict], what: str) -> None:
+    for doc in docs:
+        if doc["kind"] in CUSTOM_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            fail(f"{what}: {doc['kind']} {doc['metadata']['name']}: {e.message} at {list(e.path)}")
+
+
+def seconds(duration: str) -> int:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    for suffix in ("ms", "s", "m", "h"):
+        if duration.endswith(suffix):
+            return int(float(duration[: -len(suffix)]) * units[suffix])
+    fail(f"not a duration: {duration}")
+
+
+def check_operations(docs: list[dict], values: dict, what: str) -> None:
+    kinds = sorted({d["kind"] for d in docs})
+    for needed in ["Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"]:
+        if needed not in kinds:
+            fail(f"{what}: no {needed} (got {kinds})")
+    for role in ["edge", "worker"]:
+        pod = deployment(docs, role)["spec"]["template"]["spec"]
+        if pod.get("enableServiceLinks") is not False:
+            fail(f"{what}: the {role} pods must set enableServiceLinks: false (issue: SWITCHBOARD_* service links)")
+        container = pod["containers"][0]
+        if container["args"] != [role]:
+            fail(f"{what}: the {role} container runs {container['args']}")
+        if container["readinessProbe"]["httpGet"]["path"] != "/readyz":
+            fail(f"{what}: {role} readiness is not /readyz")
+        annotations = deployment(docs, role)["spec"]["template"]["metadata"]["annotations"]
+        if "checksum/config" not in annotations:
+            fail(f"{what}: {role} pods have no config checksum")
+    edge = deployment(docs, "edge")
+    spec = edge["spec"]
+    if spec["strategy"]["rollingUpdate"]["maxUnavailable"] != 0:
+        fail(f"{what}: edge rolling updates may go below the wanted count")
+    pod = spec["template"]["spec"]
+    drain = next(e["value"] for e in pod["containers"][0]["env"] if e["name"] == "SWITCHBOARD_DRAIN_WINDOW")
+    pre_stop = pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
+    if pod["terminationGracePeriodSeconds"] <= seconds(drain) + pre_stop:
+        fail(f"{what}: grace period {pod['terminationGracePeriodSeconds']} s does not outlast the drain ({drain} + {pre_stop} s)")
+    hpa = by_kind(docs, "HorizontalPodAutoscaler")[0]["spec"]
+    if hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] < 300:
+        fail(f"{what}: the HPA scales down too eagerly")
+    if "replicas" in spec:
+        fail(f"{what}: with the HPA on, the Deployment must not pin replicas")
+    pdbs = {d["metadata"]["name"] for d in by_kind(docs, "PodDisruptionBudget")}
+    if pdbs != {"sb-switchboard-edge", "sb-switchboard-worker"}:
+        fail(f"{what}: disruption budgets {pdbs}")
+    if values.get("config") and not by_kind(docs, "ConfigMap"):
+        fail(f"{what}: a config was given but no ConfigMap rendered")
+
+
+def env_of(docs: list[dict], role: str, secrets: dict) -> dict:
+    """The container's environment as the pod would get it (secret references resolved)."""
+    env = {}
+    for e in deployment(docs, role)["spec"]["template"]["spec"]["containers"][0]["env"]:
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        else:
+            ref = e["valueFrom"]["secretKeyRef"]
+            if ref["key"] in secrets:
+                env[e["name"]] = secrets[ref["key"]]
+            elif not ref.get("optional"):
+                fail(f"{role}: env {e['name']} needs secret key {ref['key']}")
+    return env
+
+
+def check_binary_accepts(binary: str, docs: list[dict], config_text: str | None, what: str) -> None:
+    secrets = {"jwt-secret": "j" * 48, "admin-key": "a" * 48}
+    for role in ["edge", "worker"]:
+        env = env_of(docs, role, secrets)
+        if config_text is not None:
+            path = Path(os.environ.get("TMPDIR", "/tmp")) / "switchboard-chart-config.toml"
+            path.write_text(config_text)
+            env["SWITCHBOARD_CONFIG"] = str(path)
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+        result = subprocess.run([binary, "check-config"], env={**clean, **env}, capture_output=True, text=True)
+        output = result.stdout + result.stderr
+        if result.returncode != 0 or "warning" in output.lower():
+            fail(f"{what}: `switchboard check-config` refuses the {role} pod's environment:\n{output}")
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    binary = sys.argv[1]
+
+    report = helm.lint(str(CHART), BASE, strict=True, kube_version=f"v{KUBE_VERSION}")
+    problems = [m for m in report["messages"] if m["severity"] >= 2] + report.get("errors", [])
+    if problems:
+        fail(f"helm lint --strict: {problems}")
+
+    cluster_values = yaml.safe_load((CHART / "ci" / "cluster-values.yaml").read_text())
+    for what, values in [("default values", BASE), ("ci/cluster-values.yaml", cluster_values)]:
+        docs = render(values)
+        validate(docs, what)
+        check_operations(docs, values, what)
+        check_binary_accepts(binary, docs, values.get("config"), what)
+        print(f"helm chart: {what}: {len(docs)} manifests valid for Kubernetes {KUBE_VERSION}")
+
+    # The cluster values switch on the optional resources.
+    docs = render(cluster_values)
+    for kind in ["Ingress", "ServiceMonitor", "ConfigMap"]:
+        if not by_kind(docs, kind):
+            fail(f"ci/cluster-values.yaml renders no {kind}")
+    if by_kind(docs, "Secret"):
+        fail("with auth.existingSecret the chart must not create a Secret")
+    hpa = by_kind(docs, "HorizontalPodAutoscaler")[0]["spec"]
+    if not any(m["type"] == "Pods" for m in hpa["metrics"]):
+        fail("connectionsPerPod does not add the connections metric to the HPA")
+
+    # A config change rolls the pods; a different replica count does not.
+    def checksum(values: dict) -> str:
+        return deployment(render(values), "edge")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+    changed = {**cluster_values, "config": cluster_values["config"] + '\nlog_level = "debug"\n'}
+    if checksum(cluster_values) == checksum(changed):
+        fail("a config change does not change the pods' checksum")
+    if checksum(BASE) != checksum({**BASE, "worker": {"replicas": 3}}):
+        fail("the checksum changes for values that are not config")
+
+    # Wrong values fail at install, with a message that names them.
+    refused = [
+        ({**BASE, "edge": {"replicas": "two"}}, "replicas"),
+        ({**BASE, "drainWindow": "soon"}, "drainWindow"),
+        ({**BASE, "redis": {"url": "http://redis"}}, "url"),
+        ({**BASE, "auth": {"jwtSecret": "short"}}, "jwtSecret"),
+        ({**BASE, "edgee": {}}, "edgee"),
+        ({}, "redis.url is required"),
+        ({**BASE, "edge": {"terminationGracePeriodSeconds": 20}}, "terminationGracePeriodSeconds"),
+    ]
+    for values, named in refused:
+        try:
+            render(values)
+        except helm.HelmError as e:
+            if named not in str(e):
+                fail(f"{values} was refused, but the message does not name {named}: {e}")
+            continue
+        fail(f"{values} was accepted")
+    print("helm chart: lint, schema, manifests and operations checks passed")
+
+
+if __name__ == "__main__":
+    main()
