@@ -111,6 +111,22 @@ fi
 say "helm chart: lint, render, validate (helm/switchboard)"
 "$helm_venv/bin/python" tests/helm/check_chart.py target/debug/switchboard
 
+# The alert rules and the dashboard, with Prometheus' promtool (Debian's prometheus package;
+# its service, if the package starts one, is stopped again: the check needs only the tool).
+if ! command -v promtool >/dev/null; then
+  if command -v apt-get >/dev/null; then
+    say "installing prometheus (apt-get), for promtool"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    ($SUDO systemctl stop prometheus 2>/dev/null || $SUDO service prometheus stop 2>/dev/null) || true
+  else
+    echo "error: the monitoring check needs promtool (the prometheus package)" >&2
+    exit 1
+  fi
+fi
+say "alerts and dashboard: promtool check rules, promtool test rules, dashboard queries"
+tests/ops/check_monitoring.sh
+
 # What a peer controls must never crash the node: a short run of every fuzz target (nightly
 # toolchain, cargo-fuzz), starting from the committed corpus; new inputs go to a scratch dir.
 if ! command -v cargo-fuzz >/dev/null; then

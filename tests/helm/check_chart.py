@@ -18,7 +18,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import logging
+
 import helm_python as helm
+import helm_python.logging as helm_logging
 import kubernetes_validate
 import yaml
 
@@ -26,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "switchboard"
 KUBE_VERSION = "1.31.0"
 # Custom resources: their schemas come with their operators, not with Kubernetes.
-CUSTOM_KINDS = {"ServiceMonitor"}
+CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
 BASE = {"redis": {"url": "redis://redis:6379"}}
 
 
@@ -35,9 +38,14 @@ def fail(message: str) -> None:
     sys.exit(1)
 
 
+_chart = None
+
+
 def render(values: dict) -> list[dict]:
-    chart = helm.Chart.load(str(CHART))
-    rendered = chart.render(values, name="sb", namespace="realtime", is_install=True)
+    global _chart
+    if _chart is None:
+        _chart = helm.Chart.load(str(CHART))
+    rendered = _chart.render(values, name="sb", namespace="realtime", is_install=True)
     docs = []
     for path, text in rendered.items():
         if path.endswith("NOTES.txt"):
@@ -147,6 +155,8 @@ def main() -> None:
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     binary = sys.argv[1]
+    # Warnings and errors only.
+    helm_logging.enable_logging(logging.WARNING)
 
     report = helm.lint(str(CHART), BASE, strict=True, kube_version=f"v{KUBE_VERSION}")
     problems = [m for m in report["messages"] if m["severity"] >= 2] + report.get("errors", [])
@@ -163,9 +173,13 @@ def main() -> None:
 
     # The cluster values switch on the optional resources.
     docs = render(cluster_values)
-    for kind in ["Ingress", "ServiceMonitor", "ConfigMap"]:
+    for kind in ["Ingress", "ServiceMonitor", "ConfigMap", "PrometheusRule"]:
         if not by_kind(docs, kind):
             fail(f"ci/cluster-values.yaml renders no {kind}")
+    rules = by_kind(docs, "PrometheusRule")[0]["spec"]
+    shipped = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
+    if rules != shipped:
+        fail("the PrometheusRule does not carry deploy/prometheus/alerts.yml")
     if by_kind(docs, "Secret"):
         fail("with auth.existingSecret the chart must not create a Secret")
     hpa = by_kind(docs, "HorizontalPodAutoscaler")[0]["spec"]

@@ -408,3 +408,55 @@ async fn debug_logs_tell_connects_refusals_closes_and_publishes_without_credenti
     assert!(log.contains("published id=\"evt_"), "{log}");
     assert!(log.contains("closed endpoint=\"/ws\" code=\"1000\" by=\"client\""), "{log}");
 }
+
+/// The metric names an expression uses (`switchboard_*`, histogram and summary suffixes cut).
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("switchboard_") {
+        let tail = &rest[at..];
+        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+        let name = &tail[..end];
+        let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+        names.insert(base.to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// The Grafana dashboard and the Prometheus alerts only use metrics a node serves: every name
+/// they use is on `/metrics` of a node that has seen a little traffic (a connection that
+/// opened and closed, a publish).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_dashboard_and_the_alerts_use_is_served() {
+    let server = serve();
+    let url = format!("ws://{}/ws?token={}", server.addr, token("metrics-user"));
+    let mut client = switchboard_testkit::connect_ws(&url, &[]).await.expect("connect");
+    client.barrier().await;
+    publish(&server.addr, r#"{"user":"metrics-user","type":"notification","payload":{"title":"hi"}}"#);
+    client.close().await;
+    let served = |body: &str| {
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .map(|n| ["_bucket", "_sum", "_count"].iter().find_map(|s| n.strip_suffix(s)).unwrap_or(n).to_owned())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let dashboard = std::fs::read_to_string(workspace_file("deploy/grafana/switchboard.json")).expect("dashboard");
+    let alerts = std::fs::read_to_string(workspace_file("deploy/prometheus/alerts.yml")).expect("alerts");
+    let used: std::collections::BTreeSet<String> =
+        metric_names(&dashboard).into_iter().chain(metric_names(&alerts)).collect();
+    assert!(used.len() >= 15, "names found: {used:?}");
+    // The close above is counted once the node has handled it: wait for it on /metrics.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = http_request(&server.addr, "GET", "/metrics", "", "");
+        assert_eq!(status, 200);
+        let missing: Vec<&String> = used.iter().filter(|n| !served(&body).contains(*n)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "used by the dashboard or alerts, not on /metrics: {missing:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -74,7 +74,7 @@ impl Metrics {
         let counter =
             |name: &str, help: &str| register(&r, IntCounter::new(name, help).expect("valid metric definition"));
         let buckets = vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
-        Metrics {
+        let metrics = Metrics {
             connections: register(
                 &r,
                 IntGaugeVec::new(Opts::new("connections", "Open WebSocket connections"), &["endpoint"])
@@ -151,7 +151,16 @@ impl Metrics {
                 .expect("valid metric definition"),
             ),
             registry: r,
+        };
+        // Series with a known label set exist from the start at 0, so `rate()` and alerts see
+        // the first failure instead of a series appearing out of nowhere.
+        for op in ["subscribe", "unsubscribe", "quota_renew", "presence_renew", "presence_sweep", "presence_join"] {
+            metrics.broker_errors.with_label_values(&[op]);
         }
+        for stage in ["in", "out"] {
+            metrics.deflate_bytes.with_label_values(&[stage]);
+        }
+        metrics
     }
 
     /// The registry every metric of the process is in (the worker registers its own here

@@ -11,6 +11,9 @@ pub struct WorkerMetrics {
     pub failed_batches: IntCounter,
     /// Ingest shards this worker owns now.
     pub shards_owned: IntGauge,
+    /// Age of the oldest ingest entry this worker found waiting in its last round over its
+    /// shards (0: caught up): how far behind persistence is.
+    pub lag_seconds: prometheus::Gauge,
 }
 
 impl WorkerMetrics {
@@ -26,7 +29,14 @@ impl WorkerMetrics {
         let shards_owned =
             IntGauge::new("worker_shards_owned", "Ingest shards this worker owns").expect("valid metric definition");
         let _ = registry.register(Box::new(shards_owned.clone()));
+        let lag_seconds = prometheus::Gauge::new(
+            "worker_lag_seconds",
+            "Age of the oldest ingest entry waiting for this worker in its last round (0: caught up)",
+        )
+        .expect("valid metric definition");
+        let _ = registry.register(Box::new(lag_seconds.clone()));
         WorkerMetrics {
+            lag_seconds,
             persisted: counter("persisted_total", "Events stored in replay logs by this process's worker"),
             failed_batches: counter("worker_failed_batches_total", "Worker batches that failed and will be retried"),
             shards_owned,

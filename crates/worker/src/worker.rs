@@ -17,6 +17,7 @@ use switchboard_broker::{BrokerError, LogId, SharedBroker};
 use switchboard_protocol::keyspace::{
     event_position, ingest_cursor, ingest_log, user_log, user_topic, worker_fence, worker_lease, INGEST_WAKE_TOPIC,
 };
+use switchboard_protocol::timefmt::now_millis;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -79,6 +80,7 @@ pub async fn run(
             renewed_at = Instant::now();
         }
         let mut worked = 0;
+        let mut oldest_ms: Option<u64> = None;
         for (shard, state) in (0..shards).zip(states.iter_mut()) {
             let token = match state.token {
                 Some(t) if !renew_due => Some(t),
@@ -98,7 +100,7 @@ pub async fn run(
             }
             state.token = token;
             let Some(token) = token else { continue };
-            match w.process(shard, token, &mut state.cursor).await {
+            match w.process(shard, token, &mut state.cursor, &mut oldest_ms).await {
                 Ok(Some(n)) => worked += n,
                 Ok(None) => {
                     tracing::warn!(shard, "another worker took this shard over while this one stalled; standing down");
@@ -111,6 +113,8 @@ pub async fn run(
             }
         }
         w.metrics.shards_owned.set(states.iter().filter(|s| s.token.is_some()).count() as i64);
+        let lag_ms = oldest_ms.map_or(0, |ms| now_millis().saturating_sub(ms));
+        w.metrics.lag_seconds.set(lag_ms as f64 / 1000.0);
         if worked == 0 {
             tokio::select! {
                 _ = stop.cancelled() => {}
@@ -125,6 +129,7 @@ pub async fn run(
         }
     }
     w.metrics.shards_owned.set(0);
+    w.metrics.lag_seconds.set(0.0);
     let _ = w.broker.unsubscribe(&wake_topic).await;
 }
 
@@ -141,11 +146,13 @@ struct ShardState {
 impl Worker {
     /// Processes one batch of a shard under fencing token `token`; returns how many entries it
     /// handled, or `None` when its commit was refused: the shard has another owner now.
+    /// `oldest_ms` is lowered to the log time of the oldest entry found waiting.
     async fn process(
         &self,
         shard: u32,
         token: u64,
         cached: &mut Option<Option<LogId>>,
+        oldest_ms: &mut Option<u64>,
     ) -> Result<Option<usize>, BrokerError> {
         let broker = &self.broker;
         let retention = self.settings.retention;
@@ -158,6 +165,9 @@ impl Worker {
         let entries = broker.read_after(&ingest_log(shard), cursor, BATCH).await?;
         let Some((last, _)) = entries.last() else { return Ok(Some(0)) };
         let last = *last;
+        if let Some((first, _)) = entries.first() {
+            *oldest_ms = Some(oldest_ms.map_or(first.ms, |o| o.min(first.ms)));
+        }
         // The whole batch goes out in three round trips: copy into the users' logs, index the
         // event ids, publish. Each step is idempotent, so a batch cut short is simply redone.
         let mut copies = Vec::with_capacity(entries.len());
