@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use switchboard_edge::config::{AuthMethod, ClientPublishAudience, Config, JwtAlgorithm, Loaded, DEV_ADMIN_KEY};
+use switchboard_edge::config::{
+    AuthMethod, ClientPublishAudience, Config, JwtAlgorithm, Loaded, LogFormat, DEV_ADMIN_KEY,
+};
 use switchboard_edge::server::{Role, WorkerProcess};
 use switchboard_edge::Node;
 use switchboard_protocol::token::mint_hs256;
@@ -213,6 +215,23 @@ fn auth_name(method: AuthMethod) -> &'static str {
     }
 }
 
+/// Logs to stderr: the filter from `SWITCHBOARD_LOG` (already in `log_level`), else `RUST_LOG`,
+/// else the config's `log_level`; text, coloured only on a terminal, or JSON lines
+/// (`log_format = "json"`, `SWITCHBOARD_LOG_FORMAT=json`).
+fn init_logging(cfg: &Config) -> Result<()> {
+    let level = match (std::env::var("SWITCHBOARD_LOG"), std::env::var("RUST_LOG")) {
+        (Ok(_), _) | (_, Err(_)) => cfg.log_level.clone(),
+        (Err(_), Ok(rust_log)) => rust_log,
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&level).with_context(|| format!("log level `{level}`"))?;
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cfg.log_format {
+        LogFormat::Json => logs.json().with_current_span(false).with_span_list(false).init(),
+        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+    }
+    Ok(())
+}
+
 /// Cluster roles share state through Redis only.
 fn clustered(loaded: Loaded, role: &str) -> Result<Loaded> {
     if loaded.config.redis_url.is_empty() {
@@ -223,12 +242,7 @@ fn clustered(loaded: Loaded, role: &str) -> Result<Loaded> {
 
 fn serve(loaded: Loaded, process: Process) -> Result<()> {
     let cfg = loaded.config;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log_level))
-        .context("log_level")?;
-    // Colours only on a terminal: log files and collectors get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    init_logging(&cfg)?;
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }

@@ -357,9 +357,47 @@ async fn publish_and_inspect_talk_to_a_running_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_logs_tell_connects_refusals_closes_and_publishes_without_credentials() {
+    let log = logs_of_a_short_session(&[("SWITCHBOARD_LOG", "switchboard_edge=debug")]).await;
+    assert!(!log.contains('\u{1b}'), "no terminal colours in a log that is not a terminal");
+    assert!(log.contains("connect refused endpoint=\"/ws\" code=\"invalid_token\""), "{log}");
+    assert!(!log.contains(FOREIGN_TOKEN) && !log.contains("c2lnbmVkLWVsc2V3aGVyZQ"), "never the credential: {log}");
+    assert!(log.contains("connected endpoint=\"/ws\" user=\"alice\""), "{log}");
+    assert!(log.contains("published id=\"evt_"), "{log}");
+    assert!(log.contains("closed endpoint=\"/ws\" code=\"1000\" by=\"client\""), "{log}");
+}
+
+/// With `SWITCHBOARD_LOG_FORMAT=json` every line is one JSON object a collector can index
+/// (time, level, target, the event's fields); the level comes from `RUST_LOG` when
+/// `SWITCHBOARD_LOG` is not set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_at_the_rust_log_level() {
+    let log =
+        logs_of_a_short_session(&[("SWITCHBOARD_LOG_FORMAT", "json"), ("RUST_LOG", "switchboard_edge=debug")]).await;
+    let lines: Vec<serde_json::Value> =
+        log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"))).collect();
+    let find = |message: &str| {
+        lines.iter().find(|l| l["fields"]["message"] == message).unwrap_or_else(|| panic!("no `{message}` in {log}"))
+    };
+    let connected = find("connected");
+    assert_eq!(connected["level"], "DEBUG", "{connected}");
+    assert_eq!((&connected["fields"]["endpoint"], &connected["fields"]["user"]), (&"/ws".into(), &"alice".into()));
+    assert!(connected["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{connected}");
+    assert!(connected["target"].as_str().is_some_and(|t| t.starts_with("switchboard_edge")), "{connected}");
+    assert_eq!(find("connect refused")["fields"]["code"], "invalid_token");
+    assert_eq!(find("closed")["fields"]["code"], "1000");
+    assert!(!log.contains(FOREIGN_TOKEN), "never the credential: {log}");
+}
+
+/// A token signed with another secret.
+const FOREIGN_TOKEN: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmVkLWVsc2V3aGVyZQ";
+
+/// Runs `serve` with `env`, makes one refused connect, one connection that gets a published
+/// event and closes; returns what the node logged on stderr.
+async fn logs_of_a_short_session(env: &[(&str, &str)]) -> String {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("SWITCHBOARD_LOG", "switchboard_edge=debug")
+        .envs(env.iter().copied())
+        .env_remove(if env.iter().any(|(k, _)| *k == "SWITCHBOARD_LOG") { "RUST_LOG" } else { "SWITCHBOARD_LOG" })
         .env_remove("SWITCHBOARD_JWT_SECRET")
         .env_remove("SWITCHBOARD_ADMIN_KEY")
         .env_remove("SWITCHBOARD_REDIS_URL")
@@ -377,8 +415,7 @@ async fn debug_logs_tell_connects_refusals_closes_and_publishes_without_credenti
     let stderr = child.stderr.take().expect("stderr");
     let lines = std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>());
 
-    let foreign = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmVkLWVsc2V3aGVyZQ";
-    let refused = switchboard_testkit::connect_ws(&format!("ws://{addr}/ws?token={foreign}"), &[]).await;
+    let refused = switchboard_testkit::connect_ws(&format!("ws://{addr}/ws?token={FOREIGN_TOKEN}"), &[]).await;
     assert!(refused.is_err(), "a bad token is refused");
     let url = format!("ws://{addr}/ws?token={}", token("alice"));
     let mut c = switchboard_testkit::connect_ws(&url, &[]).await.expect("connect");
@@ -400,13 +437,7 @@ async fn debug_logs_tell_connects_refusals_closes_and_publishes_without_credenti
     }
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let _ = child.wait();
-    let log = lines.join().expect("stderr reader").join("\n");
-    assert!(!log.contains('\u{1b}'), "no terminal colours in a log that is not a terminal");
-    assert!(log.contains("connect refused endpoint=\"/ws\" code=\"invalid_token\""), "{log}");
-    assert!(!log.contains(foreign) && !log.contains("c2lnbmVkLWVsc2V3aGVyZQ"), "never the credential: {log}");
-    assert!(log.contains("connected endpoint=\"/ws\" user=\"alice\""), "{log}");
-    assert!(log.contains("published id=\"evt_"), "{log}");
-    assert!(log.contains("closed endpoint=\"/ws\" code=\"1000\" by=\"client\""), "{log}");
+    lines.join().expect("stderr reader").join("\n")
 }
 
 /// The metric names an expression uses (`switchboard_*`, histogram and summary suffixes cut).

@@ -73,6 +73,8 @@ the probes, the config mount.
       value: "0.0.0.0:8080"
     - name: SWITCHBOARD_LOG
       value: {{ $root.Values.logLevel | quote }}
+    - name: SWITCHBOARD_LOG_FORMAT
+      value: {{ $root.Values.logFormat | quote }}
     - name: SWITCHBOARD_DRAIN_WINDOW
       value: {{ $root.Values.drainWindow | quote }}
     - name: SWITCHBOARD_REDIS_CLUSTER
@@ -163,5 +165,5 @@ volumes:
 
 {{/* Pod annotations: the config's checksum rolls the pods when it changes. */}}
 {{- define "switchboard.podAnnotations" -}}
-checksum/config: {{ printf "%s|%s|%s|%v" .Values.config .Values.logLevel .Values.drainWindow .Values.redis | sha256sum }}
+checksum/config: {{ printf "%s|%s|%s|%s|%v" .Values.config .Values.logLevel .Values.logFormat .Values.drainWindow .Values.redis | sha256sum }}
 {{- end }}

@@ -53,9 +53,14 @@ pub struct Config {
     /// empty: `/metrics` is open, as on a private scrape network.
     #[serde(default)]
     pub metrics_token: String,
-    /// Log filter (`info`, `switchboard_edge=debug`, ...).
+    /// Log filter (`info`, `switchboard_edge=debug`, ...); `SWITCHBOARD_LOG`, else `RUST_LOG`,
+    /// override it.
     #[serde(default = "default_log")]
     pub log_level: String,
+    /// `text` (a line per event, for people) or `json` (one JSON object per line, for log
+    /// collectors).
+    #[serde(default)]
+    pub log_format: LogFormat,
     /// JWT verification settings shared by every JWT endpoint.
     #[serde(default)]
     pub jwt: JwtConfig,
@@ -89,6 +94,17 @@ pub struct Config {
     /// The WebSocket endpoints.
     #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (colours only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields`.
+    Json,
 }
 
 /// Diagnostic endpoints.
