@@ -20,6 +20,24 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
   fi
 fi
 
+# The local-cluster test runs scripts/cluster.sh: nginx as the load balancer, curl for readiness.
+missing=""
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$missing nginx"
+command -v curl >/dev/null || missing="$missing curl"
+if [ -n "$missing" ]; then
+  if command -v apt-get >/dev/null; then
+    say "installing$missing (apt-get), for the local-cluster test"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    # The package may start a system nginx on port 80; the test runs its own.
+    ($SUDO systemctl stop nginx 2>/dev/null || $SUDO service nginx stop 2>/dev/null) || true
+  else
+    echo "error: the local-cluster test needs$missing; install them with your package manager" >&2
+    exit 1
+  fi
+fi
+export PATH="$PATH:/usr/sbin"
+
 # Sharded pub/sub (SSUBSCRIBE, used on Redis Cluster) and the RESP3 push messages the broker
 # relies on need Redis 7.
 redis_major=$(redis-server --version | sed -n 's/.* v=\([0-9]*\)\..*/\1/p')
