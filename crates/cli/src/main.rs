@@ -232,6 +232,31 @@ fn init_logging(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
+/// Starts exporting traces when an OTLP endpoint is configured (`otlp_endpoint`, else
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`); service `switchboard`, `switchboard-edge` or
+/// `switchboard-worker` by role.
+fn init_tracing(cfg: &Config, process: Process) -> Result<Option<switchboard_telemetry::Telemetry>> {
+    let endpoint = match cfg.otlp_endpoint.as_str() {
+        "" => std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_default(),
+        configured => configured.to_owned(),
+    };
+    let service_name = match process {
+        Process::Node(Role::All) => "switchboard",
+        Process::Node(Role::Edge) => "switchboard-edge",
+        Process::Worker => "switchboard-worker",
+    };
+    let settings = switchboard_telemetry::Settings {
+        endpoint,
+        sample_ratio: cfg.trace_sample_ratio,
+        service_name: service_name.to_owned(),
+    };
+    let telemetry = switchboard_telemetry::init(&settings)?;
+    if telemetry.is_some() {
+        tracing::info!(endpoint = settings.endpoint, ratio = settings.sample_ratio, "exporting traces over OTLP/HTTP");
+    }
+    Ok(telemetry)
+}
+
 /// Cluster roles share state through Redis only.
 fn clustered(loaded: Loaded, role: &str) -> Result<Loaded> {
     if loaded.config.redis_url.is_empty() {
@@ -243,6 +268,8 @@ fn clustered(loaded: Loaded, role: &str) -> Result<Loaded> {
 fn serve(loaded: Loaded, process: Process) -> Result<()> {
     let cfg = loaded.config;
     init_logging(&cfg)?;
+    // Flushes buffered spans when `serve` returns (outside the runtime: the exporter blocks).
+    let _traces = init_tracing(&cfg, process)?;
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }

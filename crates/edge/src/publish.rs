@@ -74,6 +74,8 @@ pub struct Publication {
     pub echo: bool,
     /// The payload is raw bytes, as a base64 JSON string (see [`Event::binary`]).
     pub binary: bool,
+    /// The publishing span's `traceparent`, while tracing is on (see [`Event::traceparent`]).
+    pub traceparent: Option<String>,
 }
 
 /// Why a publication was refused.
@@ -158,7 +160,7 @@ impl PublishService {
     /// Validates `publication` and adds its broker messages to `out`; returns the event id. Its
     /// log positions are those of the ingest entries it added (see [`Outgoing::persisted`]).
     pub fn prepare(&self, publication: Publication, out: &mut Outgoing) -> Result<String, PublishError> {
-        let Publication { audience, kind, payload, id, persist, sender, echo, binary } = publication;
+        let Publication { audience, kind, payload, id, persist, sender, echo, binary, traceparent } = publication;
         check_name("type", &kind)?;
         if let Some(id) = &id {
             check_name("id", id)?;
@@ -174,6 +176,7 @@ impl PublishService {
             echo,
             binary,
             position: None,
+            traceparent,
         };
         let event_id = event.id.clone();
         match audience {
@@ -344,6 +347,7 @@ impl PublishService {
             sender: Some(sender.to_owned()),
             echo: !ephemeral && rules.echo,
             binary: false,
+            traceparent: None,
         };
         let mut out = Outgoing::default();
         self.prepare(publication, &mut out).map_err(|e| ClientError::new(ErrorKind::InvalidRequest, e.to_string()))?;

@@ -42,6 +42,10 @@ pub struct Event {
     /// to skip events a connection already got and to resume after a reconnect.
     #[serde(default, rename = "pos", skip_serializing_if = "Option::is_none")]
     pub position: Option<String>,
+    /// The W3C `traceparent` of the span that published it, while tracing is on: the worker's
+    /// and the edges' spans for this event join its trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// Where an event is addressed.

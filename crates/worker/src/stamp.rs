@@ -22,6 +22,8 @@ pub struct Stamped {
     pub position: String,
     /// The event as stored and published: the entry with its position.
     pub bytes: Bytes,
+    /// The publishing span's `traceparent`, when the event carries one (tracing is on).
+    pub traceparent: Option<String>,
 }
 
 /// The fields the worker routes by, borrowed from the entry (the payload is skipped).
@@ -33,6 +35,8 @@ struct Routing<'a> {
     user: Option<Cow<'a, str>>,
     #[serde(default, rename = "pos")]
     position: Present,
+    #[serde(default, borrow)]
+    traceparent: Option<Cow<'a, str>>,
 }
 
 /// Whether a field is there at all (even as `null`).
@@ -63,6 +67,7 @@ pub fn stamp(id: LogId, body: &[u8]) -> Result<Option<Stamped>, serde_json::Erro
             event_id: routing.id.into_owned(),
             position,
             bytes: bytes.into(),
+            traceparent: routing.traceparent.map(Cow::into_owned),
         }));
     }
     let mut event: Event = serde_json::from_slice(body)?;
@@ -71,7 +76,8 @@ pub fn stamp(id: LogId, body: &[u8]) -> Result<Option<Stamped>, serde_json::Erro
     }
     event.position = Some(position.clone());
     let bytes = Bytes::from(serde_json::to_vec(&event)?);
-    Ok(Some(Stamped { user: user.into_owned(), event_id: event.id, position, bytes }))
+    let traceparent = event.traceparent;
+    Ok(Some(Stamped { user: user.into_owned(), event_id: event.id, position, bytes, traceparent }))
 }
 
 #[cfg(test)]

@@ -173,6 +173,9 @@ impl Worker {
         let mut copies = Vec::with_capacity(entries.len());
         let mut index = Vec::with_capacity(entries.len());
         let mut live = Vec::with_capacity(entries.len());
+        // Events published while tracing was on: each gets a `persist` span for this batch.
+        let mut traced = Vec::new();
+        let started = std::time::SystemTime::now();
         for (id, body) in &entries {
             let stamped = match stamp(*id, body) {
                 Ok(Some(s)) => s,
@@ -182,6 +185,9 @@ impl Worker {
                     continue;
                 }
             };
+            if let Some(parent) = stamped.traceparent {
+                traced.push((parent, stamped.event_id.clone()));
+            }
             copies.push((user_log(&stamped.user), *id, stamped.bytes.clone()));
             index.push((event_position(&stamped.user, &stamped.event_id), Bytes::from(stamped.position)));
             live.push((user_topic(&stamped.user), stamped.bytes));
@@ -198,6 +204,14 @@ impl Worker {
         }
         *cached = Some(Some(last));
         self.metrics.persisted.inc_by(entries.len() as u64);
+        for (parent, event_id) in traced {
+            let kind = switchboard_telemetry::Kind::Consumer;
+            if let Some(mut span) = switchboard_telemetry::start_at("persist", kind, Some(&parent), Some(started)) {
+                span.set("switchboard.event_id", event_id);
+                span.set("switchboard.shard", i64::from(shard));
+                span.set("switchboard.batch", entries.len() as i64);
+            }
+        }
         Ok(Some(entries.len()))
     }
 }

@@ -75,6 +75,12 @@ the probes, the config mount.
       value: {{ $root.Values.logLevel | quote }}
     - name: SWITCHBOARD_LOG_FORMAT
       value: {{ $root.Values.logFormat | quote }}
+    {{- with $root.Values.tracing.otlpEndpoint }}
+    - name: SWITCHBOARD_OTLP_ENDPOINT
+      value: {{ . | quote }}
+    - name: SWITCHBOARD_TRACE_SAMPLE_RATIO
+      value: {{ $root.Values.tracing.sampleRatio | quote }}
+    {{- end }}
     - name: SWITCHBOARD_DRAIN_WINDOW
       value: {{ $root.Values.drainWindow | quote }}
     - name: SWITCHBOARD_REDIS_CLUSTER

@@ -53,6 +53,13 @@ pub struct Config {
     /// empty: `/metrics` is open, as on a private scrape network.
     #[serde(default)]
     pub metrics_token: String,
+    /// OTLP/HTTP collector for traces (`http://collector:4318`); empty: the standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` if set, else tracing is off (at no cost).
+    #[serde(default)]
+    pub otlp_endpoint: String,
+    /// Share of new traces kept (0 to 1); a request's sampled `traceparent` is always followed.
+    #[serde(default = "default_sample_ratio")]
+    pub trace_sample_ratio: f64,
     /// Log filter (`info`, `switchboard_edge=debug`, ...); `SWITCHBOARD_LOG`, else `RUST_LOG`,
     /// override it.
     #[serde(default = "default_log")]
@@ -141,6 +148,9 @@ fn default_ticket_ttl() -> Duration {
 }
 fn default_ticket_rate() -> u32 {
     10
+}
+fn default_sample_ratio() -> f64 {
+    1.0
 }
 
 /// An API key defined in the config file.

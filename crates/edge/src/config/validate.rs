@@ -39,6 +39,9 @@ impl Config {
                 problems.push(format!("api_keys `{}`: sha256 must be 64 hex digits", key.name));
             }
         }
+        if !(0.0..=1.0).contains(&self.trace_sample_ratio) {
+            problems.push("trace_sample_ratio: must be between 0 and 1".into());
+        }
         let mut paths = HashSet::new();
         for (i, ep) in self.endpoints.iter().enumerate() {
             let at = format!("endpoints[{i}] ({})", ep.path);

@@ -265,6 +265,14 @@ impl Dispatcher {
             }
         };
         self.metrics.publish_to_dispatch.observe(now_millis().saturating_sub(event.ts) as f64 / 1000.0);
+        // One span per event on this node (never per connection), while tracing is on.
+        let mut span = event.traceparent.as_deref().and_then(|parent| {
+            let mut span =
+                switchboard_telemetry::start("dispatch", switchboard_telemetry::Kind::Consumer, Some(parent))?;
+            span.set("switchboard.topic", topic.to_owned());
+            span.set("switchboard.event_id", event.id.clone());
+            Some(span)
+        });
         if let Some(waiting) = self.running.lock().get_mut(topic) {
             // A pass is under way: the next one takes this event, in order.
             waiting.push(event);
@@ -274,7 +282,14 @@ impl Dispatcher {
         let mut one = Prepared::new(&event);
         if self.registry.for_each_up_to(topic, INLINE_FANOUT, |conn| self.deliver_one(conn, topic, &mut one)) {
             self.observe(one.delivered);
+            if let Some(span) = span.as_mut() {
+                span.set("switchboard.deliveries", one.delivered as i64);
+            }
             return;
+        }
+        // A large topic: the span ends at the hand-off to the topic's fan-out task.
+        if let Some(span) = span.as_mut() {
+            span.set("switchboard.fanout_task", true);
         }
         let mut running = self.running.lock();
         if let Some(waiting) = running.get_mut(topic) {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -52,8 +52,8 @@ struct PublishRequest {
 
 impl PublishRequest {
     /// The publication, if it is well formed (`400` otherwise) and some endpoint of `node`
-    /// would deliver it (`422` otherwise).
-    fn into_publication(self, node: &Node) -> Result<Publication, ApiError> {
+    /// would deliver it (`422` otherwise); `traceparent` is the publishing span's.
+    fn into_publication(self, node: &Node, traceparent: Option<String>) -> Result<Publication, ApiError> {
         let audience = match (self.channel, self.user, self.users) {
             (Some(channel), None, None) => Audience::Channel(channel),
             (None, Some(user), None) => Audience::Users(vec![user]),
@@ -90,6 +90,7 @@ impl PublishRequest {
             sender: None,
             echo: false,
             binary,
+            traceparent,
         })
     }
 }
@@ -98,6 +99,15 @@ impl From<PublishError> for ApiError {
     fn from(e: PublishError) -> Self {
         ApiError::bad_request(e.to_string())
     }
+}
+
+/// The span of a publish request, a child of the caller's `traceparent` header when it sent
+/// one; `None` while tracing is off.
+fn publish_span(headers: &HeaderMap, name: &'static str) -> Option<switchboard_telemetry::Span> {
+    let parent = headers.get(switchboard_telemetry::TRACEPARENT).and_then(|v| v.to_str().ok());
+    let mut span = switchboard_telemetry::start(name, switchboard_telemetry::Kind::Server, parent)?;
+    span.set("messaging.system", "switchboard");
+    Some(span)
 }
 
 fn unprocessable(message: String) -> ApiError {
@@ -138,13 +148,19 @@ async fn remember(node: &Node, answers: &[(&str, &serde_json::Value)]) {
 
 /// `POST /v1/publish`. With an `id`, a repeat within the retention window answers the first
 /// publish's answer with `"duplicate": true` and delivers nothing.
-pub async fn publish(State(node): State<Arc<Node>>, _: AdminAuth, body: Bytes) -> Result<Response, ApiError> {
+pub async fn publish(
+    State(node): State<Arc<Node>>,
+    _: AdminAuth,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let timer = node.metrics().publish_seconds.with_label_values(&["publish"]).start_timer();
+    let mut span = publish_span(&headers, "POST /v1/publish");
     let request: PublishRequest = parse(&body)?;
     let keyed = request.id.is_some();
     let publisher = node.publisher();
     let mut out = Outgoing::default();
-    let publication = request.into_publication(&node)?;
+    let publication = request.into_publication(&node, span.as_ref().map(|s| s.traceparent()))?;
     let publication = publisher.route_members(node.endpoints(), publication).await.map_err(ApiError::unavailable)?;
     let id = publisher.prepare(publication, &mut out)?;
     if keyed {
@@ -168,6 +184,10 @@ pub async fn publish(State(node): State<Arc<Node>>, _: AdminAuth, body: Bytes) -
     };
     node.metrics().published.inc();
     tracing::debug!(id, persisted = positions.len(), "published");
+    if let Some(span) = span.as_mut() {
+        span.set("switchboard.event_id", id.clone());
+        span.set("switchboard.persisted", !positions.is_empty());
+    }
     let body = answer(&id, &positions);
     if keyed {
         remember(&node, &[(&id, &body)]).await;
@@ -179,7 +199,12 @@ pub async fn publish(State(node): State<Arc<Node>>, _: AdminAuth, body: Bytes) -
 /// `POST /v1/publish/batch`: `{"events": [...]}`, all validated before any is published (an
 /// error names the event's index). Keyed events already published are not published again:
 /// their first answers come back in place and their indexes in `duplicates`.
-pub async fn publish_batch(State(node): State<Arc<Node>>, _: AdminAuth, body: Bytes) -> Result<Response, ApiError> {
+pub async fn publish_batch(
+    State(node): State<Arc<Node>>,
+    _: AdminAuth,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Batch<'a> {
@@ -193,6 +218,11 @@ pub async fn publish_batch(State(node): State<Arc<Node>>, _: AdminAuth, body: By
         return Err(ApiError::bad_request(format!("`events` must hold 1 to {MAX_BATCH} events")));
     }
     let n = batch.events.len();
+    let mut span = publish_span(&headers, "POST /v1/publish/batch");
+    if let Some(span) = span.as_mut() {
+        span.set("switchboard.events", n as i64);
+    }
+    let traceparent = span.as_ref().map(|s| s.traceparent());
     let publisher = node.publisher();
     let (mut ids, mut outs, mut keyed) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::new());
     let mut keyed_at = std::collections::HashMap::new();
@@ -202,7 +232,7 @@ pub async fn publish_batch(State(node): State<Arc<Node>>, _: AdminAuth, body: By
         let is_keyed = request.id.is_some();
         let mut out = Outgoing::default();
         let publication = request
-            .into_publication(&node)
+            .into_publication(&node, traceparent.clone())
             .map_err(|e| ApiError { message: format!("events[{i}]: {}", e.message), ..e })?;
         let publication =
             publisher.route_members(node.endpoints(), publication).await.map_err(ApiError::unavailable)?;

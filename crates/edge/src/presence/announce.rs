@@ -103,6 +103,7 @@ impl Announcing {
                 sender: Some(user.to_owned()),
                 echo: false,
                 binary: false,
+                traceparent: None,
             };
             if let Err(e) = self.publisher.prepare(publication, &mut out) {
                 tracing::debug!(error = %e, user, "a channel name that cannot be published to was skipped");

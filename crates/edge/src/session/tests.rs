@@ -63,6 +63,7 @@ impl Harness {
             sender: None,
             echo: false,
             binary: false,
+            traceparent: None,
         };
         publisher.prepare(publication, &mut out).expect("valid");
         publisher.send(out).await.expect("sent");
