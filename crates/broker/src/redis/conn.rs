@@ -1,12 +1,15 @@
 //! One Redis connection handle over either a single server or a cluster, so the broker's
 //! operations are written once. Both kinds are multiplexed (concurrent calls share one
-//! socket per server and are pipelined) and reconnect on their own.
+//! socket per server and are pipelined) and reconnect on their own. Every socket has
+//! `TCP_NODELAY`: a command goes out when it is written, not when Nagle's algorithm lets it
+//! (the redis crate leaves it off by default).
 
 use std::time::Duration;
 
 use redis::aio::{AsyncPushSender, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
+use redis::io::tcp::TcpSettings;
 use redis::{Cmd, FromRedisValue, IntoConnectionInfo, ProtocolVersion, RedisResult, ScriptInvocation, Value};
 
 use super::RedisSettings;
@@ -28,8 +31,10 @@ impl Commands {
         push: Option<P>,
     ) -> RedisResult<Commands> {
         let timeout = settings.command_timeout;
+        let tcp = TcpSettings::default().set_nodelay(true);
         if settings.cluster {
             let mut builder = ClusterClientBuilder::new(settings.urls.clone())
+                .tcp_settings(tcp)
                 .use_protocol(ProtocolVersion::RESP3)
                 .connection_timeout(timeout)
                 .response_timeout(timeout)
@@ -44,7 +49,7 @@ impl Commands {
         let url = settings.urls.first().map(String::as_str).unwrap_or("redis://127.0.0.1:6379");
         let info = url.into_connection_info()?;
         let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
-        let client = redis::Client::open(info.set_redis_settings(resp3))?;
+        let client = redis::Client::open(info.set_redis_settings(resp3).set_tcp_settings(tcp))?;
         let mut config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
