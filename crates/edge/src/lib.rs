@@ -26,6 +26,7 @@ mod idempotency;
 mod ids;
 mod inbox;
 mod index;
+mod ip_limits;
 mod membership;
 mod metrics;
 pub mod node;

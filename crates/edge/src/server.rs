@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::http::{ops_router, router, Ops};
+use crate::ip_limits::{IpLimits, IpRefusal};
 use crate::node::{connect_broker, Node};
 
 /// What a node process runs besides its HTTP surface.
@@ -75,7 +76,8 @@ pub async fn serve_role(
     // naming the reason (a load balancer retries elsewhere), the open WebSockets close spread
     // over the window. Then the listener closes.
     let stop_http = CancellationToken::new();
-    let serving = tokio::spawn(accept_until(listener, app, stop_http.clone()));
+    let admission = Admission::new(node.config(), Some(node.metrics().clone()));
+    let serving = tokio::spawn(accept_until(listener, app, admission, stop_http.clone()));
     conns.draining.cancelled().await;
     conns.tasks.close();
     let window = node.config().drain_window + Duration::from_secs(5);
@@ -146,30 +148,57 @@ impl WorkerProcess {
             tracing::info!("stopping");
             stop_accepting.cancel();
         });
-        accept_until(listener, ops_router(ops), draining).await;
+        accept_until(listener, ops_router(ops), Admission::new(&self.config, None), draining).await;
         stop.cancel();
         let _ = worker.await;
         Ok(())
     }
 }
 
-/// How long a client may take to send its request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long in-flight HTTP requests may take to finish once the node stops accepting.
 const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// Who may connect, and how long a request head may take: the accept loop's settings.
+struct Admission {
+    handshake_timeout: Duration,
+    ip_limits: Option<Arc<IpLimits>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+}
+
+impl Admission {
+    fn new(config: &Config, metrics: Option<Arc<crate::metrics::Metrics>>) -> Admission {
+        Admission { handshake_timeout: config.handshake_timeout, ip_limits: IpLimits::new(&config.ip_limits), metrics }
+    }
+}
+
+/// The answer to a connection over its address's limits, written before any of its request
+/// is read (best effort: the socket is closed right after).
+fn refuse(stream: &tokio::net::TcpStream, why: IpRefusal) {
+    let body = format!(
+        r#"{{"error":"too_many_requests","code":"{}","status":429,"message":"too many connections from this address; retry later"}}"#,
+        why.code()
+    );
+    let answer = format!(
+        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(answer.as_bytes());
+}
+
 /// Accepts HTTP/1.1 connections and serves `app` on them until `stop`, then lets requests in
 /// flight finish (keep-alive connections close once idle). Upgraded WebSockets are not waited
-/// for here: they run on the node's connection tracker and drain on their own.
-async fn accept_until(listener: TcpListener, app: Router, stop: CancellationToken) {
+/// for here: they run on the node's connection tracker and drain on their own. A connection
+/// over its address's limits is answered 429 and closed before its request is read; one that
+/// does not send its request head within the handshake timeout is dropped.
+async fn accept_until(listener: TcpListener, app: Router, admission: Admission, stop: CancellationToken) {
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    http.timer(TokioTimer::new()).header_read_timeout(admission.handshake_timeout);
     let http = Arc::new(http);
     let requests = TaskTracker::new();
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) if is_connection_error(&e) => continue,
                 Err(e) => {
                     // Out of descriptors or memory: back off instead of spinning.
@@ -181,7 +210,22 @@ async fn accept_until(listener: TcpListener, app: Router, stop: CancellationToke
             () = stop.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let (http, service, stop) = (http.clone(), TowerToHyperService::new(app.clone()), stop.clone());
+        let app = match &admission.ip_limits {
+            None => app.clone(),
+            Some(limits) => match limits.admit(peer.ip(), std::time::Instant::now()) {
+                // The slot rides in every request of the connection, and from an upgrade on
+                // in the WebSocket's task: the address's count drops when the last one ends.
+                Ok(slot) => app.clone().layer(axum::Extension(Arc::new(slot))),
+                Err(why) => {
+                    if let Some(m) = &admission.metrics {
+                        m.connects.with_label_values(&["(tcp)", why.code()]).inc();
+                    }
+                    refuse(&stream, why);
+                    continue;
+                }
+            },
+        };
+        let (http, service, stop) = (http.clone(), TowerToHyperService::new(app), stop.clone());
         requests.spawn(async move {
             let conn = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
             tokio::pin!(conn);

@@ -77,6 +77,13 @@ pub struct Config {
     /// How long a graceful drain may take.
     #[serde(default = "default_drain", with = "duration_str")]
     pub drain_window: Duration,
+    /// How long a client may take to send its HTTP request head (a WebSocket handshake);
+    /// a peer that connects and sends nothing, or half a request, is dropped after it.
+    #[serde(default = "default_handshake_timeout", with = "duration_str")]
+    pub handshake_timeout: Duration,
+    /// Per-address limits at the TCP accept (off by default).
+    #[serde(default)]
+    pub ip_limits: IpLimitsConfig,
     /// Concurrent connections one user may hold across all endpoints of the cluster
     /// (0: no limit).
     #[serde(default)]
@@ -101,6 +108,37 @@ pub struct Config {
     /// The WebSocket endpoints.
     #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,
+}
+
+/// Per-IP admission: at most `max_connections` open connections per client address, and new
+/// ones at `connects_per_second` after a burst of `connect_burst` (0: that limit is off).
+/// Leave both off behind a proxy or load balancer that does not preserve client addresses:
+/// every client would share its address.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpLimitsConfig {
+    /// Most open connections (HTTP and WebSocket) from one address; 0: no limit.
+    #[serde(default)]
+    pub max_connections: u32,
+    /// New connections per second from one address, after the burst; 0: no limit.
+    #[serde(default)]
+    pub connects_per_second: f64,
+    /// New connections one address may open at once.
+    #[serde(default = "default_connect_burst")]
+    pub connect_burst: u32,
+}
+
+impl Default for IpLimitsConfig {
+    fn default() -> Self {
+        IpLimitsConfig { max_connections: 0, connects_per_second: 0.0, connect_burst: default_connect_burst() }
+    }
+}
+
+fn default_connect_burst() -> u32 {
+    20
+}
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// How log lines are written.

@@ -39,6 +39,14 @@ impl Config {
                 problems.push(format!("api_keys `{}`: sha256 must be 64 hex digits", key.name));
             }
         }
+        if self.handshake_timeout < std::time::Duration::from_millis(100)
+            || self.handshake_timeout > std::time::Duration::from_secs(300)
+        {
+            problems.push("handshake_timeout: must be between 100ms and 5m".into());
+        }
+        if !(0.0..=100_000.0).contains(&self.ip_limits.connects_per_second) {
+            problems.push("ip_limits.connects_per_second: must be between 0 and 100000".into());
+        }
         if !(0.0..=1.0).contains(&self.trace_sample_ratio) {
             problems.push("trace_sample_ratio: must be between 0 and 1".into());
         }

@@ -47,6 +47,7 @@ pub use switchboard_wsframe::Opcode;
 
 use crate::auth::Principal;
 use crate::endpoint::EndpointRuntime;
+use crate::ip_limits::IpSlot;
 use crate::metrics::Metrics;
 use input::Input;
 use timers::Timers;
@@ -108,6 +109,8 @@ pub struct Accepted {
     pub subscriptions: Subscriptions,
     /// permessage-deflate, when negotiated.
     pub deflate: Option<Agreement>,
+    /// The connection's place in its address's count (per-IP limits on), held until it ends.
+    pub ip_slot: Option<Arc<IpSlot>>,
 }
 
 /// How long to wait for the client's close frame after the server sent its own.
@@ -128,7 +131,7 @@ pub async fn run_upgraded<H: MessageHandler + 'static>(
     make_handler: impl FnOnce(Arc<ConnHandle>) -> H,
     upgrade: fastwebsockets::upgrade::UpgradeFut,
 ) {
-    let Accepted { principal, expires_at, subscriptions, deflate } = accepted;
+    let Accepted { principal, expires_at, subscriptions, deflate, ip_slot } = accepted;
     let upgraded = match upgrade.await {
         Ok(ws) => ws.into_inner().into_inner(),
         Err(e) => {
@@ -150,7 +153,10 @@ pub async fn run_upgraded<H: MessageHandler + 'static>(
             let session = make_handler(conn.clone());
             let timers = Timers::new(&endpoint, expires_at);
             let tasks = ctx.tasks.clone();
-            tasks.spawn(run(ctx, conn, socket, session, timers, Input::new(early, deflate.is_some())));
+            tasks.spawn(async move {
+                run(ctx, conn, socket, session, timers, Input::new(early, deflate.is_some())).await;
+                drop(ip_slot);
+            });
         }
         Err(_) => tracing::error!("upgraded connection is not a TCP socket; it is dropped"),
     }

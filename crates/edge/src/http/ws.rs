@@ -83,7 +83,7 @@ pub async fn accept(State(node): State<Arc<Node>>, ep: Arc<EndpointRuntime>, req
         principal: Some(principal),
         expires_at: authenticated.expires_at,
         subscriptions: Session::initial_subscriptions(&ep),
-        deflate: None,
+        ..Accepted::default()
     };
     match upgrade(&node, &ep, req, accepted, make) {
         Ok(response) => {
@@ -108,6 +108,7 @@ pub(super) fn upgrade<H: MessageHandler + 'static>(
     mut accepted: Accepted,
     make: impl FnOnce(Arc<ConnHandle>) -> H + Send + 'static,
 ) -> Result<Response, fastwebsockets::WebSocketError> {
+    accepted.ip_slot = req.extensions().get::<Arc<crate::ip_limits::IpSlot>>().cloned();
     let offers = req.headers().get_all(header::SEC_WEBSOCKET_EXTENSIONS);
     accepted.deflate = ep
         .config
