@@ -71,6 +71,13 @@ impl RedisServer {
         Self::start_with(free_port(), temp_dir("redis"), Vec::new())
     }
 
+    /// Starts a standalone server that syncs its append-only file on every write
+    /// (`appendfsync always`): what it acknowledged survives a SIGKILL and [`Self::restart`].
+    pub fn start_durable() -> RedisServer {
+        let aof = ["--appendonly", "yes", "--appendfsync", "always"].map(String::from).to_vec();
+        Self::start_with(free_port(), temp_dir("redis"), aof)
+    }
+
     fn start_with(port: u16, dir: PathBuf, extra: Vec<String>) -> RedisServer {
         let mut server = RedisServer { port, dir, extra, child: None };
         for _ in 1..START_ATTEMPTS {
@@ -126,8 +133,8 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port, empty of data (a cluster node keeps its identity and
-    /// slots: they are in its directory).
+    /// Starts it again on the same port, empty of data unless it keeps an append-only file
+    /// (a cluster node keeps its identity and slots: they are in its directory).
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
