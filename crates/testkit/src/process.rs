@@ -53,6 +53,11 @@ impl NodeProcess {
         NodeProcess { addr, banner, child }
     }
 
+    /// The process id (to read its `/proc` entries).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends the process a signal by name (`STOP`, `CONT`, `TERM`).
     pub fn signal(&self, name: &str) {
         let status =
