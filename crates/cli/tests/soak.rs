@@ -97,7 +97,7 @@ async fn churn_broadcasts_replays_and_a_redis_restart_leave_nothing_behind() {
                 if http_post(&addr, "/v1/publish", ADMIN, &body.to_string()).0 == 200 {
                     acknowledged.lock().expect("lock").entry(user).or_default().push(n);
                 }
-                if n % 10 == 0 {
+                if n.is_multiple_of(10) {
                     let broadcast = json!({"channel": "notifications", "type": "server_alert", "payload": {"b": n}});
                     let _ = http_post(&addr, "/v1/publish", ADMIN, &broadcast.to_string());
                 }
