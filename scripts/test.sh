@@ -113,6 +113,32 @@ say "browser: the playground and seed 004's client in headless Chromium"
 cargo build --locked --quiet --bin switchboard
 node tests/browser/run.mjs target/debug/switchboard target/browser-test
 
+# RFC 6455 conformance, short: the Autobahn suite's cases 1-7 and 9.1-9.2, and a few
+# permessage-deflate cases (12.x, 13.x), against the echo endpoint (same decoder, assembler and
+# output as the real endpoints). The runner is the machine's Python 3 port of Autobahn in
+# ../shared/tools/autobahn (AUTOBAHN_TOOLS to point elsewhere); the full run is in BENCHMARKS.md.
+autobahn="${AUTOBAHN_TOOLS:-../shared/tools/autobahn}"
+if [ -x "$autobahn/run.sh" ]; then
+  say "Autobahn: RFC 6455 cases 1-7, 9.1-9.2 and permessage-deflate samples against the echo endpoint"
+  ab_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  SWITCHBOARD_DIAGNOSTICS__ECHO_PATH=/diag/echo target/debug/switchboard serve --listen "127.0.0.1:$ab_port" \
+    >target/autobahn-serve.log 2>&1 &
+  ab_pid=$!
+  for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$ab_port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+  ab_rc=0
+  AUTOBAHN_CASES="1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.1.*,9.2.*,12.1.1,12.1.2,12.1.3,13.1.1,13.1.2,13.3.1,13.7.1" \
+    "$autobahn/run.sh" "ws://127.0.0.1:$ab_port/diag/echo" target/autobahn >target/autobahn.log 2>&1 || ab_rc=$?
+  kill "$ab_pid" 2>/dev/null || true
+  tail -1 target/autobahn.log
+  if [ "$ab_rc" != 0 ]; then
+    tail -20 target/autobahn.log >&2
+    echo "error: Autobahn conformance failed (report: target/autobahn/reports/index.html)" >&2
+    exit 1
+  fi
+else
+  say "Autobahn: NOT RUN - no runner at $autobahn (set AUTOBAHN_TOOLS); the framing unit tests and fuzz targets still run"
+fi
+
 # The Helm chart, without a cluster or a helm binary: Helm's own SDK (helm-python-sdk) lints and
 # renders it, kubernetes-validate checks every manifest, the real binary checks the pods' env.
 helm_venv=target/helm-venv
