@@ -75,8 +75,9 @@ mod tests {
         let off = Settings { endpoint: String::new(), sample_ratio: 1.0, service_name: "t".into() };
         assert!(init(&off).expect("no error").is_none());
         assert!(!enabled());
-        assert!(start("publish", Kind::Server, Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"))
-            .is_none());
+        assert!(
+            start("publish", Kind::Server, Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")).is_none()
+        );
         let bad = Settings { endpoint: "http://127.0.0.1:1".into(), sample_ratio: 2.0, service_name: "t".into() };
         assert!(init(&bad).is_err(), "a ratio over 1 is refused");
     }

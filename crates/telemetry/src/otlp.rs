@@ -100,4 +100,3 @@ pub fn start_at(name: &'static str, kind: Kind, parent: Option<&str>, at: Option
     }
     Some(Span { inner: builder.start_with_context(tracer, &cx) })
 }
-
