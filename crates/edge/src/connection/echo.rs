@@ -37,15 +37,10 @@ impl MessageHandler for EchoHandler {
     async fn handle(&mut self, data: &[u8], is_text: bool) {
         // Compressed back when the client negotiated it, as the endpoint's broadcasts are, so
         // a conformance run checks the compressor too.
-        let compression = &self.conn.endpoint.config.compression;
-        let payload = match self.conn.deflate() {
-            Some(agreed) if data.len() >= compression.min_bytes && agreed.fits(data.len()) => {
-                match deflate::deflate(data, compression.level) {
-                    Some(packed) => Payload { bytes: Bytes::from(packed), deflated: true },
-                    None => Bytes::copy_from_slice(data).into(),
-                }
-            }
-            _ => Bytes::copy_from_slice(data).into(),
+        let packed = self.conn.deflate_level_for(data.len()).and_then(|level| deflate::deflate(data, level));
+        let payload = match packed {
+            Some(packed) => Payload { bytes: Bytes::from(packed), deflated: true },
+            None => Bytes::copy_from_slice(data).into(),
         };
         // Waits until the socket took it instead of dropping: an echo client is its own
         // backpressure (the connection reads nothing more meanwhile).

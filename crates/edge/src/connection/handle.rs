@@ -123,9 +123,13 @@ impl ConnHandle {
         }
     }
 
-    /// What the handshake agreed on permessage-deflate (`None`: messages go out as encoded).
-    pub fn deflate(&self) -> Option<Agreement> {
-        self.deflate
+    /// The deflate level to compress a message of `len` bytes with for this connection, or
+    /// `None` to send it as it is: permessage-deflate was agreed, the message is at least the
+    /// endpoint's `compression.min_bytes` and fits the window the client allows.
+    pub fn deflate_level_for(&self, len: usize) -> Option<u32> {
+        let compression = &self.endpoint.config.compression;
+        let agreed = self.deflate?;
+        (len >= compression.min_bytes && agreed.fits(len)).then_some(compression.level)
     }
 
     /// Whether this connection's subscriptions let `event`, which arrived on `topic`, through;

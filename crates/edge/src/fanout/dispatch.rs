@@ -82,23 +82,17 @@ impl<'a> Prepared<'a> {
         let codec = conn.endpoint.codec;
         let kind = codec.kind().index();
         let plain = self.frames[kind].get_or_insert_with(|| codec.encode_event(self.event, false));
-        let compression = &conn.endpoint.config.compression;
-        match conn.deflate() {
-            Some(agreed) if plain.len() >= compression.min_bytes && agreed.fits(plain.len()) => {
-                let deflated = self.deflated[kind].get_or_insert_with(|| {
-                    let packed = deflate::deflate(plain, compression.level).map(Bytes::from);
-                    let out = packed.as_ref().map_or(plain.len(), Bytes::len);
-                    metrics.deflate_bytes.with_label_values(&["in"]).inc_by(plain.len() as u64);
-                    metrics.deflate_bytes.with_label_values(&["out"]).inc_by(out as u64);
-                    packed
-                });
-                match deflated {
-                    Some(bytes) => Some(Payload { bytes: bytes.clone(), deflated: true }),
-                    None => Some(plain.clone().into()),
-                }
-            }
-            _ => Some(plain.clone().into()),
-        }
+        let Some(level) = conn.deflate_level_for(plain.len()) else { return Some(plain.clone().into()) };
+        let deflated = self.deflated[kind].get_or_insert_with(|| {
+            let packed = deflate::deflate(plain, level).map(Bytes::from);
+            metrics.deflate_in.inc_by(plain.len() as u64);
+            metrics.deflate_out.inc_by(packed.as_ref().map_or(plain.len(), Bytes::len) as u64);
+            packed
+        });
+        Some(match deflated {
+            Some(bytes) => Payload { bytes: bytes.clone(), deflated: true },
+            None => plain.clone().into(),
+        })
     }
 }
 
