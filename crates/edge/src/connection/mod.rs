@@ -153,17 +153,15 @@ pub async fn run_upgraded<H: MessageHandler + 'static>(
             let session = make_handler(conn.clone());
             let timers = Timers::new(&endpoint, expires_at);
             let tasks = ctx.tasks.clone();
-            tasks.spawn(async move {
-                run(ctx, conn, socket, session, timers, Input::new(early, deflate.is_some())).await;
-                drop(ip_slot);
-            });
+            tasks.spawn(run(ctx, conn, socket, session, timers, Input::new(early, deflate.is_some()), ip_slot));
         }
         Err(_) => tracing::error!("upgraded connection is not a TCP socket; it is dropped"),
     }
 }
 
 /// Runs one connection to its end; `input` starts with whatever the client sent right behind
-/// its handshake. Everything here lives as long as the connection: keep it small.
+/// its handshake; `ip_slot` is its place in its address's count (per-IP limits), held to the end.
+/// Everything here lives as long as the connection: keep it small.
 async fn run<H: MessageHandler>(
     ctx: Arc<ConnContext>,
     conn: Arc<ConnHandle>,
@@ -171,6 +169,7 @@ async fn run<H: MessageHandler>(
     mut session: H,
     mut timers: Timers,
     mut input: Input,
+    ip_slot: Option<Arc<IpSlot>>,
 ) {
     let endpoint = conn.endpoint.clone();
     let path = endpoint.path();
@@ -297,6 +296,8 @@ async fn run<H: MessageHandler>(
     tracing::debug!(endpoint = path, code, by, "closed");
     ctx.metrics.disconnects.with_label_values(&[path, &code, by]).inc();
     ctx.metrics.connections.with_label_values(&[path]).dec();
+    // The address's place is given back only now that the connection is over.
+    drop(ip_slot);
 }
 
 /// The `code` and `by` labels of a close: the server's codes come from the endpoint's map (a
