@@ -109,6 +109,8 @@ pub async fn run_all(factory: &dyn NodeFactory) {
     keys_expire_and_take_is_single_use(factory).await;
     sets_add_remove_and_list(factory).await;
     logs_read_after_an_id_in_order_and_trim_by_age(factory).await;
+    blocking_reads_answer_at_once_or_wake_on_an_append(factory).await;
+    a_stored_batch_is_in_its_logs_before_it_is_published(factory).await;
     leases_never_exceed_their_limit(factory).await;
     fenced_leases_keep_a_stalled_holder_from_moving_the_cursor_back(factory).await;
     presence_follows_connections_and_reports_each_transition_once(factory).await;
@@ -360,6 +362,77 @@ pub async fn logs_read_after_an_id_in_order_and_trim_by_age(factory: &dyn NodeFa
         assert!(tokio::time::Instant::now() < deadline, "idle logs never expired");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `read_after_many` returns each log's entries in the order asked at once when there are any;
+/// when there are none it blocks until another node appends to one of the logs (not until its
+/// wait runs out), and after a short wait with nothing appended it returns nothing.
+pub async fn blocking_reads_answer_at_once_or_wake_on_an_append(factory: &dyn NodeFactory) {
+    let a = TestNode::new(factory).await;
+    let b = TestNode::new(factory).await;
+    let day = Duration::from_secs(86_400);
+    let logs = [unique("shard"), unique("shard"), unique("shard")];
+    let first = a.broker.append(&logs[1], Bytes::from_static(b"x0"), day).await.expect("append");
+    let second = a.broker.append(&logs[1], Bytes::from_static(b"x1"), day).await.expect("append");
+    let reads: Vec<(String, Option<LogId>)> = logs.iter().map(|l| (l.clone(), None)).collect();
+    let long = Duration::from_secs(60);
+    let found = tokio::time::timeout(WAIT, a.broker.read_after_many(&reads, 10, long))
+        .await
+        .expect("entries that are there are returned at once")
+        .expect("read");
+    assert_eq!(found.len(), 3);
+    assert!(found[0].is_empty() && found[2].is_empty());
+    assert_eq!(found[1].iter().map(|(id, _)| *id).collect::<Vec<_>>(), [first, second]);
+    let one = a.broker.read_after_many(&reads, 1, long).await.expect("read");
+    assert_eq!(one[1].len(), 1, "the limit holds per log");
+
+    let caught_up: Vec<(String, Option<LogId>)> =
+        vec![(logs[0].clone(), None), (logs[1].clone(), Some(second)), (logs[2].clone(), None)];
+    let nothing = a.broker.read_after_many(&caught_up, 10, Duration::from_millis(50)).await.expect("read");
+    assert_eq!(nothing.len(), 3);
+    assert!(nothing.iter().all(Vec::is_empty), "nothing new: {nothing:?}");
+
+    // Blocked (its wait is far longer than the test's patience) until b appends.
+    let reader = a.broker.clone();
+    let blocked = tokio::spawn(async move { reader.read_after_many(&caught_up, 10, long).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let third = b.broker.append(&logs[2], Bytes::from_static(b"y0"), day).await.expect("append");
+    let woken = tokio::time::timeout(WAIT, blocked)
+        .await
+        .expect("an append wakes a blocked read")
+        .expect("read task")
+        .expect("read");
+    assert!(woken[0].is_empty() && woken[1].is_empty());
+    assert_eq!(woken[2].iter().map(|(id, b)| (*id, &b[..])).collect::<Vec<_>>(), [(third, &b"y0"[..])]);
+}
+
+/// `store_and_publish`: a node that receives the live message finds the copies and the index
+/// already stored.
+pub async fn a_stored_batch_is_in_its_logs_before_it_is_published(factory: &dyn NodeFactory) {
+    let a = TestNode::new(factory).await;
+    let mut b = TestNode::new(factory).await;
+    let day = Duration::from_secs(86_400);
+    let (topic, probe) = (unique("live"), unique("probe"));
+    b.broker.subscribe(&[topic.clone(), probe.clone()]).await.expect("subscribe");
+    b.await_live(&a.broker, &probe).await;
+    let (source, log, index) = (unique("ingest"), unique("user-log"), unique("index"));
+    let ids = [
+        a.broker.append(&source, Bytes::from_static(b"s0"), day).await.expect("append"),
+        a.broker.append(&source, Bytes::from_static(b"s1"), day).await.expect("append"),
+    ];
+    let copies: Vec<(String, LogId, Bytes)> =
+        ids.iter().zip(["c0", "c1"]).map(|(id, body)| (log.clone(), *id, Bytes::from(body))).collect();
+    let indexed = [(index.clone(), Bytes::from(ids[1].to_string()))];
+    let live = [(topic.clone(), Bytes::from_static(b"c1"))];
+    a.broker.store_and_publish(&copies, &indexed, day, 10, &live).await.expect("store and publish");
+    b.expect(&topic, "c1").await;
+    let stored = b.broker.read_after(&log, None, 10).await.expect("read");
+    assert_eq!(stored.iter().map(|(id, b)| (*id, &b[..])).collect::<Vec<_>>(), [(ids[0], &b"c0"[..]), (ids[1], b"c1")]);
+    assert_eq!(b.broker.get(&index).await.expect("get").as_deref(), Some(ids[1].to_string().as_bytes()));
+    // Idempotent: the same batch again stores nothing twice.
+    a.broker.store_and_publish(&copies, &indexed, day, 10, &live).await.expect("store and publish again");
+    b.expect(&topic, "c1").await;
+    assert_eq!(b.broker.read_after(&log, None, 10).await.expect("read").len(), 2);
 }
 
 /// Concurrent acquirers never exceed the limit; release frees a slot; leases expire.

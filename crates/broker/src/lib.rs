@@ -173,6 +173,18 @@ pub trait Log: Send + Sync {
     /// Up to `limit` entries with id greater than `after` (all if `None`), oldest first.
     async fn read_after(&self, log: &str, after: Option<LogId>, limit: usize) -> Result<Vec<(LogId, Bytes)>>;
 
+    /// [`Log::read_after`] of several logs at once: each log's entries after its cursor, in the
+    /// order given. When none has any, waits up to `wait` for an append to one of them (a
+    /// blocking read: on Redis an `XREAD BLOCK` on a connection of its own, so it holds up no
+    /// other command), then returns what is there (possibly nothing). Workers read their ingest
+    /// shards with it instead of polling them. One caller at a time per broker handle.
+    async fn read_after_many(
+        &self,
+        reads: &[(String, Option<LogId>)],
+        limit: usize,
+        wait: Duration,
+    ) -> Result<Vec<Vec<(LogId, Bytes)>>>;
+
     /// Drops the entries with id `through` or older (the ones a consumer is done with); later
     /// appends still get ids after the newest entry ever appended.
     async fn trim_through(&self, log: &str, through: LogId) -> Result<()>;
@@ -259,6 +271,26 @@ pub struct SubscriberHealth {
 /// Everything a node needs from shared state, behind one object.
 #[async_trait]
 pub trait Broker: PubSub + KeyValue + Log + Leases + Presence {
+    /// A worker's stored batch: copies the entries into the users' logs
+    /// ([`Log::append_with_id_many`]), indexes their event ids ([`KeyValue::set_many`], kept for
+    /// `retention`), then publishes them live ([`PubSub::publish_many`]), so a node that gets
+    /// the live event finds it stored. On a single Redis server the three go out as one
+    /// pipeline (one connection runs them in order; if a copy fails there, its event may have
+    /// gone out live anyway, and the caller redoes the batch), on a Redis Cluster in two round
+    /// trips (the publishes once every store is done).
+    async fn store_and_publish(
+        &self,
+        copies: &[(String, LogId, Bytes)],
+        index: &[(String, Bytes)],
+        retention: Duration,
+        max_entries: usize,
+        live: &[(String, Bytes)],
+    ) -> Result<()> {
+        self.append_with_id_many(copies, retention, max_entries).await?;
+        self.set_many(index, Some(retention)).await?;
+        self.publish_many(live).await
+    }
+
     /// Checks that the broker is reachable (`/readyz`).
     async fn ping(&self) -> Result<()>;
 

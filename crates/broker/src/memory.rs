@@ -45,6 +45,8 @@ struct HubState {
     presence: Mutex<HashMap<String, LeaseHolders>>,
     /// Fencing tokens of fenced leases.
     fences: Mutex<HashMap<String, u64>>,
+    /// Signalled after every append, for blocking reads ([`Log::read_after_many`]).
+    appended: tokio::sync::Notify,
 }
 
 /// The holders of one lease key and when each one's lease ends (unix ms).
@@ -67,6 +69,22 @@ struct LogState {
 /// A log's entries, unless the log as a whole has expired.
 fn live_log<'a>(logs: &'a HashMap<String, LogState>, log: &str, now: u64) -> Option<&'a LogState> {
     logs.get(log).filter(|s| s.expires_at_ms > now)
+}
+
+/// Up to `limit` entries of `log` after `after`, oldest first.
+fn entries_after(
+    logs: &HashMap<String, LogState>,
+    log: &str,
+    after: Option<LogId>,
+    limit: usize,
+    now: u64,
+) -> Vec<(LogId, Bytes)> {
+    let Some(state) = live_log(logs, log, now) else { return Vec::new() };
+    let start = match after {
+        Some(a) => state.entries.partition_point(|(id, _)| *id <= a),
+        None => 0,
+    };
+    state.entries.iter().skip(start).take(limit).cloned().collect()
 }
 
 /// Runs `f` on the log named `log`, created empty if missing; the usual case (it exists)
@@ -122,6 +140,7 @@ impl MemoryHub {
                 leases: Mutex::default(),
                 presence: Mutex::default(),
                 fences: Mutex::default(),
+                appended: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -317,6 +336,8 @@ impl Log for MemoryBroker {
             id
         });
         self.hub.sweep_logs(&mut logs, now);
+        drop(logs);
+        self.hub.appended.notify_waiters();
         Ok(id)
     }
 
@@ -332,6 +353,10 @@ impl Log for MemoryBroker {
         let mut logs = self.hub.logs.lock();
         let appended = with_log(&mut logs, log, |state| append_at(state, id, entry, now, retention, max_entries));
         self.hub.sweep_logs(&mut logs, now);
+        drop(logs);
+        if appended {
+            self.hub.appended.notify_waiters();
+        }
         Ok(appended)
     }
 
@@ -354,14 +379,33 @@ impl Log for MemoryBroker {
 
     async fn read_after(&self, log: &str, after: Option<LogId>, limit: usize) -> Result<Vec<(LogId, Bytes)>> {
         let logs = self.hub.logs.lock();
-        let Some(state) = live_log(&logs, log, self.hub.clock.now_ms()) else {
-            return Ok(Vec::new());
-        };
-        let start = match after {
-            Some(a) => state.entries.partition_point(|(id, _)| *id <= a),
-            None => 0,
-        };
-        Ok(state.entries.iter().skip(start).take(limit).cloned().collect())
+        Ok(entries_after(&logs, log, after, limit, self.hub.clock.now_ms()))
+    }
+
+    async fn read_after_many(
+        &self,
+        reads: &[(String, Option<LogId>)],
+        limit: usize,
+        wait: Duration,
+    ) -> Result<Vec<Vec<(LogId, Bytes)>>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before looking, so an append between the look and the wait wakes it.
+            let appended = self.hub.appended.notified();
+            tokio::pin!(appended);
+            appended.as_mut().enable();
+            let found: Vec<Vec<(LogId, Bytes)>> = {
+                let logs = self.hub.logs.lock();
+                let now = self.hub.clock.now_ms();
+                reads.iter().map(|(log, after)| entries_after(&logs, log, *after, limit, now)).collect()
+            };
+            if found.iter().any(|e| !e.is_empty()) {
+                return Ok(found);
+            }
+            if tokio::time::timeout_at(deadline, appended).await.is_err() {
+                return Ok(found);
+            }
+        }
     }
 
     async fn trim_through(&self, log: &str, through: LogId) -> Result<()> {

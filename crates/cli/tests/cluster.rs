@@ -122,13 +122,16 @@ async fn any_edge_tells_the_connections_of_the_whole_cluster_and_of_one_user() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_publish_wakes_a_worker_in_another_process_at_once() {
+async fn a_publish_reaches_a_worker_blocked_in_another_process_at_once() {
     let redis = RedisServer::start();
     let a = edge(&redis.url(), false);
-    // Polls and lease renewals an hour apart: within WAIT only the edge's wake-up can start it.
+    // Looking round and lease renewals an hour apart: a blocking read then waits its longest
+    // (30 s, three times the client's patience), so only the append itself can end it.
     let slow = [("SWITCHBOARD_PERSISTENCE__IDLE_POLL", "1h"), ("SWITCHBOARD_PERSISTENCE__WORKER_LEASE", "3h")];
     let _worker = node_with("worker", &redis.url(), false, &slow);
-    wait_until("the worker to listen for wake-ups", || numsub(&redis, "sys:ingest-appended") == 1).await;
+    let blocked_reads =
+        || redis.cli(&["CLIENT", "LIST"]).lines().filter(|l| l.contains("cmd=xread") && l.contains("flags=b")).count();
+    wait_until("the worker to block on its shards", || blocked_reads() == 1).await;
     let mut alice = basic_client(&a, "alice", &[]).await;
     for n in 1..=3 {
         publish_ok(&a, json!({"user": "alice", "type": "notification", "payload": {"n": n}}));

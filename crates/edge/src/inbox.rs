@@ -1,13 +1,12 @@
 //! The node's broker inbox: every message the broker delivers to this node comes here and goes
-//! to whoever owns its topic: the persistence worker's wake-ups, cluster control messages, and
-//! everything else (events) to the local fan-out.
+//! to whoever owns its topic: cluster control messages to the control handler, everything else
+//! (events) to the local fan-out.
 
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use switchboard_broker::DeliverySink;
-use switchboard_protocol::keyspace::{CONTROL_TOPIC, INGEST_WAKE_TOPIC};
-use tokio::sync::Notify;
+use switchboard_protocol::keyspace::CONTROL_TOPIC;
 
 use crate::control::ControlHandler;
 use crate::fanout::Dispatcher;
@@ -15,15 +14,14 @@ use crate::fanout::Dispatcher;
 /// Routes broker deliveries by topic.
 pub struct Inbox {
     dispatcher: Arc<Dispatcher>,
-    ingest_appended: Arc<Notify>,
     /// Set once the node is assembled (the handler needs the broker this inbox is given to).
     control: OnceLock<ControlHandler>,
 }
 
 impl Inbox {
-    /// An inbox fanning events out through `dispatcher` and waking `ingest_appended`.
-    pub fn new(dispatcher: Arc<Dispatcher>, ingest_appended: Arc<Notify>) -> Inbox {
-        Inbox { dispatcher, ingest_appended, control: OnceLock::new() }
+    /// An inbox fanning events out through `dispatcher`.
+    pub fn new(dispatcher: Arc<Dispatcher>) -> Inbox {
+        Inbox { dispatcher, control: OnceLock::new() }
     }
 
     /// Connects the control handler (once).
@@ -35,7 +33,6 @@ impl Inbox {
 impl DeliverySink for Inbox {
     fn deliver(&self, topic: &str, message: Bytes) {
         match topic {
-            INGEST_WAKE_TOPIC => self.ingest_appended.notify_one(),
             CONTROL_TOPIC => {
                 if let Some(control) = self.control.get() {
                     control.handle(&message);

@@ -9,7 +9,6 @@ use switchboard_broker::memory::MemoryHub;
 use switchboard_broker::redis::{RedisBroker, RedisSettings};
 use switchboard_broker::{BrokerError, DeliverySink, SharedBroker};
 use switchboard_protocol::keyspace::CONTROL_TOPIC;
-use tokio::sync::Notify;
 
 use crate::auth::{ApiKeyStore, Authenticator, JwtVerifier, TicketStore};
 use crate::config::Config;
@@ -36,7 +35,6 @@ pub struct Node {
     auth: Authenticator,
     sessions: Arc<SessionServices>,
     conns: Arc<ConnContext>,
-    ingest_appended: Arc<Notify>,
     announcers: OnceLock<Vec<Arc<PresenceAnnouncer>>>,
 }
 
@@ -55,7 +53,6 @@ pub enum NodeError {
 struct Core {
     metrics: Arc<Metrics>,
     registry: Arc<TopicRegistry>,
-    ingest_appended: Arc<Notify>,
     inbox: Arc<Inbox>,
 }
 
@@ -63,10 +60,9 @@ impl Core {
     fn new() -> Core {
         let metrics = Arc::new(Metrics::new());
         let registry = Arc::new(TopicRegistry::default());
-        let ingest_appended = Arc::new(Notify::new());
         let dispatcher = Dispatcher::new(registry.clone(), metrics.clone());
-        let inbox = Arc::new(Inbox::new(dispatcher, ingest_appended.clone()));
-        Core { metrics, registry, ingest_appended, inbox }
+        let inbox = Arc::new(Inbox::new(dispatcher));
+        Core { metrics, registry, inbox }
     }
 }
 
@@ -107,7 +103,7 @@ impl Node {
     }
 
     fn assemble(config: Config, core: Core, broker: SharedBroker, jwt: JwtVerifier) -> Arc<Node> {
-        let Core { metrics, registry, ingest_appended, inbox } = core;
+        let Core { metrics, registry, inbox } = core;
         crate::metrics::register_subscriber_health(metrics.registry(), broker.clone());
         let id = format!("node_{}", ulid::Ulid::new());
         let endpoints = config.endpoints.iter().cloned().map(|e| Arc::new(EndpointRuntime::new(e))).collect();
@@ -142,7 +138,6 @@ impl Node {
             broker,
             endpoints,
             sessions,
-            ingest_appended,
             announcers: OnceLock::new(),
         })
     }
@@ -257,9 +252,5 @@ impl Node {
 
     pub(crate) fn presence(&self) -> &Arc<PresenceTracker> {
         &self.sessions.presence
-    }
-
-    pub(crate) fn ingest_appended(&self) -> &Arc<Notify> {
-        &self.ingest_appended
     }
 }

@@ -11,9 +11,7 @@
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use switchboard_broker::{BrokerError, SharedBroker};
-use switchboard_protocol::keyspace::{
-    channel_topic, ingest_log, publish_rate, typing_throttle, user_topic, INGEST_WAKE_TOPIC,
-};
+use switchboard_protocol::keyspace::{channel_topic, ingest_log, publish_rate, typing_throttle, user_topic};
 use switchboard_protocol::timefmt::now_millis;
 use switchboard_protocol::{ClientError, ClientSender, ErrorKind, Event};
 use switchboard_worker::shard_for;
@@ -252,14 +250,11 @@ impl PublishService {
     }
 
     /// Sends what [`Self::prepare`] made: the ingest entries in one round trip (a user's events
-    /// keep their order), then the live messages; returns the ingest positions.
-    pub async fn send(&self, mut out: Outgoing) -> Result<Positions, BrokerError> {
+    /// keep their order; the workers' blocking reads of the ingest shards return at once), then
+    /// the live messages; returns the ingest positions.
+    pub async fn send(&self, out: Outgoing) -> Result<Positions, BrokerError> {
         let ids = self.broker.append_many(&out.ingest, self.persistence.retention).await?;
         let positions: Positions = ids.iter().map(ToString::to_string).collect();
-        if !positions.is_empty() {
-            // Wake the workers, wherever they run, in the same round trip as the live events.
-            out.live.push((INGEST_WAKE_TOPIC.to_owned(), Bytes::new()));
-        }
         self.broker.publish_many(&out.live).await?;
         Ok(positions)
     }

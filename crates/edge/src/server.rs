@@ -14,9 +14,8 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use switchboard_broker::{BrokerError, SharedBroker};
-use switchboard_worker::{WakeSink, WorkerMetrics};
+use switchboard_worker::WorkerMetrics;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -56,14 +55,7 @@ pub async fn serve_role(
     let worker = (role == Role::All).then(|| {
         let settings = node.config().persistence.worker_settings(node.id().to_owned());
         let metrics = WorkerMetrics::register(node.metrics().registry());
-        let run = switchboard_worker::run(
-            node.broker().clone(),
-            settings,
-            metrics,
-            node.ingest_appended().clone(),
-            stop_worker.clone(),
-        );
-        tokio::spawn(run)
+        tokio::spawn(switchboard_worker::run(node.broker().clone(), settings, metrics, stop_worker.clone()))
     });
     let drain_node = node.clone();
     tokio::spawn(async move {
@@ -113,15 +105,21 @@ pub async fn serve(
 pub struct WorkerProcess {
     config: Config,
     broker: SharedBroker,
-    wake: Arc<Notify>,
+}
+
+/// The broker sink of a worker-only process, which subscribes to nothing: it learns of new
+/// ingest entries through blocking reads.
+struct NoDeliveries;
+
+impl switchboard_broker::DeliverySink for NoDeliveries {
+    fn deliver(&self, _: &str, _: bytes::Bytes) {}
 }
 
 impl WorkerProcess {
     /// Connects to the config's broker.
     pub async fn connect(config: Config) -> Result<WorkerProcess, BrokerError> {
-        let wake = Arc::new(Notify::new());
-        let broker = connect_broker(&config, Arc::new(WakeSink(wake.clone()))).await?;
-        Ok(WorkerProcess { config, broker, wake })
+        let broker = connect_broker(&config, Arc::new(NoDeliveries)).await?;
+        Ok(WorkerProcess { config, broker })
     }
 
     /// Runs the worker and serves the operations endpoints on `listener` until `shutdown`,
@@ -137,8 +135,7 @@ impl WorkerProcess {
         let holder = format!("worker_{}", ulid::Ulid::new());
         let settings = self.config.persistence.worker_settings(holder);
         let stop = CancellationToken::new();
-        let worker =
-            tokio::spawn(switchboard_worker::run(self.broker.clone(), settings, metrics, self.wake, stop.clone()));
+        let worker = tokio::spawn(switchboard_worker::run(self.broker.clone(), settings, metrics, stop.clone()));
         let draining = CancellationToken::new();
         let metrics_token = crate::http::ops::metrics_token(&self.config);
         let ops = Ops { broker: self.broker, registry, draining: draining.clone(), metrics_token };

@@ -62,12 +62,8 @@ pub fn channel_topic(channel: &str) -> String {
 
 /// The topic on which every edge hears cluster-wide control messages (a member removed from a
 /// channel, a session revoked), each acted on by the edges holding the connections concerned.
+/// Client topics all start with `u:` or `c:`, so no client can subscribe to it.
 pub const CONTROL_TOPIC: &str = "sys:control";
-
-/// The topic on which edges tell every persistence worker that they appended to the ingest
-/// log (an empty message), so that workers in other processes start at once. Client topics
-/// all start with `u:` or `c:`, so no client can subscribe to it.
-pub const INGEST_WAKE_TOPIC: &str = "sys:ingest-appended";
 
 // --- persistence and replay ----------------------------------------------------------------
 
@@ -242,11 +238,9 @@ mod tests {
 
     #[test]
     fn client_topics_never_collide_with_system_topics() {
-        for name in ["sys:ingest-appended", "ingest-appended", ""] {
-            for system in [INGEST_WAKE_TOPIC, CONTROL_TOPIC] {
-                assert_ne!(user_topic(name), system);
-                assert_ne!(channel_topic(name), system);
-            }
+        for name in ["sys:control", "control", ""] {
+            assert_ne!(user_topic(name), CONTROL_TOPIC);
+            assert_ne!(channel_topic(name), CONTROL_TOPIC);
         }
     }
 }

@@ -7,18 +7,16 @@
 //! position; edges use it to drop what a connection already has and to resume after a
 //! reconnect.
 //!
-//! A worker needs only the broker, its [`Settings`] and a wake signal: `switchboard worker`
+//! A worker needs only the broker and its [`Settings`]: `switchboard worker`
 //! runs it without any of the edge's endpoints, verifiers or registries, and `switchboard
 //! serve` runs it beside an edge.
 
 mod metrics;
 mod shard;
 mod stamp;
-mod wake;
 mod worker;
 
 pub use metrics::WorkerMetrics;
 pub use shard::shard_for;
 pub use stamp::{stamp, Stamped};
-pub use wake::WakeSink;
 pub use worker::{run, Settings};

@@ -9,16 +9,14 @@
 //! writes nothing when it resumes and stands down. Its copies into users' logs meanwhile are
 //! harmless: a log only takes an entry newer than its newest.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use switchboard_broker::{BrokerError, LogId, SharedBroker};
 use switchboard_protocol::keyspace::{
-    event_position, ingest_cursor, ingest_log, user_log, user_topic, worker_fence, worker_lease, INGEST_WAKE_TOPIC,
+    event_position, ingest_cursor, ingest_log, user_log, user_topic, worker_fence, worker_lease,
 };
 use switchboard_protocol::timefmt::now_millis;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::WorkerMetrics;
@@ -38,7 +36,7 @@ pub struct Settings {
     pub replay_limit: usize,
     /// A dead worker's shards are taken over within this time.
     pub lease: Duration,
-    /// How often an idle worker looks at its shards anyway.
+    /// The longest one blocking read of the shards waits before the worker looks round anyway.
     pub idle_poll: Duration,
     /// This worker's name in shard leases (unique in the cluster).
     pub holder: String,
@@ -53,55 +51,76 @@ struct Worker {
 
 /// Runs the worker until `stop` is cancelled, then gives its shards up.
 ///
-/// Between rounds with nothing to do it waits for an edge's [`INGEST_WAKE_TOPIC`] message, or
-/// `idle_poll` (for entries written to the ingest log by other means), or a third of its lease
-/// (to renew it), whichever comes first.
-pub async fn run(
-    broker: SharedBroker,
-    settings: Settings,
-    metrics: WorkerMetrics,
-    wake: Arc<Notify>,
-    stop: CancellationToken,
-) {
+/// Each round is one blocking read of every shard it owns ([`switchboard_broker::Log::read_after_many`]):
+/// it returns as soon as an edge appends to one of them, or after `idle_poll` (at most a third
+/// of the lease) with nothing, and the shards that got entries are processed concurrently.
+/// Every third of its lease it renews its leases and tries to take the shards nobody holds.
+pub async fn run(broker: SharedBroker, settings: Settings, metrics: WorkerMetrics, stop: CancellationToken) {
     let w = Worker { broker, settings, metrics };
     let shards = w.settings.shards;
     let lease = w.settings.lease;
     let idle = w.settings.idle_poll.min(lease / 3);
-    let wake_topic = [INGEST_WAKE_TOPIC.to_owned()];
-    if let Err(e) = w.broker.subscribe(&wake_topic).await {
-        tracing::warn!(error = %e, "no wake-ups from edges; polling the ingest log every {idle:?}");
-    }
-    let holder = w.settings.holder.clone();
     let mut states: Vec<ShardState> = (0..shards).map(|_| ShardState::default()).collect();
-    let mut renewed_at = Instant::now();
+    let mut renewed_at: Option<Instant> = None;
     while !stop.is_cancelled() {
-        let renew_due = renewed_at.elapsed() >= lease / 3;
-        if renew_due {
-            renewed_at = Instant::now();
+        if renewed_at.is_none_or(|at| at.elapsed() >= lease / 3) {
+            renewed_at = Some(Instant::now());
+            w.hold_leases(&mut states).await;
         }
-        let mut worked = 0;
-        let mut oldest_ms: Option<u64> = None;
+        // The cursor of a shard just taken is read once; it then changes only through this worker.
+        let mut reads = Vec::new();
         for (shard, state) in (0..shards).zip(states.iter_mut()) {
-            let token = match state.token {
-                Some(t) if !renew_due => Some(t),
-                Some(t) => {
-                    let renewed = w.broker.renew(&worker_lease(shard), std::slice::from_ref(&holder), lease).await;
-                    renewed.is_ok_and(|n| n == 1).then_some(t)
-                }
-                None => w
-                    .broker
-                    .acquire_fenced(&worker_lease(shard), &worker_fence(shard), &holder, lease)
-                    .await
-                    .unwrap_or(None),
-            };
-            if token.is_some() != state.token.is_some() {
-                tracing::info!(shard, owned = token.is_some(), "ingest shard ownership changed");
-                state.cursor = None;
+            if state.token.is_none() {
+                continue;
             }
-            state.token = token;
-            let Some(token) = token else { continue };
-            match w.process(shard, token, &mut state.cursor, &mut oldest_ms).await {
-                Ok(Some(n)) => worked += n,
+            if state.cursor.is_none() {
+                match w.broker.get(&ingest_cursor(shard)).await {
+                    Ok(c) => state.cursor = Some(c.and_then(|b| LogId::parse(&String::from_utf8_lossy(&b)))),
+                    Err(e) => {
+                        tracing::warn!(shard, error = %e, "reading a shard's cursor failed; retrying");
+                        continue;
+                    }
+                }
+            }
+            reads.push((shard, (ingest_log(shard), state.cursor.flatten())));
+        }
+        if reads.is_empty() {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(idle) => {}
+            }
+            continue;
+        }
+        let logs: Vec<(String, Option<LogId>)> = reads.iter().map(|(_, read)| read.clone()).collect();
+        let found = tokio::select! {
+            _ = stop.cancelled() => break,
+            found = w.broker.read_after_many(&logs, BATCH, idle) => found,
+        };
+        let found = match found {
+            Ok(found) => found,
+            Err(e) => {
+                w.metrics.failed_batches.inc();
+                tracing::warn!(error = %e, "reading the ingest shards failed; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = tokio::time::sleep(idle) => {}
+                }
+                continue;
+            }
+        };
+        let oldest_ms = found.iter().filter_map(|entries| entries.first()).map(|(id, _)| id.ms).min();
+        let lag_ms = oldest_ms.map_or(0, |ms| now_millis().saturating_sub(ms));
+        w.metrics.lag_seconds.set(lag_ms as f64 / 1000.0);
+        let batches =
+            reads.iter().zip(found).filter(|(_, entries)| !entries.is_empty()).map(|((shard, _), entries)| {
+                let token = states[*shard as usize].token;
+                let w = &w;
+                async move { (*shard, w.process(*shard, token, entries).await) }
+            });
+        for (shard, outcome) in futures_util::future::join_all(batches).await {
+            let state = &mut states[shard as usize];
+            match outcome {
+                Ok(Some(last)) => state.cursor = Some(Some(last)),
                 Ok(None) => {
                     tracing::warn!(shard, "another worker took this shard over while this one stalled; standing down");
                     *state = ShardState::default();
@@ -113,24 +132,15 @@ pub async fn run(
             }
         }
         w.metrics.shards_owned.set(states.iter().filter(|s| s.token.is_some()).count() as i64);
-        let lag_ms = oldest_ms.map_or(0, |ms| now_millis().saturating_sub(ms));
-        w.metrics.lag_seconds.set(lag_ms as f64 / 1000.0);
-        if worked == 0 {
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(idle) => {}
-            }
-        }
     }
+    let holder = &w.settings.holder;
     for (shard, state) in (0..shards).zip(&states) {
         if state.token.is_some() {
-            let _ = w.broker.release(&worker_lease(shard), &holder).await;
+            let _ = w.broker.release(&worker_lease(shard), holder).await;
         }
     }
     w.metrics.shards_owned.set(0);
     w.metrics.lag_seconds.set(0.0);
-    let _ = w.broker.unsubscribe(&wake_topic).await;
 }
 
 /// What a worker knows of one shard.
@@ -144,32 +154,45 @@ struct ShardState {
 }
 
 impl Worker {
-    /// Processes one batch of a shard under fencing token `token`; returns how many entries it
-    /// handled, or `None` when its commit was refused: the shard has another owner now.
-    /// `oldest_ms` is lowered to the log time of the oldest entry found waiting.
+    /// Renews the leases of the shards this worker holds and tries to take the others.
+    async fn hold_leases(&self, states: &mut [ShardState]) {
+        let (holder, lease) = (&self.settings.holder, self.settings.lease);
+        for (shard, state) in (0..self.settings.shards).zip(states.iter_mut()) {
+            let token = match state.token {
+                Some(t) => {
+                    let renewed = self.broker.renew(&worker_lease(shard), std::slice::from_ref(holder), lease).await;
+                    renewed.is_ok_and(|n| n == 1).then_some(t)
+                }
+                None => self
+                    .broker
+                    .acquire_fenced(&worker_lease(shard), &worker_fence(shard), holder, lease)
+                    .await
+                    .unwrap_or(None),
+            };
+            if token.is_some() != state.token.is_some() {
+                tracing::info!(shard, owned = token.is_some(), "ingest shard ownership changed");
+                state.cursor = None;
+            }
+            state.token = token;
+        }
+        self.metrics.shards_owned.set(states.iter().filter(|s| s.token.is_some()).count() as i64);
+    }
+
+    /// Processes one batch of a shard read under fencing token `token`; returns the position
+    /// it committed, or `None` when its commit was refused: the shard has another owner now.
     async fn process(
         &self,
         shard: u32,
-        token: u64,
-        cached: &mut Option<Option<LogId>>,
-        oldest_ms: &mut Option<u64>,
-    ) -> Result<Option<usize>, BrokerError> {
+        token: Option<u64>,
+        entries: Vec<(LogId, Bytes)>,
+    ) -> Result<Option<LogId>, BrokerError> {
+        let (Some(token), Some((last, _))) = (token, entries.last()) else { return Ok(None) };
+        let last = *last;
         let broker = &self.broker;
         let retention = self.settings.retention;
-        let cursor_key = ingest_cursor(shard);
-        let cursor = match *cached {
-            Some(c) => c,
-            None => broker.get(&cursor_key).await?.and_then(|b| LogId::parse(&String::from_utf8_lossy(&b))),
-        };
-        *cached = Some(cursor);
-        let entries = broker.read_after(&ingest_log(shard), cursor, BATCH).await?;
-        let Some((last, _)) = entries.last() else { return Ok(Some(0)) };
-        let last = *last;
-        if let Some((first, _)) = entries.first() {
-            *oldest_ms = Some(oldest_ms.map_or(first.ms, |o| o.min(first.ms)));
-        }
-        // The whole batch goes out in three round trips: copy into the users' logs, index the
-        // event ids, publish. Each step is idempotent, so a batch cut short is simply redone.
+        // The whole batch is stored and published in one call (one round trip on a single
+        // Redis server), then committed. Each step is idempotent, so a batch cut short is
+        // simply redone.
         let mut copies = Vec::with_capacity(entries.len());
         let mut index = Vec::with_capacity(entries.len());
         let mut live = Vec::with_capacity(entries.len());
@@ -193,16 +216,14 @@ impl Worker {
             live.push((user_topic(&stamped.user), stamped.bytes));
         }
         // A replay sends at most `replay_limit` events; one more tells it that more were missed.
-        broker.append_with_id_many(&copies, retention, self.settings.replay_limit + 1).await?;
-        broker.set_many(&index, Some(retention)).await?;
-        broker.publish_many(&live).await?;
+        broker.store_and_publish(&copies, &index, retention, self.settings.replay_limit + 1, &live).await?;
         // Move the cursor and let the ingest log go through `last` (it holds only what is not
         // yet stored), if this worker still owns the shard: one that stalled past its lease while
         // another took over must not move the cursor back.
+        let cursor_key = ingest_cursor(shard);
         if !broker.commit_fenced(&worker_fence(shard), token, &cursor_key, &ingest_log(shard), last).await? {
             return Ok(None);
         }
-        *cached = Some(Some(last));
         self.metrics.persisted.inc_by(entries.len() as u64);
         for (parent, event_id) in traced {
             let kind = switchboard_telemetry::Kind::Consumer;
@@ -212,6 +233,6 @@ impl Worker {
                 span.set("switchboard.batch", entries.len() as i64);
             }
         }
-        Ok(Some(entries.len()))
+        Ok(Some(last))
     }
 }

@@ -4,7 +4,8 @@
 //! Two connections per node (per master in cluster mode, handled by the client): one
 //! multiplexed command connection that pipelines concurrent calls, and one dedicated
 //! subscriber connection (RESP3 push messages) whose messages go straight to the node's
-//! [`DeliverySink`]. Both reconnect with backoff on their own; the subscriber resubscribes to
+//! [`DeliverySink`]. A worker's blocking reads of its ingest shards get connections of their
+//! own ([`blocking`]), made on first use. Both reconnect with backoff on their own; the subscriber resubscribes to
 //! every topic it held, so open client WebSockets receive events again once Redis is back.
 //! In cluster mode fan-out uses sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`), routed to the
 //! topic's slot owner and followed across `MOVED` and failover by the cluster client.
@@ -12,6 +13,7 @@
 //! Atomic multi-step operations (leases, presence) are Lua scripts kept in `scripts/`, loaded
 //! once and run by hash.
 
+mod blocking;
 mod conn;
 mod presence;
 mod resubscribe;
@@ -58,6 +60,7 @@ pub struct RedisBroker {
     /// Restores subscriptions the connection loses (see [`resubscribe`]).
     _resubscriber: Keepalive,
     wanted: Arc<resubscribe::Wanted>,
+    blocking: blocking::BlockingReads,
     clock: Arc<dyn Clock>,
     lease_acquire: Script,
     lease_renew: Script,
@@ -69,7 +72,8 @@ pub struct RedisBroker {
 }
 
 /// `XADD` under an explicit id unless the stream already has that id or a later one; sent
-/// as `EVAL` so a batch of them can be pipelined without a script cache miss.
+/// as `EVAL` so a batch of them can be pipelined without a script cache miss (by hash it
+/// measured no cheaper: the Lua call itself is most of its cost).
 const XADD_IF_NEWER: &str = include_str!("scripts/xadd_if_newer.lua");
 
 /// The `EVAL` of [`XADD_IF_NEWER`] for one entry.
@@ -161,6 +165,7 @@ impl RedisBroker {
             _keepalive: keepalive,
             _resubscriber: resubscriber,
             wanted,
+            blocking: blocking::BlockingReads::new(settings),
             clock: Arc::new(SystemClock),
             lease_acquire: Script::new(include_str!("scripts/lease_acquire.lua")),
             lease_renew: Script::new(include_str!("scripts/lease_renew.lua")),
@@ -290,6 +295,47 @@ fn parse_id(id: &str) -> Result<LogId> {
     LogId::parse(id).ok_or_else(|| BrokerError::Protocol(format!("bad stream id {id}")))
 }
 
+/// A stream's entries as `XRANGE` and `XREAD` give them, with the body in field `d`.
+type RawEntries = Vec<(String, Vec<(String, Vec<u8>)>)>;
+
+fn entries(raw: RawEntries) -> Result<Vec<(LogId, Bytes)>> {
+    raw.into_iter()
+        .map(|(id, fields)| {
+            let body = fields.into_iter().find(|(k, _)| k == "d").map(|(_, v)| Bytes::from(v)).unwrap_or_default();
+            Ok((parse_id(&id)?, body))
+        })
+        .collect()
+}
+
+/// The reply of an `XREAD` of `reads`: each log's entries, in the order of `reads` (nil, after
+/// a timeout, is no entries anywhere).
+fn xread_reply(reply: Value, reads: &[(String, Option<LogId>)]) -> Result<Vec<Vec<(LogId, Bytes)>>> {
+    let pairs: Vec<(Value, Value)> = match reply {
+        Value::Nil => Vec::new(),
+        Value::Map(pairs) => pairs,
+        Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::Array(kv) if kv.len() == 2 => {
+                    let mut kv = kv.into_iter();
+                    Ok((kv.next().unwrap_or(Value::Nil), kv.next().unwrap_or(Value::Nil)))
+                }
+                other => Err(BrokerError::Protocol(format!("unexpected XREAD row {other:?}"))),
+            })
+            .collect::<Result<_>>()?,
+        other => return Err(BrokerError::Protocol(format!("unexpected XREAD reply {other:?}"))),
+    };
+    let mut out = vec![Vec::new(); reads.len()];
+    for (key, raw) in pairs {
+        let key: String = redis::from_redis_value(key).map_err(|e| BrokerError::Protocol(e.to_string()))?;
+        let raw: RawEntries = redis::from_redis_value(raw).map_err(|e| BrokerError::Protocol(e.to_string()))?;
+        if let Some(n) = reads.iter().position(|(log, _)| *log == key) {
+            out[n] = entries(raw)?;
+        }
+    }
+    Ok(out)
+}
+
 #[async_trait]
 impl Log for RedisBroker {
     async fn append(&self, log: &str, entry: Bytes, retention: Duration) -> Result<LogId> {
@@ -305,20 +351,26 @@ impl Log for RedisBroker {
     async fn append_many(&self, entries: &[(String, Bytes)], retention: Duration) -> Result<Vec<LogId>> {
         let min_ms = self.clock.now_ms().saturating_sub(retention.as_millis() as u64);
         let ttl = retention.as_millis().max(1) as u64;
-        let cmds: Vec<(String, redis::Cmd)> = entries
-            .iter()
-            .flat_map(|(log, entry)| {
-                let add =
-                    redis::cmd("XADD").arg(log).arg("MINID").arg(min_ms).arg("*").arg("d").arg(&entry[..]).clone();
-                let expire = redis::cmd("PEXPIRE").arg(log).arg(ttl).clone();
-                [(log.clone(), add), (log.clone(), expire)]
-            })
-            .collect();
+        // Each log's expiry is pushed out once, after its last entry of the batch.
+        let mut cmds: Vec<(String, redis::Cmd)> = Vec::with_capacity(entries.len() + 4);
+        let mut is_add = Vec::with_capacity(entries.len() + 4);
+        let last: std::collections::HashMap<&str, usize> =
+            entries.iter().enumerate().map(|(n, (log, _))| (log.as_str(), n)).collect();
+        for (n, (log, entry)) in entries.iter().enumerate() {
+            let add = redis::cmd("XADD").arg(log).arg("MINID").arg(min_ms).arg("*").arg("d").arg(&entry[..]).clone();
+            cmds.push((log.clone(), add));
+            is_add.push(true);
+            if last.get(log.as_str()) == Some(&n) {
+                cmds.push((log.clone(), redis::cmd("PEXPIRE").arg(log).arg(ttl).clone()));
+                is_add.push(false);
+            }
+        }
         let replies = self.commands.query_all(&cmds).await.map_err(unavailable)?;
         replies
             .iter()
-            .step_by(2)
-            .map(|v| {
+            .zip(is_add)
+            .filter(|(_, add)| *add)
+            .map(|(v, _)| {
                 let id: String =
                     redis::from_redis_value(v.clone()).map_err(|e| BrokerError::Protocol(e.to_string()))?;
                 parse_id(&id)
@@ -361,16 +413,10 @@ impl Log for RedisBroker {
     ) -> Result<(Vec<(LogId, Bytes)>, bool)> {
         let end = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
         let cmd = redis::cmd("XREVRANGE").arg(log).arg("+").arg(end).arg("COUNT").arg(limit + 1).clone();
-        let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = self.query(&cmd).await?;
-        let truncated = entries.len() > limit;
-        let mut out = entries
-            .into_iter()
-            .take(limit)
-            .map(|(id, fields)| {
-                let body = fields.into_iter().find(|(k, _)| k == "d").map(|(_, v)| Bytes::from(v)).unwrap_or_default();
-                Ok((parse_id(&id)?, body))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let mut raw: RawEntries = self.query(&cmd).await?;
+        let truncated = raw.len() > limit;
+        raw.truncate(limit);
+        let mut out = entries(raw)?;
         out.reverse();
         Ok((out, truncated))
     }
@@ -378,14 +424,50 @@ impl Log for RedisBroker {
     async fn read_after(&self, log: &str, after: Option<LogId>, limit: usize) -> Result<Vec<(LogId, Bytes)>> {
         let start = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
         let cmd = redis::cmd("XRANGE").arg(log).arg(start).arg("+").arg("COUNT").arg(limit).clone();
-        let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = self.query(&cmd).await?;
-        entries
-            .into_iter()
-            .map(|(id, fields)| {
-                let body = fields.into_iter().find(|(k, _)| k == "d").map(|(_, v)| Bytes::from(v)).unwrap_or_default();
-                Ok((parse_id(&id)?, body))
-            })
-            .collect()
+        entries(self.query(&cmd).await?)
+    }
+
+    async fn read_after_many(
+        &self,
+        reads: &[(String, Option<LogId>)],
+        limit: usize,
+        wait: Duration,
+    ) -> Result<Vec<Vec<(LogId, Bytes)>>> {
+        if reads.is_empty() {
+            return Ok(Vec::new());
+        }
+        let block = wait.min(blocking::MAX_BLOCK);
+        if !self.commands.is_cluster() {
+            if block.is_zero() {
+                let cmds: Vec<(String, redis::Cmd)> = reads
+                    .iter()
+                    .map(|(log, after)| {
+                        let start = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
+                        (log.clone(), redis::cmd("XRANGE").arg(log).arg(start).arg("+").arg("COUNT").arg(limit).clone())
+                    })
+                    .collect();
+                let replies = self.commands.query_all(&cmds).await.map_err(unavailable)?;
+                return replies
+                    .into_iter()
+                    .map(|v| entries(redis::from_redis_value(v).map_err(|e| BrokerError::Protocol(e.to_string()))?))
+                    .collect();
+            }
+            let reply = self.blocking.read_all(reads, limit, block).await.map_err(unavailable)?;
+            return xread_reply(reply, reads);
+        }
+        // A cluster: look at every log (concurrently); while all are empty, wait for a blocking
+        // read of any of them to end, and look again.
+        let deadline = tokio::time::Instant::now() + block;
+        loop {
+            let found = futures_util::future::try_join_all(
+                reads.iter().map(|(log, after)| self.read_after(log, *after, limit)),
+            )
+            .await?;
+            if found.iter().any(|e| !e.is_empty()) || tokio::time::Instant::now() >= deadline {
+                return Ok(found);
+            }
+            self.blocking.wait_any(reads, deadline).await.map_err(unavailable)?;
+        }
     }
 
     async fn trim_through(&self, log: &str, through: LogId) -> Result<()> {
@@ -462,6 +544,40 @@ impl Leases for RedisBroker {
 
 #[async_trait]
 impl Broker for RedisBroker {
+    async fn store_and_publish(
+        &self,
+        copies: &[(String, LogId, Bytes)],
+        index: &[(String, Bytes)],
+        retention: Duration,
+        max_entries: usize,
+        live: &[(String, Bytes)],
+    ) -> Result<()> {
+        let now = self.clock.now_ms();
+        let ttl = retention.as_millis().max(1) as u64;
+        let mut cmds: Vec<(String, redis::Cmd)> = Vec::with_capacity(copies.len() + index.len() + live.len());
+        for (log, id, entry) in copies {
+            cmds.push((log.clone(), xadd_if_newer(log, *id, entry, now, retention, max_entries)));
+        }
+        for (key, value) in index {
+            cmds.push((key.clone(), redis::cmd("SET").arg(key).arg(&value[..]).arg("PX").arg(ttl).clone()));
+        }
+        let name = self.commands.publish_command();
+        let publishes = live.iter().map(|(t, m)| (t.clone(), redis::cmd(name).arg(t).arg(&m[..]).clone()));
+        if self.commands.is_cluster() {
+            // The stores go to their slots' owners concurrently; the publishes only once all
+            // of them are done.
+            self.commands.query_all(&cmds).await.map_err(unavailable)?;
+            let publishes: Vec<(String, redis::Cmd)> = publishes.collect();
+            self.commands.query_all(&publishes).await.map_err(unavailable)?;
+        } else {
+            // One connection runs a pipeline in order: every copy is stored before the first
+            // publish.
+            cmds.extend(publishes);
+            self.commands.query_all(&cmds).await.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<()> {
         self.query::<Value>(&redis::cmd("PING")).await.map(|_| ())
     }

@@ -26,8 +26,9 @@ pub struct PersistenceConfig {
     /// A dead worker's shards are taken over within this time.
     #[serde(default = "default_worker_lease", with = "duration_str")]
     pub worker_lease: Duration,
-    /// How often an idle worker looks at its shards anyway. Publishes through an edge wake
-    /// the workers at once; this catches entries written to the ingest log by other means.
+    /// The longest a worker's blocking read of its shards waits (it returns the moment an edge
+    /// appends) before the worker looks round anyway; leases are renewed every third of
+    /// `worker_lease` regardless.
     #[serde(default = "default_idle_poll", with = "duration_str")]
     pub idle_poll: Duration,
 }
@@ -93,5 +94,5 @@ fn default_worker_lease() -> Duration {
     Duration::from_secs(10)
 }
 fn default_idle_poll() -> Duration {
-    Duration::from_millis(100)
+    Duration::from_secs(1)
 }
