@@ -64,8 +64,12 @@ pub async fn connect(target: &Target, i: usize, entry: &Entry) -> Result<Connect
         format!("token={}", entry.token)
     };
     // Small buffers: the tool holds tens of thousands of clients in one process.
-    let options =
-        ConnectOptions { source: Some(IpAddr::V4(source)), read_buffer_bytes: 4096, answer_pings: Some(entry.dialect) };
+    let options = ConnectOptions {
+        source: Some(IpAddr::V4(source)),
+        read_buffer_bytes: 4096,
+        answer_pings: Some(entry.dialect),
+        tls: None,
+    };
     Connection::open(&format!("ws://{server}{}?{query}", entry.path), &options)
         .await
         .with_context(|| format!("from {source}"))

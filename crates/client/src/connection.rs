@@ -3,15 +3,17 @@
 //! thousands of connections and want to choose the source address and buffer sizes.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
 use switchboard_protocol::{DialectKind, FrameKind, ServerMessage};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Bytes, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
+use crate::stream::Stream;
 use crate::{ClientDialect, ClientMessage};
 
 /// How a connection is opened.
@@ -25,11 +27,14 @@ pub struct ConnectOptions {
     /// Answer this dialect's heartbeat pings (veriops JSON `ping`, brl `0x20`) inside
     /// [`Connection::next`], as a well-behaved client must to stay connected.
     pub answer_pings: Option<DialectKind>,
+    /// TLS settings for `wss://` URLs (trusted roots, resumption); `None`: the system's
+    /// trusted roots ([`crate::stream::system_roots`]).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        ConnectOptions { source: None, read_buffer_bytes: 16 * 1024, answer_pings: None }
+        ConnectOptions { source: None, read_buffer_bytes: 16 * 1024, answer_pings: None, tls: None }
     }
 }
 
@@ -77,7 +82,7 @@ pub enum Incoming {
 
 /// An open connection.
 pub struct Connection {
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<Stream>,
     answer_pings: Option<DialectKind>,
 }
 
@@ -86,17 +91,20 @@ fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> ConnectError {
 }
 
 impl Connection {
-    /// Opens `url` (`ws://host:port/path?token=...`): TCP from `options.source`, then the
-    /// WebSocket handshake. TLS is not spoken here; put a TLS-terminating proxy in front.
+    /// Opens `url` (`ws://host:port/path?token=...`, or `wss://` for TLS): TCP from
+    /// `options.source`, the TLS handshake for `wss://` (`options.tls`), then the WebSocket
+    /// handshake.
     pub async fn open(url: &str, options: &ConnectOptions) -> Result<Connection, ConnectError> {
         let request = url.into_client_request().map_err(|e| ConnectError::Url(format!("{url}: {e}")))?;
         let uri = request.uri();
-        if uri.scheme_str() != Some("ws") {
-            return Err(ConnectError::Url(format!("{url}: only ws:// URLs (terminate TLS in front)")));
-        }
+        let tls = match uri.scheme_str() {
+            Some("ws") => false,
+            Some("wss") => true,
+            _ => return Err(ConnectError::Url(format!("{url}: only ws:// and wss:// URLs"))),
+        };
         let host = uri.host().ok_or_else(|| ConnectError::Url(format!("{url}: no host")))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let server = tokio::net::lookup_host((host, port))
             .await
             .map_err(io("resolve"))?
@@ -108,6 +116,15 @@ impl Connection {
         }
         let stream = socket.connect(server).await.map_err(io("connect"))?;
         stream.set_nodelay(true).map_err(io("nodelay"))?;
+        let stream = if tls {
+            let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                .map_err(|e| ConnectError::Url(format!("{url}: {e}")))?;
+            let config = options.tls.clone().unwrap_or_else(crate::stream::system_roots);
+            let session = tokio_rustls::TlsConnector::from(config).connect(name, stream).await.map_err(io("tls"))?;
+            Stream::Tls(Box::new(session))
+        } else {
+            Stream::Plain(stream)
+        };
         // Writes go straight to the socket: no write buffer to hold per connection.
         let config = WebSocketConfig::default().read_buffer_size(options.read_buffer_bytes).write_buffer_size(0);
         match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {

@@ -27,6 +27,7 @@ mod connection;
 mod dedupe;
 mod dialect;
 mod reconnecting;
+pub mod stream;
 
 pub use connection::{ConnectError, ConnectOptions, Connection, Incoming};
 pub use dedupe::RecentIds;

@@ -27,6 +27,8 @@ pub struct ClientConfig {
     pub max_backoff: Duration,
     /// How many recent event ids are remembered for deduplication.
     pub dedupe_window: usize,
+    /// TLS settings for `wss://` URLs; `None`: the system's trusted roots.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl ClientConfig {
@@ -40,7 +42,14 @@ impl ClientConfig {
             min_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
             dedupe_window: 10_000,
+            tls: None,
         }
+    }
+
+    /// Uses `tls` for `wss://` URLs (e.g. a private CA's roots).
+    pub fn tls(mut self, tls: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Adds a message to send after every connect.
@@ -125,7 +134,8 @@ async fn run(config: ClientConfig, tx: mpsc::Sender<ClientEvent>) {
         if let Some(id) = &last_id {
             full.push_str(&format!("&last_event_id={id}"));
         }
-        let options = ConnectOptions { answer_pings: Some(config.dialect), ..ConnectOptions::default() };
+        let options =
+            ConnectOptions { answer_pings: Some(config.dialect), tls: config.tls.clone(), ..ConnectOptions::default() };
         let code = match Connection::open(&full, &options).await {
             Ok(mut conn) => {
                 attempt = 0;

@@ -38,6 +38,7 @@ mod replay;
 pub mod server;
 mod session;
 mod short_set;
+pub mod tls;
 
 #[cfg(feature = "internals")]
 pub mod internals;

@@ -14,6 +14,8 @@ pub struct Metrics {
     pub connections: IntGaugeVec,
     /// Connection attempts by endpoint and result (`accepted`, `unauthorized`, ...).
     pub connects: IntCounterVec,
+    /// TLS handshakes on the listener by result (`ok`, `not_tls`, `timeout`, `failed`).
+    pub tls_handshakes: IntCounterVec,
     /// Closed connections by endpoint, close code and who closed (`client`, `server`,
     /// `network`: the socket went away without a close frame).
     pub disconnects: IntCounterVec,
@@ -88,6 +90,11 @@ impl Metrics {
                     .expect("valid metric definition"),
             ),
             connects: counter_vec("connects_total", "Connection attempts by result", &["endpoint", "result"]),
+            tls_handshakes: counter_vec(
+                "tls_handshakes_total",
+                "TLS handshakes on the listener by result",
+                &["result"],
+            ),
             disconnects: counter_vec(
                 "disconnects_total",
                 "Closed connections by close code and who closed",

@@ -2,9 +2,10 @@
 //! persistence worker where the role has one, and drain gracefully on shutdown.
 //!
 //! The accept loop is our own, on hyper's HTTP/1.1 connection builder over plain
-//! `TcpStream`s: an upgraded WebSocket then hands back the socket itself, which the connection
-//! reads with no buffer while idle and writes to directly on fan-out (a generic server would
-//! wrap the socket, and every connection would carry its buffers for life).
+//! `TcpStream`s, or TLS sessions over them ([`crate::tls`]): an upgraded WebSocket then hands
+//! back the socket itself (and its session), which the connection reads with no buffer while
+//! idle and writes to directly on fan-out (a generic server would wrap the socket, and every
+//! connection would carry its buffers for life).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use crate::config::Config;
 use crate::http::{ops_router, router, Ops};
 use crate::ip_limits::{IpLimits, IpRefusal};
 use crate::node::{connect_broker, Node};
+use crate::tls::{Handshake, Tls};
 
 /// What a node process runs besides its HTTP surface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +45,7 @@ pub async fn serve_role(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let admission = Admission::new(node.config(), Some(node.metrics().clone()))?;
     if let Err(e) = node.join_cluster().await {
         tracing::warn!(error = %e, "not subscribed to cluster control messages yet; the broker connection retries");
     }
@@ -68,7 +71,6 @@ pub async fn serve_role(
     // naming the reason (a load balancer retries elsewhere), the open WebSockets close spread
     // over the window. Then the listener closes.
     let stop_http = CancellationToken::new();
-    let admission = Admission::new(node.config(), Some(node.metrics().clone()));
     let serving = tokio::spawn(accept_until(listener, app, admission, stop_http.clone()));
     conns.draining.cancelled().await;
     conns.tasks.close();
@@ -129,6 +131,7 @@ impl WorkerProcess {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let admission = Admission::new(&self.config, None)?;
         let registry = prometheus::Registry::new_custom(Some("switchboard".into()), None).unwrap_or_default();
         let metrics = WorkerMetrics::register(&registry);
         crate::metrics::register_subscriber_health(&registry, self.broker.clone());
@@ -145,7 +148,7 @@ impl WorkerProcess {
             tracing::info!("stopping");
             stop_accepting.cancel();
         });
-        accept_until(listener, ops_router(ops), Admission::new(&self.config, None), draining).await;
+        accept_until(listener, ops_router(ops), admission, draining).await;
         stop.cancel();
         let _ = worker.await;
         Ok(())
@@ -155,16 +158,31 @@ impl WorkerProcess {
 /// How long in-flight HTTP requests may take to finish once the node stops accepting.
 const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Who may connect, and how long a request head may take: the accept loop's settings.
+/// Who may connect, how long a handshake (TLS, then the request head) may take, and TLS: the
+/// accept loop's settings.
 struct Admission {
     handshake_timeout: Duration,
     ip_limits: Option<Arc<IpLimits>>,
+    tls: Option<Arc<Tls>>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Admission {
-    fn new(config: &Config, metrics: Option<Arc<crate::metrics::Metrics>>) -> Admission {
-        Admission { handshake_timeout: config.handshake_timeout, ip_limits: IpLimits::new(&config.ip_limits), metrics }
+    /// Fails when TLS is configured and its certificate or key does not load.
+    fn new(config: &Config, metrics: Option<Arc<crate::metrics::Metrics>>) -> std::io::Result<Admission> {
+        let tls = match (config.tls_cert.as_str(), config.tls_key.as_str()) {
+            ("", "") => None,
+            (cert, key) => Some(Arc::new(
+                Tls::new(cert.as_ref(), key.as_ref())
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?,
+            )),
+        };
+        Ok(Admission {
+            handshake_timeout: config.handshake_timeout,
+            ip_limits: IpLimits::new(&config.ip_limits),
+            tls,
+            metrics,
+        })
     }
 }
 
@@ -192,6 +210,7 @@ async fn accept_until(listener: TcpListener, app: Router, admission: Admission, 
     http.timer(TokioTimer::new()).header_read_timeout(admission.handshake_timeout);
     let http = Arc::new(http);
     let requests = TaskTracker::new();
+    let reload = admission.tls.as_ref().map(|tls| tls.spawn_reload());
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -223,22 +242,50 @@ async fn accept_until(listener: TcpListener, app: Router, admission: Admission, 
             },
         };
         let (http, service, stop) = (http.clone(), TowerToHyperService::new(app), stop.clone());
+        let Some(tls) = admission.tls.clone() else {
+            requests.spawn(serve_http(http, TokioIo::new(stream), service, stop));
+            continue;
+        };
+        let (timeout, metrics) = (admission.handshake_timeout, admission.metrics.clone());
         requests.spawn(async move {
-            let conn = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
+            let done = tls.accept(stream, timeout).await;
+            let outcome = done.as_ref().map_or_else(|h| *h, |_| Handshake::Ok);
+            if let Some(m) = &metrics {
+                m.tls_handshakes.with_label_values(&[outcome.label()]).inc();
+            }
+            if let Ok(stream) = done {
+                serve_http(http, TokioIo::new(stream), service, stop).await;
             }
         });
+    }
+    if let Some(reload) = reload {
+        reload.abort();
     }
     drop(listener);
     requests.close();
     if tokio::time::timeout(HTTP_SHUTDOWN_GRACE, requests.wait()).await.is_err() {
         tracing::warn!("HTTP requests still running after the shutdown grace period");
+    }
+}
+
+/// Serves HTTP/1.1 (and upgrades) on one accepted connection until it ends, or until `stop`
+/// lets the request in flight finish.
+async fn serve_http<I>(
+    http: Arc<hyper::server::conn::http1::Builder>,
+    io: I,
+    service: TowerToHyperService<Router>,
+    stop: CancellationToken,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let conn = http.serve_connection(io, service).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
 }
 

@@ -46,6 +46,14 @@ pub struct Config {
     /// Whether `redis_url` names a Redis Cluster (sharded pub/sub, slot routing).
     #[serde(default)]
     pub redis_cluster: bool,
+    /// PEM certificate chain for TLS on the listener (`wss://`, `https://`), with `tls_key`;
+    /// both empty: plain TCP (TLS ends at a proxy or ingress, if anywhere). Reloaded when the
+    /// files change.
+    #[serde(default)]
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert` (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub tls_key: String,
     /// Bearer key of the admin and publish API; empty means the development key.
     #[serde(default)]
     pub admin_key: String,

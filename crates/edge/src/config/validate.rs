@@ -47,6 +47,15 @@ impl Config {
         if !(0.0..=100_000.0).contains(&self.ip_limits.connects_per_second) {
             problems.push("ip_limits.connects_per_second: must be between 0 and 100000".into());
         }
+        match (self.tls_cert.is_empty(), self.tls_key.is_empty()) {
+            (true, true) => {}
+            (false, false) => {
+                if let Err(e) = crate::tls::load_pair(self.tls_cert.as_ref(), self.tls_key.as_ref()) {
+                    problems.push(format!("tls_cert / tls_key: {e}"));
+                }
+            }
+            _ => problems.push("tls_cert / tls_key: set both (TLS on) or neither".into()),
+        }
         if !(0.0..=1.0).contains(&self.trace_sample_ratio) {
             problems.push("trace_sample_ratio: must be between 0 and 1".into());
         }

@@ -3,7 +3,8 @@
 
 use switchboard_protocol::CloseReason;
 use switchboard_wsframe::{Decoded, Frame, Violation};
-use tokio::net::TcpStream;
+
+use super::socket::Socket;
 
 /// Smallest read: enough for every client command in one go.
 const READ_CHUNK: usize = 4096;
@@ -67,7 +68,7 @@ impl Input {
 
     /// Reads what the socket has (with room for at least the frame being assembled, up to a
     /// bound); false when the client is gone.
-    pub fn read_from(&mut self, socket: &TcpStream) -> bool {
+    pub fn read_from(&mut self, socket: &Socket) -> bool {
         self.compact();
         let room = self.want.saturating_sub(self.buf.len()).clamp(READ_CHUNK, MAX_READ_CHUNK);
         self.buf.reserve(room);

@@ -17,6 +17,7 @@ mod input;
 mod outbox;
 mod rate;
 mod refusal;
+mod socket;
 mod subscriptions;
 mod timers;
 
@@ -33,6 +34,7 @@ use switchboard_protocol::CloseReason;
 use switchboard_wsframe::deflate::Agreement;
 use switchboard_wsframe::{close_payload, FrameOp, MessageAssembler};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -42,6 +44,7 @@ pub use handle::{ClosePlan, ConnHandle, SendOutcome};
 pub use outbox::Discard;
 pub use outbox::{Flush, Payload, MAX_FRAMES_PER_WRITE};
 pub use refusal::RefusalHandler;
+pub use socket::Socket;
 pub use subscriptions::{LazyPayload, Subscriptions};
 pub use switchboard_wsframe::Opcode;
 
@@ -139,24 +142,37 @@ pub async fn run_upgraded<H: MessageHandler + 'static>(
             return;
         }
     };
-    match upgraded.downcast::<hyper_util::rt::TokioIo<TcpStream>>() {
+    // The node serves plain TCP, or TLS sessions over it: either way the connection gets the
+    // socket itself (and the session), not hyper's wrapper and buffers.
+    let (socket, early) = match upgraded.downcast::<hyper_util::rt::TokioIo<TcpStream>>() {
         Ok(parts) => {
             let hyper::upgrade::Parts { io, read_buf, .. } = parts;
             // `read_buf` is a view into hyper's whole read buffer: copy what the client sent
             // early (usually nothing) and let the buffer go before the connection starts.
-            let early = read_buf.to_vec();
-            drop(read_buf);
-            let socket = Arc::new(io.into_inner());
-            let id = ctx.next_id();
-            let conn =
-                Arc::new(ConnHandle::new(id, endpoint.clone(), principal, subscriptions, socket.clone(), deflate));
-            let session = make_handler(conn.clone());
-            let timers = Timers::new(&endpoint, expires_at);
-            let tasks = ctx.tasks.clone();
-            tasks.spawn(run(ctx, conn, socket, session, timers, Input::new(early, deflate.is_some()), ip_slot));
+            (Socket::Plain(io.into_inner()), read_buf.to_vec())
         }
-        Err(_) => tracing::error!("upgraded connection is not a TCP socket; it is dropped"),
-    }
+        Err(upgraded) => match upgraded.downcast::<hyper_util::rt::TokioIo<TlsStream<TcpStream>>>() {
+            Ok(parts) => {
+                let hyper::upgrade::Parts { io, read_buf, .. } = parts;
+                let mut early = read_buf.to_vec();
+                let (tcp, mut session) = io.into_inner().into_inner();
+                // And what the session decrypted that hyper had not read yet.
+                let _ = std::io::Read::read_to_end(&mut session.reader(), &mut early);
+                (Socket::tls(tcp, session), early)
+            }
+            Err(_) => {
+                tracing::error!("upgraded connection is neither TCP nor TLS over TCP; it is dropped");
+                return;
+            }
+        },
+    };
+    let socket = Arc::new(socket);
+    let id = ctx.next_id();
+    let conn = Arc::new(ConnHandle::new(id, endpoint.clone(), principal, subscriptions, socket.clone(), deflate));
+    let session = make_handler(conn.clone());
+    let timers = Timers::new(&endpoint, expires_at);
+    let tasks = ctx.tasks.clone();
+    tasks.spawn(run(ctx, conn, socket, session, timers, Input::new(early, deflate.is_some()), ip_slot));
 }
 
 /// Runs one connection to its end; `input` starts with whatever the client sent right behind
@@ -165,7 +181,7 @@ pub async fn run_upgraded<H: MessageHandler + 'static>(
 async fn run<H: MessageHandler>(
     ctx: Arc<ConnContext>,
     conn: Arc<ConnHandle>,
-    socket: Arc<TcpStream>,
+    socket: Arc<Socket>,
     mut session: H,
     mut timers: Timers,
     mut input: Input,
@@ -329,7 +345,7 @@ fn flushed(conn: &ConnHandle) -> bool {
 }
 
 /// Reads and discards frames until the client's close frame, an error, or end of stream.
-async fn await_client_close(socket: &TcpStream, mut input: Input, max_bytes: usize) {
+async fn await_client_close(socket: &Socket, mut input: Input, max_bytes: usize) {
     loop {
         loop {
             match input.next_frame(max_bytes) {

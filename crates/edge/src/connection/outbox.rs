@@ -77,6 +77,12 @@ pub trait FrameSink: Send + Sync {
     }
     /// Ready once the socket can take more bytes.
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Sends what the sink itself still holds of bytes it took (a TLS session's encrypted
+    /// records the socket did not take yet); true when nothing is left. Plain sockets hold
+    /// nothing.
+    fn flush_pending(&self) -> io::Result<bool> {
+        Ok(true)
+    }
 }
 
 impl FrameSink for tokio::net::TcpStream {
@@ -215,10 +221,17 @@ impl Outbox {
         }
         let (opcode, payload, position) = self.parts(&item);
         match self.write_now(sink, std::iter::once((opcode, payload))) {
-            Push::Written => {
-                self.record(position);
-                Push::Written
-            }
+            Push::Written => match self.after_written(sink) {
+                Push::Written => {
+                    self.record(position);
+                    Push::Written
+                }
+                Push::Pending => {
+                    self.batch_position = position;
+                    Push::Pending
+                }
+                other => other,
+            },
             Push::Pending => {
                 self.batch_position = position;
                 Push::Pending
@@ -245,8 +258,11 @@ impl Outbox {
         }
         let (now, later) = frames.split_at(frames.len().min(MAX_FRAMES_PER_WRITE));
         let opcode = self.opcode;
-        let pushed =
+        let mut pushed =
             self.write_now(sink, now.iter().map(|f| (FrameType { opcode, deflated: f.deflated }, &f.bytes[..])));
+        if pushed == Push::Written {
+            pushed = self.after_written(sink);
+        }
         if matches!(pushed, Push::Written | Push::Pending) && !later.is_empty() {
             self.queued_bytes += later.iter().map(len).sum::<usize>();
             self.queue.extend(later.iter().cloned().map(Outbound::Message));
@@ -297,6 +313,22 @@ impl Outbox {
         self.keep_unwritten(result, total, parts.iter().map(|p| &p[..]))
     }
 
+    /// After a frame went whole into the sink: whether the sink sent it on, or holds some of
+    /// it (TLS records the socket did not take), which the connection's task then finishes.
+    fn after_written(&mut self, sink: &dyn FrameSink) -> Push {
+        match sink.flush_pending() {
+            Ok(true) => Push::Written,
+            Ok(false) => {
+                self.busy = true;
+                Push::Pending
+            }
+            Err(_) => {
+                self.broken = true;
+                Push::Broken
+            }
+        }
+    }
+
     /// After a write of `total` bytes made of `parts`: keeps what the socket did not take.
     fn keep_unwritten<'p>(
         &mut self,
@@ -338,6 +370,14 @@ impl Outbox {
                 if self.queue.is_empty() {
                     // Idle connections hold no output buffer.
                     self.batch = Vec::new();
+                    match sink.flush_pending() {
+                        Ok(true) => {}
+                        Ok(false) => return Flush::Blocked,
+                        Err(_) => {
+                            self.broken = true;
+                            return Flush::Broken;
+                        }
+                    }
                     self.busy = false;
                     return Flush::Idle;
                 }
