@@ -68,9 +68,9 @@ pub async fn connect(target: &Target, i: usize, entry: &Entry) -> Result<Connect
         source: Some(IpAddr::V4(source)),
         read_buffer_bytes: 4096,
         answer_pings: Some(entry.dialect),
-        tls: None,
+        tls: crate::tls::client_config(),
     };
-    Connection::open(&format!("ws://{server}{}?{query}", entry.path), &options)
+    Connection::open(&format!("{}://{server}{}?{query}", crate::tls::ws(), entry.path), &options)
         .await
         .with_context(|| format!("from {source}"))
 }
@@ -78,12 +78,13 @@ pub async fn connect(target: &Target, i: usize, entry: &Entry) -> Result<Connect
 /// One HTTP client for the whole run (its connection pool is shared).
 pub fn http() -> &'static reqwest::Client {
     static HTTP: OnceLock<reqwest::Client> = OnceLock::new();
-    HTTP.get_or_init(reqwest::Client::new)
+    HTTP.get_or_init(crate::tls::http_client)
 }
 
 /// A connect ticket for the holder of `token`.
 async fn ticket(server: SocketAddr, token: &str) -> Result<String> {
-    let resp = http().post(format!("http://{server}/v1/auth/ws-ticket")).bearer_auth(token).send().await?;
+    let resp =
+        http().post(format!("{}://{server}/v1/auth/ws-ticket", crate::tls::http())).bearer_auth(token).send().await?;
     let status = resp.status();
     let body: serde_json::Value = resp.json().await.context("a ticket answer that is not JSON")?;
     match body["data"]["ticket"].as_str() {

@@ -85,7 +85,7 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
     }
     let total_events = (args.rate * args.duration_secs as f64).round() as u64;
     let schedule = Schedule {
-        url: format!("http://{publish_to}/v1/publish"),
+        url: format!("{}://{publish_to}/v1/publish", crate::tls::http()),
         admin_key: target.admin_key.clone(),
         period: Duration::from_secs_f64(1.0 / args.rate),
         requests: total_events,

@@ -30,6 +30,7 @@ mod procstat;
 mod replay;
 mod split;
 mod storm;
+mod tls;
 mod typing;
 
 use std::net::SocketAddr;
@@ -69,6 +70,13 @@ pub struct Target {
     /// Print results as JSON.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Speak TLS (`wss://`, `https://`) to the server, trusting the certificate(s) in this
+    /// PEM file (a node with `tls_cert`).
+    #[arg(long, global = true)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// With `--tls-ca`: a full handshake for every connection (no session resumption).
+    #[arg(long, global = true)]
+    pub tls_no_resume: bool,
     /// Draw the publish→deliver latency (per second p50/p99/max, and a histogram) into this
     /// file: `.svg` or `.png` (fanout and many).
     #[arg(long, global = true)]
@@ -99,6 +107,7 @@ fn main() -> Result<()> {
     if cli.target.server.is_empty() || cli.target.server.iter().any(|s| !s.ip().is_loopback()) {
         bail!("sb-load only targets loopback addresses (127.0.0.0/8)");
     }
+    tls::init(cli.target.tls_ca.as_deref(), cli.target.tls_no_resume)?;
     let limit = client::raise_fd_limit();
     if let Scenario::BareServer(args) = cli.scenario {
         let report = bare::run(args)?;

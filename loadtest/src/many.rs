@@ -70,7 +70,7 @@ pub async fn run(target: &Target, args: ManyArgs, fd_limit: u64) -> Result<Value
 
     let total = (args.rate * args.duration_secs as f64).round() as u64;
     let schedule = Schedule {
-        url: format!("http://{}/v1/publish/batch", target.server[0]),
+        url: format!("{}://{}/v1/publish/batch", crate::tls::http(), target.server[0]),
         admin_key: target.admin_key.clone(),
         period: Duration::from_secs_f64(args.batch as f64 / args.rate),
         requests: total.div_ceil(args.batch as u64),

@@ -95,7 +95,7 @@ pub async fn publish(schedule: Schedule, mut body: impl FnMut(u64) -> Value + Se
         .spawn(move || {
             let outcome = tokio::runtime::Builder::new_current_thread().enable_all().build().map(|rt| {
                 rt.block_on(async move {
-                    let http = reqwest::Client::new();
+                    let http = crate::tls::http_client();
                     let mut pace = Pace::new(schedule.period);
                     let (mut ok, mut failed) = (0, 0);
                     let bar = ProgressBar::new(schedule.requests).with_message("publishing");

@@ -67,7 +67,7 @@ pub async fn run(target: &Target, args: ReplayArgs, fd_limit: u64) -> Result<Val
     first.finish(target, None).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let http = reqwest::Client::new();
+    let http = crate::tls::http_client();
     let worker = args.worker.unwrap_or(target.server[0]);
     let before = persisted(&http, worker).await;
     let all: Vec<Value> = (0..args.clients)
@@ -78,7 +78,7 @@ pub async fn run(target: &Target, args: ReplayArgs, fd_limit: u64) -> Result<Val
     let bar = ProgressBar::new(all.len() as u64).with_message("publishing missed events");
     for chunk in all.chunks(500) {
         let resp = http
-            .post(format!("http://{}/v1/publish/batch", target.server[0]))
+            .post(format!("{}://{}/v1/publish/batch", crate::tls::http(), target.server[0]))
             .bearer_auth(&target.admin_key)
             .json(&json!({"events": chunk}))
             .send()

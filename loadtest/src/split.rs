@@ -134,6 +134,8 @@ pub async fn spawn(
         let (first, end) = (n * k / processes, n * (k + 1) / processes);
         let mut child = Command::new(&exe)
             .args(["--server", &servers.join(","), "--sources", &target.sources.to_string()])
+            .args(target.tls_ca.iter().flat_map(|ca| [std::ffi::OsStr::new("--tls-ca"), ca.as_os_str()]))
+            .args(target.tls_no_resume.then_some("--tls-no-resume"))
             .env("SWITCHBOARD_JWT_SECRET", &target.secret)
             .env("SWITCHBOARD_ADMIN_KEY", &target.admin_key)
             .env(CHILD_ENV, "1")

@@ -72,7 +72,9 @@ enum Step {
 /// Creates the channel and lists every member.
 async fn create_channel(target: &Target, args: &TypingArgs) -> Result<()> {
     let server = target.server[0];
-    let admin = |path: String| http().put(format!("http://{server}{path}")).bearer_auth(&target.admin_key).send();
+    let admin = |path: String| {
+        http().put(format!("{}://{server}{path}", crate::tls::http())).bearer_auth(&target.admin_key).send()
+    };
     let resp = admin(format!("/v1/channels/{}", args.channel)).await?;
     if !resp.status().is_success() {
         bail!("creating the channel failed: HTTP {}", resp.status());

@@ -109,9 +109,15 @@ impl RemoteArgs {
     /// (SWITCHBOARD_ADMIN_KEY) or the development one.
     fn remote(&self) -> Result<remote::Remote> {
         let cfg = load(self.config.as_deref(), None)?.config;
-        let url = self.url.clone().unwrap_or_else(|| format!("http://{}", cfg.listen));
+        let tls = !cfg.tls_cert.is_empty();
+        let url =
+            self.url.clone().unwrap_or_else(|| format!("{}://{}", if tls { "https" } else { "http" }, cfg.listen));
         let admin_key = if cfg.admin_key.is_empty() { DEV_ADMIN_KEY.to_owned() } else { cfg.admin_key };
-        Ok(remote::Remote { url, admin_key })
+        let trusted_pem = match tls {
+            true => Some(std::fs::read(&cfg.tls_cert).with_context(|| format!("reading {}", cfg.tls_cert))?),
+            false => None,
+        };
+        Ok(remote::Remote { url, admin_key, trusted_pem })
     }
 }
 
@@ -362,7 +368,8 @@ macro_rules! say {
 }
 
 fn print_worker_banner(cfg: &Config, addr: SocketAddr) {
-    say!("switchboard worker listening on http://{addr} ({}): /metrics /healthz /readyz", broker_name(cfg));
+    let http = if cfg.tls_cert.is_empty() { "http" } else { "https" };
+    say!("switchboard worker listening on {http}://{addr} ({}): /metrics /healthz /readyz", broker_name(cfg));
     say!("");
 }
 
@@ -373,7 +380,8 @@ fn print_banner(cfg: &Config, addr: SocketAddr, role: Role) {
         );
     }
     let what = if role == Role::All { "switchboard" } else { "switchboard edge" };
-    say!("{what} listening on http://{addr} ({})", broker_name(cfg));
+    let (http, ws) = if cfg.tls_cert.is_empty() { ("http", "ws") } else { ("https", "wss") };
+    say!("{what} listening on {http}://{addr} ({})", broker_name(cfg));
     let urls: Vec<String> = cfg
         .endpoints
         .iter()
@@ -384,7 +392,7 @@ fn print_banner(cfg: &Config, addr: SocketAddr, role: Role) {
                 AuthMethod::Ticket => "?ticket=<ticket>",
                 AuthMethod::JwtOrApiKey => "?token=<JWT or key>",
             };
-            format!("ws://{addr}{}{cred}", e.path)
+            format!("{ws}://{addr}{}{cred}", e.path)
         })
         .collect();
     let width = urls.iter().map(String::len).max().unwrap_or(0);
@@ -395,15 +403,18 @@ fn print_banner(cfg: &Config, addr: SocketAddr, role: Role) {
         say!("state:         in this process only: a restart loses API keys, channels, memberships and replay");
         say!("               logs; set SWITCHBOARD_REDIS_URL for anything that must survive one");
     }
-    say!("  playground:  http://{addr}/playground");
-    say!("  metrics:     http://{addr}/metrics");
+    say!("  playground:  {http}://{addr}/playground");
+    say!("  metrics:     {http}://{addr}/metrics");
+    if !cfg.tls_cert.is_empty() {
+        say!("  TLS:         {} (reloaded when it changes)", cfg.tls_cert);
+    }
     say!("get a token:   switchboard token --sub alice");
     if cfg.endpoints.iter().any(|e| e.auth.method == AuthMethod::Ticket) {
-        say!("get a ticket:  curl -X POST -H \"Authorization: Bearer $(switchboard token --sub 12345)\" http://{addr}/v1/auth/ws-ticket");
+        say!("get a ticket:  curl -X POST -H \"Authorization: Bearer $(switchboard token --sub 12345)\" {http}://{addr}/v1/auth/ws-ticket");
     }
     let admin = if cfg.admin_key.is_empty() { DEV_ADMIN_KEY } else { "<your SWITCHBOARD_ADMIN_KEY>" };
     say!(
-        "publish:       curl -H 'Authorization: Bearer {admin}' -d '{{\"user\":\"alice\",\"type\":\"notification\",\"payload\":{{\"title\":\"Hi\"}}}}' http://{addr}/v1/publish"
+        "publish:       curl -H 'Authorization: Bearer {admin}' -d '{{\"user\":\"alice\",\"type\":\"notification\",\"payload\":{{\"title\":\"Hi\"}}}}' {http}://{addr}/v1/publish"
     );
     say!("");
 }

@@ -7,10 +7,13 @@ use serde_json::Value;
 
 /// Where a running node is and the admin key to use.
 pub struct Remote {
-    /// `http://host:port` of any node of the cluster.
+    /// `http://host:port` (or `https://`) of any node of the cluster.
     pub url: String,
     /// The admin key (`Authorization: Bearer`).
     pub admin_key: String,
+    /// PEM certificates to trust for `https://` (the node's own `tls_cert`, so a self-signed
+    /// one works); none: plain HTTP only.
+    pub trusted_pem: Option<Vec<u8>>,
 }
 
 /// What `inspect` can show.
@@ -53,7 +56,14 @@ impl Remote {
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<()> {
         let url = format!("{}{path}", self.url.trim_end_matches('/'));
-        let mut request = reqwest::Client::new().request(method, &url).bearer_auth(&self.admin_key);
+        let mut client = reqwest::Client::builder();
+        if let Some(pem) = &self.trusted_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem).context("the node's tls_cert")? {
+                client = client.add_root_certificate(cert);
+            }
+        }
+        let client = client.build().context("the HTTP client")?;
+        let mut request = client.request(method, &url).bearer_auth(&self.admin_key);
         if let Some(body) = body {
             request = request.json(&body);
         }

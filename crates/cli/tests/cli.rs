@@ -119,6 +119,64 @@ fn serve_works_end_to_end_with_the_documents_python_client() {
     assert!(status.success(), "python client failed");
 }
 
+#[test]
+fn serve_with_tls_speaks_wss_to_the_documents_python_client_and_the_cli_publishes_over_https() {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+    let dir = std::env::temp_dir().join(format!("switchboard-cli-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&cert, made.cert.pem()).expect("write cert");
+    std::fs::write(&key, made.signing_key.serialize_pem()).expect("write key");
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let tls_env = [("SWITCHBOARD_TLS_CERT", cert.as_str()), ("SWITCHBOARD_TLS_KEY", key.as_str())];
+    let server = NodeProcess::start(BIN, &["serve"], &tls_env);
+    assert!(
+        server.banner.iter().any(|l| l.contains("wss://") && l.contains("/ws/notifications")),
+        "{:?}",
+        server.banner
+    );
+    assert!(server.banner.iter().any(|l| l.contains("https://") && l.contains("/playground")), "{:?}", server.banner);
+    let port = server.addr.rsplit(':').next().expect("port");
+    let url = format!("wss://localhost:{port}/ws/notifications");
+    let script = format!("{}/tests/clients/orbnet_notifications.py", env!("CARGO_MANIFEST_DIR"));
+    let mut python = Command::new("python3")
+        .args([&script, &url, &token("alice"), &cert])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 with the websockets library");
+    let mut lines = BufReader::new(python.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("python client printed the session").expect("line");
+    assert!(first.contains("sess_"), "{first}");
+    // `switchboard publish` finds the node's address and certificate in the same settings.
+    let publish = |event: &str| {
+        let out = Command::new(BIN)
+            .args(["publish", event, "--url", &format!("https://localhost:{port}")])
+            .envs(tls_env)
+            .env_remove("SWITCHBOARD_ADMIN_KEY")
+            .output()
+            .expect("run publish");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    // The client subscribes without waiting for an answer: publish until its event arrives.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let line = loop {
+        assert!(std::time::Instant::now() < deadline, "no event reached the python client over wss");
+        publish(r#"{"user":"alice","type":"device_status","payload":{"deviceId":"d1","status":"online"}}"#);
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(300)) {
+            break line;
+        }
+    };
+    assert!(line.contains("d1") && line.contains("online"), "{line}");
+    assert!(python.wait().expect("python client exits").success());
+}
+
 /// How to run Node with a global `WebSocket`: Node 22+ has one, Node 20 behind a flag; older
 /// ones use the `ws` package that scripts/test.sh installs next to the client.
 fn node_command() -> Command {

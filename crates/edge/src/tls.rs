@@ -165,6 +165,8 @@ impl Tls {
             .with_no_client_auth()
             .with_cert_resolver(store.clone());
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // A WebSocket keeps only its session's keys after the upgrade (see `connection::socket`).
+        config.enable_secret_extraction = true;
         // Resumption by ticket: a reconnecting client skips the key exchange and the
         // signature, and the node keeps no per-session state for it.
         config.ticketer = provider::Ticketer::new()?;

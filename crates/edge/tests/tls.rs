@@ -164,6 +164,54 @@ async fn a_megabyte_goes_both_ways_through_the_echo_endpoint() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_cipher_suite_carries_messages_after_the_upgrade() {
+    use rustls::crypto::ring::cipher_suite as suites;
+    let cert = self_signed();
+    let node = tls_node(&scratch_dir("suites"), &cert, |_| {}).await;
+    let cases = [
+        (suites::TLS13_AES_128_GCM_SHA256, &rustls::version::TLS13),
+        (suites::TLS13_AES_256_GCM_SHA384, &rustls::version::TLS13),
+        (suites::TLS13_CHACHA20_POLY1305_SHA256, &rustls::version::TLS13),
+        (suites::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, &rustls::version::TLS12),
+        (suites::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, &rustls::version::TLS12),
+        (suites::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, &rustls::version::TLS12),
+    ];
+    let message: Vec<u8> = (0..40_000u32).map(|i| (i % 253) as u8).collect();
+    for (suite, version) in cases {
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.cipher_suites = vec![suite];
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der.clone()).expect("trust");
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[version])
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = TcpStream::connect(node.addr).await.expect("tcp");
+        let name = ServerName::try_from("localhost").expect("name");
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.expect("handshake");
+        assert_eq!(stream.get_ref().1.negotiated_cipher_suite(), Some(suite));
+        let url = format!("wss://localhost:{}/diag/echo", node.addr.port());
+        let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.expect("upgrade");
+        // Several messages, each spanning several records, both ways.
+        for n in 0..3u8 {
+            let mut sent = message.clone();
+            sent[0] = n;
+            ws.send(Message::binary(sent.clone())).await.expect("send");
+            match tokio::time::timeout(WAIT, ws.next()).await.expect("echo in time") {
+                Some(Ok(Message::Binary(b))) => assert!(b[..] == sent[..], "{suite:?}: the echo is the message"),
+                other => panic!("{suite:?}: unexpected {other:?}"),
+            }
+        }
+        ws.close(None).await.expect("close");
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("close answered in time") {
+            Some(Ok(Message::Close(_))) | None => {}
+            other => panic!("{suite:?}: unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_on_the_tls_port_is_told_to_use_tls_and_a_stalled_handshake_is_dropped() {
     let cert = self_signed();
     let node = tls_node(&scratch_dir("plain"), &cert, |c| c.handshake_timeout = Duration::from_millis(300)).await;

@@ -41,7 +41,7 @@ impl NodeProcess {
         let next = || rx.recv_timeout(BANNER_TIMEOUT).unwrap_or_else(|_| panic!("{bin} printed no banner in time"));
         let first = next();
         let addr = first
-            .split("http://")
+            .split("://")
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("no address in banner: {first}"))

@@ -1,17 +1,20 @@
 """The OrbNET notifications API document's Python client, as the document writes it (the
 `websockets` library, token in the query string), run against a real `switchboard serve`. Prints one JSON line per event received
-and exits after the first device_status. Usage: orbnet_notifications.py WS_URL TOKEN"""
+and exits after the first device_status. Usage: orbnet_notifications.py WS_URL TOKEN [CA_FILE]
+(a wss:// URL to a node whose certificate CA_FILE holds, e.g. a self-signed one)"""
 
 import asyncio
 import json
+import ssl
 import sys
 
 import websockets
 
 
-async def main(url, token):
+async def main(url, token, ca_file=None):
     uri = f"{url}?token={token}"
-    async with websockets.connect(uri) as websocket:
+    tls = {"ssl": ssl.create_default_context(cafile=ca_file)} if ca_file else {}
+    async with websockets.connect(uri, **tls) as websocket:
         await websocket.send(json.dumps({"type": "subscribe", "channels": ["notification", "device_status"]}))
         async for raw_message in websocket:
             event = json.loads(raw_message)
@@ -26,4 +29,4 @@ async def main(url, token):
                 return
 
 
-asyncio.run(asyncio.wait_for(main(sys.argv[1], sys.argv[2]), 30))
+asyncio.run(asyncio.wait_for(main(*sys.argv[1:4]), 30))

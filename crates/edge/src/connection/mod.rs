@@ -158,7 +158,13 @@ pub async fn run_upgraded<H: MessageHandler + 'static>(
                 let (tcp, mut session) = io.into_inner().into_inner();
                 // And what the session decrypted that hyper had not read yet.
                 let _ = std::io::Read::read_to_end(&mut session.reader(), &mut early);
-                (Socket::tls(tcp, session), early)
+                match Socket::tls(tcp, session) {
+                    Ok(socket) => (socket, early),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a TLS connection could not continue after its upgrade; it is dropped");
+                        return;
+                    }
+                }
             }
             Err(_) => {
                 tracing::error!("upgraded connection is neither TCP nor TLS over TCP; it is dropped");
