@@ -2,13 +2,15 @@
 """Checks the Helm chart in helm/switchboard without a cluster or a `helm` binary.
 
 helm-python-sdk (Helm's own Go SDK through its C ABI) lints the chart strictly and renders it
-with the default values and with ci/cluster-values.yaml (Redis Cluster, every optional resource
-on); kubernetes-validate checks every rendered manifest against the Kubernetes API schemas
-(strict: unknown fields fail). Then what operators rely on is asserted: pods without service
-links, a drain that fits the grace period, rolling updates that never go below the wanted
-count, a slow scale-down, disruption budgets, config changes that roll the pods, values the
-schema refuses, and an environment the real binary accepts (`switchboard check-config`, with
-the rendered variables: no unknown or refused setting).
+with the default values, with ci/cluster-values.yaml (Redis Cluster, every optional resource
+on) and with native TLS on the edges; kubernetes-validate checks every rendered manifest
+against the Kubernetes API schemas (strict: unknown fields fail). Then what operators rely on
+is asserted: pods without service links, a drain that fits the grace period, rolling updates
+that never go below the wanted count, a slow scale-down, disruption budgets, config changes
+that roll the pods, the TLS Secret mounted whole where the edges read it, values the schema
+refuses, and an environment the real binary accepts (`switchboard check-config`, with the
+rendered variables and, for TLS, a throwaway certificate from openssl: no unknown or refused
+setting).
 
 Usage: check_chart.py <switchboard binary>. Exits non-zero on the first failure.
 """
@@ -136,10 +138,27 @@ def env_of(docs: list[dict], role: str, secrets: dict) -> dict:
     return env
 
 
+def self_signed_pair() -> dict[str, str]:
+    """A throwaway certificate and key (openssl), standing in for a mounted TLS Secret."""
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"switchboard-chart-tls-{os.getpid()}"
+    tmp.mkdir(exist_ok=True)
+    cert, key = tmp / "tls.crt", tmp / "tls.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=switchboard"],
+        check=True, capture_output=True,
+    )
+    return {"/etc/switchboard/tls/tls.crt": str(cert), "/etc/switchboard/tls/tls.key": str(key)}
+
+
 def check_binary_accepts(binary: str, docs: list[dict], config_text: str | None, what: str) -> None:
     secrets = {"jwt-secret": "j" * 48, "admin-key": "a" * 48}
     for role in ["edge", "worker"]:
         env = env_of(docs, role, secrets)
+        if "SWITCHBOARD_TLS_CERT" in env:
+            mounted = self_signed_pair()
+            for var in ["SWITCHBOARD_TLS_CERT", "SWITCHBOARD_TLS_KEY"]:
+                env[var] = mounted[env[var]]
         if config_text is not None:
             path = Path(os.environ.get("TMPDIR", "/tmp")) / "switchboard-chart-config.toml"
             path.write_text(config_text)
@@ -164,7 +183,8 @@ def main() -> None:
         fail(f"helm lint --strict: {problems}")
 
     cluster_values = yaml.safe_load((CHART / "ci" / "cluster-values.yaml").read_text())
-    for what, values in [("default values", BASE), ("ci/cluster-values.yaml", cluster_values)]:
+    tls_values = {**BASE, "tls": {"secretName": "switchboard-tls"}, "metrics": {"serviceMonitor": {"enabled": True}}}
+    for what, values in [("default values", BASE), ("ci/cluster-values.yaml", cluster_values), ("tls values", tls_values)]:
         docs = render(values)
         validate(docs, what)
         check_operations(docs, values, what)
@@ -185,6 +205,28 @@ def main() -> None:
     hpa = by_kind(docs, "HorizontalPodAutoscaler")[0]["spec"]
     if not any(m["type"] == "Pods" for m in hpa["metrics"]):
         fail("connectionsPerPod does not add the connections metric to the HPA")
+
+    # TLS: the edges mount the Secret (not by subPath, so renewals reach them), point the node
+    # at it and probe over https; the workers serve plain HTTP; Prometheus scrapes https.
+    docs = render(tls_values)
+    edge = deployment(docs, "edge")["spec"]["template"]["spec"]
+    container = edge["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    if env.get("SWITCHBOARD_TLS_CERT") != "/etc/switchboard/tls/tls.crt" or "SWITCHBOARD_TLS_KEY" not in env:
+        fail("tls.secretName does not point the edge at the mounted certificate")
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    if mounts.get("tls", {}).get("mountPath") != "/etc/switchboard/tls" or "subPath" in mounts.get("tls", {}):
+        fail("the TLS Secret must be mounted whole at /etc/switchboard/tls")
+    if {"name": "tls", "secret": {"secretName": "switchboard-tls"}} not in edge["volumes"]:
+        fail("the edge pods do not get the TLS Secret as a volume")
+    for probe in ["readinessProbe", "livenessProbe"]:
+        if container[probe]["httpGet"].get("scheme") != "HTTPS":
+            fail(f"with TLS the edge's {probe} must use HTTPS")
+    worker = deployment(docs, "worker")["spec"]["template"]["spec"]["containers"][0]
+    if any(e["name"].startswith("SWITCHBOARD_TLS") for e in worker["env"]):
+        fail("the workers must not get the edges' TLS settings")
+    if by_kind(docs, "ServiceMonitor")[0]["spec"]["endpoints"][0].get("scheme") != "https":
+        fail("with TLS the ServiceMonitor must scrape https")
 
     # A config change rolls the pods; a different replica count does not.
     def checksum(values: dict) -> str:

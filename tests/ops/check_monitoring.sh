@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The alert rules and the Grafana dashboard, checked with Prometheus' own tools (promtool):
+# The alert rules, the Prometheus configs and the Grafana dashboard, checked with Prometheus'
+# own tools (promtool):
 # the rules parse and fire as alerts.test.yml expects; every dashboard query parses as PromQL
 # (each becomes a recording rule that `promtool check rules` reads) and the dashboard's
 # structure is what Grafana loads (unique panel ids, a data source variable, panels on the
@@ -13,6 +14,16 @@ promtool check rules deploy/prometheus/alerts.yml
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
+
+# The docker-compose Prometheus configs (plain, and with TLS on the edges), with the paths the
+# containers mount pointed at the repository's files.
+touch "$scratch/tls.crt"
+for config in prometheus.yml prometheus-tls.yml; do
+  sed -e "s#/etc/prometheus/alerts.yml#$(pwd)/deploy/prometheus/alerts.yml#" \
+      -e "s#/etc/prometheus/tls.crt#$scratch/tls.crt#" \
+      "deploy/prometheus/$config" >"$scratch/$config"
+  promtool check config --syntax-only "$scratch/$config"
+done
 python3 - deploy/grafana/switchboard.json "$scratch/dashboard-rules.yml" <<'PY'
 import json, sys
 dashboard = json.load(open(sys.argv[1]))

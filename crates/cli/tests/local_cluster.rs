@@ -3,6 +3,7 @@
 //! the load balancer; one edge is drained (SIGTERM) while a back end keeps publishing; its
 //! clients (the client crate: backoff, resume, deduplication) reconnect through the load
 //! balancer to the other edge and get every event exactly once, in order; `down` stops it all.
+//! `up --tls` runs the same with native TLS on the edges and a self-signed certificate.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -29,9 +30,15 @@ fn script() -> String {
 
 impl LocalCluster {
     fn up(drain_window: &str) -> LocalCluster {
-        let dir = std::env::temp_dir().join(format!("switchboard-local-cluster-{}", std::process::id()));
+        Self::start(drain_window, &[])
+    }
+
+    fn start(drain_window: &str, flags: &[&str]) -> LocalCluster {
+        let name = format!("switchboard-local-cluster-{}{}", std::process::id(), flags.concat());
+        let dir = std::env::temp_dir().join(name);
         let out = Command::new(script())
             .arg("up")
+            .args(flags)
             .env("SWITCHBOARD_CLUSTER_DIR", &dir)
             .env("SWITCHBOARD_CLUSTER_BIN", BIN)
             .env("SWITCHBOARD_CLUSTER_PORT", "0")
@@ -153,4 +160,27 @@ async fn a_drained_edges_clients_reconnect_through_the_load_balancer_and_miss_no
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(connections(cluster.addr("EDGE_2")), USERS as f64, "everyone is on the other edge now");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tls_clients_connect_over_wss_through_the_load_balancer() {
+    let cluster = LocalCluster::start("5s", &["--tls"]);
+    let pem = std::fs::read(cluster.dir.join("tls").join("tls.crt")).expect("the generated certificate");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
+        roots.add(cert.expect("a PEM certificate")).expect("a usable certificate");
+    }
+    let options = switchboard_client::ConnectOptions {
+        tls: Some(std::sync::Arc::new(switchboard_client::stream::client_config(roots))),
+        ..Default::default()
+    };
+    let token = mint_hs256(DEV_JWT_SECRET, "alice", 3600, serde_json::Map::new()).expect("token");
+    for via in ["LB", "EDGE_1"] {
+        let url = format!("wss://{}/ws/notifications?token={token}", cluster.addr(via));
+        let mut conn = switchboard_client::Connection::open(&url, &options).await.expect("wss through the cluster");
+        match tokio::time::timeout(WAIT, conn.next()).await.expect("a message in time") {
+            switchboard_client::Incoming::Text(t) => assert!(t.contains("connection_ack"), "{via}: {t}"),
+            other => panic!("{via}: unexpected {other:?}"),
+        }
+    }
 }

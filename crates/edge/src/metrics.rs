@@ -14,7 +14,8 @@ pub struct Metrics {
     pub connections: IntGaugeVec,
     /// Connection attempts by endpoint and result (`accepted`, `unauthorized`, ...).
     pub connects: IntCounterVec,
-    /// TLS handshakes on the listener by result (`ok`, `not_tls`, `timeout`, `failed`).
+    /// TLS handshakes on the listener by result (`full`, `resumed` from a ticket, `not_tls`,
+    /// `timeout`, `failed`).
     pub tls_handshakes: IntCounterVec,
     /// Closed connections by endpoint, close code and who closed (`client`, `server`,
     /// `network`: the socket went away without a close frame).

@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::http::{ops_router, router, Ops};
 use crate::ip_limits::{IpLimits, IpRefusal};
 use crate::node::{connect_broker, Node};
-use crate::tls::{Handshake, Tls};
+use crate::tls::Tls;
 
 /// What a node process runs besides its HTTP surface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,11 +249,11 @@ async fn accept_until(listener: TcpListener, app: Router, admission: Admission, 
         let (timeout, metrics) = (admission.handshake_timeout, admission.metrics.clone());
         requests.spawn(async move {
             let done = tls.accept(stream, timeout).await;
-            let outcome = done.as_ref().map_or_else(|h| *h, |_| Handshake::Ok);
+            let outcome = done.as_ref().map_or_else(|h| *h, |(_, kind)| *kind);
             if let Some(m) = &metrics {
                 m.tls_handshakes.with_label_values(&[outcome.label()]).inc();
             }
-            if let Ok(stream) = done {
+            if let Ok((stream, _)) = done {
                 serve_http(http, TokioIo::new(stream), service, stop).await;
             }
         });

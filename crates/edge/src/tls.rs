@@ -119,8 +119,10 @@ impl CertStore {
 /// What became of a TLS handshake (the `result` label of `tls_handshakes_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handshake {
-    /// Done.
-    Ok,
+    /// Done, with a key exchange and the certificate's signature.
+    Full,
+    /// Done, resumed from a session ticket (no signature).
+    Resumed,
     /// The client spoke plain HTTP to the TLS port; it was told so.
     NotTls,
     /// Not finished within the handshake timeout.
@@ -133,7 +135,8 @@ impl Handshake {
     /// The metric label.
     pub fn label(self) -> &'static str {
         match self {
-            Handshake::Ok => "ok",
+            Handshake::Full => "full",
+            Handshake::Resumed => "resumed",
             Handshake::NotTls => "not_tls",
             Handshake::Timeout => "timeout",
             Handshake::Failed => "failed",
@@ -189,9 +192,14 @@ impl Tls {
         })
     }
 
-    /// The handshake on an accepted socket, within `timeout`. A client that opens with plain
-    /// HTTP instead of a TLS ClientHello gets a 400 saying so.
-    pub async fn accept(&self, mut tcp: TcpStream, timeout: Duration) -> Result<TlsStream<TcpStream>, Handshake> {
+    /// The handshake on an accepted socket, within `timeout`, and whether it was a full or a
+    /// resumed one. A client that opens with plain HTTP instead of a TLS ClientHello gets a 400
+    /// saying so.
+    pub async fn accept(
+        &self,
+        mut tcp: TcpStream,
+        timeout: Duration,
+    ) -> Result<(TlsStream<TcpStream>, Handshake), Handshake> {
         let handshake = async {
             let mut first = [0u8; 1];
             // A TLS record of type handshake (22) opens every TLS connection.
@@ -208,10 +216,15 @@ impl Tls {
                 }
                 _ => return Err(Handshake::Failed),
             }
-            self.acceptor.accept(tcp).await.map_err(|e| {
+            let stream = self.acceptor.accept(tcp).await.map_err(|e| {
                 tracing::debug!(error = %e, "TLS handshake failed");
                 Handshake::Failed
-            })
+            })?;
+            let kind = match stream.get_ref().1.handshake_kind() {
+                Some(rustls::HandshakeKind::Resumed) => Handshake::Resumed,
+                _ => Handshake::Full,
+            };
+            Ok((stream, kind))
         };
         match tokio::time::timeout(timeout, handshake).await {
             Ok(done) => done,

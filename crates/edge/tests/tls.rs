@@ -71,12 +71,13 @@ fn connector(roots: &[&Cert]) -> tokio_rustls::TlsConnector {
 }
 
 async fn tls_connect(node: &TestNode, roots: &[&Cert]) -> TlsStream<TcpStream> {
+    tls_connect_with(node, &connector(roots)).await
+}
+
+async fn tls_connect_with(node: &TestNode, connector: &tokio_rustls::TlsConnector) -> TlsStream<TcpStream> {
     let tcp = TcpStream::connect(node.addr).await.expect("tcp connect");
     let name = ServerName::try_from("localhost").expect("server name");
-    tokio::time::timeout(WAIT, connector(roots).connect(name, tcp))
-        .await
-        .expect("handshake in time")
-        .expect("handshake")
+    tokio::time::timeout(WAIT, connector.connect(name, tcp)).await.expect("handshake in time").expect("handshake")
 }
 
 /// The certificate the server presented on `stream`.
@@ -108,7 +109,18 @@ async fn next_json(ws: &mut Wss) -> Value {
 
 /// One HTTP/1.1 request over TLS; the whole answer.
 async fn https(node: &TestNode, roots: &[&Cert], method: &str, path: &str, body: Option<&Value>) -> String {
-    let mut stream = tls_connect(node, roots).await;
+    https_with(node, &connector(roots), method, path, body).await
+}
+
+/// [`https`] through `connector`, whose session tickets a later connection can resume with.
+async fn https_with(
+    node: &TestNode,
+    connector: &tokio_rustls::TlsConnector,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> String {
+    let mut stream = tls_connect_with(node, connector).await;
     let body = body.map(Value::to_string).unwrap_or_default();
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {ADMIN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -140,8 +152,15 @@ async fn wss_clients_and_the_api_share_the_tls_port() {
     // The client's own messages are read and answered over the same session.
     alice.send(Message::text(json!({"type": "ping"}).to_string())).await.expect("send");
     assert_eq!(next_json(&mut alice).await["type"], "pong");
+    // A client that kept the server's session ticket resumes: no certificate signature.
+    let resuming = connector(&[&cert]);
+    for _ in 0..2 {
+        assert!(https_with(&node, &resuming, "GET", "/healthz", None).await.starts_with("HTTP/1.1 200"));
+    }
     let metrics = https(&node, &[&cert], "GET", "/metrics", None).await;
-    assert!(metric_value(&metrics, r#"switchboard_tls_handshakes_total{result="ok"}"#) >= 4.0, "{metrics}");
+    let done = ["full", "resumed"]
+        .map(|r| metric_value(&metrics, &format!(r#"switchboard_tls_handshakes_total{{result="{r}"}}"#)));
+    assert!(done[0] >= 4.0 && done[1] >= 1.0, "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

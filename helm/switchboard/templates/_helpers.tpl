@@ -64,6 +64,7 @@ the probes, the config mount.
 */}}
 {{- define "switchboard.container" -}}
 {{- $root := .root -}}
+{{- $tls := and (eq .role "edge") $root.Values.tls.secretName -}}
 - name: {{ .role }}
   image: {{ include "switchboard.image" $root }}
   imagePullPolicy: {{ $root.Values.image.pullPolicy }}
@@ -114,31 +115,46 @@ the probes, the config mount.
     - name: SWITCHBOARD_CONFIG
       value: /etc/switchboard/config/switchboard.toml
     {{- end }}
+    {{- if $tls }}
+    - name: SWITCHBOARD_TLS_CERT
+      value: /etc/switchboard/tls/tls.crt
+    - name: SWITCHBOARD_TLS_KEY
+      value: /etc/switchboard/tls/tls.key
+    {{- end }}
   ports:
     - name: http
       containerPort: 8080
       protocol: TCP
   readinessProbe:
-    httpGet: {path: /readyz, port: http}
+    httpGet: {path: /readyz, port: http{{ if $tls }}, scheme: HTTPS{{ end }}}
     periodSeconds: 5
     failureThreshold: 2
   livenessProbe:
-    httpGet: {path: /healthz, port: http}
+    httpGet: {path: /healthz, port: http{{ if $tls }}, scheme: HTTPS{{ end }}}
     periodSeconds: 10
     failureThreshold: 6
   securityContext:
     {{- toYaml $root.Values.securityContext | nindent 4 }}
-  {{- if $root.Values.config }}
+  {{- if or $root.Values.config $tls }}
   volumeMounts:
+    {{- if $root.Values.config }}
     - name: config
       mountPath: /etc/switchboard/config
       readOnly: true
+    {{- end }}
+    {{- if $tls }}
+    # Not a subPath: the kubelet then swaps in a renewed Secret, and the node reloads it.
+    - name: tls
+      mountPath: /etc/switchboard/tls
+      readOnly: true
+    {{- end }}
   {{- end }}
 {{- end }}
 
 {{/* Pod-level settings both roles share. */}}
 {{- define "switchboard.podSpec" -}}
 {{- $root := .root -}}
+{{- $tls := and (eq .role "edge") $root.Values.tls.secretName -}}
 # Kubernetes would inject SWITCHBOARD_SERVICE_HOST and the like for a Service named
 # `switchboard`: the node ignores them, and this keeps them out altogether.
 enableServiceLinks: false
@@ -161,11 +177,18 @@ tolerations:
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- if $root.Values.config }}
+{{- if or $root.Values.config $tls }}
 volumes:
+  {{- if $root.Values.config }}
   - name: config
     configMap:
       name: {{ include "switchboard.fullname" $root }}
+  {{- end }}
+  {{- if $tls }}
+  - name: tls
+    secret:
+      secretName: {{ $tls }}
+  {{- end }}
 {{- end }}
 {{- end }}
 
