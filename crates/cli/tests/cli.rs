@@ -121,13 +121,8 @@ fn serve_works_end_to_end_with_the_documents_python_client() {
 
 #[test]
 fn serve_with_tls_speaks_wss_to_the_documents_python_client_and_the_cli_publishes_over_https() {
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
-    let dir = std::env::temp_dir().join(format!("switchboard-cli-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-    std::fs::write(&cert, made.cert.pem()).expect("write cert");
-    std::fs::write(&key, made.signing_key.serialize_pem()).expect("write key");
-    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let (cert, key) =
+        switchboard_testkit::tls::TestCert::new().write_to(&switchboard_testkit::tls::scratch_dir("cli-tls"));
     let tls_env = [("SWITCHBOARD_TLS_CERT", cert.as_str()), ("SWITCHBOARD_TLS_KEY", key.as_str())];
     let server = NodeProcess::start(BIN, &["serve"], &tls_env);
     assert!(

@@ -77,8 +77,10 @@ async fn refused_credentials_and_bad_urls_are_told_apart() {
     let node = TestNode::default().await;
     let refused = Connection::open(&node.ws_url("/ws?token=nope"), &ConnectOptions::default()).await;
     assert!(matches!(refused, Err(ConnectError::Refused(401))), "{:?}", refused.err());
-    let tls = Connection::open("wss://127.0.0.1:1/ws", &ConnectOptions::default()).await;
-    assert!(matches!(tls, Err(ConnectError::Url(_))), "{:?}", tls.err());
+    let not_websocket = Connection::open("http://127.0.0.1:1/ws", &ConnectOptions::default()).await;
+    assert!(matches!(not_websocket, Err(ConnectError::Url(_))), "{:?}", not_websocket.err());
+    let nobody = Connection::open("wss://127.0.0.1:1/ws", &ConnectOptions::default()).await;
+    assert!(matches!(nobody, Err(ConnectError::Io { what: "connect", .. })), "{:?}", nobody.err());
 }
 
 #[tokio::test]

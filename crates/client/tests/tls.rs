@@ -2,37 +2,30 @@
 //! reconnecting client receive events published through another node of the same cluster, and
 //! the wrong scheme on either port fails with a clear error instead of hanging.
 
-use std::sync::Arc;
-
 use serde_json::{json, Value};
 use switchboard_broker::memory::MemoryHub;
 use switchboard_client::{
     Client, ClientConfig, ClientDialect, ClientEvent, ConnectError, ConnectOptions, Connection, Dialect, Incoming,
 };
+use switchboard_testkit::tls::{scratch_dir, TestCert};
 use switchboard_testkit::{test_config, TestNode, WAIT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_connections_receive_and_the_wrong_scheme_fails_clearly() {
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
-    let dir = std::env::temp_dir().join(format!("switchboard-client-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    let (cert_path, key_path) = (dir.join("tls.crt"), dir.join("tls.key"));
-    std::fs::write(&cert_path, made.cert.pem()).expect("write cert");
-    std::fs::write(&key_path, made.signing_key.serialize_pem()).expect("write key");
+    let cert = TestCert::new();
+    let (cert_path, key_path) = cert.write_to(&scratch_dir("client-tls"));
     let hub = MemoryHub::new();
     let secure = TestNode::start_on_hub(
         test_config(|c| {
-            c.tls_cert = cert_path.display().to_string();
-            c.tls_key = key_path.display().to_string();
+            c.tls_cert = cert_path;
+            c.tls_key = key_path;
         }),
         &hub,
     )
     .await;
     // Publishes go through a plain node of the same cluster.
     let plain = TestNode::start_on_hub(test_config(|_| {}), &hub).await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(made.cert.der().clone()).expect("trust the certificate");
-    let tls = Arc::new(switchboard_client::stream::client_config(roots));
+    let tls = TestCert::client_config(&[&cert]);
     let url = format!("wss://localhost:{}/ws/notifications", secure.addr.port());
 
     let options = ConnectOptions { tls: Some(tls.clone()), ..Default::default() };

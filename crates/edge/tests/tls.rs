@@ -3,13 +3,14 @@
 //! told to use TLS, a handshake that stalls dropped after the handshake timeout, and a renewed
 //! certificate served to new connections while open ones carry on.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
+use switchboard_testkit::tls::{scratch_dir, TestCert as Cert};
 use switchboard_testkit::{metric_value, test_config, TestNode, ADMIN, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -17,37 +18,8 @@ use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-/// A self-signed certificate for `localhost` and 127.0.0.1, written as PEM files.
-struct Cert {
-    der: CertificateDer<'static>,
-    cert_pem: String,
-    key_pem: String,
-}
-
-fn self_signed() -> Cert {
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .expect("generate a certificate");
-    Cert { der: made.cert.der().clone(), cert_pem: made.cert.pem(), key_pem: made.signing_key.serialize_pem() }
-}
-
-/// A directory of its own for one test's files.
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("switchboard-tls-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
-/// Writes `cert` where the node's config points (the key first, then the certificate, as a
-/// renewal would; the node retries a pair that does not match yet).
-fn install(dir: &Path, cert: &Cert) -> (String, String) {
-    let (cert_path, key_path) = (dir.join("tls.crt"), dir.join("tls.key"));
-    std::fs::write(&key_path, &cert.key_pem).expect("write key");
-    std::fs::write(&cert_path, &cert.cert_pem).expect("write cert");
-    (cert_path.display().to_string(), key_path.display().to_string())
-}
-
 async fn tls_node(dir: &Path, cert: &Cert, edit: impl FnOnce(&mut switchboard_edge::config::Config)) -> TestNode {
-    let (cert_path, key_path) = install(dir, cert);
+    let (cert_path, key_path) = cert.write_to(dir);
     TestNode::start(test_config(|c| {
         c.tls_cert = cert_path;
         c.tls_key = key_path;
@@ -58,16 +30,7 @@ async fn tls_node(dir: &Path, cert: &Cert, edit: impl FnOnce(&mut switchboard_ed
 
 /// A TLS client trusting `roots`.
 fn connector(roots: &[&Cert]) -> tokio_rustls::TlsConnector {
-    let mut store = rustls::RootCertStore::empty();
-    for root in roots {
-        store.add(root.der.clone()).expect("trust the test certificate");
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    tokio_rustls::TlsConnector::from(Cert::client_config(roots))
 }
 
 async fn tls_connect(node: &TestNode, roots: &[&Cert]) -> TlsStream<TcpStream> {
@@ -135,8 +98,8 @@ async fn https_with(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_clients_and_the_api_share_the_tls_port() {
-    let cert = self_signed();
-    let node = tls_node(&scratch_dir("api"), &cert, |_| {}).await;
+    let cert = Cert::new();
+    let node = tls_node(&scratch_dir("tls-api"), &cert, |_| {}).await;
     let mut alice = wss(&node, &[&cert], &format!("/ws/notifications?token={}", node.token("alice"))).await;
     assert_eq!(next_json(&mut alice).await["type"], "connection_ack");
     assert_eq!(next_json(&mut alice).await["type"], "replay_complete");
@@ -165,8 +128,8 @@ async fn wss_clients_and_the_api_share_the_tls_port() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_megabyte_goes_both_ways_through_the_echo_endpoint() {
-    let cert = self_signed();
-    let node = tls_node(&scratch_dir("echo"), &cert, |_| {}).await;
+    let cert = Cert::new();
+    let node = tls_node(&scratch_dir("tls-echo"), &cert, |_| {}).await;
     let mut ws = wss(&node, &[&cert], "/diag/echo").await;
     let big: Vec<u8> = (0..(1usize << 20)).map(|i| (i % 251) as u8).collect();
     // Sent and echoed while this side does not read yet: the server's writes fill the socket
@@ -185,8 +148,8 @@ async fn a_megabyte_goes_both_ways_through_the_echo_endpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_cipher_suite_carries_messages_after_the_upgrade() {
     use rustls::crypto::ring::cipher_suite as suites;
-    let cert = self_signed();
-    let node = tls_node(&scratch_dir("suites"), &cert, |_| {}).await;
+    let cert = Cert::new();
+    let node = tls_node(&scratch_dir("tls-suites"), &cert, |_| {}).await;
     let cases = [
         (suites::TLS13_AES_128_GCM_SHA256, &rustls::version::TLS13),
         (suites::TLS13_AES_256_GCM_SHA384, &rustls::version::TLS13),
@@ -232,8 +195,8 @@ async fn every_cipher_suite_carries_messages_after_the_upgrade() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_on_the_tls_port_is_told_to_use_tls_and_a_stalled_handshake_is_dropped() {
-    let cert = self_signed();
-    let node = tls_node(&scratch_dir("plain"), &cert, |c| c.handshake_timeout = Duration::from_millis(300)).await;
+    let cert = Cert::new();
+    let node = tls_node(&scratch_dir("tls-plain"), &cert, |c| c.handshake_timeout = Duration::from_millis(300)).await;
     let mut plain = TcpStream::connect(node.addr).await.expect("connect");
     plain.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.expect("send");
     let mut answer = Vec::new();
@@ -255,15 +218,15 @@ async fn plain_http_on_the_tls_port_is_told_to_use_tls_and_a_stalled_handshake_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renewed_certificate_is_served_to_new_connections_while_open_ones_carry_on() {
-    let (old, new) = (self_signed(), self_signed());
-    let dir = scratch_dir("reload");
+    let (old, new) = (Cert::new(), Cert::new());
+    let dir = scratch_dir("tls-reload");
     let node = tls_node(&dir, &old, |_| {}).await;
     let mut alice = wss(&node, &[&old], &format!("/ws/notifications?token={}", node.token("alice"))).await;
     assert_eq!(next_json(&mut alice).await["type"], "connection_ack");
     assert_eq!(next_json(&mut alice).await["type"], "replay_complete");
     assert_eq!(presented(&tls_connect(&node, &[&old, &new]).await), old.der);
 
-    install(&dir, &new);
+    new.write_to(&dir);
     let deadline = Instant::now() + WAIT * 2;
     while presented(&tls_connect(&node, &[&old, &new]).await) != new.der {
         assert!(Instant::now() < deadline, "the renewed certificate was never served");

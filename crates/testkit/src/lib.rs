@@ -21,6 +21,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub mod process;
 pub mod raw;
 pub mod redis;
+pub mod tls;
 
 pub use tokio_tungstenite::tungstenite;
 
