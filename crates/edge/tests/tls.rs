@@ -194,7 +194,7 @@ async fn every_cipher_suite_carries_messages_after_the_upgrade() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plain_http_on_the_tls_port_is_told_to_use_tls_and_a_stalled_handshake_is_dropped() {
+async fn plain_http_is_told_to_use_tls_and_stalled_or_refused_handshakes_are_counted() {
     let cert = Cert::new();
     let node = tls_node(&scratch_dir("tls-plain"), &cert, |c| c.handshake_timeout = Duration::from_millis(300)).await;
     let mut plain = TcpStream::connect(node.addr).await.expect("connect");
@@ -211,9 +211,26 @@ async fn plain_http_on_the_tls_port_is_told_to_use_tls_and_a_stalled_handshake_i
     let mut rest = Vec::new();
     let ended = tokio::time::timeout(WAIT, stalled.read_to_end(&mut rest)).await;
     assert!(ended.is_ok(), "a stalled handshake is dropped");
-    let metrics = https(&node, &[&cert], "GET", "/metrics", None).await;
-    assert_eq!(metric_value(&metrics, r#"switchboard_tls_handshakes_total{result="not_tls"}"#), 1.0, "{metrics}");
-    assert_eq!(metric_value(&metrics, r#"switchboard_tls_handshakes_total{result="timeout"}"#), 1.0, "{metrics}");
+
+    // A client that asked for another name refuses the certificate (and says so with an alert).
+    let tcp = TcpStream::connect(node.addr).await.expect("connect");
+    let other = ServerName::try_from("other.example").expect("server name");
+    let refused = tokio::time::timeout(WAIT, connector(&[&cert]).connect(other, tcp)).await.expect("in time");
+    assert!(refused.is_err(), "a certificate for localhost does not pass for other.example");
+
+    let deadline = Instant::now() + WAIT;
+    let counted = |result: &str, metrics: &str| {
+        metric_value(metrics, &format!(r#"switchboard_tls_handshakes_total{{result="{result}"}}"#))
+    };
+    loop {
+        let metrics = https(&node, &[&cert], "GET", "/metrics", None).await;
+        let seen = ["not_tls", "timeout", "failed"].map(|r| counted(r, &metrics));
+        if seen == [1.0, 1.0, 1.0] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "handshakes by result (not_tls, timeout, failed): {seen:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
