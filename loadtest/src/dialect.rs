@@ -57,6 +57,11 @@ impl Broadcast {
         Ok(self)
     }
 
+    /// The channel it is published on.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
     /// The publish API body of one event carrying `payload`.
     pub fn publish_body(&self, payload: Value) -> Value {
         json!({"channel": self.channel, "type": self.kind, "payload": payload})

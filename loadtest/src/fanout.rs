@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::client::Entry;
 use crate::crowd::{merge, Crowd, Recipe};
-use crate::dialect::DialectArg;
+use crate::dialect::{Broadcast, DialectArg};
 use crate::pace::{publish, Schedule};
 use crate::split::{ensure_descriptors, SplitArgs};
 use crate::{procstat, Target};
@@ -49,6 +49,16 @@ pub struct FanoutArgs {
     /// Publish through this node instead of `--server` (cross-node fan-out in a cluster).
     #[arg(long)]
     pub publish_server: Option<std::net::SocketAddr>,
+    /// Spread the subscribers over this many channels (`<channel>-<k>`, subscriber i on
+    /// channel i mod N) and publish to them in turn, one event per request. With N equal to
+    /// the subscribers every event has one recipient: the per-event cost of publishing
+    /// (basic and brl, whose channels are open-ended).
+    #[arg(long, default_value_t = 1)]
+    pub channels: usize,
+    /// Events per publish request: above 1 they go through `POST /v1/publish/batch`, to the
+    /// channels in turn.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
     #[command(flatten)]
     pub split: SplitArgs,
 }
@@ -60,7 +70,25 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
     }
     ensure_descriptors(args.subscribers, args.split.processes, "subscribers", fd_limit)?;
     let stream = args.dialect.broadcast(args.channel.as_deref()).filtered(args.filter.as_deref())?;
-    let plan = |i| (Entry::user(target, args.dialect, stream.path, &format!("fan-{i}")), stream.subscriptions.clone());
+    let channels = args.channels.max(1);
+    if channels > 1
+        && (!matches!(args.dialect, DialectArg::Basic | DialectArg::Brl) || args.subscribers % channels != 0)
+    {
+        bail!("--channels needs the basic or brl dialect and a number of subscribers it divides");
+    }
+    let streams: Vec<Broadcast> = if channels == 1 {
+        vec![stream.clone()]
+    } else {
+        (0..channels)
+            .map(|k| {
+                args.dialect.broadcast(Some(&format!("{}-{k}", stream.channel()))).filtered(args.filter.as_deref())
+            })
+            .collect::<Result<_>>()?
+    };
+    let plan = |i: usize| {
+        let on = &streams[i % channels];
+        (Entry::user(target, args.dialect, on.path, &format!("fan-{i}")), on.subscriptions.clone())
+    };
     let recipe = Recipe {
         n: args.subscribers,
         concurrency: args.concurrency,
@@ -73,6 +101,7 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
             .iter()
             .flat_map(|c| ["--channel".to_string(), c.clone()])
             .chain(args.filter.iter().flat_map(|f| ["--filter".to_string(), f.clone()]))
+            .chain(["--channels".to_string(), channels.to_string()])
             .collect(),
         split: &args.split,
     };
@@ -83,19 +112,35 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
     if !publish_to.ip().is_loopback() {
         bail!("sb-load only targets loopback addresses (127.0.0.0/8)");
     }
-    let total_events = (args.rate * args.duration_secs as f64).round() as u64;
+    let batch = args.batch.clamp(1, 1000);
+    let requests = ((args.rate * args.duration_secs as f64) / batch as f64).round() as u64;
+    let total_events = requests * batch as u64;
+    let route = if batch > 1 { "/v1/publish/batch" } else { "/v1/publish" };
     let schedule = Schedule {
-        url: format!("{}://{publish_to}/v1/publish", crate::tls::http()),
+        url: format!("{}://{publish_to}{route}", crate::tls::http()),
         admin_key: target.admin_key.clone(),
-        period: Duration::from_secs_f64(1.0 / args.rate),
-        requests: total_events,
+        period: Duration::from_secs_f64(batch as f64 / args.rate),
+        requests,
     };
     let pad = "x".repeat(args.payload_bytes.saturating_sub(40));
     let window = procstat::Window::start(target.server_pid);
-    let to = stream.clone();
-    let run = publish(schedule, move |due| to.publish_body(json!({"t": due, "pad": pad}))).await?;
-    let publish_errors = run.failed;
-    let expected = (total_events - publish_errors) * subscribed as u64;
+    let mut next = 0;
+    let run = publish(schedule, move |due| {
+        let mut events: Vec<serde_json::Value> = (0..batch)
+            .map(|_| {
+                let to = &streams[next % channels];
+                next += 1;
+                to.publish_body(json!({"t": due, "pad": pad}))
+            })
+            .collect();
+        match events.pop() {
+            Some(one) if batch == 1 => one,
+            last => json!({"events": events.into_iter().chain(last).collect::<Vec<_>>()}),
+        }
+    })
+    .await?;
+    let publish_errors = run.failed * batch as u64;
+    let expected = (total_events - publish_errors) * (subscribed / channels) as u64;
     crowd.wait_for(expected, Duration::from_secs(10)).await;
     let (elapsed, server_cpu) = window.finish();
     let got = crowd.delivered.load(Ordering::Relaxed);
