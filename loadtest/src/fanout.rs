@@ -72,7 +72,7 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
     let stream = args.dialect.broadcast(args.channel.as_deref()).filtered(args.filter.as_deref())?;
     let channels = args.channels.max(1);
     if channels > 1
-        && (!matches!(args.dialect, DialectArg::Basic | DialectArg::Brl) || args.subscribers % channels != 0)
+        && (!matches!(args.dialect, DialectArg::Basic | DialectArg::Brl) || !args.subscribers.is_multiple_of(channels))
     {
         bail!("--channels needs the basic or brl dialect and a number of subscribers it divides");
     }
