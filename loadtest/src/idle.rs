@@ -62,7 +62,12 @@ pub async fn run(target: &Target, args: IdleArgs, fd_limit: u64) -> Result<Value
     let (ok, connect_secs) = (crowd.connected, crowd.connect_seconds);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_after = pid.and_then(procstat::rss_bytes);
+    // What holding them costs the server: heartbeats, quota and presence renewals.
+    let window = procstat::Window::start(target.server_pid);
     tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
+    let (held_secs, idle_cpu) = window.finish();
+    let per_10k_per_minute =
+        idle_cpu.map(|cpu| cpu * 1000.0 * (10_000.0 / ok.max(1) as f64) * (60.0 / held_secs.max(1e-9)));
     let per_conn = |rss: Option<u64>| rss.map(|r| r as f64 / ok.max(1) as f64);
     let report = json!({
         "scenario": "idle",
@@ -77,6 +82,8 @@ pub async fn run(target: &Target, args: IdleArgs, fd_limit: u64) -> Result<Value
         "server_rss_after_bytes": rss_after,
         "server_rss_per_connection_bytes": per_conn(rss_after),
         "server_rss_growth_per_connection_bytes": rss_after.zip(rss_before).map(|(a, b)| a.saturating_sub(b) as f64 / ok.max(1) as f64),
+        "server_cpu_seconds_while_held": idle_cpu,
+        "server_cpu_ms_per_10k_connections_per_minute": per_10k_per_minute,
     });
     crowd.finish(target, None).await?;
     Ok(report)
