@@ -111,11 +111,15 @@ pub async fn run(broker: SharedBroker, settings: Settings, metrics: WorkerMetric
         let oldest_ms = found.iter().filter_map(|entries| entries.first()).map(|(id, _)| id.ms).min();
         let lag_ms = oldest_ms.map_or(0, |ms| now_millis().saturating_sub(ms));
         w.metrics.lag_seconds.set(lag_ms as f64 / 1000.0);
-        let batches =
-            reads.iter().zip(found).filter(|(_, entries)| !entries.is_empty()).map(|((shard, _), entries)| {
-                let token = states[*shard as usize].token;
+        // Only owned shards were read: each has its token.
+        let batches = reads
+            .iter()
+            .zip(found)
+            .filter_map(|((shard, _), entries)| Some((*shard, states[*shard as usize].token?, entries)))
+            .filter(|(_, _, entries)| !entries.is_empty())
+            .map(|(shard, token, entries)| {
                 let w = &w;
-                async move { (*shard, w.process(*shard, token, entries).await) }
+                async move { (shard, w.process(shard, token, entries).await) }
             });
         for (shard, outcome) in futures_util::future::join_all(batches).await {
             let state = &mut states[shard as usize];
@@ -183,11 +187,10 @@ impl Worker {
     async fn process(
         &self,
         shard: u32,
-        token: Option<u64>,
+        token: u64,
         entries: Vec<(LogId, Bytes)>,
     ) -> Result<Option<LogId>, BrokerError> {
-        let (Some(token), Some((last, _))) = (token, entries.last()) else { return Ok(None) };
-        let last = *last;
+        let Some(&(last, _)) = entries.last() else { return Ok(None) };
         let broker = &self.broker;
         let retention = self.settings.retention;
         // The whole batch is stored and published in one call (one round trip on a single

@@ -79,16 +79,16 @@ impl BlockingReads {
         }
     }
 
-    /// Single server: one `XREAD` of all the logs, blocking up to `block` when none has
-    /// entries. The raw reply (nil when it timed out).
+    /// Single server: one `XREAD` of all the logs, blocking up to `block` (if given) when none
+    /// has entries. The raw reply (nil when it timed out).
     pub(super) async fn read_all(
         &self,
         reads: &[(String, Option<LogId>)],
         limit: usize,
-        block: Duration,
+        block: Option<Duration>,
     ) -> RedisResult<Value> {
         let conn = self.single.get_or_try_init(|| Commands::connect(&self.settings, None::<NoPush>)).await?;
-        conn.query(&xread(reads, limit, Some(block))).await
+        conn.query(&xread(reads, limit, block)).await
     }
 
     /// Cluster: makes sure every log has a blocking read in flight on its own connection and

@@ -438,20 +438,7 @@ impl Log for RedisBroker {
         }
         let block = wait.min(blocking::MAX_BLOCK);
         if !self.commands.is_cluster() {
-            if block.is_zero() {
-                let cmds: Vec<(String, redis::Cmd)> = reads
-                    .iter()
-                    .map(|(log, after)| {
-                        let start = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
-                        (log.clone(), redis::cmd("XRANGE").arg(log).arg(start).arg("+").arg("COUNT").arg(limit).clone())
-                    })
-                    .collect();
-                let replies = self.commands.query_all(&cmds).await.map_err(unavailable)?;
-                return replies
-                    .into_iter()
-                    .map(|v| entries(redis::from_redis_value(v).map_err(|e| BrokerError::Protocol(e.to_string()))?))
-                    .collect();
-            }
+            let block = (!block.is_zero()).then_some(block);
             let reply = self.blocking.read_all(reads, limit, block).await.map_err(unavailable)?;
             return xread_reply(reply, reads);
         }

@@ -34,6 +34,9 @@ const MAX_CIPHERTEXT: usize = MAX_PLAINTEXT + 2048;
 const HEADER: usize = 5;
 /// Most plaintext one write takes (the outbox's largest batch).
 const MAX_WRITE: usize = 64 * 1024;
+/// Most slices of one vectored write encrypted together (the outbox's largest write: a
+/// header and a payload for each of 32 frames).
+const MAX_SLICES: usize = 64;
 /// Most ciphertext one read takes in before decrypting.
 const MAX_READ: usize = 64 * 1024;
 /// The sequence number at which a connection is closed rather than risk the AEAD's limits
@@ -116,12 +119,19 @@ impl Sealer {
         if self.seq >= MAX_RECORDS {
             return Err(io::Error::other("the TLS session's key is worn out; reconnect"));
         }
-        let chunks: Vec<&[u8]> = bufs.iter().map(|b| &b[..]).filter(|b| !b.is_empty()).collect();
+        // The outbox writes at most 64 slices at once; more are taken by a later write.
+        let mut slices: [&[u8]; MAX_SLICES] = [&[]; MAX_SLICES];
+        let mut n = 0;
+        for buf in bufs.iter().filter(|b| !b.is_empty()).take(MAX_SLICES) {
+            slices[n] = buf;
+            n += 1;
+        }
+        let chunks = &slices[..n];
         let total = chunks.iter().map(|c| c.len()).sum::<usize>().min(MAX_WRITE);
         let mut start = 0;
         while start < total {
             let end = (start + MAX_PLAINTEXT).min(total);
-            let payload = match &chunks[..] {
+            let payload = match chunks {
                 [only] => OutboundChunks::Single(&only[start..end]),
                 many => OutboundChunks::Multiple { chunks: many, start, end },
             };
@@ -255,9 +265,6 @@ impl TlsSocket {
             return Ok(0);
         }
         if taken == 0 {
-            if rx.received.is_empty() {
-                rx.received = Vec::new();
-            }
             return Err(io::ErrorKind::WouldBlock.into());
         }
         Ok(taken)
