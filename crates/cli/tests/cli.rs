@@ -172,6 +172,31 @@ fn serve_with_tls_speaks_wss_to_the_documents_python_client_and_the_cli_publishe
     assert!(python.wait().expect("python client exits").success());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_tls_serves_its_operations_endpoints_over_https() {
+    let redis = switchboard_testkit::redis::RedisServer::start();
+    let cert = switchboard_testkit::tls::TestCert::new();
+    let (cert_path, key_path) = cert.write_to(&switchboard_testkit::tls::scratch_dir("cli-worker-tls"));
+    let env = [
+        ("SWITCHBOARD_REDIS_URL", redis.url()),
+        ("SWITCHBOARD_TLS_CERT", cert_path),
+        ("SWITCHBOARD_TLS_KEY", key_path),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let worker = NodeProcess::start(BIN, &["worker"], &env);
+    let port = worker.addr.rsplit(':').next().expect("port");
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert_pem.as_bytes()).expect("certificate"))
+        .build()
+        .expect("client");
+    let ready = client.get(format!("https://localhost:{port}/readyz")).send().await.expect("https answers");
+    assert_eq!(ready.status(), 200);
+    let metrics = client.get(format!("https://localhost:{port}/metrics")).send().await.expect("metrics");
+    assert!(metrics.text().await.expect("text").contains("switchboard_worker_shards_owned"));
+    let (status, body) = http_request(&worker.addr, "GET", "/readyz", "", "");
+    assert_eq!(status, 400, "plain HTTP to the worker's TLS port: {body}");
+}
+
 /// How to run Node with a global `WebSocket`: Node 22+ has one, Node 20 behind a flag; older
 /// ones use the `ws` package that scripts/test.sh installs next to the client.
 fn node_command() -> Command {
