@@ -95,12 +95,14 @@ impl QuotaKeeper {
         Ok(true)
     }
 
-    /// Gives connection `conn_id`'s slots back (it closed); nothing to do if it holds none.
+    /// Gives connection `conn_id`'s slots back (it closed); nothing to do if it holds none. The
+    /// slots are released together (pipelined on the broker connection).
     pub async fn release(&self, conn_id: u64) {
         let Some(slots) = self.held.lock().remove(&conn_id) else { return };
         let holder = self.holder(conn_id);
-        for slot in slots.iter() {
-            if let Err(e) = self.broker.release(&slot.key, &holder).await {
+        let released = futures_util::future::join_all(slots.iter().map(|slot| self.broker.release(&slot.key, &holder)));
+        for (slot, outcome) in slots.iter().zip(released.await) {
+            if let Err(e) = outcome {
                 tracing::warn!(key = slot.key, error = %e, "could not release a quota slot; it expires on its own");
             }
         }

@@ -83,6 +83,9 @@ impl Replayer {
         let oldest = LogId { ms: self.broker.now_ms().saturating_sub(self.retention.as_millis() as u64), seq: 0 };
         let start = after.map_or(oldest, |a| a.max(oldest));
         let (entries, truncated) = self.broker.read_last_after(&user_log(user), Some(start), self.limit).await?;
+        // The missed events, the replay's end and the live events held meanwhile leave
+        // together: one write for all of them rather than one each.
+        conn.cork();
         let mut count = 0;
         for (position, body) in entries {
             let Ok(event) = serde_json::from_slice::<Event>(&body) else { continue };
@@ -97,6 +100,7 @@ impl Replayer {
             conn.send(frame);
         }
         conn.end_hold();
+        conn.uncork();
         Ok(start)
     }
 

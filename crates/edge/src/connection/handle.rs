@@ -283,6 +283,23 @@ impl ConnHandle {
         self.push(Outbound::Control(opcode, payload), true);
     }
 
+    /// Holds output back until [`ConnHandle::uncork`], so frames sent together (a replay, its
+    /// end and the live events held meanwhile) leave in one write (see [`Outbox::cork`]).
+    pub fn cork(&self) {
+        self.outbox.lock().cork();
+    }
+
+    /// Lets output held by [`ConnHandle::cork`] go, as far as the socket takes it; the
+    /// connection's task finishes the rest.
+    pub fn uncork(&self) {
+        let flushed = self.outbox.lock().uncork(&*self.sink);
+        match flushed {
+            Flush::Idle => {}
+            Flush::Blocked => self.wake(),
+            Flush::Broken => self.close_with(ClosePlan::Silent),
+        }
+    }
+
     /// Writes what is pending as far as the socket takes it (the connection's task calls
     /// this when woken or when the socket becomes writable).
     pub fn flush(&self) -> Flush {

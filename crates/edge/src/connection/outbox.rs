@@ -178,6 +178,8 @@ pub struct Outbox {
     last_written: Option<LogId>,
     /// Output is pending: new frames must queue.
     busy: bool,
+    /// Output is held back while the connection starts (see [`Outbox::cork`]).
+    corked: bool,
     sealed: bool,
     broken: bool,
 }
@@ -194,6 +196,7 @@ impl Outbox {
             batch_position: None,
             last_written: None,
             busy: false,
+            corked: false,
             sealed: false,
             broken: false,
         }
@@ -202,6 +205,36 @@ impl Outbox {
     /// The newest persisted event the socket took.
     pub fn last_written(&self) -> Option<LogId> {
         self.last_written
+    }
+
+    /// Holds frames back until [`Outbox::uncork`] (or until [`MAX_FRAMES_PER_WRITE`] wait), so
+    /// what a connection sends as it starts (its greeting, a replay, the replay's end) leaves
+    /// in one write rather than one each. Nothing to do if output is already pending.
+    pub fn cork(&mut self) {
+        if !self.busy {
+            self.busy = true;
+            self.corked = true;
+        }
+    }
+
+    /// Ends [`Outbox::cork`]: writes what was held back, as far as the socket takes it.
+    pub fn uncork(&mut self, sink: &dyn FrameSink) -> Flush {
+        if !self.corked {
+            return Flush::Idle;
+        }
+        self.flush(sink)
+    }
+
+    /// After frames were queued: a cork that holds a write's worth of frames lets them go.
+    fn after_queued(&mut self, sink: &dyn FrameSink) -> Push {
+        if !self.corked || self.queue.len() < MAX_FRAMES_PER_WRITE {
+            return Push::Queued;
+        }
+        match self.flush(sink) {
+            Flush::Idle => Push::Queued,
+            Flush::Blocked => Push::Pending,
+            Flush::Broken => Push::Broken,
+        }
     }
 
     /// Writes `item` now if nothing is pending, else queues it (refused past `bound`, when
@@ -217,7 +250,7 @@ impl Outbox {
             }
             self.queued_bytes += len;
             self.queue.push_back(item);
-            return Push::Queued;
+            return self.after_queued(sink);
         }
         let (opcode, payload, position) = self.parts(&item);
         match self.write_now(sink, std::iter::once((opcode, payload))) {
@@ -254,7 +287,7 @@ impl Outbox {
             }
             self.queued_bytes += bytes;
             self.queue.extend(frames.iter().cloned().map(Outbound::Message));
-            return Push::Queued;
+            return self.after_queued(sink);
         }
         let (now, later) = frames.split_at(frames.len().min(MAX_FRAMES_PER_WRITE));
         let opcode = self.opcode;
@@ -357,6 +390,7 @@ impl Outbox {
 
     /// Writes pending output until the socket is full or nothing is left.
     pub fn flush(&mut self, sink: &dyn FrameSink) -> Flush {
+        self.corked = false;
         loop {
             if self.broken {
                 return Flush::Broken;
@@ -518,6 +552,40 @@ mod tests {
         let expected = [frame(b"abc"), frame(b"defghij"), frame(b"k"), frame(b"l")].concat();
         assert_eq!(*sink.taken.lock(), expected);
         assert_eq!(outbox.push(&sink, msg("n"), Some(bound)), Push::Written);
+    }
+
+    #[test]
+    fn a_cork_holds_frames_back_until_uncorked_or_a_write_is_full() {
+        let sink = Tight { room: Mutex::new(10_000), taken: Mutex::default() };
+        let mut outbox = Outbox::new(Opcode::Text);
+        let bound = QueueBound { messages: 100, bytes: usize::MAX };
+        let msg = |s: &str| Outbound::Message(Bytes::copy_from_slice(s.as_bytes()).into());
+        outbox.cork();
+        assert_eq!(outbox.push(&sink, msg("hello"), Some(bound)), Push::Queued);
+        let position = LogId { ms: 7, seq: 1 };
+        let event = Outbound::Event { frame: Bytes::from_static(b"ev").into(), position };
+        assert_eq!(outbox.push(&sink, event, Some(bound)), Push::Queued);
+        assert_eq!(outbox.push_many(&sink, &[Bytes::from_static(b"end").into()], bound), Push::Queued);
+        assert!(sink.taken.lock().is_empty(), "nothing leaves while corked");
+        assert_eq!(outbox.uncork(&sink), Flush::Idle);
+        assert_eq!(*sink.taken.lock(), [frame(b"hello"), frame(b"ev"), frame(b"end")].concat());
+        assert_eq!(outbox.last_written(), Some(position));
+        // Uncorked, frames go straight out again; a second uncork has nothing to do.
+        assert_eq!(outbox.push(&sink, msg("x"), Some(bound)), Push::Written);
+        assert_eq!(outbox.uncork(&sink), Flush::Idle);
+        // A cork holding a write's worth lets it go at once, and the rest straight after.
+        let full = Tight { room: Mutex::new(10_000), taken: Mutex::default() };
+        outbox.cork();
+        for i in 0..MAX_FRAMES_PER_WRITE - 1 {
+            assert_eq!(outbox.push(&full, msg(&format!("{i}")), Some(bound)), Push::Queued);
+        }
+        assert!(full.taken.lock().is_empty());
+        assert_eq!(outbox.push(&full, msg("last"), Some(bound)), Push::Queued);
+        assert_eq!(
+            full.taken.lock().len(),
+            (0..MAX_FRAMES_PER_WRITE - 1).map(|i| 2 + format!("{i}").len()).sum::<usize>() + 6
+        );
+        assert_eq!(outbox.push(&full, msg("after"), Some(bound)), Push::Written);
     }
 
     #[test]

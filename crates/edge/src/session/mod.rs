@@ -164,12 +164,22 @@ impl MessageHandler for Session {
 
     /// Admits the connection (cluster-wide quotas), greets the client, registers the topics
     /// every connection of the endpoint has (its user stream, the endpoint's broadcast
-    /// channel) and replays what the user missed where the endpoint replays.
+    /// channel) and replays what the user missed where the endpoint replays. The admission
+    /// and the lookup of where the replay resumes are independent reads, so they go to the
+    /// broker together (one write on its connection, not two round trips one after the other).
     async fn start(&mut self) -> Result<(), CloseReason> {
         let ep = self.conn.endpoint.clone();
         let services = self.services.clone();
         let slots = quota::slots_for(&self.principal, &ep, services.total_per_user);
-        match services.quotas.admit(slots, self.conn.id).await {
+        let replay_for = self.principal.user().filter(|_| ep.config.replay.enabled).map(str::to_owned);
+        let resume_point = async {
+            match &replay_for {
+                Some(user) => services.replayer.resume_point(ep.path(), user, self.resume.as_deref()).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let (admitted, resume_point) = tokio::join!(services.quotas.admit(slots, self.conn.id), resume_point);
+        match admitted {
             Ok(true) => {}
             Ok(false) => return Err(CloseReason::ConnectionLimit),
             Err(e) => {
@@ -199,19 +209,17 @@ impl MessageHandler for Session {
         if let Some(topic) = ep.broadcast_topic() {
             base.push(topic.to_owned());
         }
-        let replay_for = self.principal.user().filter(|_| ep.config.replay.enabled).map(str::to_owned);
         if replay_for.is_some() {
             // Live events that arrive from here on wait until the missed ones are sent.
             self.conn.begin_hold();
         }
         self.register(&base).await.map_err(|_| CloseReason::Internal)?;
         if let Some(user) = replay_for {
-            let replayer = &services.replayer;
-            let replayed = async {
-                let after = replayer.resume_point(ep.path(), &user, self.resume.as_deref()).await?;
-                replayer.replay(&self.conn, &user, after).await
+            let replayed = match resume_point {
+                Ok(after) => services.replayer.replay(&self.conn, &user, after.flatten()).await,
+                Err(e) => Err(e),
             };
-            match replayed.await {
+            match replayed {
                 Ok(start) => self.replay_start = Some(start),
                 Err(e) => {
                     tracing::warn!(error = %e, "replay failed");
@@ -236,14 +244,18 @@ impl MessageHandler for Session {
         }
     }
 
-    /// Gives back everything the connection held; called once when it ends.
+    /// Gives back everything the connection held; called once when it ends. The cursor, the
+    /// quota slots and the presence entry go to the broker together, in that order on its
+    /// connection (one write): the user's next connection is admitted only once the slot is
+    /// free, by which time the cursor it reads is saved.
     async fn finish(&mut self) {
         let services = self.services.clone();
-        if let (Some(start), Some(user)) = (self.replay_start, self.principal.user()) {
-            services.replayer.save_cursor(&self.conn, user, start).await;
-        }
-        services.quotas.release(self.conn.id).await;
-        services.presence.left(self.conn.id).await;
+        let save_cursor = async {
+            if let (Some(start), Some(user)) = (self.replay_start, self.principal.user()) {
+                services.replayer.save_cursor(&self.conn, user, start).await;
+            }
+        };
+        tokio::join!(save_cursor, services.quotas.release(self.conn.id), services.presence.left(self.conn.id));
         if let Some(sid) = self.principal.session() {
             services.index.remove_session(sid, self.conn.id);
         }
