@@ -9,6 +9,9 @@
 //! - `many`: N connections each on its own user stream, persisted notifications to random
 //!   users through the batch API; publish→deliver latency through the persistence worker.
 //! - `replay`: N clients miss M events each and reconnect at once; time to all replayed.
+//! - `failover`: N reconnecting clients on the first of two servers, which is killed with
+//!   SIGKILL while events are published; time until all are back on the second and caught
+//!   up, failed connect attempts by cause, events lost.
 //! - `typing`: N members of one ocvr channel, T of them typing; `typing_start` delivery and
 //!   latency.
 //! - `bare-server`: not a scenario but the baseline for `fanout`: a one-thread server that
@@ -21,6 +24,7 @@ mod bare;
 mod client;
 mod crowd;
 mod dialect;
+mod failover;
 mod fanout;
 mod idle;
 mod many;
@@ -95,6 +99,9 @@ enum Scenario {
     Many(many::ManyArgs),
     /// N clients miss M events each, then reconnect at once.
     Replay(replay::ReplayArgs),
+    /// Kill -9 the first of two servers under N reconnecting clients: time until all are
+    /// back and caught up, failed attempts, events lost.
+    Failover(failover::FailoverArgs),
     /// Typing indicators in one ocvr channel of N members: delivery and latency.
     Typing(typing::TypingArgs),
     /// The fan-out baseline: a bare one-thread server writing pre-encoded frames (run
@@ -122,6 +129,7 @@ fn main() -> Result<()> {
             Scenario::Fanout(args) => fanout::run(&cli.target, args, limit).await,
             Scenario::Many(args) => many::run(&cli.target, args, limit).await,
             Scenario::Replay(args) => replay::run(&cli.target, args, limit).await,
+            Scenario::Failover(args) => failover::run(&cli.target, args, limit).await,
             Scenario::Typing(args) => typing::run(&cli.target, args, limit).await,
             Scenario::BareServer(_) => bail!("bare-server runs on its own one-thread runtime"),
         }

@@ -80,6 +80,8 @@ pub struct Published {
     pub ok: u64,
     /// Requests that failed.
     pub failed: u64,
+    /// Which requests failed (0-based, in the order sent).
+    pub failed_requests: Vec<u64>,
     /// See [`Pace::behind_max_micros`].
     pub behind_max_micros: u64,
     /// See [`Pace::slowest_send_micros`].
@@ -97,21 +99,22 @@ pub async fn publish(schedule: Schedule, mut body: impl FnMut(u64) -> Value + Se
                 rt.block_on(async move {
                     let http = crate::tls::http_client();
                     let mut pace = Pace::new(schedule.period);
-                    let (mut ok, mut failed) = (0, 0);
+                    let (mut ok, mut failed_requests) = (0, Vec::new());
                     let bar = ProgressBar::new(schedule.requests).with_message("publishing");
-                    for _ in 0..schedule.requests {
+                    for i in 0..schedule.requests {
                         let due = pace.tick().await;
                         let request = http.post(&schedule.url).bearer_auth(&schedule.admin_key).json(&body(due));
                         match pace.send(request.send()).await {
                             Ok(r) if r.status().is_success() => ok += 1,
-                            _ => failed += 1,
+                            _ => failed_requests.push(i),
                         }
                         bar.inc(1);
                     }
                     bar.finish_and_clear();
                     Published {
                         ok,
-                        failed,
+                        failed: failed_requests.len() as u64,
+                        failed_requests,
                         behind_max_micros: pace.behind_max_micros,
                         slowest_send_micros: pace.slowest_send_micros,
                     }

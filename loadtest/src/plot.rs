@@ -19,18 +19,133 @@ const FONTS: [&str; 3] = [
     "/usr/share/fonts/TTF/DejaVuSans.ttf",
 ];
 
+/// A picture that can be drawn on any plotters backend.
+trait Picture {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<()>
+    where
+        DB::ErrorType: 'static;
+}
+
+/// Draws `picture` into `path`, as SVG or PNG by the file's extension.
+fn render_picture(path: &Path, picture: &impl Picture) -> Result<()> {
+    register_font()?;
+    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("svg") => picture.draw(SVGBackend::new(path, SIZE).into_drawing_area()),
+        Some("png") => picture.draw(BitMapBackend::new(path, SIZE).into_drawing_area()),
+        _ => bail!("--plot wants a file ending in .svg or .png, not {}", path.display()),
+    }
+    .with_context(|| format!("drawing {}", path.display()))
+}
+
 /// Draws `samples` into `path` (`.svg` or `.png`) under `title`.
 pub fn render(path: &Path, title: &str, samples: &[Sample]) -> Result<()> {
     if samples.is_empty() {
         bail!("nothing was delivered: no latency to plot");
     }
-    register_font()?;
-    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
-        Some("svg") => draw(SVGBackend::new(path, SIZE).into_drawing_area(), title, samples),
-        Some("png") => draw(BitMapBackend::new(path, SIZE).into_drawing_area(), title, samples),
-        _ => bail!("--plot wants a file ending in .svg or .png, not {}", path.display()),
+    struct Latency<'a>(&'a str, &'a [Sample]);
+    impl Picture for Latency<'_> {
+        fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<()>
+        where
+            DB::ErrorType: 'static,
+        {
+            draw(root, self.0, self.1)
+        }
     }
-    .with_context(|| format!("drawing {}", path.display()))
+    render_picture(path, &Latency(title, samples))
+}
+
+/// A failover run as [`render_failover`] draws it; times in seconds since the kill.
+pub struct Failover<'a> {
+    /// The picture's title.
+    pub title: &'a str,
+    /// Clients that had to reconnect.
+    pub clients: usize,
+    /// When each client was back, in order.
+    pub reconnected: &'a [f64],
+    /// Each delivery: when it arrived and how long after its publish (ms).
+    pub lags: &'a [(f64, f64)],
+}
+
+/// Draws a failover run into `path`: clients back over time (top), and the p99 and max
+/// publish→deliver lag of the deliveries in each quarter second (bottom), which shows the
+/// replayed backlog draining.
+pub fn render_failover(path: &Path, run: &Failover<'_>) -> Result<()> {
+    if run.lags.is_empty() {
+        bail!("nothing was delivered: no lag to plot");
+    }
+    render_picture(path, run)
+}
+
+/// p99 and max (ms) of the lags in each `width`-second bucket, from `start`.
+pub fn lag_buckets(lags: &[(f64, f64)], start: f64, width: f64) -> Vec<(f64, f64, f64)> {
+    let index = |at: f64| ((at - start) / width).floor().max(0.0) as usize;
+    let n = lags.iter().map(|l| index(l.0)).max().map_or(0, |i| i + 1);
+    let mut buckets: Vec<Vec<f64>> = vec![Vec::new(); n];
+    for &(at, lag) in lags {
+        buckets[index(at)].push(lag);
+    }
+    buckets
+        .into_iter()
+        .enumerate()
+        .filter(|(_, b)| !b.is_empty())
+        .map(|(i, mut b)| {
+            b.sort_unstable_by(f64::total_cmp);
+            let p99 = b[((b.len() - 1) as f64 * 0.99).round() as usize];
+            (start + i as f64 * width, p99, b[b.len() - 1])
+        })
+        .collect()
+}
+
+impl Picture for Failover<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("{e:?}");
+        root.fill(&WHITE).map_err(err)?;
+        let root = root.titled(self.title, ("sans-serif", 24)).map_err(err)?;
+        let (top, bottom) = root.split_vertically(SIZE.1 / 2 - 20);
+        let first = self.lags.iter().map(|l| l.0).fold(0.0, f64::min).floor();
+        let last = self.lags.iter().map(|l| l.0).chain(self.reconnected.iter().copied()).fold(1.0, f64::max).ceil();
+
+        let mut back = ChartBuilder::on(&top)
+            .caption("clients reconnected (seconds since the kill)", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(70)
+            .build_cartesian_2d(first..last, 0usize..self.clients + self.clients / 20 + 1)
+            .map_err(err)?;
+        back.configure_mesh().x_desc("s").y_desc("clients").draw().map_err(err)?;
+        // Clients back at every 20 ms (a point per client would make a 15,000-client run's
+        // picture megabytes of SVG).
+        let ticks = ((last - first) / 0.02).ceil() as usize;
+        let counts = (0..=ticks).map(|k| {
+            let at = first + k as f64 * 0.02;
+            (at, self.reconnected.partition_point(|&t| t <= at))
+        });
+        back.draw_series(LineSeries::new(counts, BLUE.stroke_width(2))).map_err(err)?;
+
+        let buckets = lag_buckets(self.lags, first, 0.25);
+        let top_ms = buckets.iter().map(|b| b.2).fold(1.0, f64::max);
+        let mut lag = ChartBuilder::on(&bottom)
+            .caption("publish→deliver lag per quarter second (replayed events included)", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(70)
+            .build_cartesian_2d(first..last, 0f64..top_ms * 1.05)
+            .map_err(err)?;
+        lag.configure_mesh().x_desc("s").y_desc("ms").draw().map_err(err)?;
+        for (name, color, pick) in [("p99", RED, 0usize), ("max", RGBColor(128, 128, 128), 1)] {
+            let value = move |b: &(f64, f64, f64)| if pick == 0 { b.1 } else { b.2 };
+            lag.draw_series(LineSeries::new(buckets.iter().map(|b| (b.0, value(b))), color.stroke_width(2)))
+                .map_err(err)?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        }
+        lag.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(err)?;
+        root.present().map_err(err)?;
+        Ok(())
+    }
 }
 
 fn register_font() -> Result<()> {
@@ -165,6 +280,19 @@ mod tests {
         assert!(std::fs::read_to_string(dir.join("run.svg")).expect("svg").contains("<svg"));
         assert!(std::fs::read(dir.join("run.png")).expect("png").starts_with(b"\x89PNG"));
         assert!(render(&dir.join("run.gif"), "t", &samples).is_err());
+        let reconnected: Vec<f64> = (0..300).map(|i| 0.5 + i as f64 / 100.0).collect();
+        let lags: Vec<(f64, f64)> = (0..2000).map(|i| (-2.0 + i as f64 / 200.0, (i % 97) as f64)).collect();
+        let run = Failover { title: "failover test", clients: 300, reconnected: &reconnected, lags: &lags };
+        render_failover(&dir.join("failover.svg"), &run).expect("drawn");
+        assert!(std::fs::read_to_string(dir.join("failover.svg")).expect("svg").contains("clients reconnected"));
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn lag_buckets_take_the_tail_of_each_quarter_second() {
+        let mut lags: Vec<(f64, f64)> = (1..=100).map(|i| (-1.0 + 0.001 * i as f64, i as f64)).collect();
+        lags.push((0.6, 5.0));
+        let b = lag_buckets(&lags, -1.0, 0.25);
+        assert_eq!(b, vec![(-1.0, 99.0, 100.0), (0.5, 5.0, 5.0)]);
     }
 }

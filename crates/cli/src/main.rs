@@ -281,8 +281,7 @@ fn serve(loaded: Loaded, process: Process) -> Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(cfg.listen)
-            .await
+        let listener = switchboard_edge::server::bind(cfg.listen, cfg.listen_backlog)
             .with_context(|| format!("cannot listen on {}", cfg.listen))?;
         let addr = listener.local_addr()?;
         match process {

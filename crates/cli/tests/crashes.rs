@@ -96,7 +96,7 @@ async fn an_edge_killed_under_traffic_loses_no_acknowledged_persistent_event() {
                     assert_eq!(u, url(&b), "user {i} reconnected to the surviving edge");
                     moved = true;
                 }
-                ClientEvent::Disconnected(_) | ClientEvent::Control(_) => {}
+                ClientEvent::Disconnected(_) | ClientEvent::Control(_) | ClientEvent::ConnectFailed { .. } => {}
             }
         }
         assert!(moved, "user {i} never left the killed edge");

@@ -147,7 +147,7 @@ async fn a_drained_edges_clients_reconnect_through_the_load_balancer_and_miss_no
                     drained = true;
                 }
                 ClientEvent::Connected(u) => assert!(drained && u == url, "user {i}: reconnected through {u}"),
-                ClientEvent::Control(_) => {}
+                ClientEvent::Control(_) | ClientEvent::ConnectFailed { .. } => {}
             }
         }
         assert_eq!(got, (0..EVENTS).collect::<Vec<_>>(), "user {i}: every event once, in order");

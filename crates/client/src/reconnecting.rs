@@ -29,6 +29,8 @@ pub struct ClientConfig {
     pub dedupe_window: usize,
     /// TLS settings for `wss://` URLs; `None`: the system's trusted roots.
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Local address to connect from; `None`: the system chooses.
+    pub source: Option<std::net::IpAddr>,
 }
 
 impl ClientConfig {
@@ -43,7 +45,15 @@ impl ClientConfig {
             max_backoff: Duration::from_secs(30),
             dedupe_window: 10_000,
             tls: None,
+            source: None,
         }
+    }
+
+    /// Connects from local address `source` (a host with several addresses; a load generator
+    /// spreading its clients over them).
+    pub fn source(mut self, source: std::net::IpAddr) -> Self {
+        self.source = Some(source);
+        self
     }
 
     /// Uses `tls` for `wss://` URLs (e.g. a private CA's roots).
@@ -84,6 +94,18 @@ pub enum ClientEvent {
     /// The connection ended with this close code (1006: no close frame); a reconnect follows
     /// unless the code means the credentials were refused.
     Disconnected(u16),
+    /// A connect attempt to `url` failed: refused by the server (`status`: the HTTP status it
+    /// answered the upgrade with) or not reached at all (`status: None`: the node is down or
+    /// unreachable). The next attempt follows the backoff, except after HTTP 401 (the
+    /// credentials were refused), which ends the client.
+    ConnectFailed {
+        /// The URL tried.
+        url: String,
+        /// The server's HTTP answer, when it gave one.
+        status: Option<u16>,
+        /// What went wrong, for logs.
+        error: String,
+    },
 }
 
 /// A running client; dropping it disconnects.
@@ -134,51 +156,67 @@ async fn run(config: ClientConfig, tx: mpsc::Sender<ClientEvent>) {
         if let Some(id) = &last_id {
             full.push_str(&format!("&last_event_id={id}"));
         }
-        let options =
-            ConnectOptions { answer_pings: Some(config.dialect), tls: config.tls.clone(), ..ConnectOptions::default() };
-        let code = match Connection::open(&full, &options).await {
-            Ok(mut conn) => {
-                attempt = 0;
-                if tx.send(ClientEvent::Connected(url.clone())).await.is_err() {
-                    return;
-                }
-                let mut subscribed = true;
-                for s in &config.subscriptions {
-                    subscribed &= conn.send(s).await.is_ok();
-                }
-                if !subscribed {
-                    1006
-                } else {
-                    loop {
-                        let text = match conn.next().await {
-                            Incoming::Text(t) => t,
-                            Incoming::Closed(code) => break code,
-                            Incoming::Binary(_) | Incoming::Pong(_) => continue,
-                        };
-                        let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
-                        let event = match config.dialect.classify(text.as_bytes()) {
-                            Some(ServerMessage::Event { id, .. }) => {
-                                if !seen.insert(&id) {
-                                    continue;
-                                }
-                                last_id = Some(id);
-                                ClientEvent::Event(v)
-                            }
-                            _ => ClientEvent::Control(v),
-                        };
-                        if tx.send(event).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-            Err(ConnectError::Refused(401)) => 4001,
-            Err(_) => 1006,
+        let options = ConnectOptions {
+            answer_pings: Some(config.dialect),
+            tls: config.tls.clone(),
+            source: config.source,
+            ..ConnectOptions::default()
         };
-        if tx.send(ClientEvent::Disconnected(code)).await.is_err() || is_fatal(code) {
+        let (ended, fatal) = match Connection::open(&full, &options).await {
+            Ok(conn) => {
+                attempt = 0;
+                let Some(code) = deliver(conn, url, &config, &mut seen, &mut last_id, &tx).await else { return };
+                (ClientEvent::Disconnected(code), is_fatal(code))
+            }
+            Err(e) => {
+                let status = match e {
+                    ConnectError::Refused(status) => Some(status),
+                    _ => None,
+                };
+                (ClientEvent::ConnectFailed { url: url.clone(), status, error: e.to_string() }, status == Some(401))
+            }
+        };
+        if tx.send(ended).await.is_err() || fatal {
             return;
         }
         tokio::time::sleep(backoff_delay(&config, attempt)).await;
         attempt = attempt.saturating_add(1);
+    }
+}
+
+/// Runs one open connection to `url`: announces it, subscribes, delivers its new events.
+/// Returns the close code it ended with, or `None` once the application dropped the client.
+async fn deliver(
+    mut conn: Connection,
+    url: &str,
+    config: &ClientConfig,
+    seen: &mut RecentIds,
+    last_id: &mut Option<String>,
+    tx: &mpsc::Sender<ClientEvent>,
+) -> Option<u16> {
+    tx.send(ClientEvent::Connected(url.to_owned())).await.ok()?;
+    for s in &config.subscriptions {
+        if conn.send(s).await.is_err() {
+            return Some(1006);
+        }
+    }
+    loop {
+        let text = match conn.next().await {
+            Incoming::Text(t) => t,
+            Incoming::Closed(code) => return Some(code),
+            Incoming::Binary(_) | Incoming::Pong(_) => continue,
+        };
+        let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
+        let event = match config.dialect.classify(text.as_bytes()) {
+            Some(ServerMessage::Event { id, .. }) => {
+                if !seen.insert(&id) {
+                    continue;
+                }
+                *last_id = Some(id);
+                ClientEvent::Event(v)
+            }
+            _ => ClientEvent::Control(v),
+        };
+        tx.send(event).await.ok()?;
     }
 }

@@ -60,7 +60,7 @@ async fn the_client_moves_to_another_node_resumes_and_never_delivers_twice() {
                 reconnected = true;
             }
             ClientEvent::Event(v) => got.push(v["payload"]["n"].as_u64().unwrap()),
-            ClientEvent::Control(_) => {}
+            ClientEvent::Control(_) | ClientEvent::ConnectFailed { .. } => {}
         }
     }
     assert!(reconnected);
@@ -72,7 +72,12 @@ async fn refused_credentials_stop_the_client_and_backoff_grows_with_jitter() {
     let node = TestNode::default().await;
     let mut client =
         Client::start(ClientConfig::new(Dialect::Orbnet, vec![node.ws_url("/ws/notifications")], "not-a-token".into()));
-    assert_eq!(next(&mut client).await, ClientEvent::Disconnected(4001));
+    match next(&mut client).await {
+        ClientEvent::ConnectFailed { url, status, .. } => {
+            assert_eq!((url, status), (node.ws_url("/ws/notifications"), Some(401)));
+        }
+        other => panic!("expected the refused connect, got {other:?}"),
+    }
     assert_eq!(
         tokio::time::timeout(WAIT, client.next()).await.expect("ends"),
         None,

@@ -200,6 +200,15 @@ fn refuse(stream: &tokio::net::TcpStream, why: IpRefusal) {
     let _ = stream.try_write(answer.as_bytes());
 }
 
+/// A listener on `addr` whose kernel accept queue holds `backlog` connections (see
+/// `listen_backlog` in the config), with `SO_REUSEADDR` as the standard library sets it.
+pub fn bind(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// Accepts HTTP/1.1 connections and serves `app` on them until `stop`, then lets requests in
 /// flight finish (keep-alive connections close once idle). Upgraded WebSockets are not waited
 /// for here: they run on the node's connection tracker and drain on their own. A connection

@@ -78,7 +78,18 @@ impl TestNode {
         Self::serve(node).await
     }
 
+    /// Starts a node on the broker its config names (Redis when `redis_url` is set) in `role`:
+    /// an edge alone, or an edge with the persistence worker.
+    pub async fn start_in_role(config: Config, role: switchboard_edge::server::Role) -> TestNode {
+        let node = Node::connect(config).await.expect("node connects to its broker");
+        Self::serve_in(node, role).await
+    }
+
     async fn serve(node: Arc<Node>) -> TestNode {
+        Self::serve_in(node, switchboard_edge::server::Role::All).await
+    }
+
+    async fn serve_in(node: Arc<Node>, role: switchboard_edge::server::Role) -> TestNode {
         let listener = tokio::net::TcpListener::bind(node.config().listen).await.expect("bind a free port");
         let addr = listener.local_addr().expect("local addr");
         let serving = node.clone();
@@ -87,7 +98,7 @@ impl TestNode {
             let shutdown = async move {
                 let _ = rx.await;
             };
-            let _ = switchboard_edge::server::serve(serving, listener, shutdown).await;
+            let _ = switchboard_edge::server::serve_role(serving, role, listener, shutdown).await;
         });
         TestNode { addr, node, http: reqwest::Client::new(), shutdown: Some(tx), served: Some(served) }
     }

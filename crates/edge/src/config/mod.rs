@@ -89,6 +89,12 @@ pub struct Config {
     /// a peer that connects and sends nothing, or half a request, is dropped after it.
     #[serde(default = "default_handshake_timeout", with = "duration_str")]
     pub handshake_timeout: Duration,
+    /// Connections the kernel queues until the node accepts them (the listen backlog; the
+    /// kernel caps it at `net.core.somaxconn`). When a node dies its clients come back to the
+    /// others within a second or two: a connect a short queue drops waits for the client's
+    /// retransmit, 1 s, then 3 s, then 7 s later.
+    #[serde(default = "default_listen_backlog")]
+    pub listen_backlog: u32,
     /// Per-address limits at the TCP accept (off by default).
     #[serde(default)]
     pub ip_limits: IpLimitsConfig,
@@ -144,6 +150,9 @@ impl Default for IpLimitsConfig {
 
 fn default_connect_burst() -> u32 {
     20
+}
+fn default_listen_backlog() -> u32 {
+    4096
 }
 fn default_handshake_timeout() -> Duration {
     Duration::from_secs(10)

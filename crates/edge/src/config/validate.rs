@@ -44,6 +44,9 @@ impl Config {
         {
             problems.push("handshake_timeout: must be between 100ms and 5m".into());
         }
+        if !(1..=65_535).contains(&self.listen_backlog) {
+            problems.push("listen_backlog: must be between 1 and 65535".into());
+        }
         if !(0.0..=100_000.0).contains(&self.ip_limits.connects_per_second) {
             problems.push("ip_limits.connects_per_second: must be between 0 and 100000".into());
         }
@@ -131,6 +134,10 @@ mod tests {
         c.quota_lease = Duration::ZERO;
         c.persistence.shards = 0;
         c.diagnostics.echo_path = "echo".into();
-        assert_eq!(c.problems().len(), 3, "{:?}", c.problems());
+        c.listen_backlog = 0;
+        let problems = c.problems();
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems.iter().any(|p| p.starts_with("listen_backlog")), "{problems:?}");
+        assert_eq!(open("a", "x").listen_backlog, 4096, "the default queue");
     }
 }
