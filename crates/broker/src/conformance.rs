@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::{DeliverySink, LogId, SharedBroker};
+use crate::{DeliverySink, LeaseRequest, LogId, SharedBroker};
 
 /// Generous bound for anything the suite waits for.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -475,6 +475,26 @@ pub async fn leases_never_exceed_their_limit(factory: &dyn NodeFactory) {
     assert!(!a.broker.try_acquire(&total, "more", 3, ttl).await.expect("acquire"));
     assert!(a.broker.release(&per_endpoint, "c1").await.expect("release"));
     assert!(!a.broker.try_acquire_all(&slots, "c3", ttl).await.expect("acquire all"), "the total quota is full");
+
+    // Several requests in one call: taken in order, each all-or-nothing, one answer each.
+    let (x, y) = (unique("x"), unique("y"));
+    let (x_one, x_all, y_one) =
+        (format!("lease:{{{x}}}:one"), format!("lease:{{{x}}}:all"), format!("lease:{{{y}}}:one"));
+    let request = |holder: &str, slots: &[(&String, u32)]| LeaseRequest {
+        slots: slots.iter().map(|(k, l)| ((*k).clone(), *l)).collect(),
+        holder: holder.to_owned(),
+    };
+    let batch = [
+        request("x1", &[(&x_one, 1), (&x_all, 5)]),
+        request("x2", &[(&x_one, 1), (&x_all, 5)]),
+        request("y1", &[(&y_one, 1)]),
+        request("x1", &[(&x_one, 1), (&x_all, 5)]),
+        request("free", &[]),
+    ];
+    let answers = a.broker.try_acquire_many(&batch, ttl).await.expect("acquire many");
+    assert_eq!(answers, [true, false, true, true, true], "x2 sees x1's slot; x1 again is its own holder");
+    assert_eq!(b.broker.holders(&x_all).await.expect("holders"), ["x1"], "the refused x2 took nothing");
+    assert!(b.broker.try_acquire_many(&[], ttl).await.expect("nothing to take").is_empty());
 
     let short = unique("lease");
     assert!(a.broker.try_acquire(&short, "x", 1, Duration::from_millis(150)).await.expect("acquire"));

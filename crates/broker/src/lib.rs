@@ -199,6 +199,16 @@ pub trait Log: Send + Sync {
     ) -> Result<(Vec<(LogId, Bytes)>, bool)>;
 }
 
+/// One holder's request for a slot in each of several counted leases (see
+/// [`Leases::try_acquire_many`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRequest {
+    /// `(key, limit)` pairs, all taken or none; on a Redis Cluster in one hash slot.
+    pub slots: Vec<(String, u32)>,
+    /// Who takes them.
+    pub holder: String,
+}
+
 /// Counted leases: at most `limit` holders per key, each expiring unless renewed. Backs the
 /// cluster-wide connection quotas: a crashed node's holders expire on their own.
 #[async_trait]
@@ -209,6 +219,17 @@ pub trait Leases: Send + Sync {
     /// Takes a slot in every `(key, limit)` for `holder`, or in none: atomic across nodes.
     /// On a Redis Cluster the keys must share a hash slot (hash-tag them).
     async fn try_acquire_all(&self, slots: &[(String, u32)], holder: &str, ttl: Duration) -> Result<bool>;
+
+    /// [`Leases::try_acquire_all`] for several requests at once, taken in order (a later
+    /// request sees the slots an earlier one took): the admissions of concurrent connects in
+    /// one broker call where the broker allows. One answer per request.
+    async fn try_acquire_many(&self, requests: &[LeaseRequest], ttl: Duration) -> Result<Vec<bool>> {
+        let mut admitted = Vec::with_capacity(requests.len());
+        for request in requests {
+            admitted.push(self.try_acquire_all(&request.slots, &request.holder, ttl).await?);
+        }
+        Ok(admitted)
+    }
 
     /// Extends the holders' leases; returns how many were still held.
     async fn renew(&self, key: &str, holders: &[String], ttl: Duration) -> Result<usize>;

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
 use parking_lot::Mutex;
-use switchboard_broker::{BrokerError, SharedBroker};
+use switchboard_broker::{BrokerError, LeaseRequest, SharedBroker};
 use switchboard_protocol::keyspace::{api_key_quota, token_quota, user_quota, user_quota_total};
+use tokio::sync::oneshot;
 
 use crate::auth::Principal;
 use crate::endpoint::EndpointRuntime;
@@ -20,6 +21,10 @@ use crate::metrics::Metrics;
 
 /// Quota keys renewed concurrently (pipelined on the broker connection).
 pub const RENEWALS_IN_FLIGHT: usize = 64;
+/// Admission calls in flight at once; connects arriving while all are out wait and go
+/// together in the next. More than one, so a storm's batches overlap instead of each waiting
+/// for the one before it to come back and be scheduled.
+const ADMISSIONS_IN_FLIGHT: usize = 4;
 /// Connections whose slots are renewed between two yields to the rest of the node.
 const RENEWAL_SLICE: usize = 256;
 
@@ -62,18 +67,39 @@ pub fn slots_for(principal: &Principal, endpoint: &EndpointRuntime, total_per_us
 /// as `{node id}:{connection id}` so it is unique across the cluster; the keeper stores only
 /// the connection id and the connection's shared slot list, which keeps it to a few dozen
 /// bytes per connection.
+///
+/// Admissions are group-committed: while [`ADMISSIONS_IN_FLIGHT`] broker calls are out, the
+/// connects that arrive queue up, and the next call takes all of them (one script call on a
+/// Redis server, however many connects a storm brings at once). A lone connect goes at once.
 pub struct QuotaKeeper {
     broker: SharedBroker,
     lease: Duration,
     node_id: String,
     /// Connection id -> its slots (shared, so a renewal takes a cheap snapshot).
     held: Mutex<HashMap<u64, Arc<[QuotaSlot]>>>,
+    /// Admissions waiting for the next broker call.
+    waiting: Mutex<Vec<Waiting>>,
+    /// A permit per broker call in flight for waiting admissions.
+    committing: tokio::sync::Semaphore,
+}
+
+/// An admission waiting to be sent, and where its answer goes.
+struct Waiting {
+    request: LeaseRequest,
+    answer: oneshot::Sender<Result<bool, String>>,
 }
 
 impl QuotaKeeper {
     /// A keeper for node `node_id` whose slots live `lease` unless renewed.
     pub fn new(broker: SharedBroker, lease: Duration, node_id: String) -> Self {
-        QuotaKeeper { broker, lease, node_id, held: Mutex::default() }
+        QuotaKeeper {
+            broker,
+            lease,
+            node_id,
+            held: Mutex::default(),
+            waiting: Mutex::default(),
+            committing: tokio::sync::Semaphore::new(ADMISSIONS_IN_FLIGHT),
+        }
     }
 
     fn holder(&self, conn_id: u64) -> String {
@@ -87,12 +113,44 @@ impl QuotaKeeper {
         if slots.is_empty() {
             return Ok(true);
         }
-        let pairs: Vec<(String, u32)> = slots.iter().map(|s| (s.key.clone(), s.limit)).collect();
-        if !self.broker.try_acquire_all(&pairs, &self.holder(conn_id), self.lease).await? {
-            return Ok(false);
+        let request = LeaseRequest {
+            slots: slots.iter().map(|s| (s.key.clone(), s.limit)).collect(),
+            holder: self.holder(conn_id),
+        };
+        let (answer, answered) = oneshot::channel();
+        self.waiting.lock().push(Waiting { request, answer });
+        self.commit_waiting().await;
+        match answered.await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return Ok(false),
+            Ok(Err(e)) => return Err(BrokerError::Unavailable(e)),
+            Err(_) => return Err(BrokerError::Unavailable("the admission was dropped".into())),
         }
         self.held.lock().insert(conn_id, Arc::from(slots));
         Ok(true)
+    }
+
+    /// Waits for a turn, then sends every admission waiting by then (an earlier turn may
+    /// have sent ours already) in one broker call and answers each.
+    async fn commit_waiting(&self) {
+        let Ok(_turn) = self.committing.acquire().await else { return };
+        let batch = std::mem::take(&mut *self.waiting.lock());
+        if batch.is_empty() {
+            return;
+        }
+        let (requests, answers): (Vec<LeaseRequest>, Vec<_>) = batch.into_iter().map(|w| (w.request, w.answer)).unzip();
+        match self.broker.try_acquire_many(&requests, self.lease).await {
+            Ok(admitted) => {
+                for (answer, admitted) in answers.into_iter().zip(admitted) {
+                    let _ = answer.send(Ok(admitted));
+                }
+            }
+            Err(e) => {
+                for answer in answers {
+                    let _ = answer.send(Err(e.to_string()));
+                }
+            }
+        }
     }
 
     /// Gives connection `conn_id`'s slots back (it closed); nothing to do if it holds none. The
@@ -182,6 +240,33 @@ mod tests {
 
     fn slot(user: usize) -> Vec<QuotaSlot> {
         vec![QuotaSlot { key: user_quota(&format!("user-{user}"), "/ws"), limit: 1 }]
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_admissions_get_their_own_answers_and_never_overshoot() {
+        let hub = MemoryHub::new();
+        let broker: SharedBroker = Arc::new(hub.node(Arc::new(Nobody)));
+        let keeper = Arc::new(QuotaKeeper::new(broker, Duration::from_secs(30), "node-a".into()));
+        // 200 connects at once over 10 users, each user allowed 3 (so 7 of each user's 20 refused).
+        let admits = (0..200u64).map(|conn| {
+            let keeper = keeper.clone();
+            tokio::spawn(async move {
+                let user = conn % 10;
+                let slots = vec![QuotaSlot { key: user_quota(&format!("user-{user}"), "/ws"), limit: 3 }];
+                (user, conn, keeper.admit(slots, conn).await.expect("broker"))
+            })
+        });
+        let mut admitted = [0; 10];
+        for outcome in futures_util::future::join_all(admits).await {
+            let (user, conn, ok) = outcome.expect("task");
+            if ok {
+                admitted[user as usize] += 1;
+                assert!(keeper.held.lock().contains_key(&conn), "an admitted connection holds its slots");
+            } else {
+                assert!(!keeper.held.lock().contains_key(&conn), "a refused one holds none");
+            }
+        }
+        assert_eq!(admitted, [3; 10]);
     }
 
     #[tokio::test]

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use redis::{PushKind, Script, Value};
 
 use crate::clock::{Clock, SystemClock};
-use crate::{Broker, BrokerError, DeliverySink, KeyValue, Leases, Log, LogId, PubSub, Result};
+use crate::{Broker, BrokerError, DeliverySink, KeyValue, LeaseRequest, Leases, Log, LogId, PubSub, Result};
 use conn::Commands;
 
 /// How to reach Redis.
@@ -64,7 +64,7 @@ pub struct RedisBroker {
     clock: Arc<dyn Clock>,
     lease_acquire: Script,
     lease_renew: Script,
-    lease_acquire_all: Script,
+    lease_acquire_many: Script,
     lease_acquire_fenced: Script,
     commit_fenced: Script,
     window_counter: Script,
@@ -138,6 +138,31 @@ fn unavailable(e: redis::RedisError) -> BrokerError {
 }
 
 impl RedisBroker {
+    /// Takes the leases of `requests` with one call of the lease script; requests without
+    /// slots are admitted without asking.
+    async fn acquire_in_one_call(&self, requests: &[LeaseRequest], ttl: Duration) -> Result<Vec<bool>> {
+        if requests.iter().all(|r| r.slots.is_empty()) {
+            return Ok(vec![true; requests.len()]);
+        }
+        let mut inv = self.lease_acquire_many.prepare_invoke();
+        inv.arg(ttl.as_millis() as u64);
+        for request in requests {
+            inv.arg(&request.holder).arg(request.slots.len());
+            for (key, limit) in &request.slots {
+                inv.key(key).arg(*limit);
+            }
+        }
+        let answers: Vec<i64> = self.commands.invoke(&inv).await.map_err(unavailable)?;
+        if answers.len() != requests.len() {
+            return Err(BrokerError::Protocol(format!(
+                "{} lease answers for {} requests",
+                answers.len(),
+                requests.len()
+            )));
+        }
+        Ok(answers.into_iter().map(|held| held == 1).collect())
+    }
+
     /// Connects (failing if Redis cannot be reached now); deliveries go to `sink`.
     pub async fn connect(settings: &RedisSettings, sink: Arc<dyn DeliverySink>) -> Result<RedisBroker> {
         let wanted = Arc::new(resubscribe::Wanted::default());
@@ -169,7 +194,7 @@ impl RedisBroker {
             clock: Arc::new(SystemClock),
             lease_acquire: Script::new(include_str!("scripts/lease_acquire.lua")),
             lease_renew: Script::new(include_str!("scripts/lease_renew.lua")),
-            lease_acquire_all: Script::new(include_str!("scripts/lease_acquire_all.lua")),
+            lease_acquire_many: Script::new(include_str!("scripts/lease_acquire_many.lua")),
             lease_acquire_fenced: Script::new(include_str!("scripts/lease_acquire_fenced.lua")),
             commit_fenced: Script::new(include_str!("scripts/commit_fenced.lua")),
             window_counter: Script::new(include_str!("scripts/window_counter.lua")),
@@ -478,13 +503,22 @@ impl Leases for RedisBroker {
         if slots.is_empty() {
             return Ok(true);
         }
-        let mut inv = self.lease_acquire_all.prepare_invoke();
-        inv.arg(holder).arg(ttl.as_millis() as u64);
-        for (key, limit) in slots {
-            inv.key(key).arg(*limit);
+        let request = [LeaseRequest { slots: slots.to_vec(), holder: holder.to_owned() }];
+        Ok(self.acquire_in_one_call(&request, ttl).await? == [true])
+    }
+
+    /// On one Redis server every request goes in one script call; on a Redis Cluster each
+    /// request's keys share a slot but different requests' do not, so each is a call of its
+    /// own, all sent at once.
+    async fn try_acquire_many(&self, requests: &[LeaseRequest], ttl: Duration) -> Result<Vec<bool>> {
+        if !self.commands.is_cluster() {
+            return self.acquire_in_one_call(requests, ttl).await;
         }
-        let held: i64 = self.commands.invoke(&inv).await.map_err(unavailable)?;
-        Ok(held == 1)
+        let answers = futures_util::future::try_join_all(
+            requests.iter().map(|r| self.acquire_in_one_call(std::slice::from_ref(r), ttl)),
+        )
+        .await?;
+        Ok(answers.into_iter().flatten().collect())
     }
 
     async fn renew(&self, key: &str, holders: &[String], ttl: Duration) -> Result<usize> {
