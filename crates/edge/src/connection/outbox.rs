@@ -402,8 +402,9 @@ impl Outbox {
                 self.batch.clear();
                 self.sent = 0;
                 if self.queue.is_empty() {
-                    // Idle connections hold no output buffer.
+                    // Idle connections hold no output buffer, and no queue.
                     self.batch = Vec::new();
+                    self.queue = VecDeque::new();
                     match sink.flush_pending() {
                         Ok(true) => {}
                         Ok(false) => return Flush::Blocked,
