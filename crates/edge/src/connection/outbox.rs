@@ -207,9 +207,10 @@ impl Outbox {
         self.last_written
     }
 
-    /// Holds frames back until [`Outbox::uncork`] (or until [`MAX_FRAMES_PER_WRITE`] wait), so
-    /// what a connection sends as it starts (its greeting, a replay, the replay's end) leaves
-    /// in one write rather than one each. Nothing to do if output is already pending.
+    /// Holds frames back until [`Outbox::uncork`], so frames sent together (a replay, its end
+    /// and the live events held meanwhile) leave in one write rather than one each; a write's
+    /// worth ([`BATCH_BYTES`]) goes as soon as it is held. Nothing to do if output is already
+    /// pending.
     pub fn cork(&mut self) {
         if !self.busy {
             self.busy = true;
@@ -225,13 +226,16 @@ impl Outbox {
         self.flush(sink)
     }
 
-    /// After frames were queued: a cork that holds a write's worth of frames lets them go.
+    /// After frames were queued: a cork that holds a write's worth writes it and holds on.
     fn after_queued(&mut self, sink: &dyn FrameSink) -> Push {
-        if !self.corked || self.queue.len() < MAX_FRAMES_PER_WRITE {
+        if !self.corked || self.queued_bytes < BATCH_BYTES {
             return Push::Queued;
         }
         match self.flush(sink) {
-            Flush::Idle => Push::Queued,
+            Flush::Idle => {
+                self.cork();
+                Push::Queued
+            }
             Flush::Blocked => Push::Pending,
             Flush::Broken => Push::Broken,
         }
@@ -574,18 +578,19 @@ mod tests {
         // Uncorked, frames go straight out again; a second uncork has nothing to do.
         assert_eq!(outbox.push(&sink, msg("x"), Some(bound)), Push::Written);
         assert_eq!(outbox.uncork(&sink), Flush::Idle);
-        // A cork holding a write's worth lets it go at once, and the rest straight after.
-        let full = Tight { room: Mutex::new(10_000), taken: Mutex::default() };
+        // A cork holding a write's worth writes it at once and holds on.
+        let full = Tight { room: Mutex::new(1 << 20), taken: Mutex::default() };
+        let big = |c: u8| Outbound::Message(Bytes::from(vec![c; BATCH_BYTES / 2]).into());
         outbox.cork();
-        for i in 0..MAX_FRAMES_PER_WRITE - 1 {
-            assert_eq!(outbox.push(&full, msg(&format!("{i}")), Some(bound)), Push::Queued);
-        }
+        assert_eq!(outbox.push(&full, big(b'a'), Some(bound)), Push::Queued);
         assert!(full.taken.lock().is_empty());
-        assert_eq!(outbox.push(&full, msg("last"), Some(bound)), Push::Queued);
-        assert_eq!(
-            full.taken.lock().len(),
-            (0..MAX_FRAMES_PER_WRITE - 1).map(|i| 2 + format!("{i}").len()).sum::<usize>() + 6
-        );
+        assert_eq!(outbox.push(&full, big(b'b'), Some(bound)), Push::Queued);
+        let held = full.taken.lock().len();
+        assert_eq!(held, 2 * (4 + BATCH_BYTES / 2), "both frames, with their 4-byte headers");
+        assert_eq!(outbox.push(&full, msg("tail"), Some(bound)), Push::Queued, "still corked");
+        assert_eq!(full.taken.lock().len(), held);
+        assert_eq!(outbox.uncork(&full), Flush::Idle);
+        assert_eq!(full.taken.lock()[held..], frame(b"tail"));
         assert_eq!(outbox.push(&full, msg("after"), Some(bound)), Push::Written);
     }
 

@@ -165,8 +165,8 @@ impl MessageHandler for Session {
     /// Admits the connection (cluster-wide quotas), greets the client, registers the topics
     /// every connection of the endpoint has (its user stream, the endpoint's broadcast
     /// channel) and replays what the user missed where the endpoint replays. The admission
-    /// and the lookup of where the replay resumes are independent reads, so they go to the
-    /// broker together (one write on its connection, not two round trips one after the other).
+    /// and the lookup of where the replay resumes are independent, so they are asked at once
+    /// rather than one round trip after the other.
     async fn start(&mut self) -> Result<(), CloseReason> {
         let ep = self.conn.endpoint.clone();
         let services = self.services.clone();
@@ -245,9 +245,8 @@ impl MessageHandler for Session {
     }
 
     /// Gives back everything the connection held; called once when it ends. The cursor, the
-    /// quota slots and the presence entry go to the broker together, in that order on its
-    /// connection (one write): the user's next connection is admitted only once the slot is
-    /// free, by which time the cursor it reads is saved.
+    /// quota slots and the presence entry are written at once (pipelined on the broker
+    /// connection, in that order), not one round trip after the other.
     async fn finish(&mut self) {
         let services = self.services.clone();
         let save_cursor = async {
