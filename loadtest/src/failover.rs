@@ -158,7 +158,7 @@ pub async fn run(target: &Target, args: FailoverArgs, fd_limit: u64) -> Result<V
     let killed_at = now_micros();
     let published = publishing.await??;
 
-    // Every accepted event delivered (or 30 s without progress to the end).
+    // Until every accepted event is delivered, or 30 s at most.
     let accepted: Vec<bool> = {
         let failed: std::collections::HashSet<u64> = published.failed_requests.iter().copied().collect();
         (0..requests * batch).map(|n| !failed.contains(&(n / batch))).collect()
