@@ -380,4 +380,19 @@ impl WsClient {
     pub async fn close(mut self) {
         let _ = self.ws.close(Some(CloseFrame { code: CloseCode::Normal, reason: "bye".into() })).await;
     }
+
+    /// Closes from the client side and reads to the end of the closing handshake: returns the
+    /// JSON messages the server sent before its close frame. They reached the client, and the
+    /// server counts them as delivered (its replay cursor moves past them).
+    pub async fn close_and_drain(mut self) -> Vec<Value> {
+        let _ = self.ws.close(Some(CloseFrame { code: CloseCode::Normal, reason: "bye".into() })).await;
+        let mut sent = Vec::new();
+        loop {
+            match self.next().await {
+                Received::Json(m) => sent.push(m),
+                Received::Binary(_) => {}
+                Received::Closed(..) | Received::Gone => return sent,
+            }
+        }
+    }
 }
