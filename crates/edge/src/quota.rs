@@ -25,6 +25,9 @@ pub const RENEWALS_IN_FLIGHT: usize = 64;
 /// together in the next. More than one, so a storm's batches overlap instead of each waiting
 /// for the one before it to come back and be scheduled.
 const ADMISSIONS_IN_FLIGHT: usize = 4;
+/// Most admissions in one broker call: a storm's thousands of connects become several calls,
+/// so one script run never holds Redis (which runs one command at a time) for long.
+const ADMISSIONS_PER_CALL: usize = 64;
 /// Connections whose slots are renewed between two yields to the rest of the node.
 const RENEWAL_SLICE: usize = 256;
 
@@ -130,24 +133,32 @@ impl QuotaKeeper {
         Ok(true)
     }
 
-    /// Waits for a turn, then sends every admission waiting by then (an earlier turn may
-    /// have sent ours already) in one broker call and answers each.
+    /// Waits for a turn, then sends the admissions waiting by then, [`ADMISSIONS_PER_CALL`]
+    /// per broker call, until none is left (ours among them, unless an earlier turn sent it),
+    /// and answers each.
     async fn commit_waiting(&self) {
         let Ok(_turn) = self.committing.acquire().await else { return };
-        let batch = std::mem::take(&mut *self.waiting.lock());
-        if batch.is_empty() {
-            return;
-        }
-        let (requests, answers): (Vec<LeaseRequest>, Vec<_>) = batch.into_iter().map(|w| (w.request, w.answer)).unzip();
-        match self.broker.try_acquire_many(&requests, self.lease).await {
-            Ok(admitted) => {
-                for (answer, admitted) in answers.into_iter().zip(admitted) {
-                    let _ = answer.send(Ok(admitted));
-                }
+        loop {
+            let batch: Vec<Waiting> = {
+                let mut waiting = self.waiting.lock();
+                let n = waiting.len().min(ADMISSIONS_PER_CALL);
+                waiting.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                return;
             }
-            Err(e) => {
-                for answer in answers {
-                    let _ = answer.send(Err(e.to_string()));
+            let (requests, answers): (Vec<LeaseRequest>, Vec<_>) =
+                batch.into_iter().map(|w| (w.request, w.answer)).unzip();
+            match self.broker.try_acquire_many(&requests, self.lease).await {
+                Ok(admitted) => {
+                    for (answer, admitted) in answers.into_iter().zip(admitted) {
+                        let _ = answer.send(Ok(admitted));
+                    }
+                }
+                Err(e) => {
+                    for answer in answers {
+                        let _ = answer.send(Err(e.to_string()));
+                    }
                 }
             }
         }
@@ -247,15 +258,25 @@ mod tests {
         let hub = MemoryHub::new();
         let broker: SharedBroker = Arc::new(hub.node(Arc::new(Nobody)));
         let keeper = Arc::new(QuotaKeeper::new(broker, Duration::from_secs(30), "node-a".into()));
+        // Every turn taken, so the 200 connects below queue up and go in batches, users mixed.
+        let turns = keeper.committing.acquire_many(ADMISSIONS_IN_FLIGHT as u32).await.expect("permits");
         // 200 connects at once over 10 users, each user allowed 3 (so 7 of each user's 20 refused).
-        let admits = (0..200u64).map(|conn| {
-            let keeper = keeper.clone();
-            tokio::spawn(async move {
-                let user = conn % 10;
-                let slots = vec![QuotaSlot { key: user_quota(&format!("user-{user}"), "/ws"), limit: 3 }];
-                (user, conn, keeper.admit(slots, conn).await.expect("broker"))
+        let admits: Vec<_> = (0..200u64)
+            .map(|conn| {
+                let keeper = keeper.clone();
+                tokio::spawn(async move {
+                    let user = conn % 10;
+                    let slots = vec![QuotaSlot { key: user_quota(&format!("user-{user}"), "/ws"), limit: 3 }];
+                    (user, conn, keeper.admit(slots, conn).await.expect("broker"))
+                })
             })
-        });
+            .collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while keeper.waiting.lock().len() < 200 {
+            assert!(tokio::time::Instant::now() < deadline, "the connects never all queued");
+            tokio::task::yield_now().await;
+        }
+        drop(turns);
         let mut admitted = [0; 10];
         for outcome in futures_util::future::join_all(admits).await {
             let (user, conn, ok) = outcome.expect("task");
