@@ -181,7 +181,7 @@ pub async fn run(target: &Target, args: FailoverArgs, fd_limit: u64) -> Result<V
         "scenario": "failover",
         "clients": args.clients,
         "events_published": expected,
-        "publish_requests_failed": published.failed,
+        "publish_requests_failed": published.failed(),
         "clients_back": report.back_secs.len(),
         "all_back_after_ms": report.all_back_ms,
         "back_ms_p50": report.back_ms.0,

@@ -139,7 +139,7 @@ pub async fn run(target: &Target, args: FanoutArgs, fd_limit: u64) -> Result<Val
         }
     })
     .await?;
-    let publish_errors = run.failed * batch as u64;
+    let publish_errors = run.failed() * batch as u64;
     let expected = (total_events - publish_errors) * (subscribed / channels) as u64;
     crowd.wait_for(expected, Duration::from_secs(10)).await;
     let (elapsed, server_cpu) = window.finish();

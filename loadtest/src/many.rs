@@ -91,7 +91,7 @@ pub async fn run(target: &Target, args: ManyArgs, fd_limit: u64) -> Result<Value
         json!({ "events": events })
     })
     .await?;
-    let (published, errors) = (run.ok * batch as u64, run.failed);
+    let (published, errors) = (run.ok * batch as u64, run.failed());
     crowd.wait_for(published, Duration::from_secs(15)).await;
     let (elapsed, server_cpu) = window.finish();
     let got = crowd.delivered.load(Ordering::Relaxed);

@@ -78,14 +78,19 @@ pub struct Schedule {
 pub struct Published {
     /// Requests the server accepted.
     pub ok: u64,
-    /// Requests that failed.
-    pub failed: u64,
     /// Which requests failed (0-based, in the order sent).
     pub failed_requests: Vec<u64>,
     /// See [`Pace::behind_max_micros`].
     pub behind_max_micros: u64,
     /// See [`Pace::slowest_send_micros`].
     pub slowest_send_micros: u64,
+}
+
+impl Published {
+    /// How many requests failed.
+    pub fn failed(&self) -> u64 {
+        self.failed_requests.len() as u64
+    }
 }
 
 /// Posts `schedule.requests` bodies, one every period, each made by `body(due)` from the time
@@ -113,7 +118,6 @@ pub async fn publish(schedule: Schedule, mut body: impl FnMut(u64) -> Value + Se
                     bar.finish_and_clear();
                     Published {
                         ok,
-                        failed: failed_requests.len() as u64,
                         failed_requests,
                         behind_max_micros: pace.behind_max_micros,
                         slowest_send_micros: pace.slowest_send_micros,

@@ -178,7 +178,7 @@ pub struct Outbox {
     last_written: Option<LogId>,
     /// Output is pending: new frames must queue.
     busy: bool,
-    /// Output is held back while the connection starts (see [`Outbox::cork`]).
+    /// Frames are held back until uncorked (see [`Outbox::cork`]).
     corked: bool,
     sealed: bool,
     broken: bool,
@@ -431,9 +431,6 @@ impl Outbox {
                     if self.batch.len() >= BATCH_BYTES {
                         break;
                     }
-                }
-                if self.queue.is_empty() && self.queue.capacity() > 64 {
-                    self.queue = VecDeque::new();
                 }
             }
             match sink.try_write_vectored(&[IoSlice::new(&self.batch[self.sent..])]) {
