@@ -91,3 +91,24 @@ async fn refused_credentials_stop_the_client_and_backoff_grows_with_jitter() {
         assert!(d <= cap && d >= cap / 2, "attempt {attempt}: {d:?} outside [{:?}, {cap:?}]", cap / 2);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_is_down_is_reported_with_no_status_and_the_next_one_is_tried_from_the_given_address() {
+    // One open connection per address: 127.0.0.1 is taken below, so only a client that really
+    // connects from 127.0.0.2 gets in.
+    let node = TestNode::start(test_config(|c| c.ip_limits.max_connections = 1)).await;
+    let _holder = node.connect_user("/ws/notifications", "holder").await;
+    // A port nobody listens on: bound, then released.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let dead_url = format!("ws://{dead}/ws/notifications");
+    let urls = vec![dead_url.clone(), node.ws_url("/ws/notifications")];
+    let config = ClientConfig::new(Dialect::Orbnet, urls, node.token("bob"))
+        .backoff(Duration::from_millis(20), Duration::from_millis(100))
+        .source("127.0.0.2".parse().expect("an address"));
+    let mut client = Client::start(config);
+    match next(&mut client).await {
+        ClientEvent::ConnectFailed { url, status, .. } => assert_eq!((url, status), (dead_url, None)),
+        other => panic!("expected the failed attempt, got {other:?}"),
+    }
+    assert_eq!(next(&mut client).await, ClientEvent::Connected(node.ws_url("/ws/notifications")));
+}
