@@ -303,3 +303,26 @@ fn is_connection_error(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset | Interrupted)
 }
+
+#[cfg(test)]
+mod bind_tests {
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn the_listen_backlog_bounds_the_connections_waiting_to_be_accepted() {
+        // Nothing accepts: the kernel queues backlog + 1 connections, then drops further SYNs
+        // (the client would retry after a second), so the next connect does not complete.
+        let listener = super::bind("127.0.0.1:0".parse().expect("an address"), 2).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut queued = Vec::new();
+        for i in 0..3 {
+            let connect = tokio::net::TcpStream::connect(addr);
+            queued
+                .push(tokio::time::timeout(Duration::from_secs(10), connect).await.expect("queued").expect("connect"));
+            assert_eq!(queued.len(), i + 1);
+        }
+        let over = tokio::time::timeout(Duration::from_millis(300), tokio::net::TcpStream::connect(addr)).await;
+        assert!(over.is_err(), "a connect past the backlog was queued too");
+        drop(listener);
+    }
+}
