@@ -211,7 +211,7 @@ impl Node {
     /// Starts a graceful drain: no new connections, every open one closed within the drain
     /// window.
     pub fn start_draining(&self) {
-        self.conns.draining.cancel();
+        self.conns.start_draining();
     }
 
     pub(crate) fn broker(&self) -> &SharedBroker {

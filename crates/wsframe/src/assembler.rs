@@ -58,7 +58,8 @@ impl Partial {
 /// Collects data frames into messages.
 pub struct MessageAssembler {
     max_bytes: usize,
-    partial: Option<Partial>,
+    /// Boxed: fragmented messages are rare, and an assembler lives as long as its connection.
+    partial: Option<Box<Partial>>,
 }
 
 impl MessageAssembler {
@@ -87,7 +88,7 @@ impl MessageAssembler {
                 let compressed = frame.compressed;
                 let mut partial = Partial { is_text, compressed, data: frame.payload.to_vec(), valid: 0 };
                 partial.check_utf8(false)?;
-                self.partial = Some(partial);
+                self.partial = Some(Box::new(partial));
                 Ok(None)
             }
             (false, Some(partial)) => {

@@ -9,6 +9,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
@@ -82,6 +83,8 @@ pub struct ConnHandle {
     last_pong_ms: AtomicU64,
     /// Mirrors `positions.held.is_some()` for the fan-out fast path.
     holding: AtomicBool,
+    /// The node started draining: the task picks the connection's point in the drain window.
+    drain_requested: AtomicBool,
     /// permessage-deflate, when the client negotiated it: broadcasts go out compressed.
     deflate: Option<Agreement>,
     positions: Mutex<Positions>,
@@ -118,6 +121,7 @@ impl ConnHandle {
             plan: Mutex::new(None),
             last_pong_ms: AtomicU64::new(0),
             holding: AtomicBool::new(false),
+            drain_requested: AtomicBool::new(false),
             positions: Mutex::default(),
             deflate,
         }
@@ -321,7 +325,12 @@ impl ConnHandle {
 
     /// Resolves when the socket can take more bytes.
     pub async fn writable(&self) -> std::io::Result<()> {
-        std::future::poll_fn(|cx| self.sink.poll_write_ready(cx)).await
+        std::future::poll_fn(|cx| self.poll_writable(cx)).await
+    }
+
+    /// Ready when the socket can take more bytes.
+    pub fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.sink.poll_write_ready(cx)
     }
 
     fn wake(&self) {
@@ -329,20 +338,31 @@ impl ConnHandle {
         self.task.wake();
     }
 
-    /// Resolves when the connection's task has something to do: output to finish or a close.
-    /// Only the connection's own task waits on it.
-    pub fn woken(&self) -> impl std::future::Future<Output = ()> + '_ {
-        std::future::poll_fn(|cx| {
-            if self.wake_pending.swap(false, Ordering::AcqRel) {
-                return std::task::Poll::Ready(());
-            }
-            self.task.register(cx.waker());
-            if self.wake_pending.swap(false, Ordering::AcqRel) {
-                std::task::Poll::Ready(())
-            } else {
-                std::task::Poll::Pending
-            }
-        })
+    /// Ready when the connection's task has something to do: output to finish, a close, or a
+    /// drain to begin. Only the connection's own task polls it.
+    pub fn poll_woken(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.wake_pending.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.task.register(cx.waker());
+        if self.wake_pending.swap(false, Ordering::AcqRel) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Tells the connection's task that the node drains (see [`ConnContext::start_draining`]).
+    ///
+    /// [`ConnContext::start_draining`]: super::ConnContext::start_draining
+    pub fn request_drain(&self) {
+        self.drain_requested.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    /// Whether a drain was requested since the last call.
+    pub fn take_drain_request(&self) -> bool {
+        self.drain_requested.swap(false, Ordering::AcqRel)
     }
 
     /// Queues the final frames: everything pending stays (except for a slow consumer, which is

@@ -16,6 +16,7 @@ mod handle;
 mod input;
 mod outbox;
 mod rate;
+mod reader;
 mod refusal;
 mod socket;
 mod subscriptions;
@@ -25,14 +26,17 @@ mod timers;
 pub(crate) mod testing;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use switchboard_protocol::timefmt::now_millis;
+use parking_lot::Mutex;
+use slab::Slab;
 use switchboard_protocol::CloseReason;
 use switchboard_wsframe::deflate::Agreement;
-use switchboard_wsframe::{close_payload, FrameOp, MessageAssembler};
+use switchboard_wsframe::{close_payload, FrameOp, Message};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
@@ -46,13 +50,13 @@ pub use outbox::{Flush, Payload, MAX_FRAMES_PER_WRITE};
 pub use refusal::RefusalHandler;
 pub use socket::Socket;
 pub use subscriptions::{LazyPayload, Subscriptions};
-pub use switchboard_wsframe::Opcode;
 
 use crate::auth::Principal;
 use crate::endpoint::EndpointRuntime;
 use crate::ip_limits::IpSlot;
 use crate::metrics::Metrics;
 use input::Input;
+use reader::{Reader, Step};
 use timers::Timers;
 
 /// What a connection does with the messages it receives. The actor shape (reader, output,
@@ -80,6 +84,9 @@ pub struct ConnContext {
     pub drain_window: Duration,
     /// Connection tasks, so a drain can wait for them.
     pub tasks: TaskTracker,
+    /// The open connections, so a drain reaches each one through its handle: a slot each
+    /// instead of a cancellation future in every connection's task.
+    open: Mutex<Slab<Arc<ConnHandle>>>,
     next_id: AtomicU64,
 }
 
@@ -91,6 +98,7 @@ impl ConnContext {
             draining: CancellationToken::new(),
             drain_window,
             tasks: TaskTracker::new(),
+            open: Mutex::new(Slab::new()),
             next_id: AtomicU64::new(1),
         }
     }
@@ -98,6 +106,38 @@ impl ConnContext {
     /// A node-unique connection id.
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Starts the drain: new upgrades are refused (see `draining`) and every open connection
+    /// is told to pick its point in the drain window.
+    pub fn start_draining(&self) {
+        self.draining.cancel();
+        for (_, conn) in self.open.lock().iter() {
+            conn.request_drain();
+        }
+    }
+
+    /// Lists an open connection until the returned guard drops. A connection listed after the
+    /// drain began is told at once: either the drain's walk sees it or it sees the drain.
+    fn list(&self, conn: &Arc<ConnHandle>) -> Listed<'_> {
+        let key = self.open.lock().insert(conn.clone());
+        if self.draining.is_cancelled() {
+            conn.request_drain();
+        }
+        Listed { ctx: self, key }
+    }
+}
+
+/// A connection's place in [`ConnContext`]'s list of open connections, given back on drop
+/// (also if the connection's task panics).
+struct Listed<'a> {
+    ctx: &'a ConnContext,
+    key: usize,
+}
+
+impl Drop for Listed<'_> {
+    fn drop(&mut self) {
+        self.ctx.open.lock().remove(self.key);
     }
 }
 
@@ -178,123 +218,119 @@ pub async fn run_upgraded<H: MessageHandler + 'static>(
     let session = make_handler(conn.clone());
     let timers = Timers::new(&endpoint, expires_at);
     let tasks = ctx.tasks.clone();
-    tasks.spawn(run(ctx, conn, socket, session, timers, Input::new(early, deflate.is_some()), ip_slot));
+    tasks.spawn(run(
+        ctx,
+        conn,
+        socket,
+        session,
+        timers,
+        Reader::new(Input::new(early, deflate.is_some()), &endpoint),
+        ip_slot,
+    ));
 }
 
-/// Runs one connection to its end; `input` starts with whatever the client sent right behind
-/// its handshake; `ip_slot` is its place in its address's count (per-IP limits), held to the end.
-/// Everything here lives as long as the connection: keep it small.
-async fn run<H: MessageHandler>(
+/// Runs one connection to its end; `reader`'s input starts with whatever the client sent right
+/// behind its handshake; `ip_slot` is its place in its address's count (per-IP limits), held to the end.
+/// Everything here lives as long as the connection: keep it small. (An `async` block rather
+/// than an `async fn`: an `async fn` keeps its arguments twice in its state, as arguments and as
+/// the locals they are moved into, for the connection's whole life.)
+#[allow(clippy::manual_async_fn)] // deliberately not an `async fn`: see above
+fn run<H: MessageHandler>(
     ctx: Arc<ConnContext>,
     conn: Arc<ConnHandle>,
     socket: Arc<Socket>,
     mut session: H,
     mut timers: Timers,
-    mut input: Input,
+    mut reader: Reader,
     ip_slot: Option<Arc<IpSlot>>,
-) {
-    let endpoint = conn.endpoint.clone();
-    let path = endpoint.path();
-    ctx.metrics.connections.with_label_values(&[path]).inc();
-    // The handler's futures are boxed while they run, so their state is not part of every
-    // connection's task for its whole life.
-    if let Err(reason) = Box::pin(session.start()).await {
-        conn.close(reason);
-    }
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let _listed = ctx.list(&conn);
+        ctx.metrics.connections.with_label_values(&[conn.endpoint.path()]).inc();
+        // The handler's futures are boxed while they run, so their state is not part of every
+        // connection's task for its whole life.
+        if let Err(reason) = Box::pin(session.start()).await {
+            conn.close(reason);
+        }
 
-    let max_bytes = endpoint.limits().max_message_bytes;
-    let mut assembler = MessageAssembler::new(max_bytes);
-    let mut bucket = rate::TokenBucket::new(endpoint.limits().message_rate, endpoint.limits().message_burst);
-    let sleep = tokio::time::sleep_until(timers.next());
-    tokio::pin!(sleep);
-    let draining = ctx.draining.cancelled();
-    tokio::pin!(draining);
-    let mut drain_armed = false;
-    let mut blocked = false;
+        // The loop's own state ends with it, so the closing steps below can reuse its room.
+        {
+            let sleep = tokio::time::sleep_until(timers.next());
+            tokio::pin!(sleep);
+            let mut drain_armed = false;
+            let mut blocked = false;
 
-    while !conn.is_closing() {
-        // Handle every complete frame that has arrived.
-        while !conn.is_closing() {
-            let frame = match input.next_frame(max_bytes) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(reason) => {
-                    conn.close(reason);
+            while !conn.is_closing() {
+                // Handle every complete frame that has arrived. The message being handled lives in
+                // the boxed future, not in this task's state.
+                while !conn.is_closing() {
+                    let handling = match reader.step(&conn, &mut timers, &ctx.metrics) {
+                        Step::Message(message) => handle(&mut session, message),
+                        Step::Handled => continue,
+                        Step::Drained => break,
+                    };
+                    handling.await;
+                }
+                // Nothing pending: hold no read buffer while idle.
+                reader.compact();
+                if conn.is_closing() {
                     break;
                 }
-            };
-            let whole_message =
-                matches!(frame.op, FrameOp::Text | FrameOp::Binary | FrameOp::Continuation if frame.fin);
-            if !whole_message && frame.op != FrameOp::Close {
-                // Pings, pongs and fragments are bounded too (a flood of them is work for the
-                // node), at a fraction of a message each.
-                if let Err(wait) = bucket.take_cost(std::time::Instant::now(), rate::FRAME_COST) {
-                    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-                    conn.close_with(ClosePlan::Server(
-                        CloseReason::RateLimited,
-                        format!("Rate limited: retry in {secs} s"),
-                    ));
-                    break;
-                }
-            }
-            match frame.op {
-                FrameOp::Ping => {
-                    // Any frame shows the client is there (the idle timeout is about silence).
-                    timers.message_received(&endpoint);
-                    conn.send_control(Opcode::Pong, frame.payload.to_vec());
-                }
-                FrameOp::Pong => conn.pong_received(now_millis()),
-                FrameOp::Close => conn.close_with(ClosePlan::Echo(frame.payload.to_vec())),
-                FrameOp::Text | FrameOp::Binary | FrameOp::Continuation => match assembler.push(frame) {
-                    Ok(Some(message)) => {
-                        ctx.metrics.messages_in.with_label_values(&[path]).inc();
-                        timers.message_received(&endpoint);
-                        if let Err(wait) = bucket.take(std::time::Instant::now()) {
-                            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-                            let text = format!("Rate limited: retry in {secs} s");
-                            conn.close_with(ClosePlan::Server(CloseReason::RateLimited, text));
-                            break;
-                        }
-                        Box::pin(session.handle(&message.data, message.is_text)).await;
+
+                // Wait for the first of: a wake through the handle, the socket (writable while
+                // output is blocked, else readable), the next deadline. Polled by hand, in that
+                // order: this wait is what an idle connection's task holds.
+                let wake = std::future::poll_fn(|cx| {
+                    if conn.poll_woken(cx).is_ready() {
+                        return Poll::Ready(Wake::Handle);
                     }
-                    Ok(None) => {}
-                    Err(violation) => conn.close(input::close_reason(violation)),
-                },
-            }
-        }
-        // Nothing pending: hold no read buffer while idle.
-        input.compact();
-        if conn.is_closing() {
-            break;
-        }
-
-        tokio::select! {
-            biased;
-            _ = conn.woken() => blocked = flushed(&conn),
-            ready = conn.writable(), if blocked => match ready {
-                Ok(()) => blocked = flushed(&conn),
-                Err(_) => conn.close_with(ClosePlan::Silent),
-            },
-            ready = std::future::poll_fn(|cx| socket.poll_read_ready(cx)), if !blocked => {
-                if ready.is_err() || !input.read_from(&socket) {
-                    conn.close_with(ClosePlan::Silent);
+                    let socket_ready = if blocked { conn.poll_writable(cx) } else { socket.poll_read_ready(cx) };
+                    if let Poll::Ready(ready) = socket_ready {
+                        return Poll::Ready(Wake::Socket(ready));
+                    }
+                    sleep.as_mut().poll(cx).map(|()| Wake::Deadline)
+                })
+                .await;
+                match wake {
+                    Wake::Handle => {
+                        blocked = flushed(&conn);
+                        if conn.take_drain_request() && !drain_armed {
+                            // Each connection closes at a random point of the drain window, so
+                            // clients reconnect elsewhere spread out instead of all at once.
+                            drain_armed = true;
+                            timers.drain_after(ctx.drain_window.mul_f64(rand::random::<f64>()));
+                            sleep.as_mut().reset(timers.next());
+                        }
+                    }
+                    Wake::Socket(Err(_)) => conn.close_with(ClosePlan::Silent),
+                    Wake::Socket(Ok(())) if blocked => blocked = flushed(&conn),
+                    Wake::Socket(Ok(())) => {
+                        if !reader.read_from(&socket) {
+                            conn.close_with(ClosePlan::Silent);
+                        }
+                    }
+                    Wake::Deadline => {
+                        timers.fire(&conn, &conn.endpoint, session.is_subscribed());
+                        sleep.as_mut().reset(timers.next());
+                    }
                 }
             }
-            () = &mut sleep => {
-                timers.fire(&conn, &endpoint, session.is_subscribed());
-                sleep.as_mut().reset(timers.next());
-            }
-            () = &mut draining, if !drain_armed => {
-                // Each connection closes at a random point of the drain window, so clients
-                // reconnect elsewhere spread out instead of all at once.
-                drain_armed = true;
-                timers.drain_after(ctx.drain_window.mul_f64(rand::random::<f64>()));
-                sleep.as_mut().reset(timers.next());
-            }
         }
-    }
 
-    Box::pin(session.finish()).await;
+        Box::pin(session.finish()).await;
+        // The closing steps run boxed too: their state is not part of the task while it lives.
+        Box::pin(close(&ctx, &conn, &socket, reader)).await;
+        // The address's place is given back only now that the connection is over.
+        drop(ip_slot);
+    }
+}
+
+/// Ends a connection whose loop is over: seals its output behind the close frame the plan
+/// calls for, writes what is pending within a bound, lingers for the client's close frame
+/// where that is due, and counts the close.
+async fn close(ctx: &ConnContext, conn: &ConnHandle, socket: &Socket, reader: Reader) {
+    let endpoint = &conn.endpoint;
+    let path = endpoint.path();
     let plan = conn.close_plan();
     let (close, drop_pending) = match &plan {
         Some(ClosePlan::Server(reason, text)) => {
@@ -305,21 +341,20 @@ async fn run<H: MessageHandler>(
     };
     let sealed = conn.seal(close, drop_pending);
     if sealed == Flush::Blocked {
-        let _ = Box::pin(tokio::time::timeout(CLOSE_WRITE_TIMEOUT, conn.flush_all())).await;
+        let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, conn.flush_all()).await;
     }
     // After a server-initiated close, read until the client answers (or a bound passes) so
     // the close frame is not lost to a TCP reset on unread data. A connection failed for a
     // protocol violation is dropped at once instead (RFC 6455 §7.1.7).
     let linger = matches!(&plan, Some(ClosePlan::Server(reason, _)) if !reason.fails_connection());
     if linger && sealed != Flush::Broken {
-        let _ = Box::pin(tokio::time::timeout(CLOSE_LINGER, await_client_close(&socket, input, max_bytes))).await;
+        let (input, max_bytes) = (reader.into_input(), endpoint.limits().max_message_bytes);
+        let _ = tokio::time::timeout(CLOSE_LINGER, await_client_close(socket, input, max_bytes)).await;
     }
-    let (code, by) = close_labels(&endpoint, plan.as_ref());
+    let (code, by) = close_labels(endpoint, plan.as_ref());
     tracing::debug!(endpoint = path, code, by, "closed");
     ctx.metrics.disconnects.with_label_values(&[path, &code, by]).inc();
     ctx.metrics.connections.with_label_values(&[path]).dec();
-    // The address's place is given back only now that the connection is over.
-    drop(ip_slot);
 }
 
 /// The `code` and `by` labels of a close: the server's codes come from the endpoint's map (a
@@ -336,6 +371,25 @@ fn close_labels(endpoint: &EndpointRuntime, plan: Option<&ClosePlan>) -> (String
         Some(ClosePlan::Echo(_)) => ("1005".into(), "client"),
         Some(ClosePlan::Silent) | None => ("1006".into(), "network"),
     }
+}
+
+/// What woke an idle connection's task.
+enum Wake {
+    /// Its handle: output to finish, a close, a drain.
+    Handle,
+    /// Its socket: readable, or writable while output is blocked.
+    Socket(std::io::Result<()>),
+    /// Its next deadline.
+    Deadline,
+}
+
+/// The handler's work on one message, boxed: the message moves in with it, so neither is part of
+/// the connection task's state between messages.
+fn handle<'a, H: MessageHandler>(
+    session: &'a mut H,
+    message: Message<'a>,
+) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+    Box::pin(async move { session.handle(&message.data, message.is_text).await })
 }
 
 /// Flushes pending output; true when the socket is full and the task must wait for it.
@@ -364,5 +418,32 @@ async fn await_client_close(socket: &Socket, mut input: Input, max_bytes: usize)
         if socket.readable().await.is_err() || !input.read_from(socket) {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{connection, endpoint_with};
+    use super::*;
+
+    #[test]
+    fn a_drain_reaches_every_listed_connection_and_one_listed_after_it_began() {
+        let ctx = ConnContext::new(Arc::new(Metrics::new()), Duration::from_secs(1));
+        let ep = endpoint_with("/ws", |_| {});
+        let (early, _) = connection(1, ep.clone());
+        let (late, _) = connection(2, ep.clone());
+        let (gone, _) = connection(3, ep);
+        let listed_early = ctx.list(&early);
+        drop(ctx.list(&gone));
+        assert_eq!(ctx.open.lock().len(), 1, "a connection that ended is no longer listed");
+        assert!(!early.take_drain_request());
+        ctx.start_draining();
+        let listed_late = ctx.list(&late);
+        assert!(early.take_drain_request(), "listed before the drain: reached by its walk");
+        assert!(late.take_drain_request(), "listed after the drain began: told when listed");
+        assert!(!gone.take_drain_request(), "no longer listed: not reached");
+        assert!(!early.take_drain_request(), "a request is taken once");
+        drop((listed_early, listed_late));
+        assert_eq!(ctx.open.lock().len(), 0);
     }
 }

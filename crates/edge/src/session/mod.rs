@@ -26,6 +26,14 @@ use crate::publish::ClientSend;
 use crate::quota;
 use crate::short_set::ShortSet;
 
+/// Where a connection's replay stands (one field: a session lives as long as its connection).
+enum Replay {
+    /// Not started: the `last_event_id` the client gave, if any.
+    NotStarted(Option<Box<str>>),
+    /// Replayed from this position; the cursor saved at the end counts from here.
+    From(LogId),
+}
+
 /// One connection's subscriptions and command handling.
 pub struct Session {
     services: Arc<SessionServices>,
@@ -33,10 +41,8 @@ pub struct Session {
     principal: Arc<Principal>,
     /// Every broker topic this connection is registered on.
     topics: ShortSet,
-    /// The client's `last_event_id`, for replay.
-    resume: Option<String>,
-    /// Where this connection's replay started.
-    replay_start: Option<LogId>,
+    /// Where the connection's replay stands.
+    replay: Replay,
     /// Whether a subscribe command succeeded on this connection.
     subscribed: bool,
 }
@@ -54,8 +60,7 @@ impl Session {
             conn,
             principal,
             topics: ShortSet::default(),
-            resume,
-            replay_start: None,
+            replay: Replay::NotStarted(resume.map(String::into_boxed_str)),
             subscribed: false,
         }
     }
@@ -172,9 +177,13 @@ impl MessageHandler for Session {
         let services = self.services.clone();
         let slots = quota::slots_for(&self.principal, &ep, services.total_per_user);
         let replay_for = self.principal.user().filter(|_| ep.config.replay.enabled).map(str::to_owned);
+        let resume = match &self.replay {
+            Replay::NotStarted(resume) => resume.as_deref(),
+            Replay::From(_) => None,
+        };
         let resume_point = async {
             match &replay_for {
-                Some(user) => services.replayer.resume_point(ep.path(), user, self.resume.as_deref()).await.map(Some),
+                Some(user) => services.replayer.resume_point(ep.path(), user, resume).await.map(Some),
                 None => Ok(None),
             }
         };
@@ -220,7 +229,7 @@ impl MessageHandler for Session {
                 Err(e) => Err(e),
             };
             match replayed {
-                Ok(start) => self.replay_start = Some(start),
+                Ok(start) => self.replay = Replay::From(start),
                 Err(e) => {
                     tracing::warn!(error = %e, "replay failed");
                     return Err(CloseReason::Internal);
@@ -250,8 +259,8 @@ impl MessageHandler for Session {
     async fn finish(&mut self) {
         let services = self.services.clone();
         let save_cursor = async {
-            if let (Some(start), Some(user)) = (self.replay_start, self.principal.user()) {
-                services.replayer.save_cursor(&self.conn, user, start).await;
+            if let (Replay::From(start), Some(user)) = (&self.replay, self.principal.user()) {
+                services.replayer.save_cursor(&self.conn, user, *start).await;
             }
         };
         tokio::join!(save_cursor, services.quotas.release(self.conn.id), services.presence.left(self.conn.id));
