@@ -49,6 +49,16 @@ struct HubState {
     appended: tokio::sync::Notify,
 }
 
+/// Pushes onto a list that most often holds one entry for good (one user's lease, one user's
+/// topic): the first entry gets room for itself only, not the four a `Vec` starts with. There
+/// is a list like this per connected user, so the difference is per connection.
+fn push_small<T>(list: &mut Vec<T>, item: T) {
+    if list.capacity() == 0 {
+        list.reserve_exact(1);
+    }
+    list.push(item);
+}
+
 /// The holders of one lease key and when each one's lease ends (unix ms).
 type LeaseHolders = Vec<(Box<str>, u64)>;
 
@@ -223,7 +233,7 @@ impl PubSub for MemoryBroker {
         for topic in topics {
             let subs = map.entry(topic.clone()).or_default();
             if !subs.iter().any(|(n, _)| *n == self.node) {
-                subs.push((self.node, self.sink.clone()));
+                push_small(subs, (self.node, self.sink.clone()));
             }
         }
         Ok(())
@@ -440,7 +450,7 @@ impl Leases for MemoryBroker {
             let holders = leases.entry(key.clone()).or_default();
             match holders.iter_mut().find(|(h, _)| &**h == holder) {
                 Some((_, exp)) => *exp = until,
-                None => holders.push((holder.into(), until)),
+                None => push_small(holders, (holder.into(), until)),
             }
         }
         Ok(true)
@@ -549,7 +559,7 @@ impl Presence for MemoryBroker {
         let until = now + ttl.as_millis() as u64;
         match entries.iter_mut().find(|(c, _)| &**c == conn) {
             Some((_, exp)) => *exp = until,
-            None => entries.push((conn.into(), until)),
+            None => push_small(entries, (conn.into(), until)),
         }
         Ok(!was_online)
     }
@@ -579,7 +589,7 @@ impl Presence for MemoryBroker {
             }
             match held.iter_mut().find(|(c, _)| &**c == conn) {
                 Some((_, exp)) => *exp = until,
-                None => held.push((conn.as_str().into(), until)),
+                None => push_small(held, (conn.as_str().into(), until)),
             }
         }
         Ok(back)

@@ -43,8 +43,14 @@ pub enum SendOutcome {
 #[derive(Default)]
 struct Positions {
     last_queued: Option<LogId>,
-    held: Option<Vec<(Option<LogId>, Payload)>>,
+    /// Boxed: only a connection that is replaying has one, and a box is a word where a
+    /// `Vec` is three.
+    #[allow(clippy::box_collection)]
+    held: Option<Box<HeldEvents>>,
 }
+
+/// Live events held back during a replay, with their log positions.
+type HeldEvents = Vec<(Option<LogId>, Payload)>;
 
 /// How the connection ends, decided once by whoever ends it first.
 #[derive(Debug, Clone)]
@@ -79,7 +85,8 @@ pub struct ConnHandle {
     wake_pending: AtomicBool,
     /// Set once a close plan exists: an atomic load for the fan-out path.
     closing: AtomicBool,
-    plan: Mutex<Option<ClosePlan>>,
+    /// Boxed: a connection has one only once it is closing.
+    plan: Mutex<Option<Box<ClosePlan>>>,
     last_pong_ms: AtomicU64,
     /// Mirrors `positions.held.is_some()` for the fan-out fast path.
     holding: AtomicBool,
@@ -257,7 +264,7 @@ impl ConnHandle {
     /// Starts holding live events back (before the connection subscribes, when it will
     /// replay missed ones).
     pub fn begin_hold(&self) {
-        self.positions.lock().held = Some(Vec::new());
+        self.positions.lock().held = Some(Box::default());
         self.holding.store(true, Ordering::Release);
     }
 
@@ -271,7 +278,7 @@ impl ConnHandle {
     /// arrival order, and lets later events through directly.
     pub fn end_hold(&self) {
         let mut pos = self.positions.lock();
-        for (position, frame) in pos.held.take().unwrap_or_default() {
+        for (position, frame) in pos.held.take().map(|held| *held).unwrap_or_default() {
             self.send_in_order(&mut pos, frame, position);
         }
         self.holding.store(false, Ordering::Release);
@@ -383,7 +390,7 @@ impl ConnHandle {
     pub fn close_with(&self, plan: ClosePlan) {
         let mut current = self.plan.lock();
         if current.is_none() {
-            *current = Some(plan);
+            *current = Some(Box::new(plan));
         }
         drop(current);
         self.closing.store(true, Ordering::Release);
@@ -392,7 +399,7 @@ impl ConnHandle {
 
     /// How the connection is ending, if it is.
     pub fn close_plan(&self) -> Option<ClosePlan> {
-        self.plan.lock().clone()
+        self.plan.lock().as_deref().cloned()
     }
 
     /// Whether live events are held back while a replay runs.

@@ -162,9 +162,25 @@ impl QueueBound {
     }
 }
 
-/// Pending output of one connection. Empty (no allocation) while nothing is pending.
+/// Pending output of one connection. While nothing is pending it holds no allocation and
+/// little else: a connection's outbox lives as long as the connection, and most connections
+/// are idle.
 pub struct Outbox {
     opcode: Opcode,
+    /// Output waiting for the socket; present exactly while output is pending (new frames
+    /// must then queue behind it).
+    pending: Option<Box<Pending>>,
+    /// The newest persisted event fully written.
+    last_written: Option<LogId>,
+    /// Frames are held back until uncorked (see [`Outbox::cork`]).
+    corked: bool,
+    sealed: bool,
+    broken: bool,
+}
+
+/// What waits for the socket: the batch being written and the frames behind it.
+#[derive(Default)]
+struct Pending {
     /// Payload bytes in `queue`.
     queued_bytes: usize,
     /// Frames not yet in a batch.
@@ -174,32 +190,12 @@ pub struct Outbox {
     sent: usize,
     /// The newest persisted event in the batch.
     batch_position: Option<LogId>,
-    /// The newest persisted event fully written.
-    last_written: Option<LogId>,
-    /// Output is pending: new frames must queue.
-    busy: bool,
-    /// Frames are held back until uncorked (see [`Outbox::cork`]).
-    corked: bool,
-    sealed: bool,
-    broken: bool,
 }
 
 impl Outbox {
     /// An empty outbox for an endpoint sending `opcode` messages.
     pub fn new(opcode: Opcode) -> Outbox {
-        Outbox {
-            opcode,
-            queued_bytes: 0,
-            queue: VecDeque::new(),
-            batch: Vec::new(),
-            sent: 0,
-            batch_position: None,
-            last_written: None,
-            busy: false,
-            corked: false,
-            sealed: false,
-            broken: false,
-        }
+        Outbox { opcode, pending: None, last_written: None, corked: false, sealed: false, broken: false }
     }
 
     /// The newest persisted event the socket took.
@@ -207,13 +203,18 @@ impl Outbox {
         self.last_written
     }
 
+    /// Output is pending from now on (if it was not already).
+    fn pending(&mut self) -> &mut Pending {
+        self.pending.get_or_insert_with(Box::default)
+    }
+
     /// Holds frames back until [`Outbox::uncork`], so frames sent together (a replay, its end
     /// and the live events held meanwhile) leave in one write rather than one each; a write's
     /// worth ([`BATCH_BYTES`]) goes as soon as it is held. Nothing to do if output is already
     /// pending.
     pub fn cork(&mut self) {
-        if !self.busy {
-            self.busy = true;
+        if self.pending.is_none() {
+            self.pending();
             self.corked = true;
         }
     }
@@ -228,7 +229,8 @@ impl Outbox {
 
     /// After frames were queued: a cork that holds a write's worth writes it and holds on.
     fn after_queued(&mut self, sink: &dyn FrameSink) -> Push {
-        if !self.corked || self.queued_bytes < BATCH_BYTES {
+        let held = self.pending.as_ref().map_or(0, |p| p.queued_bytes);
+        if !self.corked || held < BATCH_BYTES {
             return Push::Queued;
         }
         match self.flush(sink) {
@@ -247,34 +249,30 @@ impl Outbox {
         if self.sealed || self.broken {
             return Push::Closed;
         }
-        if self.busy {
-            let len = self.parts(&item).1.len();
-            if bound.is_some_and(|b| b.refuses(self.queue.len() + 1, self.queued_bytes + len)) {
+        if let Some(pending) = &mut self.pending {
+            let len = parts(self.opcode, &item).1.len();
+            if bound.is_some_and(|b| b.refuses(pending.queue.len() + 1, pending.queued_bytes + len)) {
                 return Push::Full;
             }
-            self.queued_bytes += len;
-            self.queue.push_back(item);
+            pending.queued_bytes += len;
+            pending.queue.push_back(item);
             return self.after_queued(sink);
         }
-        let (opcode, payload, position) = self.parts(&item);
-        match self.write_now(sink, std::iter::once((opcode, payload))) {
-            Push::Written => match self.after_written(sink) {
-                Push::Written => {
-                    self.record(position);
-                    Push::Written
-                }
-                Push::Pending => {
-                    self.batch_position = position;
-                    Push::Pending
-                }
-                other => other,
-            },
-            Push::Pending => {
-                self.batch_position = position;
-                Push::Pending
-            }
-            other => other,
+        let (opcode, payload, position) = parts(self.opcode, &item);
+        let mut pushed = self.write_now(sink, std::iter::once((opcode, payload)));
+        if pushed == Push::Written {
+            pushed = self.after_written(sink);
         }
+        match pushed {
+            Push::Written => {
+                if let Some(position) = position {
+                    advance(&mut self.last_written, position);
+                }
+            }
+            Push::Pending => self.pending().batch_position = position,
+            _ => {}
+        }
+        pushed
     }
 
     /// Like [`Outbox::push`] for several messages of the endpoint's type at once: one vectored
@@ -284,13 +282,13 @@ impl Outbox {
             return Push::Closed;
         }
         let len = |f: &Payload| f.bytes.len();
-        if self.busy {
+        if let Some(pending) = &mut self.pending {
             let bytes: usize = frames.iter().map(len).sum();
-            if bound.refuses(self.queue.len() + frames.len(), self.queued_bytes + bytes) {
+            if bound.refuses(pending.queue.len() + frames.len(), pending.queued_bytes + bytes) {
                 return Push::Full;
             }
-            self.queued_bytes += bytes;
-            self.queue.extend(frames.iter().cloned().map(Outbound::Message));
+            pending.queued_bytes += bytes;
+            pending.queue.extend(frames.iter().cloned().map(Outbound::Message));
             return self.after_queued(sink);
         }
         let (now, later) = frames.split_at(frames.len().min(MAX_FRAMES_PER_WRITE));
@@ -301,16 +299,16 @@ impl Outbox {
             pushed = self.after_written(sink);
         }
         if matches!(pushed, Push::Written | Push::Pending) && !later.is_empty() {
-            self.queued_bytes += later.iter().map(len).sum::<usize>();
-            self.queue.extend(later.iter().cloned().map(Outbound::Message));
-            self.busy = true;
+            let pending = self.pending();
+            pending.queued_bytes += later.iter().map(len).sum::<usize>();
+            pending.queue.extend(later.iter().cloned().map(Outbound::Message));
             return Push::Pending;
         }
         pushed
     }
 
     /// Writes up to [`MAX_FRAMES_PER_WRITE`] frames with one socket write. What the socket does
-    /// not take is copied into the batch and the outbox becomes busy (`Pending`): everything
+    /// not take is copied into the batch and output becomes pending (`Pending`): everything
     /// after it waits behind it.
     fn write_now<'a, I>(&mut self, sink: &dyn FrameSink, frames: I) -> Push
     where
@@ -356,7 +354,7 @@ impl Outbox {
         match sink.flush_pending() {
             Ok(true) => Push::Written,
             Ok(false) => {
-                self.busy = true;
+                self.pending();
                 Push::Pending
             }
             Err(_) => {
@@ -382,63 +380,72 @@ impl Outbox {
                 return Push::Broken;
             }
         };
+        let pending = self.pending();
         for part in parts {
             let skip = written.min(part.len());
             written -= skip;
-            self.batch.extend_from_slice(&part[skip..]);
+            pending.batch.extend_from_slice(&part[skip..]);
         }
-        self.sent = 0;
-        self.busy = true;
+        pending.sent = 0;
         Push::Pending
     }
 
     /// Writes pending output until the socket is full or nothing is left.
     pub fn flush(&mut self, sink: &dyn FrameSink) -> Flush {
         self.corked = false;
+        let opcode = self.opcode;
         loop {
             if self.broken {
                 return Flush::Broken;
             }
-            if self.sent == self.batch.len() {
-                if let Some(position) = self.batch_position.take() {
-                    self.record(Some(position));
+            let Some(pending) = &mut self.pending else {
+                return self.flush_sink(sink);
+            };
+            if pending.sent == pending.batch.len() {
+                if let Some(done) = pending.batch_position.take() {
+                    advance(&mut self.last_written, done);
                 }
-                self.batch.clear();
-                self.sent = 0;
-                if self.queue.is_empty() {
+                pending.batch.clear();
+                pending.sent = 0;
+                if pending.queue.is_empty() {
                     // Idle connections hold no output buffer, and no queue.
-                    self.batch = Vec::new();
-                    self.queue = VecDeque::new();
-                    match sink.flush_pending() {
-                        Ok(true) => {}
-                        Ok(false) => return Flush::Blocked,
-                        Err(_) => {
-                            self.broken = true;
-                            return Flush::Broken;
-                        }
-                    }
-                    self.busy = false;
-                    return Flush::Idle;
+                    self.pending = None;
+                    return self.flush_sink(sink);
                 }
-                while let Some(item) = self.queue.pop_front() {
-                    let (opcode, payload, position) = self.parts(&item);
-                    self.queued_bytes -= payload.len();
-                    push_header(&mut self.batch, opcode, payload.len());
-                    self.batch.extend_from_slice(payload);
+                while let Some(item) = pending.queue.pop_front() {
+                    let (kind, payload, position) = parts(opcode, &item);
+                    pending.queued_bytes -= payload.len();
+                    push_header(&mut pending.batch, kind, payload.len());
+                    pending.batch.extend_from_slice(payload);
                     if position.is_some() {
-                        self.batch_position = position;
+                        pending.batch_position = position;
                     }
-                    if self.batch.len() >= BATCH_BYTES {
+                    if pending.batch.len() >= BATCH_BYTES {
                         break;
                     }
                 }
             }
-            match sink.try_write_vectored(&[IoSlice::new(&self.batch[self.sent..])]) {
+            match sink.try_write_vectored(&[IoSlice::new(&pending.batch[pending.sent..])]) {
                 Ok(0) => self.broken = true,
-                Ok(n) => self.sent += n,
+                Ok(n) => pending.sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Blocked,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => self.broken = true,
+            }
+        }
+    }
+
+    /// With nothing of its own pending: what the sink itself still holds (TLS records).
+    fn flush_sink(&mut self, sink: &dyn FrameSink) -> Flush {
+        match sink.flush_pending() {
+            Ok(true) => Flush::Idle,
+            Ok(false) => {
+                self.pending();
+                Flush::Blocked
+            }
+            Err(_) => {
+                self.broken = true;
+                Flush::Broken
             }
         }
     }
@@ -447,36 +454,41 @@ impl Outbox {
     /// is finished so the close frame stays well-formed), then queues `close`.
     pub fn seal(&mut self, close: Option<Vec<u8>>, drop_pending: bool) {
         if drop_pending {
-            self.queue.clear();
-            self.queued_bytes = 0;
+            if let Some(pending) = &mut self.pending {
+                pending.queue.clear();
+                pending.queued_bytes = 0;
+            }
         }
         if let Some(payload) = close {
-            self.queued_bytes += payload.len();
-            self.queue.push_back(Outbound::Control(Opcode::Close, payload));
-            self.busy = true;
+            let pending = self.pending();
+            pending.queued_bytes += payload.len();
+            pending.queue.push_back(Outbound::Control(Opcode::Close, payload));
         }
         self.sealed = true;
     }
+}
 
-    fn parts<'a>(&self, item: &'a Outbound) -> (FrameType, &'a [u8], Option<LogId>) {
-        let message = |opcode, p: &'a Payload| (FrameType { opcode, deflated: p.deflated }, &p.bytes[..]);
-        let ((kind, bytes), position) = match item {
-            Outbound::Message(p) => (message(self.opcode, p), None),
-            Outbound::Event { frame, position } => (message(self.opcode, frame), Some(*position)),
-            Outbound::Typed { text: true, data } => (message(Opcode::Text, data), None),
-            Outbound::Typed { text: false, data } => (message(Opcode::Binary, data), None),
-            Outbound::Control(opcode, payload) => ((FrameType::from(*opcode), &payload[..]), None),
-        };
-        (kind, bytes, position)
+/// Moves `last_written` on to `position` if it is newer.
+fn advance(last_written: &mut Option<LogId>, position: LogId) {
+    if last_written.is_none_or(|w| position > w) {
+        *last_written = Some(position);
     }
+}
 
-    fn record(&mut self, position: Option<LogId>) {
-        if let Some(position) = position {
-            if self.last_written.is_none_or(|w| position > w) {
-                self.last_written = Some(position);
-            }
-        }
+/// A queued item's frame type, payload and log position, for an endpoint sending `opcode`
+/// messages.
+fn parts(opcode: Opcode, item: &Outbound) -> (FrameType, &[u8], Option<LogId>) {
+    fn message(opcode: Opcode, p: &Payload) -> (FrameType, &[u8]) {
+        (FrameType { opcode, deflated: p.deflated }, &p.bytes[..])
     }
+    let ((kind, bytes), position) = match item {
+        Outbound::Message(p) => (message(opcode, p), None),
+        Outbound::Event { frame, position } => (message(opcode, frame), Some(*position)),
+        Outbound::Typed { text: true, data } => (message(Opcode::Text, data), None),
+        Outbound::Typed { text: false, data } => (message(Opcode::Binary, data), None),
+        Outbound::Control(control, payload) => ((FrameType::from(*control), &payload[..]), None),
+    };
+    (kind, bytes, position)
 }
 
 #[cfg(test)]
@@ -531,7 +543,7 @@ mod tests {
         // Once written, the bytes no longer count.
         *sink.room.lock() = usize::MAX;
         assert_eq!(outbox.flush(&sink), Flush::Idle);
-        assert_eq!(outbox.queued_bytes, 0);
+        assert!(outbox.pending.is_none(), "nothing pending, nothing held");
         *sink.room.lock() = 0;
         assert_eq!(outbox.push(&sink, msg(10), Some(bound)), Push::Pending);
         assert_eq!(outbox.push(&sink, msg(1000), Some(bound)), Push::Queued);

@@ -23,8 +23,11 @@ const INDEX_FROM: usize = 16;
 #[derive(Default)]
 struct Subscribers {
     conns: Vec<Arc<ConnHandle>>,
-    /// Connection id -> index in `conns`, once the topic is large.
-    position: Option<HashMap<u64, usize>>,
+    /// Connection id -> index in `conns`, once the topic is large (boxed: most topics are a
+    /// user's, with one or two connections, and a map slot per topic is per connection then:
+    /// a box is a word where a map is six).
+    #[allow(clippy::box_collection)]
+    position: Option<Box<HashMap<u64, usize>>>,
 }
 
 impl Subscribers {
@@ -39,13 +42,17 @@ impl Subscribers {
         if self.find(conn.id).is_some() {
             return;
         }
+        if self.conns.capacity() == 0 {
+            // Most topics keep one subscriber: room for it alone, not the four a `Vec` starts with.
+            self.conns.reserve_exact(1);
+        }
         self.conns.push(conn.clone());
         match &mut self.position {
             Some(index) => {
                 index.insert(conn.id, self.conns.len() - 1);
             }
             None if self.conns.len() > INDEX_FROM => {
-                self.position = Some(self.conns.iter().enumerate().map(|(i, c)| (c.id, i)).collect());
+                self.position = Some(Box::new(self.conns.iter().enumerate().map(|(i, c)| (c.id, i)).collect()));
             }
             None => {}
         }
