@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&first, data)) = data.split_first() else { return };
     let deflate = first & 1 == 1;
     let mut buf = data.to_vec();
-    let mut assembler = MessageAssembler::new(64 * 1024);
+    let mut assembler = MessageAssembler::default();
     let mut at = 0;
     while at < buf.len() {
         let rest = buf.len() - at;
@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
             Ok(Decoded::Frame(frame, used)) => {
                 assert!(used > 0 && used <= rest, "a frame takes some of what arrived");
                 if matches!(frame.op, FrameOp::Text | FrameOp::Binary | FrameOp::Continuation) {
-                    match assembler.push(frame) {
+                    match assembler.push(frame, 64 * 1024) {
                         Ok(Some(message)) => {
                             assert!(message.data.len() <= 64 * 1024, "within the bound, inflated or not");
                             if message.is_text {

@@ -3,9 +3,10 @@
 //! hash set's table and hasher state would cost more than the strings themselves.
 
 /// A small set of strings (linear lookups; meant for a few dozen entries at most, which the
-/// endpoints' `max_subscriptions` bounds).
+/// endpoints' `max_subscriptions` bounds). A boxed slice, two words where a `Vec` takes three:
+/// it changes only on subscribe and unsubscribe, and then by exactly one entry.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ShortSet(Vec<String>);
+pub struct ShortSet(Box<[String]>);
 
 impl ShortSet {
     /// Whether `item` is in the set.
@@ -18,9 +19,10 @@ impl ShortSet {
         if self.contains(&item) {
             return false;
         }
-        // Grow by exactly one: these sets stay small and live as long as their connection.
-        self.0.reserve_exact(1);
-        self.0.push(item);
+        let mut items = std::mem::take(&mut self.0).into_vec();
+        items.reserve_exact(1);
+        items.push(item);
+        self.0 = items.into_boxed_slice();
         true
     }
 
@@ -28,7 +30,9 @@ impl ShortSet {
     pub fn remove(&mut self, item: &str) -> bool {
         match self.0.iter().position(|s| s == item) {
             Some(i) => {
-                self.0.swap_remove(i);
+                let mut items = std::mem::take(&mut self.0).into_vec();
+                items.swap_remove(i);
+                self.0 = items.into_boxed_slice();
                 true
             }
             None => false,
@@ -37,7 +41,7 @@ impl ShortSet {
 
     /// Empties the set, returning its entries.
     pub fn take(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.0)
+        std::mem::take(&mut self.0).into_vec()
     }
 }
 

@@ -56,31 +56,27 @@ impl Partial {
 }
 
 /// Collects data frames into messages.
+#[derive(Default)]
 pub struct MessageAssembler {
-    max_bytes: usize,
     /// Boxed: fragmented messages are rare, and an assembler lives as long as its connection.
     partial: Option<Box<Partial>>,
 }
 
 impl MessageAssembler {
-    /// An assembler that refuses messages over `max_bytes`.
-    pub fn new(max_bytes: usize) -> Self {
-        MessageAssembler { max_bytes, partial: None }
-    }
-
     /// Feeds a data frame (text, binary or continuation); returns a message when one completes,
-    /// or the violation that must close the connection.
-    pub fn push<'f>(&mut self, frame: Frame<'f>) -> Result<Option<Message<'f>>, Violation> {
+    /// or the violation that must close the connection (among them a message over
+    /// `max_bytes`, which is the caller's to pass rather than stored in every assembler).
+    pub fn push<'f>(&mut self, frame: Frame<'f>, max_bytes: usize) -> Result<Option<Message<'f>>, Violation> {
         let is_start = matches!(frame.op, FrameOp::Text | FrameOp::Binary);
         match (is_start, self.partial.as_mut()) {
             (true, Some(_)) | (false, None) => Err(Violation::Protocol),
             (true, None) => {
                 let is_text = frame.op == FrameOp::Text;
-                if frame.payload.len() > self.max_bytes {
+                if frame.payload.len() > max_bytes {
                     return Err(Violation::TooBig);
                 }
                 if frame.fin && frame.compressed {
-                    return self.inflated(is_text, frame.payload).map(Some);
+                    return inflated(is_text, frame.payload, max_bytes).map(Some);
                 }
                 if frame.fin {
                     return Ok(Some(Message { is_text, data: Cow::Borrowed(frame.payload) }));
@@ -92,7 +88,7 @@ impl MessageAssembler {
                 Ok(None)
             }
             (false, Some(partial)) => {
-                if partial.data.len() + frame.payload.len() > self.max_bytes {
+                if partial.data.len() + frame.payload.len() > max_bytes {
                     return Err(Violation::TooBig);
                 }
                 partial.data.extend_from_slice(frame.payload);
@@ -102,26 +98,39 @@ impl MessageAssembler {
                 }
                 let Some(done) = self.partial.take() else { return Err(Violation::Protocol) };
                 if done.compressed {
-                    return self.inflated(done.is_text, &done.data).map(Some);
+                    return inflated(done.is_text, &done.data, max_bytes).map(Some);
                 }
                 Ok(Some(Message { is_text: done.is_text, data: Cow::Owned(done.data) }))
             }
         }
     }
+}
 
-    /// A compressed message, inflated within the bound and validated.
-    fn inflated(&self, is_text: bool, compressed: &[u8]) -> Result<Message<'static>, Violation> {
-        let data = crate::deflate::inflate(compressed, self.max_bytes)?;
-        if is_text && std::str::from_utf8(&data).is_err() {
-            return Err(Violation::InvalidUtf8);
-        }
-        Ok(Message { is_text, data: Cow::Owned(data) })
+/// A compressed message, inflated within the bound and validated.
+fn inflated(is_text: bool, compressed: &[u8], max_bytes: usize) -> Result<Message<'static>, Violation> {
+    let data = crate::deflate::inflate(compressed, max_bytes)?;
+    if is_text && std::str::from_utf8(&data).is_err() {
+        return Err(Violation::InvalidUtf8);
     }
+    Ok(Message { is_text, data: Cow::Owned(data) })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An assembler and its bound, as a connection holds them.
+    struct Bounded(MessageAssembler, usize);
+
+    impl Bounded {
+        fn new(max_bytes: usize) -> Bounded {
+            Bounded(MessageAssembler::default(), max_bytes)
+        }
+
+        fn push<'f>(&mut self, frame: Frame<'f>) -> Result<Option<Message<'f>>, Violation> {
+            self.0.push(frame, self.1)
+        }
+    }
 
     fn frame(op: FrameOp, fin: bool, payload: &[u8]) -> Frame<'_> {
         Frame { fin, op, payload, compressed: false }
@@ -131,7 +140,7 @@ mod tests {
     fn compressed_messages_are_inflated_within_the_bound_and_validated() {
         let text = "a compressed message, a compressed message, a compressed message".as_bytes();
         let packed = crate::deflate::deflate(text, 6).expect("compresses");
-        let mut a = MessageAssembler::new(100);
+        let mut a = Bounded::new(100);
         let whole = Frame { fin: true, op: FrameOp::Text, payload: &packed, compressed: true };
         assert_eq!(a.push(whole).expect("valid").expect("complete").data, text);
         // Fragmented: the first frame carries RSV1, the continuations do not.
@@ -140,17 +149,17 @@ mod tests {
         let done = a.push(frame(FrameOp::Continuation, true, tail)).expect("valid").expect("complete");
         assert_eq!(done.data, text);
         // Inflated past the bound: too big, although the compressed bytes are few.
-        let mut small = MessageAssembler::new(32);
+        let mut small = Bounded::new(32);
         assert_eq!(small.push(whole), Err(Violation::TooBig));
         // Not UTF-8 once inflated.
         let bad = crate::deflate::deflate(&[0xC0; 64], 6).expect("compresses");
         let bad = Frame { fin: true, op: FrameOp::Text, payload: &bad, compressed: true };
-        assert_eq!(MessageAssembler::new(100).push(bad), Err(Violation::InvalidUtf8));
+        assert_eq!(Bounded::new(100).push(bad), Err(Violation::InvalidUtf8));
     }
 
     #[test]
     fn joins_fragments_and_passes_whole_frames_through_without_copying() {
-        let mut a = MessageAssembler::new(100);
+        let mut a = Bounded::new(100);
         let whole = a.push(frame(FrameOp::Text, true, b"hi")).expect("valid").expect("complete");
         assert!(matches!(whole.data, Cow::Borrowed(b"hi")));
         assert_eq!(a.push(frame(FrameOp::Binary, false, b"ab")), Ok(None));
@@ -162,7 +171,7 @@ mod tests {
     #[test]
     fn a_character_split_across_fragments_is_valid() {
         let euro = "€".as_bytes(); // three bytes
-        let mut a = MessageAssembler::new(100);
+        let mut a = Bounded::new(100);
         assert_eq!(a.push(frame(FrameOp::Text, false, &euro[..1])), Ok(None));
         assert_eq!(a.push(frame(FrameOp::Continuation, false, &euro[1..2])), Ok(None));
         let m = a.push(frame(FrameOp::Continuation, true, &euro[2..])).expect("valid").expect("complete");
@@ -171,31 +180,31 @@ mod tests {
 
     #[test]
     fn invalid_utf8_fails_at_the_first_bad_fragment_not_at_the_end() {
-        let mut a = MessageAssembler::new(100);
+        let mut a = Bounded::new(100);
         assert_eq!(a.push(frame(FrameOp::Text, false, b"ok ")), Ok(None));
         // 0xC0 can never start a valid sequence: fail now, although the message is unfinished.
         assert_eq!(a.push(frame(FrameOp::Continuation, false, &[0xC0, 0x80])), Err(Violation::InvalidUtf8));
-        let mut b = MessageAssembler::new(100);
+        let mut b = Bounded::new(100);
         assert_eq!(b.push(frame(FrameOp::Text, false, &[0xF4, 0x90])), Err(Violation::InvalidUtf8));
         // A character still cut when the message ends is invalid.
-        let mut c = MessageAssembler::new(100);
+        let mut c = Bounded::new(100);
         assert_eq!(c.push(frame(FrameOp::Text, false, &[0xE2, 0x82])), Ok(None));
         assert_eq!(c.push(frame(FrameOp::Continuation, true, b"")), Err(Violation::InvalidUtf8));
         // Binary messages are not text.
-        let mut d = MessageAssembler::new(100);
+        let mut d = Bounded::new(100);
         assert_eq!(d.push(frame(FrameOp::Binary, false, &[0xC0])), Ok(None));
         assert!(d.push(frame(FrameOp::Continuation, true, &[0x80])).is_ok());
     }
 
     #[test]
     fn out_of_order_fragments_and_oversized_messages_are_refused() {
-        let mut a = MessageAssembler::new(4);
+        let mut a = Bounded::new(4);
         assert_eq!(a.push(frame(FrameOp::Continuation, true, b"x")), Err(Violation::Protocol));
         assert_eq!(a.push(frame(FrameOp::Text, false, b"ab")), Ok(None));
         assert_eq!(a.push(frame(FrameOp::Text, true, b"c")), Err(Violation::Protocol));
-        let mut b = MessageAssembler::new(4);
+        let mut b = Bounded::new(4);
         assert_eq!(b.push(frame(FrameOp::Binary, false, b"abc")), Ok(None));
         assert_eq!(b.push(frame(FrameOp::Continuation, false, b"de")), Err(Violation::TooBig));
-        assert_eq!(MessageAssembler::new(4).push(frame(FrameOp::Binary, true, b"abcde")), Err(Violation::TooBig));
+        assert_eq!(Bounded::new(4).push(frame(FrameOp::Binary, true, b"abcde")), Err(Violation::TooBig));
     }
 }

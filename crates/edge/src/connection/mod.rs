@@ -117,25 +117,30 @@ impl ConnContext {
         }
     }
 
-    /// Lists an open connection until the returned guard drops. A connection listed after the
-    /// drain began is told at once: either the drain's walk sees it or it sees the drain.
-    fn list(&self, conn: &Arc<ConnHandle>) -> Listed<'_> {
+    /// Lists an open connection until the returned registration drops, which also holds its
+    /// place in its address's count (`ip_slot`). A connection listed after the drain began
+    /// is told at once: either the drain's walk sees it or it sees the drain.
+    fn list(self: &Arc<Self>, conn: &Arc<ConnHandle>, ip_slot: Option<Arc<IpSlot>>) -> Open {
         let key = self.open.lock().insert(conn.clone());
         if self.draining.is_cancelled() {
             conn.request_drain();
         }
-        Listed { ctx: self, key }
+        Open { ctx: self.clone(), key, _ip_slot: ip_slot }
     }
 }
 
-/// A connection's place in [`ConnContext`]'s list of open connections, given back on drop
-/// (also if the connection's task panics).
-struct Listed<'a> {
-    ctx: &'a ConnContext,
+/// A connection's registration while it is open: its place in [`ConnContext`]'s list (given
+/// back on drop, also if the connection's task panics) and in its address's count. One value
+/// for both, and the task reaches the node's context through it.
+struct Open {
+    ctx: Arc<ConnContext>,
     key: usize,
+    /// Its place in its address's count (per-IP limits): held, never read; dropping it gives
+    /// the place back when the connection is over.
+    _ip_slot: Option<Arc<IpSlot>>,
 }
 
-impl Drop for Listed<'_> {
+impl Drop for Open {
     fn drop(&mut self) {
         self.ctx.open.lock().remove(self.key);
     }
@@ -217,36 +222,27 @@ pub async fn run_upgraded<H: MessageHandler + 'static>(
     let conn = Arc::new(ConnHandle::new(id, endpoint.clone(), principal, subscriptions, socket.clone(), deflate));
     let session = make_handler(conn.clone());
     let timers = Timers::new(&endpoint, expires_at);
-    let tasks = ctx.tasks.clone();
-    tasks.spawn(run(
-        ctx,
-        conn,
-        socket,
-        session,
-        timers,
-        Reader::new(Input::new(early, deflate.is_some()), &endpoint),
-        ip_slot,
-    ));
+    let reader = Reader::new(Input::new(early, deflate.is_some()), &endpoint);
+    let open = ctx.list(&conn, ip_slot);
+    ctx.tasks.spawn(run(open, conn, socket, session, timers, reader));
 }
 
 /// Runs one connection to its end; `reader`'s input starts with whatever the client sent right
-/// behind its handshake; `ip_slot` is its place in its address's count (per-IP limits), held to the end.
+/// behind its handshake; `open` is its registration as open, held to the end.
 /// Everything here lives as long as the connection: keep it small. (An `async` block rather
 /// than an `async fn`: an `async fn` keeps its arguments twice in its state, as arguments and as
 /// the locals they are moved into, for the connection's whole life.)
 #[allow(clippy::manual_async_fn)] // deliberately not an `async fn`: see above
 fn run<H: MessageHandler>(
-    ctx: Arc<ConnContext>,
+    open: Open,
     conn: Arc<ConnHandle>,
     socket: Arc<Socket>,
     mut session: H,
     mut timers: Timers,
     mut reader: Reader,
-    ip_slot: Option<Arc<IpSlot>>,
 ) -> impl Future<Output = ()> + Send {
     async move {
-        let _listed = ctx.list(&conn);
-        ctx.metrics.connections.with_label_values(&[conn.endpoint.path()]).inc();
+        open.ctx.metrics.connections.with_label_values(&[conn.endpoint.path()]).inc();
         // The handler's futures are boxed while they run, so their state is not part of every
         // connection's task for its whole life.
         if let Err(reason) = Box::pin(session.start()).await {
@@ -264,7 +260,7 @@ fn run<H: MessageHandler>(
                 // Handle every complete frame that has arrived. The message being handled lives in
                 // the boxed future, not in this task's state.
                 while !conn.is_closing() {
-                    let handling = match reader.step(&conn, &mut timers, &ctx.metrics) {
+                    let handling = match reader.step(&conn, &mut timers, &open.ctx.metrics) {
                         Step::Message(message) => handle(&mut session, message),
                         Step::Handled => continue,
                         Step::Drained => break,
@@ -298,7 +294,7 @@ fn run<H: MessageHandler>(
                             // Each connection closes at a random point of the drain window, so
                             // clients reconnect elsewhere spread out instead of all at once.
                             drain_armed = true;
-                            timers.drain_after(ctx.drain_window.mul_f64(rand::random::<f64>()));
+                            timers.drain_after(open.ctx.drain_window.mul_f64(rand::random::<f64>()));
                             sleep.as_mut().reset(timers.next());
                         }
                     }
@@ -319,9 +315,9 @@ fn run<H: MessageHandler>(
 
         Box::pin(session.finish()).await;
         // The closing steps run boxed too: their state is not part of the task while it lives.
-        Box::pin(close(&ctx, &conn, &socket, reader)).await;
-        // The address's place is given back only now that the connection is over.
-        drop(ip_slot);
+        Box::pin(close(&open.ctx, &conn, &socket, reader)).await;
+        // The list's and the address's places are given back only now that the connection is over.
+        drop(open);
     }
 }
 
@@ -371,6 +367,24 @@ fn close_labels(endpoint: &EndpointRuntime, plan: Option<&ClosePlan>) -> (String
         Some(ClosePlan::Echo(_)) => ("1005".into(), "client"),
         Some(ClosePlan::Silent) | None => ("1006".into(), "network"),
     }
+}
+
+/// The bytes of a connection task's state with `session` as its handler, over a real socket:
+/// what every open connection holds in its task (tests keep it within tokio's task cell).
+#[cfg(test)]
+pub(crate) async fn task_state_bytes<H: MessageHandler>(
+    ctx: &Arc<ConnContext>,
+    conn: Arc<ConnHandle>,
+    session: H,
+) -> usize {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let _client = TcpStream::connect(listener.local_addr().expect("address")).await.expect("connect");
+    let (server, _) = listener.accept().await.expect("accept");
+    let timers = Timers::new(&conn.endpoint, None);
+    let reader = Reader::new(Input::new(Vec::new(), false), &conn.endpoint);
+    let open = ctx.list(&conn, None);
+    let task = run(open, conn, Arc::new(Socket::Plain(server)), session, timers, reader);
+    std::mem::size_of_val(&task)
 }
 
 /// What woke an idle connection's task.
@@ -428,17 +442,17 @@ mod tests {
 
     #[test]
     fn a_drain_reaches_every_listed_connection_and_one_listed_after_it_began() {
-        let ctx = ConnContext::new(Arc::new(Metrics::new()), Duration::from_secs(1));
+        let ctx = Arc::new(ConnContext::new(Arc::new(Metrics::new()), Duration::from_secs(1)));
         let ep = endpoint_with("/ws", |_| {});
         let (early, _) = connection(1, ep.clone());
         let (late, _) = connection(2, ep.clone());
         let (gone, _) = connection(3, ep);
-        let listed_early = ctx.list(&early);
-        drop(ctx.list(&gone));
+        let listed_early = ctx.list(&early, None);
+        drop(ctx.list(&gone, None));
         assert_eq!(ctx.open.lock().len(), 1, "a connection that ended is no longer listed");
         assert!(!early.take_drain_request());
         ctx.start_draining();
-        let listed_late = ctx.list(&late);
+        let listed_late = ctx.list(&late, None);
         assert!(early.take_drain_request(), "listed before the drain: reached by its walk");
         assert!(late.take_drain_request(), "listed after the drain began: told when listed");
         assert!(!gone.take_drain_request(), "no longer listed: not reached");

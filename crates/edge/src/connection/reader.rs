@@ -38,19 +38,15 @@ pub struct Reader {
 impl Reader {
     /// A reader of a connection to `endpoint`, starting with `input`.
     pub fn new(input: Input, endpoint: &EndpointRuntime) -> Reader {
-        let limits = endpoint.limits();
-        Reader {
-            input,
-            assembler: MessageAssembler::new(limits.max_message_bytes),
-            bucket: TokenBucket::new(rate_of(endpoint)),
-        }
+        Reader { input, assembler: MessageAssembler::default(), bucket: TokenBucket::new(rate_of(endpoint)) }
     }
 
     /// Decodes the next frame that has arrived and acts on it.
     pub fn step(&mut self, conn: &ConnHandle, timers: &mut Timers, metrics: &Metrics) -> Step<'_> {
         let endpoint = &conn.endpoint;
         let rate = rate_of(endpoint);
-        let frame = match self.input.next_frame(endpoint.limits().max_message_bytes) {
+        let max_bytes = endpoint.limits().max_message_bytes;
+        let frame = match self.input.next_frame(max_bytes) {
             Ok(Some(frame)) => frame,
             Ok(None) => return Step::Drained,
             Err(reason) => {
@@ -75,7 +71,7 @@ impl Reader {
             }
             FrameOp::Pong => conn.pong_received(now_millis()),
             FrameOp::Close => conn.close_with(ClosePlan::Echo(frame.payload.to_vec())),
-            FrameOp::Text | FrameOp::Binary | FrameOp::Continuation => match self.assembler.push(frame) {
+            FrameOp::Text | FrameOp::Binary | FrameOp::Continuation => match self.assembler.push(frame, max_bytes) {
                 Ok(Some(message)) => {
                     metrics.messages_in.with_label_values(&[endpoint.path()]).inc();
                     timers.message_received(endpoint);

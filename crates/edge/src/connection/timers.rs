@@ -20,19 +20,42 @@ use crate::endpoint::{EndpointRuntime, Heartbeat};
 
 /// Stands in for "no deadline" (a sleep has to end somewhere).
 const FAR_FUTURE: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The furthest a relative deadline is kept, in milliseconds after the base (49 days): a
+/// timeout configured longer counts as this long.
+const MAX_OFFSET_MS: u64 = u32::MAX as u64 - 1;
+/// The base moves up to now once it is this far behind, so offsets stay small.
+const REBASE_AFTER_MS: u64 = 1 << 30;
+
+/// A deadline in milliseconds after [`Timers`]' base, or none: 4 bytes where an
+/// `Option<Instant>` takes 16, for every connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Deadline(u32);
+
+impl Deadline {
+    const NONE: Deadline = Deadline(u32::MAX);
+
+    fn is_set(self) -> bool {
+        self != Deadline::NONE
+    }
+}
 
 /// The deadlines of one connection. The durations are read from the endpoint where needed
 /// rather than copied here, so this stays small.
 pub struct Timers {
-    /// When the next ping is due, or its answer overdue; `None` when the server never pings.
-    heartbeat: Option<Instant>,
-    ping_sent_ms: Option<u64>,
+    /// What the deadlines count from: the connection's start, moved up now and then.
+    base: Instant,
+    /// When the next ping is due, or its answer overdue; none when the server never pings.
+    heartbeat: Deadline,
+    idle: Deadline,
+    unsubscribed: Deadline,
+    drain: Deadline,
+    /// Credential expiry in milliseconds after the base, exact (it may be years away);
+    /// `u64::MAX`: none.
+    expiry_ms: u64,
+    /// When the ping awaiting its answer was sent (unix ms); 0 when none is.
+    ping_sent_ms: u64,
     pings: u32,
     missed: u32,
-    idle: Option<Instant>,
-    unsubscribed: Option<Instant>,
-    expiry: Option<Instant>,
-    drain: Option<Instant>,
 }
 
 impl Timers {
@@ -41,26 +64,35 @@ impl Timers {
     pub fn new(endpoint: &EndpointRuntime, expires_at: Option<u64>) -> Timers {
         let now = Instant::now();
         let limits = endpoint.limits();
-        let after = |d: Duration| (!d.is_zero()).then(|| now + d);
         let pings = endpoint.heartbeat.style != HeartbeatStyle::ClientHeartbeat;
-        Timers {
-            heartbeat: pings.then(|| now + endpoint.heartbeat.interval),
-            ping_sent_ms: None,
+        let mut timers = Timers {
+            base: now,
+            heartbeat: Deadline::NONE,
+            idle: Deadline::NONE,
+            unsubscribed: Deadline::NONE,
+            drain: Deadline::NONE,
+            expiry_ms: expires_at.map_or(u64::MAX, |exp| exp.saturating_sub(now_millis() / 1000).saturating_mul(1000)),
+            ping_sent_ms: 0,
             pings: 0,
             missed: 0,
-            idle: after(limits.idle_timeout),
-            unsubscribed: after(limits.unsubscribed_timeout),
-            expiry: expires_at
-                .and_then(|exp| now.checked_add(Duration::from_secs(exp.saturating_sub(now_millis() / 1000)))),
-            drain: None,
+        };
+        if pings {
+            timers.heartbeat = timers.after(now, endpoint.heartbeat.interval);
         }
+        timers.idle = timers.after_unless_zero(now, limits.idle_timeout);
+        timers.unsubscribed = timers.after_unless_zero(now, limits.unsubscribed_timeout);
+        timers
     }
 
     /// The earliest deadline.
     pub fn next(&self) -> Instant {
-        [self.heartbeat, self.idle, self.unsubscribed, self.expiry, self.drain]
+        let expiry = (self.expiry_ms != u64::MAX)
+            .then(|| self.base.checked_add(Duration::from_millis(self.expiry_ms)))
+            .flatten();
+        [self.heartbeat, self.idle, self.unsubscribed, self.drain]
             .into_iter()
-            .flatten()
+            .filter_map(|d| self.instant(d))
+            .chain(expiry)
             .min()
             .unwrap_or_else(|| Instant::now() + FAR_FUTURE)
     }
@@ -71,25 +103,27 @@ impl Timers {
         let now = Instant::now();
         let idle_timeout = endpoint.limits().idle_timeout;
         if !idle_timeout.is_zero() {
-            self.idle = Some(now + idle_timeout);
+            self.idle = self.after(now, idle_timeout);
         }
         let hb = &endpoint.heartbeat;
-        if hb.when_idle && self.ping_sent_ms.is_none() && self.heartbeat.is_some() {
-            self.heartbeat = Some(now + hb.interval);
+        if hb.when_idle && self.ping_sent_ms == 0 && self.heartbeat.is_set() {
+            self.heartbeat = self.after(now, hb.interval);
         }
     }
 
     /// The node drains: close after `delay`.
     pub fn drain_after(&mut self, delay: Duration) {
-        self.drain = Some(Instant::now() + delay);
+        self.drain = self.after(Instant::now(), delay);
     }
 
     /// Acts on every deadline that has passed: closes the connection for the first reason
     /// due, or sends the next heartbeat ping.
     pub fn fire(&mut self, conn: &ConnHandle, endpoint: &EndpointRuntime, subscribed: bool) {
         let now = Instant::now();
-        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
-        if due(self.expiry) {
+        self.rebase(now);
+        let elapsed = self.offset(now);
+        let due = |d: Deadline| d.is_set() && u64::from(d.0) <= elapsed;
+        if self.expiry_ms != u64::MAX && self.expiry_ms <= elapsed {
             return conn.close(CloseReason::AuthExpired);
         }
         if due(self.drain) {
@@ -102,7 +136,7 @@ impl Timers {
             if !subscribed {
                 return conn.close_with(ClosePlan::Server(CloseReason::Idle, "No subscription".to_owned()));
             }
-            self.unsubscribed = Some(now + endpoint.limits().unsubscribed_timeout);
+            self.unsubscribed = self.after(now, endpoint.limits().unsubscribed_timeout);
         }
         if due(self.heartbeat) {
             self.heartbeat(conn, endpoint, now);
@@ -112,28 +146,71 @@ impl Timers {
     fn heartbeat(&mut self, conn: &ConnHandle, endpoint: &EndpointRuntime, now: Instant) {
         let hb: &Heartbeat = &endpoint.heartbeat;
         match self.ping_sent_ms {
-            Some(sent) if conn.last_pong_ms() < sent => {
+            0 => {
+                self.ping_sent_ms = now_millis().max(1);
+                self.pings = self.pings.wrapping_add(1);
+                ping(conn, endpoint, self.pings);
+                self.heartbeat = self.after(now, hb.timeout);
+            }
+            sent if conn.last_pong_ms() < sent => {
                 self.missed += 1;
                 if self.missed >= hb.max_missed {
                     conn.close(CloseReason::HeartbeatTimeout);
                 } else {
                     // Ping again at once; the connection gets `max_missed` chances.
-                    self.ping_sent_ms = None;
-                    self.heartbeat = Some(now);
+                    self.ping_sent_ms = 0;
+                    self.heartbeat = self.after(now, Duration::ZERO);
                 }
             }
-            Some(sent) => {
+            sent => {
                 self.missed = 0;
-                self.ping_sent_ms = None;
+                self.ping_sent_ms = 0;
                 let since = Duration::from_millis(now_millis().saturating_sub(sent));
-                self.heartbeat = Some(now + hb.interval.saturating_sub(since));
+                self.heartbeat = self.after(now, hb.interval.saturating_sub(since));
             }
-            None => {
-                self.ping_sent_ms = Some(now_millis());
-                self.pings = self.pings.wrapping_add(1);
-                ping(conn, endpoint, self.pings);
-                self.heartbeat = Some(now + hb.timeout);
+        }
+    }
+
+    /// Milliseconds from the base to `t`.
+    fn offset(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The deadline `d` after `now` (kept at most [`MAX_OFFSET_MS`] after the base).
+    fn after(&mut self, now: Instant, d: Duration) -> Deadline {
+        self.rebase(now);
+        let at = self.offset(now).saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Deadline(at.min(MAX_OFFSET_MS) as u32)
+    }
+
+    /// Like [`Timers::after`]; a zero duration is no deadline.
+    fn after_unless_zero(&mut self, now: Instant, d: Duration) -> Deadline {
+        if d.is_zero() {
+            Deadline::NONE
+        } else {
+            self.after(now, d)
+        }
+    }
+
+    /// When `d` is, if it is set.
+    fn instant(&self, d: Deadline) -> Option<Instant> {
+        d.is_set().then(|| self.base + Duration::from_millis(u64::from(d.0)))
+    }
+
+    /// Moves the base up to `now` once it is far behind, so new offsets fit in 32 bits.
+    fn rebase(&mut self, now: Instant) {
+        let shift = self.offset(now);
+        if shift < REBASE_AFTER_MS {
+            return;
+        }
+        self.base += Duration::from_millis(shift);
+        for d in [&mut self.heartbeat, &mut self.idle, &mut self.unsubscribed, &mut self.drain] {
+            if d.is_set() {
+                *d = Deadline(u64::from(d.0).saturating_sub(shift) as u32);
             }
+        }
+        if self.expiry_ms != u64::MAX {
+            self.expiry_ms = self.expiry_ms.saturating_sub(shift);
         }
     }
 }
@@ -237,6 +314,35 @@ mod tests {
         step(&mut timers, &conn, &ep).await;
         assert!(socket.take_frames().is_empty(), "no server pings");
         assert!(matches!(conn.close_plan(), Some(ClosePlan::Server(CloseReason::Idle, _))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadlines_stay_exact_on_a_connection_older_than_32_bit_offsets_reach() {
+        let mut ep = endpoint_with("/ws", |e| e.limits.idle_timeout = Duration::ZERO);
+        Arc::get_mut(&mut ep).expect("unshared").heartbeat.style = HeartbeatStyle::ClientHeartbeat;
+        let (conn, _) = connection(1, ep.clone());
+        let day = Duration::from_secs(86_400);
+        let mut timers = Timers::new(&ep, Some(now_millis() / 1000 + 60 * day.as_secs()));
+        // 59 days on: past the 49 days a 32-bit millisecond offset reaches.
+        tokio::time::advance(59 * day).await;
+        timers.fire(&conn, &ep, true);
+        assert!(!conn.is_closing(), "the credentials have a day left");
+        let next_in = timers.next().saturating_duration_since(Instant::now());
+        assert!(next_in > Duration::ZERO && next_in <= day, "nothing overdue, the expiry at most a day away");
+        timers.drain_after(Duration::from_secs(5));
+        let drain_in = timers.next().saturating_duration_since(Instant::now());
+        assert!(drain_in.abs_diff(Duration::from_secs(5)) <= Duration::from_millis(1), "drain in 5 s: {drain_in:?}");
+        step(&mut timers, &conn, &ep).await;
+        assert!(matches!(conn.close_plan(), Some(ClosePlan::Server(CloseReason::GoingAway, _))));
+        // And an expiry 60 days ahead is where it was put, to the second.
+        let (conn, _) = connection(2, ep.clone());
+        let mut timers = Timers::new(&ep, Some(now_millis() / 1000 + 60 * day.as_secs()));
+        tokio::time::advance(60 * day - Duration::from_secs(10)).await;
+        timers.fire(&conn, &ep, true);
+        assert!(!conn.is_closing(), "10 s of credentials left");
+        tokio::time::advance(Duration::from_secs(10)).await;
+        timers.fire(&conn, &ep, true);
+        assert!(matches!(conn.close_plan(), Some(ClosePlan::Server(CloseReason::AuthExpired, _))));
     }
 
     #[tokio::test(start_paused = true)]

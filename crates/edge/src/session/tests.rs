@@ -208,3 +208,17 @@ async fn a_revoked_session_is_told_why_and_closed() {
     all.broadcast(h.node.broker()).await.expect("broadcast");
     assert!(two.conn.is_closing());
 }
+
+#[tokio::test]
+async fn a_connection_task_fits_a_512_byte_task_cell() {
+    // Tokio keeps each task in a 128-byte-aligned cell of its state plus 112 bytes of header,
+    // scheduler and trailer: state of 400 bytes or less is a 512-byte cell, one byte more a
+    // 640-byte one, for every open connection. (It was 1,280 before the state was trimmed.)
+    let h = Harness::new(|_| {}).await;
+    let endpoint = h.node.endpoints().iter().find(|e| e.path() == "/ws/notifications").expect("endpoint").clone();
+    let principal = Harness::user("alice", json!({}));
+    let (conn, _) = connection_of(1, endpoint, principal.clone());
+    let session = Session::new(h.node.sessions().clone(), conn.clone(), principal, None);
+    let bytes = crate::connection::task_state_bytes(h.node.conns(), conn, session).await;
+    assert!(bytes <= 400, "a connection task's state grew to {bytes} bytes: past a 512-byte task cell");
+}
