@@ -55,8 +55,8 @@ pub fn slots_for(principal: &Principal, endpoint: &EndpointRuntime, total_per_us
                 slots.push(QuotaSlot { key: user_quota_total(&claims.sub), limit: total_per_user });
             }
             let per_token = endpoint.limits().max_connections_per_token;
-            if let (true, Some(digest)) = (per_token > 0, claims.token_digest.as_deref()) {
-                slots.push(QuotaSlot { key: token_quota(&claims.sub, digest), limit: per_token });
+            if let (true, Some(digest)) = (per_token > 0, claims.token_digest) {
+                slots.push(QuotaSlot { key: token_quota(&claims.sub, &hex::encode(digest)), limit: per_token });
             }
         }
         Principal::ApiKey(key) => {

@@ -14,31 +14,33 @@ pub const DEV_JWT_SECRET: &str = "switchboard-dev-secret-do-not-use-in-productio
 /// The admin key a node uses when none is configured (loopback only, like [`DEV_JWT_SECRET`]).
 pub const DEV_ADMIN_KEY: &str = "switchboard-dev-admin-key";
 
-/// The claims Switchboard reads from a user token.
+/// The claims Switchboard reads from a user token. Strings and lists are boxed (two words
+/// where a `String` or `Vec` takes three): every open connection keeps its claims.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// The user id. A number in the token is kept as its decimal text.
     #[serde(deserialize_with = "string_or_number")]
-    pub sub: String,
+    pub sub: Box<str>,
     /// Expiry, unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exp: Option<u64>,
     /// Session id (revocation by session).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sid: Option<String>,
+    pub sid: Option<Box<str>>,
     /// Display name (shown to other users, e.g. in typing indicators).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub name: Option<Box<str>>,
     /// Channel patterns this user may use without being a listed member (glob: `conversation:*`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channels: Option<Vec<String>>,
-    /// Which token these claims came from (a digest of it, set by the verifier, never read
-    /// from the token): per-token connection limits count by it.
+    pub channels: Option<Box<[String]>>,
+    /// Which token these claims came from (128 bits of its SHA-256, set by the verifier,
+    /// never read from the token): per-token connection limits count by it. Bytes, not hex:
+    /// every connection keeps its claims.
     #[serde(skip)]
-    pub token_digest: Option<String>,
+    pub token_digest: Option<[u8; 16]>,
 }
 
-fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Box<str>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Sub {
@@ -46,8 +48,8 @@ fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error>
         Number(serde_json::Number),
     }
     Ok(match Sub::deserialize(d)? {
-        Sub::Text(s) => s,
-        Sub::Number(n) => n.to_string(),
+        Sub::Text(s) => s.into_boxed_str(),
+        Sub::Number(n) => n.to_string().into_boxed_str(),
     })
 }
 
@@ -75,7 +77,7 @@ mod tests {
     #[test]
     fn a_numeric_subject_is_read_as_its_decimal_text() {
         let c: Claims = serde_json::from_str(r#"{"sub":12345,"exp":5}"#).expect("claims");
-        assert_eq!((c.sub.as_str(), c.exp), ("12345", Some(5)));
+        assert_eq!((&*c.sub, c.exp), ("12345", Some(5)));
         let c: Claims = serde_json::from_str(r#"{"sub":"alice","channels":["conversation:*"]}"#).expect("claims");
         assert_eq!(c.channels.as_deref(), Some(&["conversation:*".to_string()][..]));
         assert!(serde_json::from_str::<Claims>(r#"{"sub":{"x":1}}"#).is_err());
@@ -90,7 +92,7 @@ mod tests {
         validation.validate_aud = false;
         let data = jsonwebtoken::decode::<Claims>(&token, &jsonwebtoken::DecodingKey::from_secret(b"k"), &validation)
             .expect("valid");
-        assert_eq!(data.claims.sub, "alice");
+        assert_eq!(&*data.claims.sub, "alice");
         assert_eq!(data.claims.name.as_deref(), Some("Alice"));
         assert!(data.claims.exp.is_some_and(|e| e >= jsonwebtoken::get_current_timestamp() + 59));
     }

@@ -74,7 +74,8 @@ impl JwtVerifier {
             Ok(mut data) => {
                 use sha2::Digest;
                 // 128 bits of SHA-256 name a token without storing it.
-                data.claims.token_digest = Some(hex::encode(&sha2::Sha256::digest(token.as_bytes())[..16]));
+                let digest = sha2::Sha256::digest(token.as_bytes());
+                data.claims.token_digest = digest[..16].try_into().ok();
                 Ok(data.claims)
             }
             Err(e) => Err(match e.kind() {
@@ -120,7 +121,7 @@ mod tests {
     fn verifies_good_tokens_and_rejects_bad_ones() {
         let v = JwtVerifier::from_config(&config("")).unwrap();
         let good = mint_hs256("k", "alice", 60, Default::default()).unwrap();
-        assert_eq!(v.verify(&good).unwrap().sub, "alice");
+        assert_eq!(&*v.verify(&good).unwrap().sub, "alice");
         let wrong_key = mint_hs256("other", "alice", 60, Default::default()).unwrap();
         match v.verify(&wrong_key) {
             Err(TokenError::Invalid(why)) => assert!(why.contains("signature"), "{why}"),
@@ -164,7 +165,7 @@ mod tests {
             let public = std::fs::read_to_string(format!("{keys}/{name}_public.pem")).unwrap();
             let toml = format!("[jwt]\nalgorithm = \"{alg:?}\"\npublic_key_pem = \"\"\"\n{public}\"\"\"\n");
             let v = JwtVerifier::from_config(&Config::from_toml(&toml).unwrap()).unwrap();
-            assert_eq!(v.verify(&sign(alg, &private, "alice")).unwrap().sub, "alice", "{alg:?}");
+            assert_eq!(&*v.verify(&sign(alg, &private, "alice")).unwrap().sub, "alice", "{alg:?}");
             let hs = mint_hs256("k", "alice", 60, Default::default()).unwrap();
             assert!(v.verify(&hs).is_err(), "{alg:?} verifier must refuse an HS256 token");
         }

@@ -154,7 +154,7 @@ async fn tickets_are_issued_for_valid_tokens_and_open_one_connection() {
     let t = issue(token("12345", &[("sid", "s1".into()), ("name", "Typer".into())])).await;
     let ok = auth.authenticate(&ep, ticket(&t)).await.expect("valid");
     let Principal::User(claims) = &ok.principal else { panic!("a user") };
-    assert_eq!((claims.sub.as_str(), claims.name.as_deref()), ("12345", Some("Typer")));
+    assert_eq!((&*claims.sub, claims.name.as_deref()), ("12345", Some("Typer")));
     assert!(ok.expires_at.is_some_and(|e| e <= now() + 61), "the token's expiry still ends the connection");
     assert_eq!(refused(auth.authenticate(&ep, ticket(&t)).await), AuthFailure::InvalidTicket, "single use");
     assert_eq!(refused(auth.authenticate(&ep, ticket("wst_nope")).await), AuthFailure::InvalidTicket);
