@@ -142,7 +142,7 @@ struct Open {
 
 impl Drop for Open {
     fn drop(&mut self) {
-        self.ctx.open.lock().remove(self.key);
+        self.ctx.open.lock().try_remove(self.key);
     }
 }
 
@@ -249,7 +249,8 @@ fn run<H: MessageHandler>(
             conn.close(reason);
         }
 
-        // The loop's own state ends with it, so the closing steps below can reuse its room.
+        // The loop's state (its timer above all) ends with the loop: none of it is held while the
+        // connection finishes.
         {
             let sleep = tokio::time::sleep_until(timers.next());
             tokio::pin!(sleep);
