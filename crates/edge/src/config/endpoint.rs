@@ -415,6 +415,9 @@ fn default_docs() -> String {
     "/playground".into()
 }
 
+/// The longest timeout or heartbeat interval an endpoint may set.
+const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
+
 impl EndpointConfig {
     /// Everything wrong with this endpoint, as sentences naming the key (`at` names the
     /// endpoint).
@@ -446,6 +449,18 @@ impl EndpointConfig {
         let h = &self.heartbeat;
         if h.interval.is_zero() || h.timeout.is_zero() || h.max_missed == 0 {
             problems.push(format!("{at}.heartbeat: interval and timeout must be positive, max_missed at least 1"));
+        }
+        // A connection keeps its deadlines as 32-bit milliseconds (49 days); these stay well inside.
+        let timeouts = [
+            ("limits.idle_timeout", l.idle_timeout),
+            ("limits.unsubscribed_timeout", l.unsubscribed_timeout),
+            ("heartbeat.interval", h.interval),
+            ("heartbeat.timeout", h.timeout),
+        ];
+        for (key, timeout) in timeouts {
+            if timeout > MAX_TIMEOUT {
+                problems.push(format!("{at}.{key}: at most 30 days"));
+            }
         }
         if self.auth.method == AuthMethod::ApiKey && self.user_events {
             problems.push(format!("{at}.user_events: API-key connections have no user; set it to false"));

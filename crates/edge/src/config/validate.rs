@@ -135,8 +135,12 @@ mod tests {
         c.persistence.shards = 0;
         c.diagnostics.echo_path = "echo".into();
         c.listen_backlog = 0;
+        let mut endpoint = crate::connection::testing::default_config().endpoints[0].clone();
+        endpoint.limits.idle_timeout = Duration::from_secs(31 * 24 * 3600);
+        c.endpoints = vec![endpoint];
         let problems = c.problems();
-        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert_eq!(problems.len(), 5, "{problems:?}");
+        assert!(problems.iter().any(|p| p.ends_with("limits.idle_timeout: at most 30 days")), "{problems:?}");
         assert!(problems.iter().any(|p| p.starts_with("listen_backlog")), "{problems:?}");
         assert_eq!(open("a", "x").listen_backlog, 4096, "the default queue");
     }
