@@ -221,10 +221,26 @@ pub async fn run_upgraded<H: MessageHandler + 'static>(
     let id = ctx.next_id();
     let conn = Arc::new(ConnHandle::new(id, endpoint.clone(), principal, subscriptions, socket.clone(), deflate));
     let session = make_handler(conn.clone());
-    let timers = Timers::new(&endpoint, expires_at);
-    let reader = Reader::new(Input::new(early, deflate.is_some()), &endpoint);
+    let input = Input::new(early, deflate.is_some());
+    ctx.tasks.spawn(task(&ctx, conn, socket, session, expires_at, input, ip_slot));
+}
+
+/// The task of a connection whose upgrade is done: it is listed as open from here on, its
+/// deadlines count from now (`expires_at`: when its credentials expire), `input` is what the
+/// client sent right behind its handshake, `ip_slot` its place in its address's count.
+fn task<H: MessageHandler>(
+    ctx: &Arc<ConnContext>,
+    conn: Arc<ConnHandle>,
+    socket: Arc<Socket>,
+    session: H,
+    expires_at: Option<u64>,
+    input: Input,
+    ip_slot: Option<Arc<IpSlot>>,
+) -> impl Future<Output = ()> + Send {
+    let timers = Timers::new(&conn.endpoint, expires_at);
+    let reader = Reader::new(input, &conn.endpoint);
     let open = ctx.list(&conn, ip_slot);
-    ctx.tasks.spawn(run(open, conn, socket, session, timers, reader));
+    run(open, conn, socket, session, timers, reader)
 }
 
 /// Runs one connection to its end; `reader`'s input starts with whatever the client sent right
@@ -381,11 +397,8 @@ pub(crate) async fn task_state_bytes<H: MessageHandler>(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let _client = TcpStream::connect(listener.local_addr().expect("address")).await.expect("connect");
     let (server, _) = listener.accept().await.expect("accept");
-    let timers = Timers::new(&conn.endpoint, None);
-    let reader = Reader::new(Input::new(Vec::new(), false), &conn.endpoint);
-    let open = ctx.list(&conn, None);
-    let task = run(open, conn, Arc::new(Socket::Plain(server)), session, timers, reader);
-    std::mem::size_of_val(&task)
+    let future = task(ctx, conn, Arc::new(Socket::Plain(server)), session, None, Input::new(Vec::new(), false), None);
+    std::mem::size_of_val(&future)
 }
 
 /// What woke an idle connection's task.

@@ -203,8 +203,8 @@ impl Outbox {
         self.last_written
     }
 
-    /// Output is pending from now on (if it was not already).
-    fn pending(&mut self) -> &mut Pending {
+    /// The pending output, begun now if there was none: output is pending from here on.
+    fn pending_or_new(&mut self) -> &mut Pending {
         self.pending.get_or_insert_with(Box::default)
     }
 
@@ -214,7 +214,7 @@ impl Outbox {
     /// pending.
     pub fn cork(&mut self) {
         if self.pending.is_none() {
-            self.pending();
+            self.pending_or_new();
             self.corked = true;
         }
     }
@@ -269,7 +269,7 @@ impl Outbox {
                     advance(&mut self.last_written, position);
                 }
             }
-            Push::Pending => self.pending().batch_position = position,
+            Push::Pending => self.pending_or_new().batch_position = position,
             _ => {}
         }
         pushed
@@ -299,7 +299,7 @@ impl Outbox {
             pushed = self.after_written(sink);
         }
         if matches!(pushed, Push::Written | Push::Pending) && !later.is_empty() {
-            let pending = self.pending();
+            let pending = self.pending_or_new();
             pending.queued_bytes += later.iter().map(len).sum::<usize>();
             pending.queue.extend(later.iter().cloned().map(Outbound::Message));
             return Push::Pending;
@@ -354,7 +354,7 @@ impl Outbox {
         match sink.flush_pending() {
             Ok(true) => Push::Written,
             Ok(false) => {
-                self.pending();
+                self.pending_or_new();
                 Push::Pending
             }
             Err(_) => {
@@ -380,7 +380,7 @@ impl Outbox {
                 return Push::Broken;
             }
         };
-        let pending = self.pending();
+        let pending = self.pending_or_new();
         for part in parts {
             let skip = written.min(part.len());
             written -= skip;
@@ -440,7 +440,7 @@ impl Outbox {
         match sink.flush_pending() {
             Ok(true) => Flush::Idle,
             Ok(false) => {
-                self.pending();
+                self.pending_or_new();
                 Flush::Blocked
             }
             Err(_) => {
@@ -460,7 +460,7 @@ impl Outbox {
             }
         }
         if let Some(payload) = close {
-            let pending = self.pending();
+            let pending = self.pending_or_new();
             pending.queued_bytes += payload.len();
             pending.queue.push_back(Outbound::Control(Opcode::Close, payload));
         }
