@@ -26,9 +26,11 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$missing nginx
 command -v curl >/dev/null || missing="$missing curl"
 # openssl: the throwaway certificates of `cluster.sh up --tls` and the chart check.
 command -v openssl >/dev/null || missing="$missing openssl"
+# make: the build of jemalloc, the binary's allocator (part of any usual Rust setup, but not all).
+command -v make >/dev/null || missing="$missing make"
 if [ -n "$missing" ]; then
   if command -v apt-get >/dev/null; then
-    say "installing$missing (apt-get), for the local-cluster test and the chart check"
+    say "installing$missing (apt-get), for the build, the local-cluster test and the chart check"
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
     # The package may start a system nginx on port 80; the test runs its own.

@@ -66,9 +66,13 @@ pub async fn run(target: &Target, args: IdleArgs, fd_limit: u64) -> Result<Value
     let window = procstat::Window::start(target.server_pid);
     tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
     let (held_secs, idle_cpu) = window.finish();
+    // Again after the hold: an allocator that gives freed pages back over time (the connect
+    // phase's transient state) shows its settled footprint here rather than 2 s after the connects.
+    let rss_held = pid.and_then(procstat::rss_bytes);
     let per_10k_per_minute =
         idle_cpu.map(|cpu| cpu * 1000.0 * (10_000.0 / ok.max(1) as f64) * (60.0 / held_secs.max(1e-9)));
     let per_conn = |rss: Option<u64>| rss.map(|r| r as f64 / ok.max(1) as f64);
+    let growth = |rss: Option<u64>| rss.zip(rss_before).map(|(a, b)| a.saturating_sub(b) as f64 / ok.max(1) as f64);
     let report = json!({
         "scenario": "idle",
         "dialect": args.dialect.name(),
@@ -81,7 +85,9 @@ pub async fn run(target: &Target, args: IdleArgs, fd_limit: u64) -> Result<Value
         "server_rss_before_bytes": rss_before,
         "server_rss_after_bytes": rss_after,
         "server_rss_per_connection_bytes": per_conn(rss_after),
-        "server_rss_growth_per_connection_bytes": rss_after.zip(rss_before).map(|(a, b)| a.saturating_sub(b) as f64 / ok.max(1) as f64),
+        "server_rss_growth_per_connection_bytes": growth(rss_after),
+        "server_rss_end_of_hold_bytes": rss_held,
+        "server_rss_growth_per_connection_end_of_hold_bytes": growth(rss_held),
         "server_cpu_seconds_while_held": idle_cpu,
         "server_cpu_ms_per_10k_connections_per_minute": per_10k_per_minute,
     });
