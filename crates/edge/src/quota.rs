@@ -40,30 +40,72 @@ pub struct QuotaSlot {
     pub limit: u32,
 }
 
-/// The quotas a connection of `principal` to `endpoint` must fit in: the user's on this
-/// endpoint and across all (`total_per_user`, 0 for none), or the API key's. All of one
-/// principal's keys share a hash tag, so they are taken in one atomic call on a Redis Cluster.
-pub fn slots_for(principal: &Principal, endpoint: &EndpointRuntime, total_per_user: u32) -> Vec<QuotaSlot> {
-    let mut slots = Vec::new();
-    match principal {
-        Principal::User(claims) => {
-            let per_endpoint = endpoint.limits().max_connections_per_user;
-            if per_endpoint > 0 {
-                slots.push(QuotaSlot { key: user_quota(&claims.sub, endpoint.path()), limit: per_endpoint });
+/// The user's quota on the connection's endpoint.
+const USER_ON_ENDPOINT: u8 = 1;
+/// The user's quota across all endpoints.
+const USER_TOTAL: u8 = 2;
+/// The quota of the token the connection was made with.
+const TOKEN: u8 = 4;
+/// The API key's quota.
+const API_KEY: u8 = 8;
+
+/// The quotas a connection must fit in, kept as what their keys are made of (its principal,
+/// its endpoint, which quotas) rather than as key strings: a node holds one of these per open
+/// connection, and the strings would be ~150 bytes of it. The keys are made again for each
+/// renewal and for the release, a few times a minute.
+#[derive(Clone)]
+pub struct ConnQuotas {
+    principal: Arc<Principal>,
+    endpoint: Arc<EndpointRuntime>,
+    /// Which quotas (the bits above).
+    kinds: u8,
+    total_per_user: u32,
+}
+
+impl ConnQuotas {
+    /// The quotas a connection of `principal` to `endpoint` must fit in: the user's on this
+    /// endpoint and across all (`total_per_user`, 0 for none) and the token's, or the API
+    /// key's. All of one principal's keys share a hash tag, so they are taken in one atomic call
+    /// on a Redis Cluster.
+    pub fn new(principal: Arc<Principal>, endpoint: Arc<EndpointRuntime>, total_per_user: u32) -> Self {
+        let limits = endpoint.limits();
+        let kinds = match &*principal {
+            Principal::User(claims) => {
+                let on = |yes: bool, kind: u8| if yes { kind } else { 0 };
+                on(limits.max_connections_per_user > 0, USER_ON_ENDPOINT)
+                    | on(total_per_user > 0, USER_TOTAL)
+                    | on(limits.max_connections_per_token > 0 && claims.token_digest.is_some(), TOKEN)
             }
-            if total_per_user > 0 {
-                slots.push(QuotaSlot { key: user_quota_total(&claims.sub), limit: total_per_user });
-            }
-            let per_token = endpoint.limits().max_connections_per_token;
-            if let (true, Some(digest)) = (per_token > 0, claims.token_digest) {
-                slots.push(QuotaSlot { key: token_quota(&claims.sub, &hex::encode(digest)), limit: per_token });
-            }
-        }
-        Principal::ApiKey(key) => {
-            slots.push(QuotaSlot { key: api_key_quota(&key.name), limit: key.max_connections });
-        }
+            Principal::ApiKey(_) => API_KEY,
+        };
+        ConnQuotas { principal, endpoint, kinds, total_per_user }
     }
-    slots
+
+    /// Each quota's key and limit, in a fixed order.
+    pub fn slots(&self) -> Vec<QuotaSlot> {
+        let limits = self.endpoint.limits();
+        [USER_ON_ENDPOINT, USER_TOTAL, TOKEN, API_KEY]
+            .into_iter()
+            .filter(|kind| self.kinds & kind != 0)
+            .filter_map(|kind| match (&*self.principal, kind) {
+                (Principal::User(c), USER_ON_ENDPOINT) => Some(QuotaSlot {
+                    key: user_quota(&c.sub, self.endpoint.path()),
+                    limit: limits.max_connections_per_user,
+                }),
+                (Principal::User(c), USER_TOTAL) => {
+                    Some(QuotaSlot { key: user_quota_total(&c.sub), limit: self.total_per_user })
+                }
+                (Principal::User(c), TOKEN) => c.token_digest.map(|digest| QuotaSlot {
+                    key: token_quota(&c.sub, &hex::encode(digest)),
+                    limit: limits.max_connections_per_token,
+                }),
+                (Principal::ApiKey(key), API_KEY) => {
+                    Some(QuotaSlot { key: api_key_quota(&key.name), limit: key.max_connections })
+                }
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// The slots this node holds, and their renewal. A holder is a connection, named in the broker
@@ -78,8 +120,8 @@ pub struct QuotaKeeper {
     broker: SharedBroker,
     lease: Duration,
     node_id: String,
-    /// Connection id -> its slots (shared, so a renewal takes a cheap snapshot).
-    held: Mutex<HashMap<u64, Arc<[QuotaSlot]>>>,
+    /// Connection id -> its quotas (cheap to clone, so a renewal takes a snapshot).
+    held: Mutex<HashMap<u64, ConnQuotas>>,
     /// Admissions waiting for the next broker call.
     waiting: Mutex<Vec<Waiting>>,
     /// A permit per broker call in flight for waiting admissions.
@@ -112,12 +154,12 @@ impl QuotaKeeper {
     /// Takes every slot for connection `conn_id`, or none, in one atomic broker call (the
     /// slots of one connection are keyed by one principal and hash-tagged to one Redis Cluster
     /// slot). False when a quota is full.
-    pub async fn admit(&self, slots: Vec<QuotaSlot>, conn_id: u64) -> Result<bool, BrokerError> {
-        if slots.is_empty() {
+    pub async fn admit(&self, quotas: ConnQuotas, conn_id: u64) -> Result<bool, BrokerError> {
+        if quotas.kinds == 0 {
             return Ok(true);
         }
         let request = LeaseRequest {
-            slots: slots.iter().map(|s| (s.key.clone(), s.limit)).collect(),
+            slots: quotas.slots().into_iter().map(|s| (s.key, s.limit)).collect(),
             holder: self.holder(conn_id),
         };
         let (answer, answered) = oneshot::channel();
@@ -129,7 +171,7 @@ impl QuotaKeeper {
             Ok(Err(e)) => return Err(BrokerError::Unavailable(e)),
             Err(_) => return Err(BrokerError::Unavailable("the admission was dropped".into())),
         }
-        self.held.lock().insert(conn_id, Arc::from(slots));
+        self.held.lock().insert(conn_id, quotas);
         Ok(true)
     }
 
@@ -167,7 +209,8 @@ impl QuotaKeeper {
     /// Gives connection `conn_id`'s slots back (it closed); nothing to do if it holds none. The
     /// slots are released together (pipelined on the broker connection).
     pub async fn release(&self, conn_id: u64) {
-        let Some(slots) = self.held.lock().remove(&conn_id) else { return };
+        let Some(quotas) = self.held.lock().remove(&conn_id) else { return };
+        let slots = quotas.slots();
         let holder = self.holder(conn_id);
         let released = futures_util::future::join_all(slots.iter().map(|slot| self.broker.release(&slot.key, &holder)));
         for (slot, outcome) in slots.iter().zip(released.await) {
@@ -184,14 +227,14 @@ impl QuotaKeeper {
     /// stall deliveries). A node with hundreds of thousands of keys renews them in a fraction of
     /// the period. Returns how many calls failed.
     pub async fn renew_all(&self) -> usize {
-        let snapshot: Vec<(u64, Arc<[QuotaSlot]>)> = self.held.lock().iter().map(|(id, s)| (*id, s.clone())).collect();
+        let snapshot: Vec<(u64, ConnQuotas)> = self.held.lock().iter().map(|(id, q)| (*id, q.clone())).collect();
         let lease = self.lease;
         let mut failed = 0;
         for conns in snapshot.chunks(RENEWAL_SLICE) {
             let mut by_key: HashMap<String, Vec<String>> = HashMap::new();
-            for (conn_id, slots) in conns {
-                for slot in slots.iter() {
-                    by_key.entry(slot.key.clone()).or_default().push(self.holder(*conn_id));
+            for (conn_id, quotas) in conns {
+                for slot in quotas.slots() {
+                    by_key.entry(slot.key).or_default().push(self.holder(*conn_id));
                 }
             }
             failed += stream::iter(by_key)
@@ -243,14 +286,47 @@ mod tests {
     use switchboard_broker::DeliverySink;
 
     use super::*;
+    use crate::auth::{ApiKeyRecord, Claims};
+    use crate::connection::testing::endpoint_with;
 
     struct Nobody;
     impl DeliverySink for Nobody {
         fn deliver(&self, _: &str, _: bytes::Bytes) {}
     }
 
-    fn slot(user: usize) -> Vec<QuotaSlot> {
-        vec![QuotaSlot { key: user_quota(&format!("user-{user}"), "/ws"), limit: 1 }]
+    fn a_user(sub: &str, token_digest: Option<[u8; 16]>) -> Arc<Principal> {
+        let claims = Claims { sub: sub.into(), exp: None, sid: None, name: None, channels: None, token_digest };
+        Arc::new(Principal::User(claims))
+    }
+
+    /// The quota of `user` on an endpoint allowing `limit` connections per user (and no other).
+    fn quotas(user: u64, limit: u32) -> ConnQuotas {
+        let endpoint = endpoint_with("/ws", |c| {
+            c.limits.max_connections_per_user = limit;
+            c.limits.max_connections_per_token = 0;
+        });
+        ConnQuotas::new(a_user(&format!("user-{user}"), None), endpoint, 0)
+    }
+
+    #[test]
+    fn a_connection_s_quotas_are_made_from_its_principal_and_endpoint() {
+        let endpoint = endpoint_with("/ws", |c| {
+            c.limits.max_connections_per_user = 3;
+            c.limits.max_connections_per_token = 2;
+        });
+        let digest = [0xab; 16];
+        let all = ConnQuotas::new(a_user("alice", Some(digest)), endpoint.clone(), 10).slots();
+        let expected = [
+            QuotaSlot { key: user_quota("alice", "/ws"), limit: 3 },
+            QuotaSlot { key: user_quota_total("alice"), limit: 10 },
+            QuotaSlot { key: token_quota("alice", &hex::encode(digest)), limit: 2 },
+        ];
+        assert_eq!(all, expected);
+        // No total configured, and a token without a digest (a ticket): the endpoint's alone.
+        assert_eq!(ConnQuotas::new(a_user("alice", None), endpoint.clone(), 0).slots(), expected[..1]);
+        let key = ApiKeyRecord { name: "ingest".into(), endpoints: Vec::new(), max_connections: 5 };
+        let by_key = ConnQuotas::new(Arc::new(Principal::ApiKey(key)), endpoint, 10).slots();
+        assert_eq!(by_key, [QuotaSlot { key: api_key_quota("ingest"), limit: 5 }]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,8 +342,7 @@ mod tests {
                 let keeper = keeper.clone();
                 tokio::spawn(async move {
                     let user = conn % 10;
-                    let slots = vec![QuotaSlot { key: user_quota(&format!("user-{user}"), "/ws"), limit: 3 }];
-                    (user, conn, keeper.admit(slots, conn).await.expect("broker"))
+                    (user, conn, keeper.admit(quotas(user, 3), conn).await.expect("broker"))
                 })
             })
             .collect();
@@ -299,9 +374,9 @@ mod tests {
         let keeper = QuotaKeeper::new(broker.clone(), lease, "node-a".into());
         let other = QuotaKeeper::new(broker, lease, "node-b".into());
         // More connections than one slice, and more keys than calls in flight.
-        let users = 3 * RENEWAL_SLICE / 2;
+        let users = 3 * RENEWAL_SLICE as u64 / 2;
         for user in 0..users {
-            assert!(keeper.admit(slot(user), user as u64).await.expect("broker"), "user {user} admitted");
+            assert!(keeper.admit(quotas(user, 1), user).await.expect("broker"), "user {user} admitted");
         }
         for _ in 0..3 {
             clock.advance(20_000);
@@ -309,11 +384,11 @@ mod tests {
         }
         // 60 s after admission, twice the lease: still held, so the limit of 1 refuses more.
         for user in 0..users {
-            assert!(!other.admit(slot(user), 1).await.expect("broker"), "user {user}'s slot was renewed");
+            assert!(!other.admit(quotas(user, 1), 1).await.expect("broker"), "user {user}'s slot was renewed");
         }
         clock.advance(31_000);
         for user in 0..users {
-            assert!(other.admit(slot(user), 1).await.expect("broker"), "user {user}'s slot expired unrenewed");
+            assert!(other.admit(quotas(user, 1), 1).await.expect("broker"), "user {user}'s slot expired unrenewed");
         }
     }
 }

@@ -175,7 +175,7 @@ impl MessageHandler for Session {
     async fn start(&mut self) -> Result<(), CloseReason> {
         let ep = self.conn.endpoint.clone();
         let services = self.services.clone();
-        let slots = quota::slots_for(&self.principal, &ep, services.total_per_user);
+        let quotas = quota::ConnQuotas::new(self.principal.clone(), ep.clone(), services.total_per_user);
         let replay_for = self.principal.user().filter(|_| ep.config.replay.enabled).map(str::to_owned);
         let resume = match &self.replay {
             Replay::NotStarted(resume) => resume.as_deref(),
@@ -187,7 +187,7 @@ impl MessageHandler for Session {
                 None => Ok(None),
             }
         };
-        let (admitted, resume_point) = tokio::join!(services.quotas.admit(slots, self.conn.id), resume_point);
+        let (admitted, resume_point) = tokio::join!(services.quotas.admit(quotas, self.conn.id), resume_point);
         match admitted {
             Ok(true) => {}
             Ok(false) => return Err(CloseReason::ConnectionLimit),
