@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::{DeliverySink, LeaseRequest, LogId, SharedBroker};
+use crate::{DeliverySink, LeaseRequest, LogId, SharedBroker, Topic};
 
 /// Generous bound for anything the suite waits for.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -94,6 +94,11 @@ const PROBE: &[u8] = b"probe";
 
 static UNIQUE: AtomicU64 = AtomicU64::new(0);
 
+/// Topic names as the pub/sub calls take them.
+fn topics(names: &[&str]) -> Vec<Topic> {
+    names.iter().map(|&name| Topic::from(name)).collect()
+}
+
 /// A name no other test (or earlier run against the same Redis) uses.
 pub fn unique(prefix: &str) -> String {
     let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
@@ -123,9 +128,9 @@ pub async fn publish_reaches_every_subscribed_node_and_only_those(factory: &dyn 
         (TestNode::new(factory).await, TestNode::new(factory).await, TestNode::new(factory).await);
     let topic = unique("t");
     let other = unique("other");
-    a.broker.subscribe(std::slice::from_ref(&topic)).await.expect("subscribe a");
-    b.broker.subscribe(std::slice::from_ref(&topic)).await.expect("subscribe b");
-    c.broker.subscribe(std::slice::from_ref(&other)).await.expect("subscribe c");
+    a.broker.subscribe(&topics(&[&topic])).await.expect("subscribe a");
+    b.broker.subscribe(&topics(&[&topic])).await.expect("subscribe b");
+    c.broker.subscribe(&topics(&[&other])).await.expect("subscribe c");
     a.await_live(&c.broker, &topic).await;
     b.await_live(&c.broker, &topic).await;
     c.await_live(&a.broker, &other).await;
@@ -140,11 +145,11 @@ pub async fn publish_reaches_every_subscribed_node_and_only_those(factory: &dyn 
 pub async fn unsubscribe_stops_delivery(factory: &dyn NodeFactory) {
     let (mut a, p) = (TestNode::new(factory).await, TestNode::new(factory).await);
     let (topic, marker) = (unique("t"), unique("marker"));
-    a.broker.subscribe(&[topic.clone(), marker.clone()]).await.expect("subscribe");
+    a.broker.subscribe(&topics(&[&topic, &marker])).await.expect("subscribe");
     a.await_live(&p.broker, &topic).await;
     a.await_live(&p.broker, &marker).await;
-    a.broker.unsubscribe(std::slice::from_ref(&topic)).await.expect("unsubscribe");
-    a.broker.unsubscribe(std::slice::from_ref(&topic)).await.expect("unsubscribe twice is fine");
+    a.broker.unsubscribe(&topics(&[&topic])).await.expect("unsubscribe");
+    a.broker.unsubscribe(&topics(&[&topic])).await.expect("unsubscribe twice is fine");
     // Give a network broker the time to apply the unsubscribe: a marker round trip on the same
     // subscriber connection orders it.
     a.expect_only_marker(&p.broker, &marker).await;
@@ -156,8 +161,8 @@ pub async fn unsubscribe_stops_delivery(factory: &dyn NodeFactory) {
 pub async fn publish_many_keeps_order_and_subscribe_is_idempotent(factory: &dyn NodeFactory) {
     let (mut a, p) = (TestNode::new(factory).await, TestNode::new(factory).await);
     let topic = unique("t");
-    a.broker.subscribe(std::slice::from_ref(&topic)).await.expect("subscribe");
-    a.broker.subscribe(std::slice::from_ref(&topic)).await.expect("subscribe again");
+    a.broker.subscribe(&topics(&[&topic])).await.expect("subscribe");
+    a.broker.subscribe(&topics(&[&topic])).await.expect("subscribe again");
     a.await_live(&p.broker, &topic).await;
     let batch: Vec<(String, Bytes)> = (0..50).map(|i| (topic.clone(), Bytes::from(format!("m{i}")))).collect();
     p.broker.publish_many(&batch).await.expect("publish_many");
@@ -413,7 +418,7 @@ pub async fn a_stored_batch_is_in_its_logs_before_it_is_published(factory: &dyn 
     let mut b = TestNode::new(factory).await;
     let day = Duration::from_secs(86_400);
     let (topic, probe) = (unique("live"), unique("probe"));
-    b.broker.subscribe(&[topic.clone(), probe.clone()]).await.expect("subscribe");
+    b.broker.subscribe(&topics(&[&topic, &probe])).await.expect("subscribe");
     b.await_live(&a.broker, &probe).await;
     let (source, log, index) = (unique("ingest"), unique("user-log"), unique("index"));
     let ids = [

@@ -40,6 +40,11 @@ pub trait DeliverySink: Send + Sync + 'static {
     fn deliver(&self, topic: &str, message: Bytes);
 }
 
+/// A topic's name, shared: a node's registry, its broker subscription and each subscribed
+/// connection hold the same string (a per-user topic is held per connection, so copies would
+/// cost a few dozen bytes each, several times over).
+pub type Topic = Arc<str>;
+
 /// Topic pub/sub: at-most-once, per-node subscriptions.
 #[async_trait]
 pub trait PubSub: Send + Sync {
@@ -50,10 +55,10 @@ pub trait PubSub: Send + Sync {
     async fn publish_many(&self, messages: &[(String, Bytes)]) -> Result<()>;
 
     /// Subscribes this node to the topics (idempotent): their messages reach the node's sink.
-    async fn subscribe(&self, topics: &[String]) -> Result<()>;
+    async fn subscribe(&self, topics: &[Topic]) -> Result<()>;
 
     /// Unsubscribes this node from the topics (idempotent).
-    async fn unsubscribe(&self, topics: &[String]) -> Result<()>;
+    async fn unsubscribe(&self, topics: &[Topic]) -> Result<()>;
 }
 
 /// Keys with optional TTL, and sets of strings.

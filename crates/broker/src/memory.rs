@@ -17,12 +17,12 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::clock::{Clock, SystemClock};
 use crate::expiring::{ExpiringMap, SweepSchedule};
-use crate::{Broker, DeliverySink, KeyValue, Leases, Log, LogId, Presence, PubSub, Result};
+use crate::{Broker, DeliverySink, KeyValue, Leases, Log, LogId, Presence, PubSub, Result, Topic};
 
 type NodeId = u64;
 
 /// The nodes subscribed to each topic, with their sinks.
-type TopicSubscribers = HashMap<String, Vec<(NodeId, Arc<dyn DeliverySink>)>>;
+type TopicSubscribers = HashMap<Topic, Vec<(NodeId, Arc<dyn DeliverySink>)>>;
 
 /// Shared in-process state: the equivalent of one Redis server.
 #[derive(Clone)]
@@ -228,7 +228,7 @@ impl PubSub for MemoryBroker {
         Ok(())
     }
 
-    async fn subscribe(&self, topics: &[String]) -> Result<()> {
+    async fn subscribe(&self, topics: &[Topic]) -> Result<()> {
         let mut map = self.hub.topics.write();
         for topic in topics {
             let subs = map.entry(topic.clone()).or_default();
@@ -239,7 +239,7 @@ impl PubSub for MemoryBroker {
         Ok(())
     }
 
-    async fn unsubscribe(&self, topics: &[String]) -> Result<()> {
+    async fn unsubscribe(&self, topics: &[Topic]) -> Result<()> {
         let mut map = self.hub.topics.write();
         for topic in topics {
             if let Some(subs) = map.get_mut(topic) {

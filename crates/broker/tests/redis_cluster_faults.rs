@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use switchboard_broker::redis::{RedisBroker, RedisSettings};
-use switchboard_broker::{DeliverySink, PubSub};
+use switchboard_broker::{DeliverySink, PubSub, Topic};
 use switchboard_testkit::redis::RedisCluster;
 use switchboard_testkit::WAIT;
 
@@ -41,7 +41,8 @@ async fn setup(masters: usize, replicas: usize, n: usize) -> Setup {
     let subscriber = RedisBroker::connect(&settings, seen.clone()).await.expect("connect");
     let publisher = RedisBroker::connect(&settings, Arc::new(Seen::default())).await.expect("connect");
     let topics: Vec<String> = (0..n).map(|i| format!("c:fault-topic-{i}")).collect();
-    subscriber.subscribe(&topics).await.expect("subscribe");
+    let names: Vec<Topic> = topics.iter().map(|t| Topic::from(t.as_str())).collect();
+    subscriber.subscribe(&names).await.expect("subscribe");
     let setup = Setup { cluster, subscriber, publisher, seen, topics };
     setup.every_topic_delivers("before any fault").await;
     setup

@@ -127,7 +127,7 @@ fn user_streams(c: &mut Criterion, config: &Config) {
             Arc::new(Discard),
             None,
         ));
-        registry.add(&format!("u:many-{id}"), &conn);
+        registry.add(format!("u:many-{id}"), &conn);
         conns.push(conn);
     }
     let messages: Vec<(String, Bytes)> = (0..USERS)

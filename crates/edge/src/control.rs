@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use switchboard_broker::{BrokerError, SharedBroker};
+use switchboard_broker::{BrokerError, SharedBroker, Topic};
 use switchboard_protocol::keyspace::{channel_topic, CONTROL_TOPIC};
 use wildmatch::WildMatch;
 
@@ -138,7 +138,7 @@ impl ControlHandler {
             let topics = self.topics.clone();
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
-                    if let Err(e) = topics.reconcile(&[topic]).await {
+                    if let Err(e) = topics.reconcile(&[Topic::from(topic)]).await {
                         tracing::warn!(error = %e, "could not release a broker subscription");
                     }
                 });

@@ -73,7 +73,7 @@ mod tests {
         let (a2, _) = connection(2, ep.clone());
         let (b1, _) = connection(3, ep);
         for (user, conn) in [("alice", &a1), ("alice", &a2), ("bob", &b1)] {
-            registry.add(&user_topic(user), conn);
+            registry.add(user_topic(user), conn);
         }
         index.add_session("s1", &a1);
         index.add_session("s2", &a2);

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use switchboard_broker::memory::MemoryHub;
 use switchboard_broker::redis::{RedisBroker, RedisSettings};
-use switchboard_broker::{BrokerError, DeliverySink, SharedBroker};
+use switchboard_broker::{BrokerError, DeliverySink, SharedBroker, Topic};
 use switchboard_protocol::keyspace::CONTROL_TOPIC;
 
 use crate::auth::{ApiKeyStore, Authenticator, JwtVerifier, TicketStore};
@@ -144,7 +144,7 @@ impl Node {
 
     /// Subscribes the node to the cluster's control messages (before it serves).
     pub async fn join_cluster(&self) -> Result<(), BrokerError> {
-        self.broker.subscribe(&[CONTROL_TOPIC.to_owned()]).await
+        self.broker.subscribe(&[Topic::from(CONTROL_TOPIC)]).await
     }
 
     /// Starts announcing presence transitions, once per dialect and announcement channel

@@ -13,6 +13,7 @@ use redis::io::tcp::TcpSettings;
 use redis::{Cmd, FromRedisValue, IntoConnectionInfo, ProtocolVersion, RedisResult, ScriptInvocation, Value};
 
 use super::RedisSettings;
+use crate::Topic;
 
 /// A command (or subscriber) connection.
 #[derive(Clone)]
@@ -143,27 +144,32 @@ impl Commands {
     }
 
     /// Subscribes (sharded on a cluster).
-    pub(super) async fn subscribe(&self, topics: &[String]) -> RedisResult<()> {
+    pub(super) async fn subscribe(&self, topics: &[Topic]) -> RedisResult<()> {
         match self {
-            Commands::Single(c) => c.clone().subscribe(topics).await,
+            Commands::Single(c) => c.clone().subscribe(names(topics)).await,
             Commands::Cluster(c) => per_topic(c, topics, |mut c, t| async move { c.ssubscribe(t).await }).await,
         }
     }
 
     /// Unsubscribes (sharded on a cluster).
-    pub(super) async fn unsubscribe(&self, topics: &[String]) -> RedisResult<()> {
+    pub(super) async fn unsubscribe(&self, topics: &[Topic]) -> RedisResult<()> {
         match self {
-            Commands::Single(c) => c.clone().unsubscribe(topics).await,
+            Commands::Single(c) => c.clone().unsubscribe(names(topics)).await,
             Commands::Cluster(c) => per_topic(c, topics, |mut c, t| async move { c.sunsubscribe(t).await }).await,
         }
     }
 }
 
 /// Sharded (un)subscriptions are per slot: one call per topic, all concurrently.
-async fn per_topic<'a, F, Fut>(c: &ClusterConnection, topics: &'a [String], call: F) -> RedisResult<()>
+async fn per_topic<'a, F, Fut>(c: &ClusterConnection, topics: &'a [Topic], call: F) -> RedisResult<()>
 where
-    F: Fn(ClusterConnection, &'a String) -> Fut,
+    F: Fn(ClusterConnection, &'a str) -> Fut,
     Fut: std::future::Future<Output = RedisResult<()>>,
 {
     futures_util::future::join_all(topics.iter().map(|t| call(c.clone(), t))).await.into_iter().collect()
+}
+
+/// The topics as arguments of one command.
+fn names(topics: &[Topic]) -> Vec<&str> {
+    topics.iter().map(|t| &**t).collect()
 }

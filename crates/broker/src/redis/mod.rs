@@ -26,7 +26,7 @@ use bytes::Bytes;
 use redis::{PushKind, Script, Value};
 
 use crate::clock::{Clock, SystemClock};
-use crate::{Broker, BrokerError, DeliverySink, KeyValue, LeaseRequest, Leases, Log, LogId, PubSub, Result};
+use crate::{Broker, BrokerError, DeliverySink, KeyValue, LeaseRequest, Leases, Log, LogId, PubSub, Result, Topic};
 use conn::Commands;
 
 /// How to reach Redis.
@@ -221,7 +221,7 @@ impl PubSub for RedisBroker {
         self.commands.query_all(&cmds).await.map(|_| ()).map_err(unavailable)
     }
 
-    async fn subscribe(&self, topics: &[String]) -> Result<()> {
+    async fn subscribe(&self, topics: &[Topic]) -> Result<()> {
         if topics.is_empty() {
             return Ok(());
         }
@@ -230,7 +230,7 @@ impl PubSub for RedisBroker {
         Ok(())
     }
 
-    async fn unsubscribe(&self, topics: &[String]) -> Result<()> {
+    async fn unsubscribe(&self, topics: &[Topic]) -> Result<()> {
         if topics.is_empty() {
             return Ok(());
         }

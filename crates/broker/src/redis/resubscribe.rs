@@ -33,6 +33,7 @@ use redis::{PushInfo, PushKind, Value};
 use tokio::sync::Notify;
 
 use super::conn::Commands;
+use crate::Topic;
 
 /// Subscriptions sent at once while resubscribing.
 const IN_FLIGHT: usize = 64;
@@ -55,7 +56,7 @@ const SINGLE_CHUNK: usize = 256;
 
 /// The topics this node wants, the signal that some may be lost, and whether all are held.
 pub(super) struct Wanted {
-    topics: Mutex<HashSet<String>>,
+    topics: Mutex<HashSet<Topic>>,
     lost: Notify,
     /// Whether every wanted topic is known to be subscribed.
     healthy: AtomicBool,
@@ -79,15 +80,15 @@ impl Default for Wanted {
 
 impl Wanted {
     /// Records topics as wanted (after the broker confirmed them).
-    pub(super) fn add(&self, topics: &[String]) {
+    pub(super) fn add(&self, topics: &[Topic]) {
         self.topics.lock().extend(topics.iter().cloned());
     }
 
     /// Forgets topics (before unsubscribing, so the end of their subscription is expected).
-    pub(super) fn remove(&self, topics: &[String]) {
+    pub(super) fn remove(&self, topics: &[Topic]) {
         let mut wanted = self.topics.lock();
         for t in topics {
-            wanted.remove(t);
+            wanted.remove(&**t);
         }
     }
 
@@ -126,7 +127,7 @@ impl Wanted {
         }
     }
 
-    fn snapshot(&self) -> Vec<String> {
+    fn snapshot(&self) -> Vec<Topic> {
         self.topics.lock().iter().cloned().collect()
     }
 }
@@ -171,10 +172,10 @@ async fn restore(subscriber: &Commands, wanted: &Wanted) {
 
 /// Subscribes to the topics again (on a cluster one command per topic, each routed to its
 /// slot's owner; on a single server in chunks); returns how many topics failed.
-async fn resubscribe(subscriber: &Commands, topics: Vec<String>) -> usize {
+async fn resubscribe(subscriber: &Commands, topics: Vec<Topic>) -> usize {
     use futures_util::stream::{self, StreamExt};
     let chunk = if subscriber.is_cluster() { 1 } else { SINGLE_CHUNK };
-    let chunks: Vec<Vec<String>> = topics.chunks(chunk).map(<[String]>::to_vec).collect();
+    let chunks: Vec<Vec<Topic>> = topics.chunks(chunk).map(<[Topic]>::to_vec).collect();
     let calls = chunks.into_iter().map(|topics| {
         let subscriber = subscriber.clone();
         async move {

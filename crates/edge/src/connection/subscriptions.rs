@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use serde_json::Value;
+use switchboard_broker::Topic;
 use switchboard_protocol::{Event, Filter};
 
 /// A connection's subscriptions.
@@ -30,7 +31,7 @@ struct TypeChoice {
 
 #[derive(Debug)]
 struct ChannelSubscription {
-    topic: String,
+    topic: Topic,
     filter: Option<Arc<Filter>>,
 }
 
@@ -61,7 +62,7 @@ impl Subscriptions {
     /// same topic takes precedence.
     pub fn selects(&self, topic: &str, own_stream: bool, event: &Event, payload: &mut LazyPayload) -> bool {
         let mut subscribed = false;
-        for sub in self.channels.iter().filter(|s| s.topic == topic) {
+        for sub in self.channels.iter().filter(|s| &*s.topic == topic) {
             if passes(&sub.filter, event, payload) {
                 return true;
             }
@@ -102,7 +103,7 @@ impl Subscriptions {
 
     /// Adds a channel subscription; the same topic with an equal filter is not added twice.
     /// Returns false in that case.
-    pub fn add_channel(&mut self, topic: String, filter: Option<Arc<Filter>>) -> bool {
+    pub fn add_channel(&mut self, topic: Topic, filter: Option<Arc<Filter>>) -> bool {
         if self.contains(&topic, filter.as_deref()) {
             return false;
         }
@@ -114,7 +115,7 @@ impl Subscriptions {
     /// Removes every subscription to `topic`; returns how many there were.
     pub fn remove_channel(&mut self, topic: &str) -> usize {
         let before = self.channels.len();
-        self.channels.retain(|s| s.topic != topic);
+        self.channels.retain(|s| &*s.topic != topic);
         before - self.channels.len()
     }
 
@@ -126,12 +127,12 @@ impl Subscriptions {
 
     /// Whether a subscription to `topic` with exactly this filter exists.
     pub fn contains(&self, topic: &str, filter: Option<&Filter>) -> bool {
-        self.channels.iter().any(|s| s.topic == topic && s.filter.as_deref() == filter)
+        self.channels.iter().any(|s| &*s.topic == topic && s.filter.as_deref() == filter)
     }
 
     /// Whether any subscription is to `topic`.
     pub fn has_channel(&self, topic: &str) -> bool {
-        self.channels.iter().any(|s| s.topic == topic)
+        self.channels.iter().any(|s| &*s.topic == topic)
     }
 
     /// Number of channel subscriptions (the endpoint's `max_subscriptions` bounds it).

@@ -325,7 +325,7 @@ mod tests {
         let conns: Vec<_> = (1..=n)
             .map(|id| {
                 let (conn, socket) = connection(id, endpoint.clone());
-                conn.update_subscriptions(|s| s.add_channel(topic.to_owned(), None));
+                conn.update_subscriptions(|s| s.add_channel(topic.into(), None));
                 registry.add(topic, &conn);
                 (conn, socket)
             })

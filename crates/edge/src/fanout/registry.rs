@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+use switchboard_broker::Topic;
 
 use crate::connection::ConnHandle;
 
@@ -70,19 +71,31 @@ impl Subscribers {
     }
 }
 
-/// Topic → local subscribers.
+/// Topic → local subscribers. The map's key is the topic's one shared name on this node:
+/// subscribers, the topic sync and the broker hold it rather than copies.
 #[derive(Default)]
 pub struct TopicRegistry {
-    topics: RwLock<HashMap<String, Subscribers>>,
+    topics: RwLock<HashMap<Topic, Subscribers>>,
 }
 
 impl TopicRegistry {
-    /// Adds a subscriber (idempotent); returns true if it is the topic's first on this node.
-    pub fn add(&self, topic: &str, conn: &Arc<ConnHandle>) -> bool {
+    /// Adds a subscriber (idempotent); returns the topic's shared name, for the subscriber to
+    /// keep (`topic` itself if the topic is new here and was given as a [`Topic`]).
+    pub fn add(&self, topic: impl AsRef<str> + Into<Topic>, conn: &Arc<ConnHandle>) -> Topic {
         let mut topics = self.topics.write();
-        let first = !topics.contains_key(topic);
-        topics.entry(topic.to_owned()).or_default().add(conn);
-        first
+        let existing = topics.get_key_value(topic.as_ref()).map(|(name, _)| name.clone());
+        let name = existing.unwrap_or_else(|| topic.into());
+        topics.entry(name.clone()).or_default().add(conn);
+        name
+    }
+
+    /// The topic's shared name if somebody here is subscribed to it, else a new one: what a
+    /// connection keeps in its subscriptions before it registers.
+    pub fn intern(&self, topic: &str) -> Topic {
+        match self.topics.read().get_key_value(topic) {
+            Some((name, _)) => name.clone(),
+            None => Topic::from(topic),
+        }
     }
 
     /// Removes a subscriber; returns true if the topic has no local subscriber left.
@@ -160,12 +173,15 @@ mod tests {
         let registry = TopicRegistry::default();
         let all = conns(3 * INDEX_FROM as u64);
         let mut expected = BTreeSet::new();
-        for (i, c) in all.iter().enumerate() {
-            assert_eq!(registry.add("t", c), i == 0);
-            assert!(!registry.add("t", c), "adding twice is a no-op");
+        let name = registry.add("t", &all[0]);
+        for c in &all {
+            let again = registry.add("t", c);
+            assert!(Arc::ptr_eq(&again, &name), "every subscriber gets the topic's one shared name");
+            registry.add("t", c);
             expected.insert(c.id);
-            assert_eq!(members(&registry, "t"), expected);
+            assert_eq!(members(&registry, "t"), expected, "adding twice is a no-op");
         }
+        assert_eq!((&*name, registry.topic_count()), ("t", 1));
         // Leave in an order that moves entries around (every third, then the rest backwards).
         let order: Vec<u64> =
             (1..=all.len() as u64).filter(|i| i % 3 == 0).chain((1..=all.len() as u64).rev()).collect();

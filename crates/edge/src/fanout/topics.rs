@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use switchboard_broker::{BrokerError, SharedBroker};
+use switchboard_broker::{BrokerError, SharedBroker, Topic};
 use tokio::sync::Mutex;
 
 use super::registry::TopicRegistry;
@@ -21,8 +21,8 @@ use super::registry::TopicRegistry;
 pub struct TopicSync {
     broker: SharedBroker,
     registry: Arc<TopicRegistry>,
-    subscribed: Mutex<HashSet<String>>,
-    pending: parking_lot::Mutex<HashSet<String>>,
+    subscribed: Mutex<HashSet<Topic>>,
+    pending: parking_lot::Mutex<HashSet<Topic>>,
 }
 
 impl TopicSync {
@@ -33,7 +33,7 @@ impl TopicSync {
 
     /// Brings the broker subscriptions of `topics` in line with the registry. Returns once
     /// the broker has confirmed, so a caller that just registered can rely on receiving.
-    pub async fn reconcile(&self, topics: &[String]) -> Result<(), BrokerError> {
+    pub async fn reconcile(&self, topics: &[Topic]) -> Result<(), BrokerError> {
         if topics.is_empty() {
             return Ok(());
         }
@@ -41,7 +41,7 @@ impl TopicSync {
         let mut subscribed = self.subscribed.lock().await;
         // Everything queued so far, ours included unless an earlier holder of the lock
         // already took it.
-        let batch: Vec<String> = self.pending.lock().drain().collect();
+        let batch: Vec<Topic> = self.pending.lock().drain().collect();
         let (mut add, mut drop) = (Vec::new(), Vec::new());
         for t in batch {
             match (self.registry.has(&t), subscribed.contains(&t)) {
@@ -69,7 +69,7 @@ impl TopicSync {
         // Our topics may have been handled by another caller's batch that failed, or wanted
         // again by a connection whose own call has not got the lock yet: whoever holds the lock
         // makes sure every wanted topic among its own is subscribed.
-        let missing: Vec<String> =
+        let missing: Vec<Topic> =
             topics.iter().filter(|t| self.registry.has(t) && !subscribed.contains(*t)).cloned().collect();
         if !missing.is_empty() {
             self.broker.subscribe(&missing).await?;
@@ -114,7 +114,7 @@ mod tests {
         let sync = TopicSync::new(broker.clone(), registry.clone());
         let ep = endpoint_with("/ws", |_| {});
         let (a, b) = (connection(1, ep.clone()).0, connection(2, ep).0);
-        let t = vec!["c:t".to_owned()];
+        let t = vec![Topic::from("c:t")];
         registry.add("c:t", &a);
         sync.reconcile(&t).await.expect("reconcile");
         assert!(subscribed(&broker, &counter, "c:t").await);
@@ -138,16 +138,16 @@ mod tests {
             .map(|id| {
                 let (registry, sync, conn) = (registry.clone(), sync.clone(), connection(id, ep.clone()).0);
                 tokio::spawn(async move {
-                    let topic = vec![format!("c:t{}", id % 4)];
+                    let topic = vec![Topic::from(format!("c:t{}", id % 4))];
                     for _ in 0..20 {
-                        registry.add(&topic[0], &conn);
+                        registry.add(topic[0].clone(), &conn);
                         sync.reconcile(&topic).await.expect("join");
                         registry.remove(&topic[0], conn.id);
                         sync.reconcile(&topic).await.expect("leave");
                     }
                     // Connections 0, 8, 16, ... (all on `c:t0`) stay; the other topics end unwanted.
                     if id % 8 == 0 {
-                        registry.add(&topic[0], &conn);
+                        registry.add(topic[0].clone(), &conn);
                         sync.reconcile(&topic).await.expect("join");
                     }
                 })

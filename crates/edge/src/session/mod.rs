@@ -11,7 +11,7 @@ mod tests;
 
 use std::sync::Arc;
 
-use switchboard_broker::LogId;
+use switchboard_broker::{LogId, Topic};
 use switchboard_protocol::keyspace::{channel_topic, user_topic};
 use switchboard_protocol::timefmt::now_millis;
 use switchboard_protocol::{ClientError, CloseReason, Command, ErrorKind, FrameKind, Reply};
@@ -95,26 +95,26 @@ impl Session {
     /// Registers the connection on `topics` and makes sure this node's broker subscriptions
     /// cover them before returning. Registration is idempotent, so a topic dropped behind the
     /// session's back (a membership revoked cluster-wide) is simply registered again.
-    async fn register(&mut self, topics: &[String]) -> Result<(), ClientError> {
+    async fn register(&mut self, topics: &[Topic]) -> Result<(), ClientError> {
         let s = &self.services;
-        for t in topics {
-            s.registry.add(t, &self.conn);
+        let topics: Vec<Topic> = topics.iter().map(|t| s.registry.add(t.clone(), &self.conn)).collect();
+        for t in &topics {
             self.topics.insert(t.clone());
         }
         s.metrics.topics.set(s.registry.topic_count() as i64);
-        if let Err(e) = s.topics.reconcile(topics).await {
+        if let Err(e) = s.topics.reconcile(&topics).await {
             s.metrics.broker_errors.with_label_values(&["subscribe"]).inc();
             tracing::warn!(error = %e, "broker subscribe failed");
             // Leave no local registration behind that the broker does not back.
-            self.unregister(topics).await;
+            self.unregister(&topics).await;
             return Err(ClientError::new(ErrorKind::SubscriptionFailed, "subscription temporarily unavailable; retry"));
         }
         Ok(())
     }
 
-    async fn unregister(&mut self, topics: &[String]) {
+    async fn unregister(&mut self, topics: &[impl AsRef<str>]) {
         let s = &self.services;
-        let gone: Vec<String> = topics.iter().filter(|t| self.topics.remove(t)).cloned().collect();
+        let gone: Vec<Topic> = topics.iter().filter_map(|t| self.topics.remove(t.as_ref())).collect();
         for t in &gone {
             s.registry.remove(t, self.conn.id);
         }
@@ -213,10 +213,10 @@ impl MessageHandler for Session {
         // the endpoint decides whether events published there reach the client.
         let mut base = Vec::new();
         if let Some(user) = self.principal.user() {
-            base.push(user_topic(user));
+            base.push(Topic::from(user_topic(user)));
         }
         if let Some(topic) = ep.broadcast_topic() {
-            base.push(topic.to_owned());
+            base.push(services.registry.intern(topic));
         }
         if replay_for.is_some() {
             // Live events that arrive from here on wait until the missed ones are sent.
@@ -267,7 +267,7 @@ impl MessageHandler for Session {
         if let Some(sid) = self.principal.session() {
             services.index.remove_session(sid, self.conn.id);
         }
-        let topics: Vec<String> = self.topics.take();
+        let topics: Vec<Topic> = self.topics.take();
         for t in &topics {
             services.registry.remove(t, self.conn.id);
         }

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use switchboard_broker::Topic;
 use switchboard_protocol::keyspace::channel_topic;
 use switchboard_protocol::{ClientError, ErrorKind, Filter, SubscriptionTarget};
 
@@ -19,7 +20,7 @@ impl Session {
         let ep = self.conn.endpoint.clone();
         let filter = filter.map(Arc::new);
         let mut types = Vec::new();
-        let mut topics: Vec<String> = Vec::new();
+        let mut topics: Vec<Topic> = Vec::new();
         for target in targets {
             match target {
                 SubscriptionTarget::EventType(t) if ep.allows_type(&t) => types.push(t),
@@ -31,7 +32,7 @@ impl Session {
                 }
                 SubscriptionTarget::Channel(c) => {
                     self.check_channel(&c).await?;
-                    let topic = channel_topic(&c);
+                    let topic = self.services.registry.intern(&channel_topic(&c));
                     if !topics.contains(&topic) {
                         topics.push(topic);
                     }
@@ -40,7 +41,7 @@ impl Session {
         }
         if !topics.is_empty() {
             let max = ep.limits().max_subscriptions;
-            let fresh: Vec<String> = {
+            let fresh: Vec<Topic> = {
                 let subs = self.conn.subscriptions();
                 let new = topics.iter().filter(|t| !subs.contains(t, filter.as_deref())).count();
                 if subs.channel_count() + new > max {
