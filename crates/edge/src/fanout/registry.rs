@@ -5,10 +5,10 @@
 //! answers "is anybody here still interested in this topic", which [`super::TopicSync`]
 //! uses to keep exactly one broker subscription per topic per node.
 //!
-//! Each topic keeps its subscribers in a dense vector (fast iteration for fan-out); past
-//! [`INDEX_FROM`] subscribers it adds an index by connection id, so joining and leaving stay
-//! O(1) even with 100k subscribers on one topic, while the many one-subscriber topics (a user's
-//! own stream) stay a few dozen bytes.
+//! A topic with one local subscriber (a user's stream; most topics) keeps it inline in its map
+//! slot. Larger ones keep a dense vector (fast iteration for fan-out); past [`INDEX_FROM`]
+//! subscribers they add an index by connection id, so joining and leaving stay O(1) even with
+//! 100k subscribers on one topic.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,17 +21,57 @@ use crate::connection::ConnHandle;
 /// Topics with more subscribers than this index them by connection id.
 const INDEX_FROM: usize = 16;
 
-#[derive(Default)]
-struct Subscribers {
+/// A topic's local subscribers. Most topics have one for good (a user's stream, a channel
+/// only one connection here follows): that one is kept inline, a map slot of two words with
+/// nothing more on the heap. Topics with more keep a dense vector (fast iteration for fan-out).
+enum Subscribers {
+    One(Arc<ConnHandle>),
+    Many(Box<Many>),
+}
+
+/// The subscribers of a topic with more than one.
+struct Many {
     conns: Vec<Arc<ConnHandle>>,
-    /// Connection id -> index in `conns`, once the topic is large (boxed: most topics are a
-    /// user's, with one or two connections, and a map slot per topic is per connection then:
-    /// a box is a word where a map is six).
-    #[allow(clippy::box_collection)]
-    position: Option<Box<HashMap<u64, usize>>>,
+    /// Connection id -> index in `conns`, once the topic is large.
+    position: Option<HashMap<u64, usize>>,
 }
 
 impl Subscribers {
+    fn conns(&self) -> &[Arc<ConnHandle>] {
+        match self {
+            Subscribers::One(conn) => std::slice::from_ref(conn),
+            Subscribers::Many(many) => &many.conns,
+        }
+    }
+
+    fn add(&mut self, conn: &Arc<ConnHandle>) {
+        match self {
+            Subscribers::One(only) if only.id == conn.id => {}
+            Subscribers::One(only) => {
+                let conns = vec![only.clone(), conn.clone()];
+                *self = Subscribers::Many(Box::new(Many { conns, position: None }));
+            }
+            Subscribers::Many(many) => many.add(conn),
+        }
+    }
+
+    /// Removes connection `id`; true if none is left.
+    fn remove(&mut self, id: u64) -> bool {
+        let many = match self {
+            Subscribers::One(only) => return only.id == id,
+            Subscribers::Many(many) => many,
+        };
+        many.remove(id);
+        if many.conns.len() == 1 {
+            if let Some(last) = many.conns.pop() {
+                *self = Subscribers::One(last);
+            }
+        }
+        matches!(self, Subscribers::Many(many) if many.conns.is_empty())
+    }
+}
+
+impl Many {
     fn find(&self, id: u64) -> Option<usize> {
         match &self.position {
             Some(index) => index.get(&id).copied(),
@@ -43,17 +83,13 @@ impl Subscribers {
         if self.find(conn.id).is_some() {
             return;
         }
-        if self.conns.capacity() == 0 {
-            // Most topics keep one subscriber: room for it alone, not the four a `Vec` starts with.
-            self.conns.reserve_exact(1);
-        }
         self.conns.push(conn.clone());
         match &mut self.position {
             Some(index) => {
                 index.insert(conn.id, self.conns.len() - 1);
             }
             None if self.conns.len() > INDEX_FROM => {
-                self.position = Some(Box::new(self.conns.iter().enumerate().map(|(i, c)| (c.id, i)).collect()));
+                self.position = Some(self.conns.iter().enumerate().map(|(i, c)| (c.id, i)).collect());
             }
             None => {}
         }
@@ -85,7 +121,12 @@ impl TopicRegistry {
         let mut topics = self.topics.write();
         let existing = topics.get_key_value(topic.as_ref()).map(|(name, _)| name.clone());
         let name = existing.unwrap_or_else(|| topic.into());
-        topics.entry(name.clone()).or_default().add(conn);
+        match topics.get_mut(&name) {
+            Some(subs) => subs.add(conn),
+            None => {
+                topics.insert(name.clone(), Subscribers::One(conn.clone()));
+            }
+        }
         name
     }
 
@@ -104,8 +145,7 @@ impl TopicRegistry {
         let Some(subs) = topics.get_mut(topic) else {
             return true;
         };
-        subs.remove(conn_id);
-        if subs.conns.is_empty() {
+        if subs.remove(conn_id) {
             topics.remove(topic);
             true
         } else {
@@ -121,7 +161,7 @@ impl TopicRegistry {
     /// Calls `f` for every subscriber of `topic`, under a read lock (so `f` must not block).
     pub fn for_each(&self, topic: &str, mut f: impl FnMut(&Arc<ConnHandle>)) {
         if let Some(subs) = self.topics.read().get(topic) {
-            subs.conns.iter().for_each(&mut f);
+            subs.conns().iter().for_each(&mut f);
         }
     }
 
@@ -129,9 +169,9 @@ impl TopicRegistry {
     /// unless it has more than `max`: then returns false without calling `f`.
     pub fn for_each_up_to(&self, topic: &str, max: usize, f: impl FnMut(&Arc<ConnHandle>)) -> bool {
         match self.topics.read().get(topic) {
-            Some(subs) if subs.conns.len() > max => false,
+            Some(subs) if subs.conns().len() > max => false,
             Some(subs) => {
-                subs.conns.iter().for_each(f);
+                subs.conns().iter().for_each(f);
                 true
             }
             None => true,
@@ -141,7 +181,7 @@ impl TopicRegistry {
     /// The subscribers of `topic` right now, for a fan-out that writes to them without
     /// holding the registry's lock.
     pub fn snapshot(&self, topic: &str) -> Vec<Arc<ConnHandle>> {
-        self.topics.read().get(topic).map(|subs| subs.conns.clone()).unwrap_or_default()
+        self.topics.read().get(topic).map(|subs| subs.conns().to_vec()).unwrap_or_default()
     }
 
     /// Number of topics with at least one local subscriber.
@@ -166,6 +206,23 @@ mod tests {
         let mut ids = BTreeSet::new();
         registry.for_each(topic, |c| assert!(ids.insert(c.id), "connection {} listed twice", c.id));
         ids
+    }
+
+    #[test]
+    fn a_topic_goes_from_one_subscriber_to_several_and_back() {
+        let registry = TopicRegistry::default();
+        let c = conns(3);
+        registry.add("t", &c[0]);
+        registry.add("t", &c[1]);
+        assert!(!registry.remove("t", 1), "one left");
+        assert_eq!(members(&registry, "t"), BTreeSet::from([2]));
+        assert!(!registry.remove("t", 9), "not a subscriber: nothing changes");
+        registry.add("t", &c[2]);
+        registry.add("t", &c[0]);
+        assert_eq!(members(&registry, "t"), BTreeSet::from([1, 2, 3]));
+        assert!(!registry.remove("t", 2) && !registry.remove("t", 3));
+        assert!(registry.remove("t", 1), "the last one left");
+        assert!(!registry.has("t"));
     }
 
     #[test]
