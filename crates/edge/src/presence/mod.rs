@@ -18,6 +18,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use switchboard_broker::{BrokerError, SharedBroker};
 
+use crate::auth::Principal;
 use crate::metrics::Metrics;
 
 /// Most users reported by one expiry sweep call.
@@ -46,8 +47,9 @@ pub struct PresenceTracker {
     broker: SharedBroker,
     lease: Duration,
     node_id: String,
-    /// Connection id -> user, for the connections holding an entry.
-    held: Mutex<HashMap<u64, Arc<str>>>,
+    /// Connection id -> its user's principal (shared with the connection, so no copy of the
+    /// user id per connection), for the connections holding an entry.
+    held: Mutex<HashMap<u64, Arc<Principal>>>,
     listeners: RwLock<Vec<Arc<dyn PresenceListener>>>,
 }
 
@@ -73,10 +75,11 @@ impl PresenceTracker {
         format!("{}:{conn_id}", self.node_id)
     }
 
-    /// Connection `conn_id` of `user` opened.
-    pub async fn joined(&self, user: &str, conn_id: u64) -> Result<(), BrokerError> {
+    /// Connection `conn_id` of `principal` opened (nothing to record unless it is a user).
+    pub async fn joined(&self, principal: &Arc<Principal>, conn_id: u64) -> Result<(), BrokerError> {
+        let Some(user) = principal.user() else { return Ok(()) };
         let came_online = self.broker.presence_join(user, &self.holder(conn_id), self.lease).await?;
-        self.held.lock().insert(conn_id, Arc::from(user));
+        self.held.lock().insert(conn_id, principal.clone());
         if came_online {
             self.notify(user, true);
         }
@@ -85,9 +88,10 @@ impl PresenceTracker {
 
     /// Connection `conn_id` closed (nothing to do if it held no entry).
     pub async fn left(&self, conn_id: u64) {
-        let Some(user) = self.held.lock().remove(&conn_id) else { return };
-        match self.broker.presence_leave(&user, &self.holder(conn_id)).await {
-            Ok(true) => self.notify(&user, false),
+        let Some(principal) = self.held.lock().remove(&conn_id) else { return };
+        let Some(user) = principal.user() else { return };
+        match self.broker.presence_leave(user, &self.holder(conn_id)).await {
+            Ok(true) => self.notify(user, false),
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "could not clear a presence entry; it expires on its own"),
         }
@@ -102,7 +106,7 @@ impl PresenceTracker {
     /// and who are back; returns how many broker calls failed.
     pub async fn renew_all(&self) -> usize {
         let entries: Vec<(String, String)> =
-            self.held.lock().iter().map(|(id, user)| (user.to_string(), self.holder(*id))).collect();
+            self.held.lock().iter().filter_map(|(id, p)| Some((p.user()?.to_owned(), self.holder(*id)))).collect();
         let mut failed = 0;
         for chunk in entries.chunks(RENEW_BATCH) {
             match self.broker.presence_renew(chunk, self.lease).await {
@@ -156,6 +160,12 @@ mod tests {
     use switchboard_broker::DeliverySink;
 
     use super::*;
+    use crate::auth::Claims;
+
+    fn user(sub: &str) -> Arc<Principal> {
+        let claims = Claims { sub: sub.into(), exp: None, sid: None, name: None, channels: None, token_digest: None };
+        Arc::new(Principal::User(claims))
+    }
 
     struct Nowhere;
     impl DeliverySink for Nowhere {
@@ -192,9 +202,9 @@ mod tests {
         let hub = MemoryHub::new();
         let (a, a_log) = tracker(&hub, "a");
         let (b, b_log) = tracker(&hub, "b");
-        a.joined("alice", 1).await.expect("join");
+        a.joined(&user("alice"), 1).await.expect("join");
         assert_eq!(a_log.take(), change("alice", true));
-        b.joined("alice", 1).await.expect("join");
+        b.joined(&user("alice"), 1).await.expect("join");
         assert!(b_log.take().is_empty(), "already online through node a");
         assert_eq!(b.online(&["alice".into(), "bob".into()]).await.expect("online"), [true, false]);
         a.left(1).await;
@@ -211,8 +221,8 @@ mod tests {
         let hub = MemoryHub::with_clock(clock.clone());
         let (crashed, _) = tracker(&hub, "crashed");
         let (alive, alive_log) = tracker(&hub, "alive");
-        crashed.joined("carol", 1).await.expect("join");
-        alive.joined("dave", 1).await.expect("join");
+        crashed.joined(&user("carol"), 1).await.expect("join");
+        alive.joined(&user("dave"), 1).await.expect("join");
         alive_log.take();
         drop(crashed);
         for _ in 0..3 {

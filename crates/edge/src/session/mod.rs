@@ -199,12 +199,10 @@ impl MessageHandler for Session {
         if let Some(sid) = self.principal.session() {
             services.index.add_session(sid, &self.conn);
         }
-        if let Some(user) = self.principal.user() {
-            if ep.config.presence.enabled {
-                if let Err(e) = services.presence.joined(user, self.conn.id).await {
-                    services.metrics.broker_errors.with_label_values(&["presence_join"]).inc();
-                    tracing::warn!(error = %e, "could not record presence");
-                }
+        if ep.config.presence.enabled {
+            if let Err(e) = services.presence.joined(&self.principal, self.conn.id).await {
+                services.metrics.broker_errors.with_label_values(&["presence_join"]).inc();
+                tracing::warn!(error = %e, "could not record presence");
             }
         }
         let sid = session_id();
