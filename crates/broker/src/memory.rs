@@ -14,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
+use smallvec::SmallVec;
 
 use crate::clock::{Clock, SystemClock};
 use crate::expiring::{ExpiringMap, SweepSchedule};
@@ -39,18 +40,18 @@ struct HubState {
     log_sweeps: Mutex<SweepSchedule>,
     /// Lease key -> (holder, expiry ms). A short list per key: limits are small, and a list
     /// costs a fraction of a map per key (one key per user and quota on a busy node).
-    leases: Mutex<HashMap<String, LeaseHolders>>,
+    leases: Mutex<HashMap<Box<str>, LeaseHolders>>,
     /// User -> their connections' presence entries (connection, expiry ms). A user is listed
     /// until their going offline has been reported (by a leave or an expiry sweep).
-    presence: Mutex<HashMap<String, LeaseHolders>>,
+    presence: Mutex<HashMap<Box<str>, LeaseHolders>>,
     /// Fencing tokens of fenced leases.
     fences: Mutex<HashMap<String, u64>>,
     /// Signalled after every append, for blocking reads ([`Log::read_after_many`]).
     appended: tokio::sync::Notify,
 }
 
-/// Pushes onto a list that most often holds one entry for good (one user's lease, one user's
-/// topic): the first entry gets room for itself only, not the four a `Vec` starts with. There
+/// Pushes onto a list that most often holds one entry for good (a user's topic's subscribed
+/// node): the first entry gets room for itself only, not the four a `Vec` starts with. There
 /// is a list like this per connected user, so the difference is per connection.
 fn push_small<T>(list: &mut Vec<T>, item: T) {
     if list.capacity() == 0 {
@@ -59,8 +60,10 @@ fn push_small<T>(list: &mut Vec<T>, item: T) {
     list.push(item);
 }
 
-/// The holders of one lease key and when each one's lease ends (unix ms).
-type LeaseHolders = Vec<(Box<str>, u64)>;
+/// The holders of one lease key and when each one's lease ends (unix ms). Most keys have one
+/// holder for good (a user's quota, a user's presence: several per connection on a busy
+/// node), kept inline in the map slot; a second one moves the list to the heap.
+type LeaseHolders = SmallVec<[(Box<str>, u64); 1]>;
 
 #[derive(Default)]
 struct Keys {
@@ -439,7 +442,7 @@ impl Leases for MemoryBroker {
         let now = self.hub.clock.now_ms();
         let mut leases = self.hub.leases.lock();
         for (key, limit) in slots {
-            let holders = leases.entry(key.clone()).or_default();
+            let holders = leases.entry(key.as_str().into()).or_default();
             holders.retain(|(_, exp)| *exp > now);
             if !holders.iter().any(|(h, _)| &**h == holder) && holders.len() >= *limit as usize {
                 return Ok(false);
@@ -447,10 +450,10 @@ impl Leases for MemoryBroker {
         }
         let until = now + ttl.as_millis() as u64;
         for (key, _) in slots {
-            let holders = leases.entry(key.clone()).or_default();
+            let holders = leases.entry(key.as_str().into()).or_default();
             match holders.iter_mut().find(|(h, _)| &**h == holder) {
                 Some((_, exp)) => *exp = until,
-                None => push_small(holders, (holder.into(), until)),
+                None => holders.push((holder.into(), until)),
             }
         }
         Ok(true)
@@ -477,7 +480,7 @@ impl Leases for MemoryBroker {
     async fn acquire_fenced(&self, key: &str, fence: &str, holder: &str, ttl: Duration) -> Result<Option<u64>> {
         let now = self.hub.clock.now_ms();
         let mut leases = self.hub.leases.lock();
-        let holders = leases.entry(key.to_owned()).or_default();
+        let holders = leases.entry(key.into()).or_default();
         holders.retain(|(_, exp)| *exp > now);
         let mine = holders.iter().any(|(h, _)| &**h == holder);
         if !mine && !holders.is_empty() {
@@ -553,13 +556,13 @@ impl Presence for MemoryBroker {
     async fn presence_join(&self, user: &str, conn: &str, ttl: Duration) -> Result<bool> {
         let now = self.hub.clock.now_ms();
         let mut presence = self.hub.presence.lock();
-        let entries = presence.entry(user.to_owned()).or_default();
+        let entries = presence.entry(user.into()).or_default();
         entries.retain(|(_, exp)| *exp > now);
         let was_online = !entries.is_empty();
         let until = now + ttl.as_millis() as u64;
         match entries.iter_mut().find(|(c, _)| &**c == conn) {
             Some((_, exp)) => *exp = until,
-            None => push_small(entries, (conn.into(), until)),
+            None => entries.push((conn.into(), until)),
         }
         Ok(!was_online)
     }
@@ -582,14 +585,14 @@ impl Presence for MemoryBroker {
         let mut presence = self.hub.presence.lock();
         let mut back = Vec::new();
         for (user, conn) in entries {
-            let listed = presence.contains_key(user);
-            let held = presence.entry(user.clone()).or_default();
+            let listed = presence.contains_key(user.as_str());
+            let held = presence.entry(user.as_str().into()).or_default();
             if !listed && !back.contains(user) {
                 back.push(user.clone());
             }
             match held.iter_mut().find(|(c, _)| &**c == conn) {
                 Some((_, exp)) => *exp = until,
-                None => push_small(held, (conn.as_str().into(), until)),
+                None => held.push((conn.as_str().into(), until)),
             }
         }
         Ok(back)
@@ -598,7 +601,10 @@ impl Presence for MemoryBroker {
     async fn presence_online(&self, users: &[String]) -> Result<Vec<bool>> {
         let now = self.hub.clock.now_ms();
         let presence = self.hub.presence.lock();
-        Ok(users.iter().map(|u| presence.get(u).is_some_and(|e| e.iter().any(|(_, exp)| *exp > now))).collect())
+        Ok(users
+            .iter()
+            .map(|u| presence.get(u.as_str()).is_some_and(|e| e.iter().any(|(_, exp)| *exp > now)))
+            .collect())
     }
 
     async fn presence_expired(&self, limit: usize) -> Result<Vec<String>> {
@@ -607,11 +613,11 @@ impl Presence for MemoryBroker {
         let gone: Vec<String> = presence
             .iter()
             .filter(|(_, entries)| entries.iter().all(|(_, exp)| *exp <= now))
-            .map(|(user, _)| user.clone())
+            .map(|(user, _)| user.to_string())
             .take(limit)
             .collect();
         for user in &gone {
-            presence.remove(user);
+            presence.remove(user.as_str());
         }
         Ok(gone)
     }
