@@ -65,6 +65,15 @@ fn push_small<T>(list: &mut Vec<T>, item: T) {
 /// node), kept inline in the map slot; a second one moves the list to the heap.
 type LeaseHolders = SmallVec<[(Box<str>, u64); 1]>;
 
+/// The holders of `key`, listed empty if it has none: the key's string is allocated only when
+/// it is new (a connect looks its user's keys up; most are there already).
+fn holders_of<'a>(map: &'a mut HashMap<Box<str>, LeaseHolders>, key: &str) -> &'a mut LeaseHolders {
+    if !map.contains_key(key) {
+        map.insert(key.into(), LeaseHolders::new());
+    }
+    map.get_mut(key).expect("listed just above")
+}
+
 #[derive(Default)]
 struct Keys {
     values: ExpiringMap,
@@ -442,7 +451,7 @@ impl Leases for MemoryBroker {
         let now = self.hub.clock.now_ms();
         let mut leases = self.hub.leases.lock();
         for (key, limit) in slots {
-            let holders = leases.entry(key.as_str().into()).or_default();
+            let holders = holders_of(&mut leases, key);
             holders.retain(|(_, exp)| *exp > now);
             if !holders.iter().any(|(h, _)| &**h == holder) && holders.len() >= *limit as usize {
                 return Ok(false);
@@ -450,7 +459,7 @@ impl Leases for MemoryBroker {
         }
         let until = now + ttl.as_millis() as u64;
         for (key, _) in slots {
-            let holders = leases.entry(key.as_str().into()).or_default();
+            let holders = holders_of(&mut leases, key);
             match holders.iter_mut().find(|(h, _)| &**h == holder) {
                 Some((_, exp)) => *exp = until,
                 None => holders.push((holder.into(), until)),
@@ -480,7 +489,7 @@ impl Leases for MemoryBroker {
     async fn acquire_fenced(&self, key: &str, fence: &str, holder: &str, ttl: Duration) -> Result<Option<u64>> {
         let now = self.hub.clock.now_ms();
         let mut leases = self.hub.leases.lock();
-        let holders = leases.entry(key.into()).or_default();
+        let holders = holders_of(&mut leases, key);
         holders.retain(|(_, exp)| *exp > now);
         let mine = holders.iter().any(|(h, _)| &**h == holder);
         if !mine && !holders.is_empty() {
@@ -556,7 +565,7 @@ impl Presence for MemoryBroker {
     async fn presence_join(&self, user: &str, conn: &str, ttl: Duration) -> Result<bool> {
         let now = self.hub.clock.now_ms();
         let mut presence = self.hub.presence.lock();
-        let entries = presence.entry(user.into()).or_default();
+        let entries = holders_of(&mut presence, user);
         entries.retain(|(_, exp)| *exp > now);
         let was_online = !entries.is_empty();
         let until = now + ttl.as_millis() as u64;
@@ -586,7 +595,7 @@ impl Presence for MemoryBroker {
         let mut back = Vec::new();
         for (user, conn) in entries {
             let listed = presence.contains_key(user.as_str());
-            let held = presence.entry(user.as_str().into()).or_default();
+            let held = holders_of(&mut presence, user);
             if !listed && !back.contains(user) {
                 back.push(user.clone());
             }

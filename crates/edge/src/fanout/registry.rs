@@ -119,15 +119,19 @@ impl TopicRegistry {
     /// keep (`topic` itself if the topic is new here and was given as a [`Topic`]).
     pub fn add(&self, topic: impl AsRef<str> + Into<Topic>, conn: &Arc<ConnHandle>) -> Topic {
         let mut topics = self.topics.write();
-        let existing = topics.get_key_value(topic.as_ref()).map(|(name, _)| name.clone());
-        let name = existing.unwrap_or_else(|| topic.into());
-        match topics.get_mut(&name) {
-            Some(subs) => subs.add(conn),
+        match topics.get_key_value(topic.as_ref()).map(|(name, _)| name.clone()) {
+            Some(name) => {
+                if let Some(subs) = topics.get_mut(&name) {
+                    subs.add(conn);
+                }
+                name
+            }
             None => {
+                let name: Topic = topic.into();
                 topics.insert(name.clone(), Subscribers::One(conn.clone()));
+                name
             }
         }
-        name
     }
 
     /// The topic's shared name if somebody here is subscribed to it, else a new one: what a
