@@ -37,8 +37,8 @@ mod reach;
 mod replay;
 pub mod server;
 mod session;
-mod short_set;
 pub mod tls;
+mod topic_set;
 
 #[cfg(feature = "internals")]
 pub mod internals;

@@ -286,26 +286,21 @@ mod tests {
     use switchboard_broker::DeliverySink;
 
     use super::*;
-    use crate::auth::{ApiKeyRecord, Claims};
-    use crate::connection::testing::endpoint_with;
+    use crate::auth::ApiKeyRecord;
+    use crate::connection::testing::{endpoint_with, user};
 
     struct Nobody;
     impl DeliverySink for Nobody {
         fn deliver(&self, _: &str, _: bytes::Bytes) {}
     }
 
-    fn a_user(sub: &str, token_digest: Option<[u8; 16]>) -> Arc<Principal> {
-        let claims = Claims { sub: sub.into(), exp: None, sid: None, name: None, channels: None, token_digest };
-        Arc::new(Principal::User(claims))
-    }
-
-    /// The quota of `user` on an endpoint allowing `limit` connections per user (and no other).
-    fn quotas(user: u64, limit: u32) -> ConnQuotas {
+    /// The quota of user `n` on an endpoint allowing `limit` connections per user (and no other).
+    fn quotas(n: u64, limit: u32) -> ConnQuotas {
         let endpoint = endpoint_with("/ws", |c| {
             c.limits.max_connections_per_user = limit;
             c.limits.max_connections_per_token = 0;
         });
-        ConnQuotas::new(a_user(&format!("user-{user}"), None), endpoint, 0)
+        ConnQuotas::new(user(&format!("user-{n}"), None), endpoint, 0)
     }
 
     #[test]
@@ -315,7 +310,7 @@ mod tests {
             c.limits.max_connections_per_token = 2;
         });
         let digest = [0xab; 16];
-        let all = ConnQuotas::new(a_user("alice", Some(digest)), endpoint.clone(), 10).slots();
+        let all = ConnQuotas::new(user("alice", Some(digest)), endpoint.clone(), 10).slots();
         let expected = [
             QuotaSlot { key: user_quota("alice", "/ws"), limit: 3 },
             QuotaSlot { key: user_quota_total("alice"), limit: 10 },
@@ -323,7 +318,7 @@ mod tests {
         ];
         assert_eq!(all, expected);
         // No total configured, and a token without a digest (a ticket): the endpoint's alone.
-        assert_eq!(ConnQuotas::new(a_user("alice", None), endpoint.clone(), 0).slots(), expected[..1]);
+        assert_eq!(ConnQuotas::new(user("alice", None), endpoint.clone(), 0).slots(), expected[..1]);
         let key = ApiKeyRecord { name: "ingest".into(), endpoints: Vec::new(), max_connections: 5 };
         let by_key = ConnQuotas::new(Arc::new(Principal::ApiKey(key)), endpoint, 10).slots();
         assert_eq!(by_key, [QuotaSlot { key: api_key_quota("ingest"), limit: 5 }]);

@@ -9,9 +9,9 @@ use switchboard_broker::Topic;
 /// it changes only on subscribe and unsubscribe, and then by exactly one entry. The names are
 /// the node's shared ones (see [`Topic`]), not copies.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ShortSet(Box<[Topic]>);
+pub struct TopicSet(Box<[Topic]>);
 
-impl ShortSet {
+impl TopicSet {
     /// Whether `item` is in the set.
     pub fn contains(&self, item: &str) -> bool {
         self.0.iter().any(|s| &**s == item)
@@ -50,7 +50,7 @@ mod tests {
 
     #[test]
     fn behaves_as_a_set() {
-        let mut set = ShortSet::default();
+        let mut set = TopicSet::default();
         assert!(set.insert("a".into()) && set.insert("b".into()) && !set.insert("a".into()));
         assert!(set.contains("a") && set.contains("b") && !set.contains("c"));
         assert!(!set.insert("b".into()));

@@ -88,6 +88,13 @@ pub fn endpoint_with(path: &str, edit: impl FnOnce(&mut crate::config::EndpointC
     Arc::new(EndpointRuntime::new(config))
 }
 
+/// User `sub`, as a verified token (with `token_digest`, if given) makes it.
+pub fn user(sub: &str, token_digest: Option<[u8; 16]>) -> Arc<crate::auth::Principal> {
+    let claims =
+        crate::auth::Claims { sub: sub.into(), exp: None, sid: None, name: None, channels: None, token_digest };
+    Arc::new(crate::auth::Principal::User(claims))
+}
+
 /// A connection of `principal` to `endpoint` writing to a fresh recorder.
 pub fn connection_of(
     id: u64,

@@ -160,11 +160,10 @@ mod tests {
     use switchboard_broker::DeliverySink;
 
     use super::*;
-    use crate::auth::Claims;
+    use crate::connection::testing;
 
     fn user(sub: &str) -> Arc<Principal> {
-        let claims = Claims { sub: sub.into(), exp: None, sid: None, name: None, channels: None, token_digest: None };
-        Arc::new(Principal::User(claims))
+        testing::user(sub, None)
     }
 
     struct Nowhere;

@@ -24,7 +24,7 @@ use crate::endpoint::EndpointRuntime;
 use crate::ids::session_id;
 use crate::publish::ClientSend;
 use crate::quota;
-use crate::short_set::ShortSet;
+use crate::topic_set::TopicSet;
 
 /// Where a connection's replay stands (one field: a session lives as long as its connection).
 enum Replay {
@@ -40,7 +40,7 @@ pub struct Session {
     conn: Arc<ConnHandle>,
     principal: Arc<Principal>,
     /// Every broker topic this connection is registered on.
-    topics: ShortSet,
+    topics: TopicSet,
     /// Where the connection's replay stands.
     replay: Replay,
     /// Whether a subscribe command succeeded on this connection.
@@ -59,7 +59,7 @@ impl Session {
             services,
             conn,
             principal,
-            topics: ShortSet::default(),
+            topics: TopicSet::default(),
             replay: Replay::NotStarted(resume.map(String::into_boxed_str)),
             subscribed: false,
         }
