@@ -767,11 +767,14 @@ fn watch_cursors(redis: &RedisServer, stop: Arc<AtomicBool>) -> std::thread::Joi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_stalls_past_its_lease_stands_down_and_nothing_is_lost_or_reordered() {
-    /// Users the events go to (few enough events each that their logs keep them all).
+    /// Users the batches go to.
     const USERS: usize = 60;
     let redis = RedisServer::start();
     let a = edge(&redis.url(), false);
-    let lease = [("SWITCHBOARD_PERSISTENCE__WORKER_LEASE", "1s")];
+    // Each user's log must keep every event the test sends it, so that all can be compared: the
+    // five users of the steady publisher get one event per round trip for the whole test (a few
+    // thousand on a fast machine), more than the usual 1,000 a log keeps.
+    let lease = [("SWITCHBOARD_PERSISTENCE__WORKER_LEASE", "1s"), ("SWITCHBOARD_PERSISTENCE__REPLAY_LIMIT", "10000")];
     let first = node_with("worker", &redis.url(), false, &lease);
     let owned = "switchboard_worker_shards_owned";
     wait_until("the first worker to own every shard", || first.metric(owned) == 4.0).await;
