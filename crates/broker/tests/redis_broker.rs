@@ -32,7 +32,7 @@ async fn redis_broker_passes_the_behavioural_suite_on_a_redis_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_that_redis_refuses_is_an_error_not_already_stored() {
-    use switchboard_broker::{Log, LogId};
+    use switchboard_broker::{Broker, Log, LogId};
     struct Nowhere;
     impl DeliverySink for Nowhere {
         fn deliver(&self, _: &str, _: bytes::Bytes) {}
@@ -48,6 +48,8 @@ async fn a_copy_that_redis_refuses_is_an_error_not_already_stored() {
     assert!(broker.append_with_id("events:alice", id, entry(), day, 10).await.is_err(), "out of memory is an error");
     let many = [("events:alice".to_owned(), id, entry())];
     assert!(broker.append_with_id_many(&many, day, 10).await.is_err(), "in a batch too: the worker must retry it");
+    let stored = broker.store_and_publish(&many, &[], day, 10, &[]).await;
+    assert!(stored.is_err(), "and in the worker's store-and-publish");
     server.cli(&["CONFIG", "SET", "maxmemory", "0"]);
     assert!(broker.append_with_id("events:alice", id, entry(), day, 10).await.expect("stored"));
     assert!(!broker.append_with_id("events:alice", id, entry(), day, 10).await.expect("already there"));

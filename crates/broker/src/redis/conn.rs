@@ -87,14 +87,26 @@ impl Commands {
 
     /// Runs several commands, each with the key it touches, and returns their replies in
     /// the order given: one pipeline on a single server; on a cluster, one pipeline per key,
-    /// concurrently (commands on one key keep their order).
+    /// concurrently (commands on one key keep their order). A command the server refuses
+    /// fails the call.
     pub(super) async fn query_all(&self, cmds: &[(String, Cmd)]) -> RedisResult<Vec<Value>> {
+        let replies = self.query_all_replies(cmds).await?;
+        match replies.iter().find(|v| matches!(v, Value::ServerError(_))) {
+            Some(Value::ServerError(e)) => Err(e.clone().into()),
+            _ => Ok(replies),
+        }
+    }
+
+    /// [`Commands::query_all`] for callers that expect some commands to be refused: a refusal
+    /// stays in its place among the replies (`Value::ServerError`) and the others still run.
+    pub(super) async fn query_all_replies(&self, cmds: &[(String, Cmd)]) -> RedisResult<Vec<Value>> {
         if cmds.is_empty() {
             return Ok(Vec::new());
         }
         match self {
             Commands::Single(c) => {
                 let mut pipe = redis::pipe();
+                pipe.ignore_errors();
                 for (_, cmd) in cmds {
                     pipe.add_command(cmd.clone());
                 }
@@ -106,7 +118,9 @@ impl Commands {
                 let mut by_key: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
                 for (n, (key, cmd)) in cmds.iter().enumerate() {
                     let g = *by_key.entry(key.as_str()).or_insert_with(|| {
-                        groups.push((redis::pipe(), Vec::new()));
+                        let mut pipe = redis::pipe();
+                        pipe.ignore_errors();
+                        groups.push((pipe, Vec::new()));
                         groups.len() - 1
                     });
                     groups[g].0.add_command(cmd.clone());

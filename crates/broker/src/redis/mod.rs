@@ -15,6 +15,7 @@
 
 mod blocking;
 mod conn;
+mod copies;
 mod presence;
 mod resubscribe;
 
@@ -28,6 +29,7 @@ use redis::{PushKind, Script, Value};
 use crate::clock::{Clock, SystemClock};
 use crate::{Broker, BrokerError, DeliverySink, KeyValue, LeaseRequest, Leases, Log, LogId, PubSub, Result, Topic};
 use conn::Commands;
+use copies::CopyPipeline;
 
 /// How to reach Redis.
 #[derive(Debug, Clone)]
@@ -69,28 +71,6 @@ pub struct RedisBroker {
     commit_fenced: Script,
     window_counter: Script,
     presence: presence::PresenceScripts,
-}
-
-/// `XADD` under an explicit id unless the stream already has that id or a later one; sent
-/// as `EVAL` so a batch of them can be pipelined without a script cache miss (by hash it
-/// measured no cheaper: the Lua call itself is most of its cost).
-const XADD_IF_NEWER: &str = include_str!("scripts/xadd_if_newer.lua");
-
-/// The `EVAL` of [`XADD_IF_NEWER`] for one entry.
-fn xadd_if_newer(log: &str, id: LogId, entry: &[u8], now_ms: u64, retention: Duration, max: usize) -> redis::Cmd {
-    let min_ms = now_ms.saturating_sub(retention.as_millis() as u64);
-    // 0 tells the script not to cap the length.
-    let max = if max == usize::MAX { 0 } else { max.max(1) as u64 };
-    redis::cmd("EVAL")
-        .arg(XADD_IF_NEWER)
-        .arg(1)
-        .arg(log)
-        .arg(id.to_string())
-        .arg(min_ms)
-        .arg(entry)
-        .arg(retention.as_millis().max(1) as u64)
-        .arg(max)
-        .clone()
 }
 
 /// The members of a lease set whose expiry score is still ahead of the server's clock.
@@ -411,9 +391,9 @@ impl Log for RedisBroker {
         retention: Duration,
         max_entries: usize,
     ) -> Result<bool> {
-        let cmd = xadd_if_newer(log, id, &entry, self.clock.now_ms(), retention, max_entries);
-        let appended: i64 = self.query(&cmd).await?;
-        Ok(appended == 1)
+        let mut pipe = CopyPipeline::new(1, 0, self.clock.now_ms(), retention, max_entries);
+        pipe.copy(log, id, &entry);
+        Ok(pipe.run(&self.commands).await?.first().copied().unwrap_or(false))
     }
 
     async fn append_with_id_many(
@@ -422,12 +402,11 @@ impl Log for RedisBroker {
         retention: Duration,
         max_entries: usize,
     ) -> Result<()> {
-        let now = self.clock.now_ms();
-        let cmds: Vec<(String, redis::Cmd)> = entries
-            .iter()
-            .map(|(log, id, entry)| (log.clone(), xadd_if_newer(log, *id, entry, now, retention, max_entries)))
-            .collect();
-        self.commands.query_all(&cmds).await.map(|_| ()).map_err(unavailable)
+        let mut pipe = CopyPipeline::new(entries.len(), 0, self.clock.now_ms(), retention, max_entries);
+        for (log, id, entry) in entries {
+            pipe.copy(log, *id, entry);
+        }
+        pipe.run(&self.commands).await.map(|_| ())
     }
 
     async fn read_last_after(
@@ -573,28 +552,31 @@ impl Broker for RedisBroker {
         max_entries: usize,
         live: &[(String, Bytes)],
     ) -> Result<()> {
-        let now = self.clock.now_ms();
         let ttl = retention.as_millis().max(1) as u64;
-        let mut cmds: Vec<(String, redis::Cmd)> = Vec::with_capacity(copies.len() + index.len() + live.len());
+        let cluster = self.commands.is_cluster();
+        let others = index.len() + if cluster { 0 } else { live.len() };
+        let mut stores = CopyPipeline::new(copies.len(), others, self.clock.now_ms(), retention, max_entries);
         for (log, id, entry) in copies {
-            cmds.push((log.clone(), xadd_if_newer(log, *id, entry, now, retention, max_entries)));
+            stores.copy(log, *id, entry);
         }
         for (key, value) in index {
-            cmds.push((key.clone(), redis::cmd("SET").arg(key).arg(&value[..]).arg("PX").arg(ttl).clone()));
+            stores.push(key.clone(), redis::cmd("SET").arg(key).arg(&value[..]).arg("PX").arg(ttl).clone());
         }
         let name = self.commands.publish_command();
         let publishes = live.iter().map(|(t, m)| (t.clone(), redis::cmd(name).arg(t).arg(&m[..]).clone()));
-        if self.commands.is_cluster() {
+        if cluster {
             // The stores go to their slots' owners concurrently; the publishes only once all
             // of them are done.
-            self.commands.query_all(&cmds).await.map_err(unavailable)?;
+            stores.run(&self.commands).await?;
             let publishes: Vec<(String, redis::Cmd)> = publishes.collect();
             self.commands.query_all(&publishes).await.map_err(unavailable)?;
         } else {
             // One connection runs a pipeline in order: every copy is stored before the first
             // publish.
-            cmds.extend(publishes);
-            self.commands.query_all(&cmds).await.map_err(unavailable)?;
+            for (topic, publish) in publishes {
+                stores.push(topic, publish);
+            }
+            stores.run(&self.commands).await?;
         }
         Ok(())
     }
