@@ -89,7 +89,7 @@ impl Commands {
     /// the order given: one pipeline on a single server; on a cluster, one pipeline per key,
     /// concurrently (commands on one key keep their order). A command the server refuses
     /// fails the call.
-    pub(super) async fn query_all(&self, cmds: &[(String, Cmd)]) -> RedisResult<Vec<Value>> {
+    pub(super) async fn query_all(&self, cmds: Vec<(String, Cmd)>) -> RedisResult<Vec<Value>> {
         let replies = self.query_all_replies(cmds).await?;
         match replies.iter().find(|v| matches!(v, Value::ServerError(_))) {
             Some(Value::ServerError(e)) => Err(e.clone().into()),
@@ -99,7 +99,7 @@ impl Commands {
 
     /// [`Commands::query_all`] for callers that expect some commands to be refused: a refusal
     /// stays in its place among the replies (`Value::ServerError`) and the others still run.
-    pub(super) async fn query_all_replies(&self, cmds: &[(String, Cmd)]) -> RedisResult<Vec<Value>> {
+    pub(super) async fn query_all_replies(&self, cmds: Vec<(String, Cmd)>) -> RedisResult<Vec<Value>> {
         if cmds.is_empty() {
             return Ok(Vec::new());
         }
@@ -108,29 +108,30 @@ impl Commands {
                 let mut pipe = redis::pipe();
                 pipe.ignore_errors();
                 for (_, cmd) in cmds {
-                    pipe.add_command(cmd.clone());
+                    pipe.add_command(cmd);
                 }
                 pipe.query_async(&mut c.clone()).await
             }
             Commands::Cluster(c) => {
                 // Group by key, remembering where each command's reply goes.
+                let count = cmds.len();
                 let mut groups: Vec<(redis::Pipeline, Vec<usize>)> = Vec::new();
-                let mut by_key: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-                for (n, (key, cmd)) in cmds.iter().enumerate() {
-                    let g = *by_key.entry(key.as_str()).or_insert_with(|| {
+                let mut by_key: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+                for (n, (key, cmd)) in cmds.into_iter().enumerate() {
+                    let g = *by_key.entry(key).or_insert_with(|| {
                         let mut pipe = redis::pipe();
                         pipe.ignore_errors();
                         groups.push((pipe, Vec::new()));
                         groups.len() - 1
                     });
-                    groups[g].0.add_command(cmd.clone());
+                    groups[g].0.add_command(cmd);
                     groups[g].1.push(n);
                 }
                 let calls = groups.iter().map(|(pipe, _)| {
                     let mut c = c.clone();
                     async move { pipe.query_async::<Vec<Value>>(&mut c).await }
                 });
-                let mut replies = vec![Value::Nil; cmds.len()];
+                let mut replies = vec![Value::Nil; count];
                 for (result, (_, slots)) in futures_util::future::join_all(calls).await.into_iter().zip(&groups) {
                     for (value, n) in result?.into_iter().zip(slots) {
                         replies[*n] = value;

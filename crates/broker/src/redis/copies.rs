@@ -62,22 +62,21 @@ impl CopyPipeline {
 
     /// Sends the pipeline ([`Commands::query_all_replies`]) and reads its replies (see
     /// [`CopyPipeline::outcomes`]).
-    pub(super) async fn run(&self, commands: &Commands) -> Result<Vec<bool>> {
-        let replies = commands.query_all_replies(&self.cmds).await.map_err(super::unavailable)?;
-        self.outcomes(&replies)
+    pub(super) async fn run(mut self, commands: &Commands) -> Result<Vec<bool>> {
+        let cmds = std::mem::take(&mut self.cmds);
+        let count = cmds.len();
+        let replies = commands.query_all_replies(cmds).await.map_err(super::unavailable)?;
+        self.outcomes(count, &replies)
     }
 
-    /// Reads the pipeline's replies (refusals in place, as `Value::ServerError`): for each
+    /// Reads the replies to the pipeline's `sent` commands (refusals in place, as
+    /// `Value::ServerError`): for each
     /// copy in order, whether it was stored (`false`: the log had that id or a later one).
     /// Any other refusal (out of memory, a key of another type) fails the whole batch: it must
     /// not pass for "already stored".
-    pub(super) fn outcomes(&self, replies: &[Value]) -> Result<Vec<bool>> {
-        if replies.len() != self.cmds.len() {
-            return Err(BrokerError::Protocol(format!(
-                "{} replies to a pipeline of {} commands",
-                replies.len(),
-                self.cmds.len()
-            )));
+    fn outcomes(&self, sent: usize, replies: &[Value]) -> Result<Vec<bool>> {
+        if replies.len() != sent {
+            return Err(BrokerError::Protocol(format!("{} replies to a pipeline of {sent} commands", replies.len())));
         }
         let mut stored = Vec::with_capacity(self.adds.len());
         let mut adds = self.adds.iter().peekable();
@@ -148,16 +147,16 @@ mod tests {
         let dup = refusal("ERR The ID specified in XADD is equal or smaller than the target stream top item");
         let int = Value::Int(1);
         let replies = [id.clone(), int.clone(), int.clone(), ok.clone(), dup.clone(), int.clone(), int.clone()];
-        assert_eq!(p.outcomes(&replies).expect("outcomes"), [true, false]);
+        assert_eq!(p.outcomes(p.cmds.len(), &replies).expect("outcomes"), [true, false]);
 
         let oom = refusal("OOM command not allowed when used memory > 'maxmemory'.");
         let replies = [oom, int.clone(), int.clone(), ok.clone(), id.clone(), int.clone(), int.clone()];
-        assert!(p.outcomes(&replies).is_err(), "out of memory is not 'already stored'");
+        assert!(p.outcomes(p.cmds.len(), &replies).is_err(), "out of memory is not 'already stored'");
 
         let wrong = refusal("ERR equal or smaller");
         let replies = [id.clone(), int.clone(), int.clone(), wrong, id.clone(), int.clone(), int.clone()];
-        assert!(p.outcomes(&replies).is_err(), "only an XADD's refusal means 'already stored'");
+        assert!(p.outcomes(p.cmds.len(), &replies).is_err(), "only an XADD's refusal means 'already stored'");
 
-        assert!(p.outcomes(&replies[..3]).is_err(), "missing replies");
+        assert!(p.outcomes(p.cmds.len(), &replies[..3]).is_err(), "missing replies");
     }
 }

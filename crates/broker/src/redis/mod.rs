@@ -198,7 +198,7 @@ impl PubSub for RedisBroker {
         let name = self.commands.publish_command();
         let cmds: Vec<(String, redis::Cmd)> =
             messages.iter().map(|(t, m)| (t.clone(), redis::cmd(name).arg(t).arg(&m[..]).clone())).collect();
-        self.commands.query_all(&cmds).await.map(|_| ()).map_err(unavailable)
+        self.commands.query_all(cmds).await.map(|_| ()).map_err(unavailable)
     }
 
     async fn subscribe(&self, topics: &[Topic]) -> Result<()> {
@@ -259,7 +259,7 @@ impl KeyValue for RedisBroker {
                 (key.clone(), cmd)
             })
             .collect();
-        self.commands.query_all(&cmds).await.map(|_| ()).map_err(unavailable)
+        self.commands.query_all(cmds).await.map(|_| ()).map_err(unavailable)
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
@@ -370,7 +370,7 @@ impl Log for RedisBroker {
                 is_add.push(false);
             }
         }
-        let replies = self.commands.query_all(&cmds).await.map_err(unavailable)?;
+        let replies = self.commands.query_all(cmds).await.map_err(unavailable)?;
         replies
             .iter()
             .zip(is_add)
@@ -569,7 +569,7 @@ impl Broker for RedisBroker {
             // of them are done.
             stores.run(&self.commands).await?;
             let publishes: Vec<(String, redis::Cmd)> = publishes.collect();
-            self.commands.query_all(&publishes).await.map_err(unavailable)?;
+            self.commands.query_all(publishes).await.map_err(unavailable)?;
         } else {
             // One connection runs a pipeline in order: every copy is stored before the first
             // publish.
