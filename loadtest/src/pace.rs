@@ -4,19 +4,25 @@
 //! vanishing from it (no "coordinated omission"). The publisher runs on a thread of its own, so
 //! that the clients in the same process (thousands of tasks woken by deliveries) cannot hold it
 //! up either.
+//!
+//! The publisher must also not be late by itself: tokio's timers have millisecond granularity
+//! and fired a tick up to 2 ms after it was due, which every latency then counted. A tick now
+//! sleeps on tokio's timer until shortly before it is due, lets the runtime's other tasks (the
+//! HTTP connection) run, and sleeps the rest on the thread, to within the kernel's timer slack.
 
 use std::time::Duration;
 
+use crate::client::now_micros;
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use serde_json::Value;
-use tokio::time::{Interval, MissedTickBehavior};
 
-use crate::client::now_micros;
+/// How long before a tick is due the publisher leaves tokio's timer (which may wake it up to
+/// 2 ms late) for a sleep of the thread.
+const TOKIO_TIMER_SLACK: Duration = Duration::from_micros(2_500);
 
 /// A fixed-rate schedule.
 pub struct Pace {
-    interval: Interval,
     started_micros: u64,
     period_micros: f64,
     ticks: u64,
@@ -31,11 +37,7 @@ pub struct Pace {
 impl Pace {
     /// A schedule with one tick every `period`, the first one now.
     pub fn new(period: Duration) -> Pace {
-        let mut interval = tokio::time::interval(period);
-        // Catch up after a stall, as an open-loop load generator must.
-        interval.set_missed_tick_behavior(MissedTickBehavior::Burst);
         Pace {
-            interval,
             started_micros: now_micros(),
             period_micros: period.as_secs_f64() * 1e6,
             ticks: 0,
@@ -44,10 +46,22 @@ impl Pace {
         }
     }
 
-    /// Waits for the next tick; returns when it was due (µs since the epoch).
+    /// Waits for the next tick; returns when it was due (µs since the epoch). A publisher
+    /// that is behind gets its ticks at once until it has caught up, as an open-loop load
+    /// generator must. Blocks the (publisher's own) thread for the last few milliseconds.
     pub async fn tick(&mut self) -> u64 {
-        self.interval.tick().await;
         let due = self.started_micros + (self.ticks as f64 * self.period_micros) as u64;
+        let early = |now: u64| Duration::from_micros(due.saturating_sub(now));
+        let coarse = early(now_micros()).saturating_sub(TOKIO_TIMER_SLACK);
+        if !coarse.is_zero() {
+            tokio::time::sleep(coarse).await;
+        }
+        // The HTTP connection's own task finishes the last exchange before the thread sleeps.
+        tokio::task::yield_now().await;
+        let rest = early(now_micros());
+        if !rest.is_zero() {
+            std::thread::sleep(rest);
+        }
         self.ticks += 1;
         self.behind_max_micros = self.behind_max_micros.max(now_micros().saturating_sub(due));
         due
@@ -143,5 +157,15 @@ mod tests {
         let late: Vec<u64> = [pace.tick().await, pace.tick().await, pace.tick().await].into();
         assert_eq!(late, [first + 10_000, first + 20_000, first + 30_000], "stamped when due, not when sent");
         assert!(pace.behind_max_micros >= 25_000, "the stall shows: {} µs behind", pace.behind_max_micros);
+    }
+
+    #[tokio::test]
+    async fn no_tick_comes_before_it_is_due() {
+        let mut pace = Pace::new(Duration::from_micros(3_700));
+        for _ in 0..20 {
+            let due = pace.tick().await;
+            let now = now_micros();
+            assert!(now >= due, "a tick came {} µs early", due - now);
+        }
     }
 }
