@@ -12,10 +12,11 @@
 
 use std::time::Duration;
 
-use crate::client::now_micros;
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use serde_json::Value;
+
+use crate::client::now_micros;
 
 /// How long before a tick is due the publisher leaves tokio's timer (which may wake it up to
 /// 2 ms late) for a sleep of the thread.
