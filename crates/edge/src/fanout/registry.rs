@@ -10,6 +10,7 @@
 //! subscribers they add an index by connection id, so joining and leaving stay O(1) even with
 //! 100k subscribers on one topic.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -55,19 +56,21 @@ impl Subscribers {
         }
     }
 
-    /// Removes connection `id`; true if none is left.
+    /// Removes connection `id`; true if none is left. (A topic with several keeps at least
+    /// one: down to one, it goes back inline.)
     fn remove(&mut self, id: u64) -> bool {
-        let many = match self {
-            Subscribers::One(only) => return only.id == id,
-            Subscribers::Many(many) => many,
-        };
-        many.remove(id);
-        if many.conns.len() == 1 {
-            if let Some(last) = many.conns.pop() {
-                *self = Subscribers::One(last);
+        match self {
+            Subscribers::One(only) => only.id == id,
+            Subscribers::Many(many) => {
+                many.remove(id);
+                if many.conns.len() == 1 {
+                    if let Some(last) = many.conns.pop() {
+                        *self = Subscribers::One(last);
+                    }
+                }
+                false
             }
         }
-        matches!(self, Subscribers::Many(many) if many.conns.is_empty())
     }
 }
 
@@ -116,19 +119,17 @@ pub struct TopicRegistry {
 
 impl TopicRegistry {
     /// Adds a subscriber (idempotent); returns the topic's shared name, for the subscriber to
-    /// keep (`topic` itself if the topic is new here and was given as a [`Topic`]).
-    pub fn add(&self, topic: impl AsRef<str> + Into<Topic>, conn: &Arc<ConnHandle>) -> Topic {
-        let mut topics = self.topics.write();
-        match topics.get_key_value(topic.as_ref()).map(|(name, _)| name.clone()) {
-            Some(name) => {
-                if let Some(subs) = topics.get_mut(&name) {
-                    subs.add(conn);
-                }
+    /// keep (`topic` itself if the topic is new here).
+    pub fn add(&self, topic: impl Into<Topic>, conn: &Arc<ConnHandle>) -> Topic {
+        match self.topics.write().entry(topic.into()) {
+            Entry::Occupied(listed) => {
+                let name = listed.key().clone();
+                listed.into_mut().add(conn);
                 name
             }
-            None => {
-                let name: Topic = topic.into();
-                topics.insert(name.clone(), Subscribers::One(conn.clone()));
+            Entry::Vacant(new) => {
+                let name = new.key().clone();
+                new.insert(Subscribers::One(conn.clone()));
                 name
             }
         }
