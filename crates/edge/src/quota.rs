@@ -40,71 +40,49 @@ pub struct QuotaSlot {
     pub limit: u32,
 }
 
-/// The user's quota on the connection's endpoint.
-const USER_ON_ENDPOINT: u8 = 1;
-/// The user's quota across all endpoints.
-const USER_TOTAL: u8 = 2;
-/// The quota of the token the connection was made with.
-const TOKEN: u8 = 4;
-/// The API key's quota.
-const API_KEY: u8 = 8;
-
 /// The quotas a connection must fit in, kept as what their keys are made of (its principal,
-/// its endpoint, which quotas) rather than as key strings: a node holds one of these per open
-/// connection, and the strings would be ~150 bytes of it. The keys are made again for each
-/// renewal and for the release, a few times a minute.
+/// its endpoint) rather than as key strings: a node holds one of these per open connection,
+/// and the strings would be ~150 bytes of it. The keys are made again for each renewal and for
+/// the release, a few times a minute.
 #[derive(Clone)]
 pub struct ConnQuotas {
     principal: Arc<Principal>,
     endpoint: Arc<EndpointRuntime>,
-    /// Which quotas (the bits above).
-    kinds: u8,
     total_per_user: u32,
 }
 
 impl ConnQuotas {
-    /// The quotas a connection of `principal` to `endpoint` must fit in: the user's on this
-    /// endpoint and across all (`total_per_user`, 0 for none) and the token's, or the API
-    /// key's. All of one principal's keys share a hash tag, so they are taken in one atomic call
-    /// on a Redis Cluster.
+    /// The quotas of a connection of `principal` to `endpoint` (`total_per_user`: the user's
+    /// limit across all endpoints, 0 for none).
     pub fn new(principal: Arc<Principal>, endpoint: Arc<EndpointRuntime>, total_per_user: u32) -> Self {
-        let limits = endpoint.limits();
-        let kinds = match &*principal {
-            Principal::User(claims) => {
-                let on = |yes: bool, kind: u8| if yes { kind } else { 0 };
-                on(limits.max_connections_per_user > 0, USER_ON_ENDPOINT)
-                    | on(total_per_user > 0, USER_TOTAL)
-                    | on(limits.max_connections_per_token > 0 && claims.token_digest.is_some(), TOKEN)
-            }
-            Principal::ApiKey(_) => API_KEY,
-        };
-        ConnQuotas { principal, endpoint, kinds, total_per_user }
+        ConnQuotas { principal, endpoint, total_per_user }
     }
 
-    /// Each quota's key and limit, in a fixed order.
+    /// Each quota's key and limit, in a fixed order: the user's on this endpoint and across
+    /// all, and the token's; or the API key's. All of one principal's keys share a hash tag,
+    /// so they are taken in one atomic call on a Redis Cluster.
     pub fn slots(&self) -> Vec<QuotaSlot> {
         let limits = self.endpoint.limits();
-        [USER_ON_ENDPOINT, USER_TOTAL, TOKEN, API_KEY]
-            .into_iter()
-            .filter(|kind| self.kinds & kind != 0)
-            .filter_map(|kind| match (&*self.principal, kind) {
-                (Principal::User(c), USER_ON_ENDPOINT) => Some(QuotaSlot {
-                    key: user_quota(&c.sub, self.endpoint.path()),
-                    limit: limits.max_connections_per_user,
-                }),
-                (Principal::User(c), USER_TOTAL) => {
-                    Some(QuotaSlot { key: user_quota_total(&c.sub), limit: self.total_per_user })
+        let mut slots = Vec::new();
+        match &*self.principal {
+            Principal::User(claims) => {
+                let per_endpoint = limits.max_connections_per_user;
+                if per_endpoint > 0 {
+                    slots.push(QuotaSlot { key: user_quota(&claims.sub, self.endpoint.path()), limit: per_endpoint });
                 }
-                (Principal::User(c), TOKEN) => c.token_digest.map(|digest| QuotaSlot {
-                    key: token_quota(&c.sub, &hex::encode(digest)),
-                    limit: limits.max_connections_per_token,
-                }),
-                (Principal::ApiKey(key), API_KEY) => {
-                    Some(QuotaSlot { key: api_key_quota(&key.name), limit: key.max_connections })
+                if self.total_per_user > 0 {
+                    slots.push(QuotaSlot { key: user_quota_total(&claims.sub), limit: self.total_per_user });
                 }
-                _ => None,
-            })
-            .collect()
+                let per_token = limits.max_connections_per_token;
+                if let (true, Some(digest)) = (per_token > 0, claims.token_digest) {
+                    slots.push(QuotaSlot { key: token_quota(&claims.sub, &hex::encode(digest)), limit: per_token });
+                }
+            }
+            Principal::ApiKey(key) => {
+                slots.push(QuotaSlot { key: api_key_quota(&key.name), limit: key.max_connections });
+            }
+        }
+        slots
     }
 }
 
@@ -155,13 +133,12 @@ impl QuotaKeeper {
     /// slots of one connection are keyed by one principal and hash-tagged to one Redis Cluster
     /// slot). False when a quota is full.
     pub async fn admit(&self, quotas: ConnQuotas, conn_id: u64) -> Result<bool, BrokerError> {
-        if quotas.kinds == 0 {
+        let slots = quotas.slots();
+        if slots.is_empty() {
             return Ok(true);
         }
-        let request = LeaseRequest {
-            slots: quotas.slots().into_iter().map(|s| (s.key, s.limit)).collect(),
-            holder: self.holder(conn_id),
-        };
+        let request =
+            LeaseRequest { slots: slots.into_iter().map(|s| (s.key, s.limit)).collect(), holder: self.holder(conn_id) };
         let (answer, answered) = oneshot::channel();
         self.waiting.lock().push(Waiting { request, answer });
         self.commit_waiting().await;
