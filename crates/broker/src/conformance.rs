@@ -284,6 +284,9 @@ pub async fn logs_read_after_an_id_in_order_and_trim_by_age(factory: &dyn NodeFa
     assert!(truncated);
     let (rest, truncated) = a.broker.read_last_after(&log, Some(ids[16]), 10).await.expect("read last");
     assert_eq!((rest.len(), truncated), (3, false));
+    let newest = a.broker.newest_ids(&[even.clone(), unique("empty"), log.clone()]).await.expect("newest ids");
+    assert_eq!(newest, [Some(batch_ids[4]), None, Some(ids[19])], "each log's newest, in the order asked");
+    assert!(a.broker.newest_ids(&[]).await.expect("nothing asked").is_empty());
 
     // Copying entries under their ids is idempotent and keeps order.
     let copy = unique("copy");

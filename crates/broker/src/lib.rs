@@ -38,6 +38,12 @@ pub type Result<T> = std::result::Result<T, BrokerError>;
 pub trait DeliverySink: Send + Sync + 'static {
     /// One message published on `topic`.
     fn deliver(&self, topic: &str, message: Bytes);
+
+    /// Every topic this node wants is subscribed again after its subscriptions were (or may
+    /// have been) lost: messages published meanwhile did not reach the node. Pub/sub is at
+    /// most once, so those are gone; what was also kept in a log can be read from it now.
+    /// Called again after each later confirmation while a cluster's topology settles.
+    fn subscriptions_restored(&self) {}
 }
 
 /// A topic's name, shared: a node's registry, its broker subscription and each subscribed
@@ -202,6 +208,18 @@ pub trait Log: Send + Sync {
         after: Option<LogId>,
         limit: usize,
     ) -> Result<(Vec<(LogId, Bytes)>, bool)>;
+
+    /// The id of each log's newest entry (`None` for an empty or missing log), in the order
+    /// given, in one round trip where the broker allows: what a worker stamps as the position
+    /// before the next entry it copies into a user's log.
+    async fn newest_ids(&self, logs: &[String]) -> Result<Vec<Option<LogId>>> {
+        let mut newest = Vec::with_capacity(logs.len());
+        for log in logs {
+            let (last, _) = self.read_last_after(log, None, 1).await?;
+            newest.push(last.first().map(|(id, _)| *id));
+        }
+        Ok(newest)
+    }
 }
 
 /// One holder's request for a slot in each of several counted leases (see

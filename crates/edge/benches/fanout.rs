@@ -96,16 +96,18 @@ fn deflate(c: &mut Criterion) {
     group.finish();
 }
 
-/// The persistence worker's step per event: the ingest entry stamped with its position.
+/// The persistence worker's step per event: the ingest entry stamped with its position and the
+/// one before it in the user's log.
 /// `appended` is the publish API's compact entry; `reparsed` the same entry with a trailing
 /// space, which takes the long way (parse, set, serialize), as every entry did before.
 fn stamp(c: &mut Criterion) {
     let entry = r#"{"id":"evt_01JABCDEFGHJKMNPQRSTVW00042","type":"notification","user":"many-42","ts":1770552000000,"payload":{"t":1770552000000123}}"#;
     let id = switchboard_broker::LogId::parse("1770552000000-7").expect("a log id");
+    let prev = switchboard_broker::LogId::parse("1770551999000-3").expect("a log id");
     let mut group = c.benchmark_group("worker_stamp");
     group.throughput(Throughput::Elements(1));
     for (name, body) in [("appended", entry.to_string()), ("reparsed", format!("{entry} "))] {
-        group.bench_function(name, |b| b.iter(|| switchboard_worker::stamp(id, body.as_bytes())));
+        group.bench_function(name, |b| b.iter(|| switchboard_worker::stamp(id, prev, body.as_bytes())));
     }
     group.finish();
 }

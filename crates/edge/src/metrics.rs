@@ -30,6 +30,13 @@ pub struct Metrics {
     pub published: IntCounter,
     /// Events replayed to reconnecting clients.
     pub replayed: IntCounter,
+    /// Gap-fills: reads of a user's log for an open connection that may have missed persisted
+    /// events live (after a subscription loss, or a gap seen in the live stream).
+    pub gap_fill_reads: IntCounter,
+    /// Persisted events open connections got from a gap-fill: events they had missed live.
+    pub gap_filled: IntCounter,
+    /// Gaps a gap-fill could not close: more was missed than the user's log keeps.
+    pub gap_unrecoverable: IntCounter,
     /// Connections closed because their queue was full.
     pub slow_consumer_closes: IntCounter,
     /// Local subscribers per event.
@@ -106,6 +113,18 @@ impl Metrics {
             events_in: counter("events_in_total", "Events received from the broker"),
             published: counter("published_total", "Events accepted by the publish API"),
             replayed: counter("replayed_total", "Events replayed to reconnecting clients"),
+            gap_fill_reads: counter(
+                "gap_fill_reads_total",
+                "Reads of a user's log for an open connection that may have missed persisted events live",
+            ),
+            gap_filled: counter(
+                "gap_filled_events_total",
+                "Persisted events open connections missed live and got from the user's log",
+            ),
+            gap_unrecoverable: counter(
+                "gap_unrecoverable_total",
+                "Gaps in what open connections got that the user's log could not fill (more missed than it keeps)",
+            ),
             slow_consumer_closes: counter(
                 "slow_consumer_closes_total",
                 "Connections closed because their outbound queue was full",
@@ -166,7 +185,9 @@ impl Metrics {
         };
         // Series with a known label set exist from the start at 0, so `rate()` and alerts see
         // the first failure instead of a series appearing out of nowhere.
-        for op in ["subscribe", "unsubscribe", "quota_renew", "presence_renew", "presence_sweep", "presence_join"] {
+        for op in
+            ["subscribe", "unsubscribe", "quota_renew", "presence_renew", "presence_sweep", "presence_join", "gap_fill"]
+        {
             metrics.broker_errors.with_label_values(&[op]);
         }
         metrics

@@ -126,13 +126,15 @@ impl Node {
             metrics: metrics.clone(),
             total_per_user: config.max_connections_per_user,
         });
+        let conns = Arc::new(ConnContext::new(metrics, config.drain_window));
+        inbox.set_connections(conns.clone());
         Arc::new(Node {
             auth: Authenticator::new(
                 jwt,
                 ApiKeyStore::new(broker.clone(), config.api_keys.clone()),
                 TicketStore::new(broker.clone(), config.tickets.clone()),
             ),
-            conns: Arc::new(ConnContext::new(metrics, config.drain_window)),
+            conns,
             config: Arc::new(config),
             id,
             broker,

@@ -174,6 +174,7 @@ impl PublishService {
             echo,
             binary,
             position: None,
+            prev: None,
             traceparent,
         };
         let event_id = event.id.clone();

@@ -6,6 +6,13 @@
 //! events are captured before the read) and no reordering (held events follow the replay and
 //! are dropped if the replay had them).
 //!
+//! An open connection catches up the same way ([`Replayer::catch_up`], a gap-fill) whenever it
+//! may have missed persisted events live: after the node's broker subscriptions were restored
+//! from a loss (a dropped pub/sub connection, a slot that moved, a failover), and when a live
+//! event's `prev` shows that the one before it never arrived. Its live events are held, the
+//! log is read after the newest position it has, the missed events go out, then the held
+//! ones. The saved cursor is the last event written, so it never moves past one that was not.
+//!
 //! The resume point is the client's `last_event_id` (an event id, or a log position), else the
 //! position last delivered to the user on this endpoint, else (a first connection) the start of
 //! the retention window. A position a client gives is never trusted beyond the log: one past
@@ -17,11 +24,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use switchboard_broker::{BrokerError, LogId, SharedBroker};
-use switchboard_protocol::keyspace::{delivery_cursor, event_position, user_log};
+use switchboard_protocol::keyspace::{delivery_cursor, event_position, user_log, user_topic};
 use switchboard_protocol::{Event, Reply};
 
-use crate::connection::ConnHandle;
+use crate::connection::{ConnHandle, LazyPayload, SendOutcome};
 use crate::metrics::Metrics;
+
+/// How long a gap-fill whose read failed waits before it tries again.
+const CATCH_UP_RETRY: Duration = Duration::from_secs(1);
 
 /// Replays users' logs to their connections.
 pub struct Replayer {
@@ -82,6 +92,8 @@ impl Replayer {
         let ep = &conn.endpoint;
         let oldest = LogId { ms: self.broker.now_ms().saturating_sub(self.retention.as_millis() as u64), seq: 0 };
         let start = after.map_or(oldest, |a| a.max(oldest));
+        // The live events held so far were published before this read: it covers them.
+        let covered = conn.begin_hold();
         let (entries, truncated) = self.broker.read_last_after(&user_log(user), Some(start), self.limit).await?;
         // The missed events, the replay's end and the live events held meanwhile leave
         // together: one write for all of them rather than one each.
@@ -90,18 +102,69 @@ impl Replayer {
         for (position, body) in entries {
             let Ok(event) = serde_json::from_slice::<Event>(&body) else { continue };
             if !ep.allows_type(&event.kind) {
+                conn.pass_replayed(position);
                 continue;
             }
             conn.send_replayed(ep.codec.encode_event(&event, true), position);
             count += 1;
         }
+        conn.done_through(start);
         self.metrics.replayed.inc_by(count as u64);
         if let Some(frame) = ep.codec.encode_reply(&Reply::ReplayComplete { count, truncated }) {
             conn.send(frame);
         }
-        conn.end_hold();
+        self.count_unrecoverable(conn.end_hold(covered));
         conn.uncork();
         Ok(start)
+    }
+
+    /// Fills a gap in what an open connection of `user` got live: holds its live events, sends
+    /// the persisted events after the newest position it has from the user's log (as live
+    /// events, in order), then the held ones (see [`ConnHandle::end_hold`]). A read that fails
+    /// is tried again a moment later, the live events held meanwhile.
+    pub async fn catch_up(&self, conn: &Arc<ConnHandle>, user: &str) {
+        let ep = &conn.endpoint;
+        let covered = conn.begin_hold();
+        let after = conn.done_until();
+        self.metrics.gap_fill_reads.inc();
+        let entries = match self.broker.read_after(&user_log(user), after, self.limit + 1).await {
+            Ok(entries) => entries,
+            Err(e) => {
+                self.metrics.broker_errors.with_label_values(&["gap_fill"]).inc();
+                tracing::warn!(error = %e, "reading a user's log to fill a gap failed; trying again shortly");
+                let conn = Arc::downgrade(conn);
+                tokio::spawn(async move {
+                    tokio::time::sleep(CATCH_UP_RETRY).await;
+                    if let Some(conn) = conn.upgrade() {
+                        conn.request_catch_up();
+                    }
+                });
+                return;
+            }
+        };
+        let topic = user_topic(user);
+        conn.cork();
+        let mut filled = 0;
+        for (position, body) in entries {
+            let Ok(event) = serde_json::from_slice::<Event>(&body) else { continue };
+            if ep.allows_type(&event.kind) && conn.selects(&topic, &event, &mut LazyPayload::default()) {
+                if conn.send_replayed(ep.codec.encode_event(&event, false), position) == SendOutcome::Queued {
+                    filled += 1;
+                }
+            } else {
+                conn.pass_replayed(position);
+            }
+        }
+        self.metrics.gap_filled.inc_by(filled);
+        self.count_unrecoverable(conn.end_hold(covered));
+        conn.uncork();
+    }
+
+    fn count_unrecoverable(&self, gaps: usize) {
+        if gaps > 0 {
+            self.metrics.gap_unrecoverable.inc_by(gaps as u64);
+            tracing::warn!(gaps, "a connection missed more persisted events than the user's log keeps");
+        }
     }
 
     /// Remembers where this connection got to (the last persisted event written to it, or

@@ -42,6 +42,12 @@ pub struct Event {
     /// to skip events a connection already got and to resume after a reconnect.
     #[serde(default, rename = "pos", skip_serializing_if = "Option::is_none")]
     pub position: Option<String>,
+    /// For persisted events: the position of the entry before this one in the user's log, as
+    /// the worker that stored it knew it (`0-0` for a user's first). An edge whose connection
+    /// got neither this position nor that one missed something in between (its subscription
+    /// was down) and fills the gap from the log before sending this event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<String>,
     /// The W3C `traceparent` of the span that published it, while tracing is on: the worker's
     /// and the edges' spans for this event join its trace.
     #[serde(default, skip_serializing_if = "Option::is_none")]

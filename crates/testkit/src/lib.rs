@@ -18,10 +18,12 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod history;
 pub mod process;
 pub mod raw;
 pub mod redis;
 pub mod tls;
+pub mod traffic;
 
 pub use tokio_tungstenite::tungstenite;
 

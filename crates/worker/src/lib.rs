@@ -14,9 +14,10 @@
 mod metrics;
 mod shard;
 mod stamp;
+mod tails;
 mod worker;
 
 pub use metrics::WorkerMetrics;
 pub use shard::shard_for;
-pub use stamp::{stamp, Stamped};
+pub use stamp::{route, stamp, Routed, Stamped};
 pub use worker::{run, Settings};

@@ -8,6 +8,9 @@
 //! (cursor, trim) carries it, so a worker that stalled past its lease while another took over
 //! writes nothing when it resumes and stands down. Its copies into users' logs meanwhile are
 //! harmless: a log only takes an entry newer than its newest.
+//!
+//! Each event also carries the position of the entry before it in the user's log (its `prev`,
+//! see [`crate::tails`]), so an edge that missed one live notices it at the next.
 
 use std::time::{Duration, Instant};
 
@@ -20,7 +23,8 @@ use switchboard_protocol::timefmt::now_millis;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::WorkerMetrics;
-use crate::stamp::stamp;
+use crate::stamp::{route, Routed};
+use crate::tails::LogTails;
 
 /// Entries processed per shard per round.
 const BATCH: usize = 256;
@@ -47,6 +51,8 @@ struct Worker {
     broker: SharedBroker,
     settings: Settings,
     metrics: WorkerMetrics,
+    /// The newest position of the users' logs this worker wrote (locked only between awaits).
+    tails: parking_lot::Mutex<LogTails>,
 }
 
 /// Runs the worker until `stop` is cancelled, then gives its shards up.
@@ -56,7 +62,7 @@ struct Worker {
 /// of the lease) with nothing, and the shards that got entries are processed concurrently.
 /// Every third of its lease it renews its leases and tries to take the shards nobody holds.
 pub async fn run(broker: SharedBroker, settings: Settings, metrics: WorkerMetrics, stop: CancellationToken) {
-    let w = Worker { broker, settings, metrics };
+    let w = Worker { broker, settings, metrics, tails: parking_lot::Mutex::default() };
     let shards = w.settings.shards;
     let lease = w.settings.lease;
     let idle = w.settings.idle_poll.min(lease / 3);
@@ -176,10 +182,25 @@ impl Worker {
             if token.is_some() != state.token.is_some() {
                 tracing::info!(shard, owned = token.is_some(), "ingest shard ownership changed");
                 state.cursor = None;
+                // Another worker may have written this shard's users' logs meanwhile.
+                self.tails.lock().clear();
             }
             state.token = token;
         }
         self.metrics.shards_owned.set(states.iter().filter(|s| s.token.is_some()).count() as i64);
+    }
+
+    /// Reads the tails of the users in `routed` this worker does not know yet (one round trip,
+    /// and none when it knows them all).
+    async fn learn_tails(&self, routed: &[(LogId, Routed<'_>)]) -> Result<(), BrokerError> {
+        let unknown = self.tails.lock().unknown(routed.iter().map(|(_, r)| r.user()));
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let logs: Vec<String> = unknown.iter().map(|user| user_log(user)).collect();
+        let newest = self.broker.newest_ids(&logs).await?;
+        self.tails.lock().learn(unknown.into_iter().zip(newest));
+        Ok(())
     }
 
     /// Processes one batch of a shard read under fencing token `token`; returns the position
@@ -196,30 +217,50 @@ impl Worker {
         // The whole batch is stored and published in one call (one round trip on a single
         // Redis server), then committed. Each step is idempotent, so a batch cut short is
         // simply redone.
-        let mut copies = Vec::with_capacity(entries.len());
-        let mut index = Vec::with_capacity(entries.len());
-        let mut live = Vec::with_capacity(entries.len());
+        let routed: Vec<(LogId, Routed<'_>)> = entries
+            .iter()
+            .filter_map(|(id, body)| match route(body) {
+                Ok(routed) => routed.map(|r| (*id, r)),
+                Err(e) => {
+                    tracing::warn!(shard, %id, error = %e, "skipping a malformed ingest entry");
+                    None
+                }
+            })
+            .collect();
+        self.learn_tails(&routed).await?;
+        let mut copies = Vec::with_capacity(routed.len());
+        let mut index = Vec::with_capacity(routed.len());
+        let mut live = Vec::with_capacity(routed.len());
         // Events published while tracing was on: each gets a `persist` span for this batch.
         let mut traced = Vec::new();
         let started = std::time::SystemTime::now();
-        for (id, body) in &entries {
-            let stamped = match stamp(*id, body) {
-                Ok(Some(s)) => s,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(shard, %id, error = %e, "skipping a malformed ingest entry");
-                    continue;
+        {
+            let mut tails = self.tails.lock();
+            for (id, routed) in routed {
+                let prev = tails.advance(routed.user(), id);
+                let stamped = match routed.stamp(id, prev) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(shard, %id, error = %e, "skipping a malformed ingest entry");
+                        continue;
+                    }
+                };
+                if let Some(parent) = stamped.traceparent {
+                    traced.push((parent, stamped.event_id.clone()));
                 }
-            };
-            if let Some(parent) = stamped.traceparent {
-                traced.push((parent, stamped.event_id.clone()));
+                copies.push((user_log(&stamped.user), id, stamped.bytes.clone()));
+                index.push((event_position(&stamped.user, &stamped.event_id), Bytes::from(stamped.position)));
+                live.push((user_topic(&stamped.user), stamped.bytes));
             }
-            copies.push((user_log(&stamped.user), *id, stamped.bytes.clone()));
-            index.push((event_position(&stamped.user, &stamped.event_id), Bytes::from(stamped.position)));
-            live.push((user_topic(&stamped.user), stamped.bytes));
         }
         // A replay sends at most `replay_limit` events; one more tells it that more were missed.
-        broker.store_and_publish(&copies, &index, retention, self.settings.replay_limit + 1, &live).await?;
+        let stored = broker.store_and_publish(&copies, &index, retention, self.settings.replay_limit + 1, &live).await;
+        if let Err(e) = stored {
+            // Some copies may have landed: the tails are read again (a failure is rare, and so
+            // the one round trip more).
+            self.tails.lock().clear();
+            return Err(e);
+        }
         // Move the cursor and let the ingest log go through `last` (it holds only what is not
         // yet stored), if this worker still owns the shard: one that stalled past its lease while
         // another took over must not move the cursor back.

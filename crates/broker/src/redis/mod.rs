@@ -147,10 +147,11 @@ impl RedisBroker {
     pub async fn connect(settings: &RedisSettings, sink: Arc<dyn DeliverySink>) -> Result<RedisBroker> {
         let wanted = Arc::new(resubscribe::Wanted::default());
         let watch = wanted.clone();
+        let delivery = sink.clone();
         let push = move |info: redis::PushInfo| -> std::result::Result<(), redis::aio::SendError> {
             if matches!(info.kind, PushKind::Message | PushKind::SMessage) {
                 if let [Value::BulkString(topic), Value::BulkString(payload)] = &info.data[..] {
-                    sink.deliver(&String::from_utf8_lossy(topic), Bytes::copy_from_slice(payload));
+                    delivery.deliver(&String::from_utf8_lossy(topic), Bytes::copy_from_slice(payload));
                 }
             } else {
                 watch.on_push(&info);
@@ -163,7 +164,8 @@ impl RedisBroker {
                 .map_err(unavailable)?;
         let subscriber = Commands::connect(settings, Some(push)).await.map_err(unavailable)?;
         let keepalive = Keepalive(tokio::spawn(keep_subscriber_alive(subscriber.clone(), wanted.clone())));
-        let resubscriber = Keepalive(tokio::spawn(resubscribe::keep_subscriptions(subscriber.clone(), wanted.clone())));
+        let resubscriber =
+            Keepalive(tokio::spawn(resubscribe::keep_subscriptions(subscriber.clone(), wanted.clone(), sink)));
         Ok(RedisBroker {
             commands,
             subscriber,
@@ -423,6 +425,22 @@ impl Log for RedisBroker {
         let mut out = entries(raw)?;
         out.reverse();
         Ok((out, truncated))
+    }
+
+    async fn newest_ids(&self, logs: &[String]) -> Result<Vec<Option<LogId>>> {
+        let cmds: Vec<(String, redis::Cmd)> = logs
+            .iter()
+            .map(|log| (log.clone(), redis::cmd("XREVRANGE").arg(log).arg("+").arg("-").arg("COUNT").arg(1).clone()))
+            .collect();
+        let replies = self.commands.query_all(cmds).await.map_err(unavailable)?;
+        replies
+            .into_iter()
+            .map(|reply| {
+                let raw: RawEntries =
+                    redis::from_redis_value(reply).map_err(|e| BrokerError::Protocol(e.to_string()))?;
+                raw.first().map(|(id, _)| parse_id(id)).transpose()
+            })
+            .collect()
     }
 
     async fn read_after(&self, log: &str, after: Option<LogId>, limit: usize) -> Result<Vec<(LogId, Bytes)>> {

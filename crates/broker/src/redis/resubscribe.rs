@@ -33,7 +33,7 @@ use redis::{PushInfo, PushKind, Value};
 use tokio::sync::Notify;
 
 use super::conn::Commands;
-use crate::Topic;
+use crate::{DeliverySink, Topic};
 
 /// Subscriptions sent at once while resubscribing.
 const IN_FLIGHT: usize = 64;
@@ -132,16 +132,18 @@ impl Wanted {
     }
 }
 
-/// Restores the wanted subscriptions whenever some may be lost, until the broker is dropped.
-/// On a cluster each restore is confirmed again at the [`FOLLOW_UPS`] delays.
-pub(super) async fn keep_subscriptions(subscriber: Commands, wanted: Arc<Wanted>) {
+/// Restores the wanted subscriptions whenever some may be lost, until the broker is dropped,
+/// and tells `sink` each time they are all back. On a cluster each restore is confirmed again
+/// at the [`FOLLOW_UPS`] delays (each confirmation told too: the client may have lost them
+/// silently in between).
+pub(super) async fn keep_subscriptions(subscriber: Commands, wanted: Arc<Wanted>, sink: Arc<dyn DeliverySink>) {
     let follow_ups: &[Duration] = if subscriber.is_cluster() { &FOLLOW_UPS } else { &[] };
     wanted.lost.notified().await;
     'incident: loop {
-        restore(&subscriber, &wanted).await;
+        restore(&subscriber, &wanted, &*sink).await;
         for delay in follow_ups {
             tokio::select! {
-                () = tokio::time::sleep(*delay) => restore(&subscriber, &wanted).await,
+                () = tokio::time::sleep(*delay) => restore(&subscriber, &wanted, &*sink).await,
                 () = wanted.lost.notified() => continue 'incident,
             }
         }
@@ -150,8 +152,9 @@ pub(super) async fn keep_subscriptions(subscriber: Commands, wanted: Arc<Wanted>
 }
 
 /// Subscribes every wanted topic again, retrying with backoff until all succeed; then the
-/// subscriptions are healthy, unless another loss happened meanwhile (its restore follows).
-async fn restore(subscriber: &Commands, wanted: &Wanted) {
+/// subscriptions are healthy, unless another loss happened meanwhile (its restore follows),
+/// and `sink` hears that they are back.
+async fn restore(subscriber: &Commands, wanted: &Wanted, sink: &dyn DeliverySink) {
     let mut backoff = SETTLE;
     loop {
         tokio::time::sleep(backoff).await;
@@ -163,6 +166,7 @@ async fn restore(subscriber: &Commands, wanted: &Wanted) {
             if wanted.generation.load(Ordering::Acquire) == generation && !wanted.healthy.swap(true, Ordering::AcqRel) {
                 tracing::info!(topics = n, "Redis subscriptions restored");
             }
+            sink.subscriptions_restored();
             return;
         }
         tracing::warn!(failed, "some Redis subscriptions could not be restored yet; retrying");

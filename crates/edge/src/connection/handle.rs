@@ -39,9 +39,12 @@ pub enum SendOutcome {
 }
 
 /// Ordering state for persisted events: the last log position queued, and the live events
-/// held back while missed ones are replayed.
+/// held back while missed ones are sent from the log (a replay, or a gap-fill).
 #[derive(Default)]
 struct Positions {
+    /// The newest log position the connection has, or has passed over because it was not for
+    /// it: everything at or before it is done. After the replay on connect it is at least
+    /// where the replay started.
     last_queued: Option<LogId>,
     /// Boxed: only a connection that is replaying has one, and a box is a word where a
     /// `Vec` is three.
@@ -49,8 +52,32 @@ struct Positions {
     held: Option<Box<HeldEvents>>,
 }
 
-/// Live events held back during a replay, with their log positions.
-type HeldEvents = Vec<(Option<LogId>, Payload)>;
+/// Live events held back while missed ones are sent from the log.
+type HeldEvents = Vec<Held>;
+
+/// One live event held back.
+struct Held {
+    /// Its log position, for persisted events.
+    position: Option<LogId>,
+    /// The position before it in the user's log, for persisted events (see [`Event::prev`]).
+    prev: Option<LogId>,
+    /// What goes to the client; `None` for a persisted event that is not for this connection
+    /// (its type or the connection's subscriptions): only its position counts.
+    frame: Option<Payload>,
+}
+
+impl Positions {
+    /// Whether a persisted event whose predecessor in the log is `prev` shows that the
+    /// connection missed something: the predecessor is newer than anything it has.
+    fn gap_before(&self, prev: Option<LogId>) -> bool {
+        matches!((prev, self.last_queued), (Some(prev), Some(last)) if prev > last)
+    }
+
+    /// Counts `position` as done without sending anything.
+    fn pass(&mut self, position: LogId) {
+        self.last_queued = Some(self.last_queued.map_or(position, |last| last.max(position)));
+    }
+}
 
 /// How the connection ends, decided once by whoever ends it first.
 #[derive(Debug, Clone)]
@@ -90,6 +117,9 @@ pub struct ConnHandle {
     last_pong_ms: AtomicU64,
     /// Mirrors `positions.held.is_some()` for the fan-out fast path.
     holding: AtomicBool,
+    /// A gap-fill is due: the connection may have missed persisted events (see
+    /// [`ConnHandle::request_catch_up`]); the task runs it.
+    catch_up: AtomicBool,
     /// The node started draining: the task picks the connection's point in the drain window.
     drain_requested: AtomicBool,
     /// permessage-deflate, when the client negotiated it: broadcasts go out compressed.
@@ -128,6 +158,7 @@ impl ConnHandle {
             plan: Mutex::new(None),
             last_pong_ms: AtomicU64::new(0),
             holding: AtomicBool::new(false),
+            catch_up: AtomicBool::new(false),
             drain_requested: AtomicBool::new(false),
             positions: Mutex::default(),
             deflate,
@@ -233,23 +264,72 @@ impl ConnHandle {
 
     /// Sends an event from the broker: live events are held back while a replay runs, and
     /// persisted events (with a log `position`) the connection already has are dropped, so
-    /// replayed and live events never overlap or go backwards.
-    pub fn send_event(&self, frame: impl Into<Payload>, position: Option<LogId>) -> SendOutcome {
+    /// replayed and live events never overlap or go backwards. A persisted event whose `prev`
+    /// (the entry before it in the user's log) the connection never got means that it missed
+    /// something live: on an endpoint that replays, the event is held and a gap-fill is asked
+    /// for, which sends the missed ones from the log first.
+    pub fn send_event(&self, frame: impl Into<Payload>, position: Option<LogId>, prev: Option<LogId>) -> SendOutcome {
         let frame = frame.into();
         if position.is_none() && !self.holding.load(Ordering::Acquire) {
             return self.send(frame);
         }
         let mut pos = self.positions.lock();
-        if let Some(held) = pos.held.as_mut() {
-            if held.len() >= self.endpoint.limits().outbound_queue {
-                drop(pos);
-                self.close(CloseReason::SlowConsumer);
-                return SendOutcome::SlowConsumer;
+        if pos.held.is_some() {
+            return self.hold(pos, Held { position, prev, frame: Some(frame) });
+        }
+        if let Some(p) = position {
+            if pos.last_queued.is_some_and(|last| p <= last) {
+                return SendOutcome::Duplicate;
             }
-            held.push((position, frame));
-            return SendOutcome::Queued;
+            if self.fills_gaps() && pos.gap_before(prev) {
+                return self.hold_for_gap(pos, Held { position, prev, frame: Some(frame) });
+            }
         }
         self.send_in_order(&mut pos, frame, position)
+    }
+
+    /// A persisted live event that is not for this connection (its type, its subscriptions):
+    /// nothing is sent, but its position counts as done, in its place among the events held,
+    /// and a gap before it is filled as for [`ConnHandle::send_event`].
+    pub fn pass_over(&self, position: LogId, prev: Option<LogId>) {
+        let mut pos = self.positions.lock();
+        let held = Held { position: Some(position), prev, frame: None };
+        if pos.held.is_some() {
+            self.hold(pos, held);
+        } else if pos.last_queued.is_some_and(|last| position <= last) {
+        } else if self.fills_gaps() && pos.gap_before(prev) {
+            self.hold_for_gap(pos, held);
+        } else {
+            pos.pass(position);
+        }
+    }
+
+    /// Whether gaps in this connection's persisted events are filled from the log: a user's
+    /// connection on an endpoint that replays (the user's log is what it resumes from).
+    pub(super) fn fills_gaps(&self) -> bool {
+        self.endpoint.config.replay.enabled && self.principal.as_deref().is_some_and(|p| p.user().is_some())
+    }
+
+    /// Adds an event to those held; too many held closes the connection as a slow consumer.
+    fn hold(&self, mut pos: parking_lot::MutexGuard<'_, Positions>, held: Held) -> SendOutcome {
+        let queue = pos.held.as_mut().expect("holding");
+        if queue.len() >= self.endpoint.limits().outbound_queue {
+            drop(pos);
+            self.close(CloseReason::SlowConsumer);
+            return SendOutcome::SlowConsumer;
+        }
+        queue.push(held);
+        SendOutcome::Queued
+    }
+
+    /// Starts holding live events behind a gap, with `first` the event that showed it, and
+    /// asks for the gap-fill.
+    fn hold_for_gap(&self, mut pos: parking_lot::MutexGuard<'_, Positions>, first: Held) -> SendOutcome {
+        pos.held = Some(Box::new(vec![first]));
+        self.holding.store(true, Ordering::Release);
+        drop(pos);
+        self.request_catch_up();
+        SendOutcome::Queued
     }
 
     fn send_in_order(&self, pos: &mut Positions, frame: Payload, position: Option<LogId>) -> SendOutcome {
@@ -262,10 +342,15 @@ impl ConnHandle {
     }
 
     /// Starts holding live events back (before the connection subscribes, when it will
-    /// replay missed ones).
-    pub fn begin_hold(&self) {
-        self.positions.lock().held = Some(Box::default());
+    /// replay missed ones; before a gap-fill reads the log) unless they are held already;
+    /// returns how many are held now. The log read that follows covers those (they were
+    /// stored before they were published, and published before the read): see
+    /// [`ConnHandle::end_hold`].
+    pub fn begin_hold(&self) -> usize {
+        let mut pos = self.positions.lock();
+        let held = pos.held.get_or_insert_with(Box::default).len();
         self.holding.store(true, Ordering::Release);
+        held
     }
 
     /// Sends a replayed event, ahead of any held live event.
@@ -274,14 +359,77 @@ impl ConnHandle {
         self.send_in_order(&mut pos, frame.into(), Some(position))
     }
 
-    /// Ends the replay: sends the held live events the replay did not already cover, in
-    /// arrival order, and lets later events through directly.
-    pub fn end_hold(&self) {
+    /// Counts a logged event that is not for this connection as done (a replay or gap-fill
+    /// passing over it), so that it does not look missing later.
+    pub fn pass_replayed(&self, position: LogId) {
+        self.positions.lock().pass(position);
+    }
+
+    /// Counts everything up to `start` as done: where a replay started, the client had
+    /// everything before (or it is older than what is kept).
+    pub fn done_through(&self, start: LogId) {
+        self.positions.lock().pass(start);
+    }
+
+    /// The newest position the connection has (see [`ConnHandle::done_through`]): a
+    /// gap-fill reads the log after it.
+    pub fn done_until(&self) -> Option<LogId> {
+        self.positions.lock().last_queued
+    }
+
+    /// Ends a replay or gap-fill: sends the held live events it did not already cover, in
+    /// arrival order, and lets later events through directly. The first `covered` held events
+    /// were held before the log was read, so the read saw whatever the log had before them: a
+    /// gap still in front of one of those is gone from the log for good (more was missed than
+    /// the log keeps). A later one that shows a gap is held again, with the rest, for another
+    /// gap-fill. Returns how many gaps the log could not fill.
+    pub fn end_hold(&self, covered: usize) -> usize {
         let mut pos = self.positions.lock();
-        for (position, frame) in pos.held.take().map(|held| *held).unwrap_or_default() {
-            self.send_in_order(&mut pos, frame, position);
+        let Some(held) = pos.held.take() else { return 0 };
+        let mut unrecoverable = 0;
+        let mut rest = held.into_iter().enumerate();
+        while let Some((n, event)) = rest.next() {
+            if let Some(position) = event.position.filter(|_| self.fills_gaps() && pos.gap_before(event.prev)) {
+                if pos.last_queued.is_some_and(|last| position <= last) {
+                    continue;
+                }
+                if n >= covered {
+                    let mut again: HeldEvents = vec![event];
+                    again.extend(rest.map(|(_, e)| e));
+                    pos.held = Some(Box::new(again));
+                    drop(pos);
+                    self.request_catch_up();
+                    return unrecoverable;
+                }
+                unrecoverable += 1;
+            }
+            match event.frame {
+                Some(frame) => {
+                    self.send_in_order(&mut pos, frame, event.position);
+                }
+                None => {
+                    if let Some(position) = event.position {
+                        pos.pass(position);
+                    }
+                }
+            }
         }
         self.holding.store(false, Ordering::Release);
+        unrecoverable
+    }
+
+    /// Asks the connection's task for a gap-fill (its subscription may have missed persisted
+    /// events: the node's broker subscriptions were restored after a loss, or a live event
+    /// showed a gap). Several requests before it runs make one.
+    pub fn request_catch_up(&self) {
+        self.catch_up.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    /// Whether a gap-fill was asked for since the last call.
+    pub fn take_catch_up_request(&self) -> bool {
+        // A load first: the task asks before every message, and a request is rare.
+        self.catch_up.load(Ordering::Acquire) && self.catch_up.swap(false, Ordering::AcqRel)
     }
 
     /// The last persisted event written to the socket: where a later replay starts.
@@ -429,7 +577,7 @@ mod tests {
     use switchboard_broker::LogId;
     use switchboard_protocol::CloseReason;
 
-    use super::super::testing::{connection, endpoint_with};
+    use super::super::testing::{connection, connection_of, endpoint_with, user};
     use super::*;
 
     fn at(ms: u64) -> Option<LogId> {
@@ -445,19 +593,19 @@ mod tests {
         let (conn, socket) = connection(1, endpoint_with("/ws/notifications", |_| {}));
         conn.begin_hold();
         // Live events arrive while the log is being read: persisted 5 and 6, an ephemeral one.
-        assert_eq!(conn.send_event(Bytes::from_static(b"live-5"), at(5)), SendOutcome::Queued);
-        assert_eq!(conn.send_event(Bytes::from_static(b"ephemeral"), None), SendOutcome::Queued);
-        assert_eq!(conn.send_event(Bytes::from_static(b"live-6"), at(6)), SendOutcome::Queued);
+        assert_eq!(conn.send_event(Bytes::from_static(b"live-5"), at(5), None), SendOutcome::Queued);
+        assert_eq!(conn.send_event(Bytes::from_static(b"ephemeral"), None, None), SendOutcome::Queued);
+        assert_eq!(conn.send_event(Bytes::from_static(b"live-6"), at(6), None), SendOutcome::Queued);
         assert!(socket.take_frames().is_empty(), "held while replaying");
         // The replay read up to 5.
         conn.send_replayed(Bytes::from_static(b"replay-4"), LogId { ms: 4, seq: 0 });
         conn.send_replayed(Bytes::from_static(b"replay-5"), LogId { ms: 5, seq: 0 });
         conn.send(Bytes::from_static(b"replay_complete"));
-        conn.end_hold();
+        conn.end_hold(0);
         assert_eq!(texts(socket.take_frames()), ["replay-4", "replay-5", "replay_complete", "ephemeral", "live-6"]);
         // After the replay events flow directly, and an old position is a duplicate.
-        assert_eq!(conn.send_event(Bytes::from_static(b"live-6-again"), at(6)), SendOutcome::Duplicate);
-        assert_eq!(conn.send_event(Bytes::from_static(b"live-7"), at(7)), SendOutcome::Queued);
+        assert_eq!(conn.send_event(Bytes::from_static(b"live-6-again"), at(6), None), SendOutcome::Duplicate);
+        assert_eq!(conn.send_event(Bytes::from_static(b"live-7"), at(7), None), SendOutcome::Queued);
         assert_eq!(texts(socket.take_frames()), ["live-7"]);
         assert_eq!(conn.last_written(), at(7));
     }
@@ -468,29 +616,127 @@ mod tests {
         // interleaved with ephemeral events and new positions.
         let (conn, socket) = connection(1, endpoint_with("/ws/notifications", |_| {}));
         for ms in 1..=4 {
-            assert_eq!(conn.send_event(Bytes::from(format!("e{ms}")), at(ms)), SendOutcome::Queued);
+            assert_eq!(conn.send_event(Bytes::from(format!("e{ms}")), at(ms), None), SendOutcome::Queued);
         }
         let redone = [(2, SendOutcome::Duplicate), (3, SendOutcome::Duplicate), (4, SendOutcome::Duplicate)];
         for (ms, outcome) in redone {
-            assert_eq!(conn.send_event(Bytes::from(format!("again{ms}")), at(ms)), outcome);
+            assert_eq!(conn.send_event(Bytes::from(format!("again{ms}")), at(ms), None), outcome);
         }
-        assert_eq!(conn.send_event(Bytes::from_static(b"ephemeral"), None), SendOutcome::Queued);
-        assert_eq!(conn.send_event(Bytes::from_static(b"e5"), at(5)), SendOutcome::Queued);
+        assert_eq!(conn.send_event(Bytes::from_static(b"ephemeral"), None, None), SendOutcome::Queued);
+        assert_eq!(conn.send_event(Bytes::from_static(b"e5"), at(5), None), SendOutcome::Queued);
         // An older position arriving late (a stalled worker's publish) is not sent either.
-        assert_eq!(conn.send_event(Bytes::from_static(b"late3"), at(3)), SendOutcome::Duplicate);
+        assert_eq!(conn.send_event(Bytes::from_static(b"late3"), at(3), None), SendOutcome::Duplicate);
         let same_ms_next_seq = Some(LogId { ms: 5, seq: 1 });
-        assert_eq!(conn.send_event(Bytes::from_static(b"e5.1"), same_ms_next_seq), SendOutcome::Queued);
+        assert_eq!(conn.send_event(Bytes::from_static(b"e5.1"), same_ms_next_seq, None), SendOutcome::Queued);
         assert_eq!(texts(socket.take_frames()), ["e1", "e2", "e3", "e4", "ephemeral", "e5", "e5.1"]);
         assert_eq!(conn.last_written(), same_ms_next_seq);
+    }
+
+    fn ev(name: &'static str) -> Bytes {
+        Bytes::from_static(name.as_bytes())
+    }
+
+    /// A connection of user alice: what fills gaps from a log.
+    fn alices(endpoint: Arc<EndpointRuntime>) -> (Arc<ConnHandle>, Arc<super::super::testing::Recorder>) {
+        connection_of(1, endpoint, user("alice", None))
+    }
+
+    #[test]
+    fn a_live_event_after_a_gap_waits_until_the_missed_ones_came_from_the_log() {
+        let (conn, socket) = alices(endpoint_with("/ws/notifications", |_| {}));
+        conn.done_through(LogId { ms: 1, seq: 0 });
+        assert_eq!(conn.send_event(ev("e2"), at(2), at(1)), SendOutcome::Queued);
+        assert!(!conn.take_catch_up_request(), "2 follows 1: no gap");
+        // 3 and 4 never arrived live: 5 names 4 as the one before it.
+        assert_eq!(conn.send_event(ev("e5"), at(5), at(4)), SendOutcome::Queued);
+        assert_eq!(conn.send_event(ev("ephemeral"), None, None), SendOutcome::Queued);
+        assert_eq!(texts(socket.take_frames()), ["e2"], "held behind the gap");
+        assert!(conn.take_catch_up_request(), "a gap-fill is asked for");
+        // The gap-fill: the log after 2 holds 3, 4 and 5.
+        let covered = conn.begin_hold();
+        assert_eq!((covered, conn.done_until()), (2, at(2)));
+        for (name, ms) in [("log-3", 3), ("log-4", 4), ("log-5", 5)] {
+            conn.send_replayed(ev(name), LogId { ms, seq: 0 });
+        }
+        assert_eq!(conn.end_hold(covered), 0, "nothing missing for good");
+        assert_eq!(texts(socket.take_frames()), ["log-3", "log-4", "log-5", "ephemeral"]);
+        assert!(!conn.is_holding() && !conn.take_catch_up_request());
+        assert_eq!(conn.last_written(), at(5));
+    }
+
+    #[test]
+    fn a_gap_the_log_cannot_fill_is_counted_and_what_follows_still_goes_out() {
+        let (conn, socket) = alices(endpoint_with("/ws/notifications", |_| {}));
+        conn.done_through(LogId { ms: 2, seq: 0 });
+        conn.send_event(ev("e9"), at(9), at(8));
+        assert!(conn.take_catch_up_request());
+        let covered = conn.begin_hold();
+        // The log no longer has 3..8 (more was missed than it keeps): it starts at 9.
+        conn.send_replayed(ev("log-9"), LogId { ms: 9, seq: 0 });
+        assert_eq!(conn.end_hold(covered), 0, "9 itself closed the gap");
+        conn.send_event(ev("e12"), at(12), at(11));
+        assert!(conn.take_catch_up_request());
+        let covered = conn.begin_hold();
+        assert_eq!(conn.end_hold(covered), 1, "the log had nothing after 9: 10 and 11 are gone");
+        assert_eq!(texts(socket.take_frames()), ["log-9", "e12"]);
+        assert!(!conn.take_catch_up_request(), "no fill is asked for again: it cannot do better");
+    }
+
+    #[test]
+    fn an_event_that_shows_a_new_gap_during_a_fill_waits_for_the_next_one() {
+        let (conn, socket) = alices(endpoint_with("/ws/notifications", |_| {}));
+        conn.done_through(LogId { ms: 2, seq: 0 });
+        conn.send_event(ev("e5"), at(5), at(4));
+        assert!(conn.take_catch_up_request());
+        let covered = conn.begin_hold();
+        // While the log is read, 7 arrives naming 6, which the read may not have seen.
+        conn.send_event(ev("e7"), at(7), at(6));
+        for ms in 3..=5 {
+            conn.send_replayed(Bytes::from(format!("log-{ms}")), LogId { ms, seq: 0 });
+        }
+        assert_eq!(conn.end_hold(covered), 0);
+        assert_eq!(texts(socket.take_frames()), ["log-3", "log-4", "log-5"]);
+        assert!(conn.is_holding() && conn.take_catch_up_request(), "7 is held for another fill");
+        let covered = conn.begin_hold();
+        for ms in 6..=7 {
+            conn.send_replayed(Bytes::from(format!("log-{ms}")), LogId { ms, seq: 0 });
+        }
+        assert_eq!(conn.end_hold(covered), 0);
+        assert_eq!(texts(socket.take_frames()), ["log-6", "log-7"]);
+        assert!(!conn.is_holding());
+    }
+
+    #[test]
+    fn events_not_for_the_connection_count_as_passed_and_endpoints_without_replay_fill_no_gaps() {
+        let (conn, socket) = alices(endpoint_with("/ws/notifications", |_| {}));
+        conn.done_through(LogId { ms: 2, seq: 0 });
+        conn.pass_over(LogId { ms: 3, seq: 0 }, at(2));
+        assert_eq!(conn.send_event(ev("e4"), at(4), at(3)), SendOutcome::Queued, "3 went by: no gap");
+        // A gap in front of an event that is not for it is filled too (the missed ones may be).
+        conn.pass_over(LogId { ms: 7, seq: 0 }, at(6));
+        assert!(conn.take_catch_up_request() && conn.is_holding());
+        let covered = conn.begin_hold();
+        conn.send_replayed(ev("log-5"), LogId { ms: 5, seq: 0 });
+        conn.pass_replayed(LogId { ms: 6, seq: 0 });
+        conn.pass_replayed(LogId { ms: 7, seq: 0 });
+        assert_eq!(conn.end_hold(covered), 0);
+        assert_eq!(conn.send_event(ev("e8"), at(8), at(7)), SendOutcome::Queued);
+        assert_eq!(texts(socket.take_frames()), ["e4", "log-5", "e8"]);
+
+        let (plain, socket) = alices(endpoint_with("/ws", |_| {}));
+        plain.done_through(LogId { ms: 2, seq: 0 });
+        assert_eq!(plain.send_event(ev("e9"), at(9), at(8)), SendOutcome::Queued);
+        assert!(!plain.take_catch_up_request() && !plain.is_holding(), "no log to fill from");
+        assert_eq!(texts(socket.take_frames()), ["e9"]);
     }
 
     #[test]
     fn a_hold_that_overflows_closes_the_connection_as_a_slow_consumer() {
         let (conn, _socket) = connection(1, endpoint_with("/ws/notifications", |e| e.limits.outbound_queue = 2));
         conn.begin_hold();
-        assert_eq!(conn.send_event(Bytes::from_static(b"a"), None), SendOutcome::Queued);
-        assert_eq!(conn.send_event(Bytes::from_static(b"b"), None), SendOutcome::Queued);
-        assert_eq!(conn.send_event(Bytes::from_static(b"c"), None), SendOutcome::SlowConsumer);
+        assert_eq!(conn.send_event(Bytes::from_static(b"a"), None, None), SendOutcome::Queued);
+        assert_eq!(conn.send_event(Bytes::from_static(b"b"), None, None), SendOutcome::Queued);
+        assert_eq!(conn.send_event(Bytes::from_static(b"c"), None, None), SendOutcome::SlowConsumer);
         assert!(matches!(conn.close_plan(), Some(ClosePlan::Server(CloseReason::SlowConsumer, _))));
     }
 

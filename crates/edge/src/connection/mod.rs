@@ -68,6 +68,11 @@ pub trait MessageHandler: Send {
     fn handle(&mut self, data: &[u8], is_text: bool) -> impl Future<Output = ()> + Send;
     /// Called once when the connection ends.
     fn finish(&mut self) -> impl Future<Output = ()> + Send;
+    /// Fills a gap in what the connection got live (see [`ConnHandle::request_catch_up`]);
+    /// handlers without persisted events have none.
+    fn catch_up(&mut self) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
     /// Whether the client subscribed to anything (connections that never do are closed after
     /// the endpoint's `unsubscribed_timeout`).
     fn is_subscribed(&self) -> bool;
@@ -115,6 +120,19 @@ impl ConnContext {
         for (_, conn) in self.open.lock().iter() {
             conn.request_drain();
         }
+    }
+
+    /// Asks every open connection that fills gaps from its user's log to do so (the node's
+    /// broker subscriptions were lost and are back); returns how many were asked.
+    pub fn request_catch_ups(&self) -> usize {
+        let mut asked = 0;
+        for (_, conn) in self.open.lock().iter() {
+            if conn.fills_gaps() {
+                conn.request_catch_up();
+                asked += 1;
+            }
+        }
+        asked
     }
 
     /// Lists an open connection until the returned registration drops, which also holds its
@@ -274,15 +292,20 @@ fn run<H: MessageHandler>(
             let mut blocked = false;
 
             while !conn.is_closing() {
-                // Handle every complete frame that has arrived. The message being handled lives in
-                // the boxed future, not in this task's state.
+                // Fill a gap in what the connection got live when one is due, and handle every
+                // complete frame that has arrived. The work lives in the boxed future (the
+                // message with it), not in this task's state.
                 while !conn.is_closing() {
-                    let handling = match reader.step(&conn, &mut timers, &open.ctx.metrics) {
-                        Step::Message(message) => handle(&mut session, message),
-                        Step::Handled => continue,
-                        Step::Drained => break,
+                    let work = if conn.take_catch_up_request() {
+                        catch_up(&mut session)
+                    } else {
+                        match reader.step(&conn, &mut timers, &open.ctx.metrics) {
+                            Step::Message(message) => handle(&mut session, message),
+                            Step::Handled => continue,
+                            Step::Drained => break,
+                        }
                     };
-                    handling.await;
+                    work.await;
                 }
                 // Nothing pending: hold no read buffer while idle.
                 reader.compact();
@@ -418,6 +441,11 @@ fn handle<'a, H: MessageHandler>(
     message: Message<'a>,
 ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
     Box::pin(async move { session.handle(&message.data, message.is_text).await })
+}
+
+/// The handler's gap-fill, boxed like [`handle`].
+fn catch_up<'a, H: MessageHandler>(session: &'a mut H) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+    Box::pin(session.catch_up())
 }
 
 /// Flushes pending output; true when the socket is full and the task must wait for it.

@@ -51,6 +51,8 @@ struct Prepared<'a> {
     deflated: [Option<Option<Bytes>>; DialectKind::COUNT],
     payload: LazyPayload,
     position: Option<LogId>,
+    /// The position before it in the user's log (persisted events; see [`Event::prev`]).
+    prev: Option<LogId>,
     delivered: usize,
 }
 
@@ -62,7 +64,16 @@ impl<'a> Prepared<'a> {
             deflated: Default::default(),
             payload: LazyPayload::default(),
             position: event.position.as_deref().and_then(LogId::parse),
+            prev: event.prev.as_deref().and_then(LogId::parse),
             delivered: 0,
+        }
+    }
+
+    /// Tells a connection that does not want this persisted event that its position went by
+    /// (so that the next event does not look like a gap after it).
+    fn pass_over(&self, conn: &ConnHandle) {
+        if let Some(position) = self.position {
+            conn.pass_over(position, self.prev);
         }
     }
 
@@ -162,9 +173,12 @@ impl Dispatcher {
         // Which events went into `picked` (a pass has at most 32 events).
         let mut who = 0u64;
         for (i, p) in events.iter_mut().enumerate() {
-            let Some(frame) = p.frame_for(conn, topic, allowed[i], &self.metrics) else { continue };
+            let Some(frame) = p.frame_for(conn, topic, allowed[i], &self.metrics) else {
+                p.pass_over(conn);
+                continue;
+            };
             if in_order {
-                self.count(conn.send_event(frame, p.position), &mut p.delivered);
+                self.count(conn.send_event(frame, p.position, p.prev), &mut p.delivered);
             } else {
                 picked.push(frame);
                 who |= 1 << i;
@@ -189,9 +203,9 @@ impl Dispatcher {
             return;
         }
         let allowed = conn.endpoint.allows_type(&p.event.kind);
-        let Some(frame) = p.frame_for(conn, topic, allowed, &self.metrics) else { return };
+        let Some(frame) = p.frame_for(conn, topic, allowed, &self.metrics) else { return p.pass_over(conn) };
         let outcome = if p.position.is_some() || conn.is_holding() {
-            conn.send_event(frame, p.position)
+            conn.send_event(frame, p.position, p.prev)
         } else {
             conn.send(frame)
         };

@@ -237,6 +237,14 @@ impl MessageHandler for Session {
         Ok(())
     }
 
+    /// Sends what the connection missed live from the user's log, on endpoints that replay
+    /// (the task asks only once `start`, and with it the replay on connect, is done).
+    async fn catch_up(&mut self) {
+        if let (Replay::From(_), Some(user)) = (&self.replay, self.principal.user()) {
+            self.services.replayer.catch_up(&self.conn, user).await;
+        }
+    }
+
     /// Handles one complete client message.
     async fn handle(&mut self, message: &[u8], is_text: bool) {
         let codec = self.conn.endpoint.codec;

@@ -29,6 +29,7 @@ fn sample_event(replayed_sid: Option<&str>) -> Event {
         echo: false,
         binary: false,
         position: replayed_sid.map(str::to_owned),
+        prev: None,
         traceparent: None,
     }
 }
