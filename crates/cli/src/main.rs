@@ -299,7 +299,7 @@ fn serve(loaded: Loaded, process: Process) -> Result<()> {
                 let node = retrying(
                     || Node::connect(cfg.clone()),
                     |e| match e {
-                        switchboard_edge::node::NodeError::Broker(e) => Some(e.to_string()),
+                        switchboard_edge::node::NodeError::Broker(e) if e.is_transient() => Some(e.to_string()),
                         _ => None,
                     },
                 )
@@ -308,7 +308,11 @@ fn serve(loaded: Loaded, process: Process) -> Result<()> {
                 switchboard_edge::server::serve_role(node, role, listener, shutdown_signal()).await?;
             }
             Process::Worker => {
-                let worker = retrying(|| WorkerProcess::connect(cfg.clone()), |e| Some(e.to_string())).await?;
+                let worker = retrying(
+                    || WorkerProcess::connect(cfg.clone()),
+                    |e| e.is_transient().then(|| e.to_string()),
+                )
+                .await?;
                 print_worker_banner(&cfg, addr);
                 worker.serve(listener, shutdown_signal()).await?;
             }

@@ -40,6 +40,50 @@ fn numsub(redis: &RedisServer, topic: &str) -> u64 {
     count.unwrap_or_else(|| panic!("PUBSUB NUMSUB answered {out:?}"))
 }
 
+/// Runs `switchboard edge` with `redis_url` (and `cluster`) and waits for it to give up:
+/// its exit status and what it printed on stderr.
+fn edge_refusing(redis_url: &str, cluster: bool) -> (std::process::ExitStatus, String) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(BIN)
+        .args(["edge", "--listen", "127.0.0.1:0"])
+        .env_remove("SWITCHBOARD_CONFIG")
+        .env("SWITCHBOARD_REDIS_URL", redis_url)
+        .env("SWITCHBOARD_REDIS_CLUSTER", cluster.to_string())
+        .env("SWITCHBOARD_JWT_SECRET", SECRET)
+        .env("SWITCHBOARD_ADMIN_KEY", ADMIN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the edge");
+    let deadline = Instant::now() + WAIT * 2;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the edge") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the edge started instead of refusing {redis_url} (cluster: {cluster})");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("read stderr");
+    (status, stderr)
+}
+
+#[test]
+fn a_redis_cluster_given_as_a_single_server_is_refused_at_the_start_naming_the_setting() {
+    // One URL of a cluster node: every command for a slot that node does not own would fail.
+    let node = RedisServer::start_cluster_node();
+    let (status, stderr) = edge_refusing(&node.url(), false);
+    assert!(!status.success());
+    assert!(stderr.contains("cluster_enabled:1") && stderr.contains("SWITCHBOARD_REDIS_CLUSTER=true"), "{stderr}");
+    // Several seed URLs without cluster mode: refused before anything is dialled.
+    let (status, stderr) = edge_refusing(&format!("{},{}", node.url(), node.url()), false);
+    assert!(!status.success());
+    assert!(stderr.contains("redis_url: 2 URLs") && stderr.contains("SWITCHBOARD_REDIS_CLUSTER=true"), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_on_one_edge_receives_what_is_published_through_another() {
     let redis = RedisServer::start();

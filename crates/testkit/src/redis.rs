@@ -78,6 +78,13 @@ impl RedisServer {
         Self::start_with(free_port(), temp_dir("redis"), aof)
     }
 
+    /// Starts a lone cluster-enabled server (a Redis Cluster node that joined no cluster):
+    /// what a node pointed at one of a cluster's nodes as if it were a single server meets.
+    pub fn start_cluster_node() -> RedisServer {
+        let extra = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"].map(String::from).to_vec();
+        Self::start_with(free_port(), temp_dir("cluster"), extra)
+    }
+
     fn start_with(port: u16, dir: PathBuf, extra: Vec<String>) -> RedisServer {
         let mut server = RedisServer { port, dir, extra, child: None };
         for _ in 1..START_ATTEMPTS {

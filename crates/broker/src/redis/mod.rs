@@ -113,6 +113,20 @@ async fn keep_subscriber_alive(subscriber: Commands, wanted: Arc<resubscribe::Wa
     }
 }
 
+/// A Redis Cluster node given as a single server answers commands for its own slots only: every
+/// other one fails (`MOVED`), and so would every client connect. Refused at the start instead.
+async fn refuse_a_cluster_node(commands: &Commands) -> Result<()> {
+    let info: String = commands.query(&redis::cmd("INFO").arg("cluster")).await.map_err(unavailable)?;
+    if info.lines().any(|l| l.trim() == "cluster_enabled:1") {
+        return Err(BrokerError::Misconfigured(
+            "the server is a Redis Cluster node (INFO cluster says cluster_enabled:1): set \
+             SWITCHBOARD_REDIS_CLUSTER=true (redis_cluster = true) and give the cluster's nodes as seeds"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 fn unavailable(e: redis::RedisError) -> BrokerError {
     BrokerError::Unavailable(e.to_string())
 }
@@ -162,6 +176,9 @@ impl RedisBroker {
             Commands::connect(settings, None::<fn(redis::PushInfo) -> std::result::Result<(), redis::aio::SendError>>)
                 .await
                 .map_err(unavailable)?;
+        if !settings.cluster {
+            refuse_a_cluster_node(&commands).await?;
+        }
         let subscriber = Commands::connect(settings, Some(push)).await.map_err(unavailable)?;
         let keepalive = Keepalive(tokio::spawn(keep_subscriber_alive(subscriber.clone(), wanted.clone())));
         let resubscriber =

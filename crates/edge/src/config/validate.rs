@@ -27,6 +27,7 @@ impl Config {
             }
         }
         self.persistence.problems(&mut problems);
+        self.redis_problems(&mut problems);
         if self.tickets.ttl < Duration::from_secs(1) || self.tickets.ttl > Duration::from_secs(600) {
             problems.push("tickets.ttl: must be between 1s and 10m".into());
         }
@@ -71,6 +72,18 @@ impl Config {
             }
         }
         problems
+    }
+
+    /// Several seed URLs name a Redis Cluster: without `redis_cluster` the node would talk to
+    /// the first as a single server and fail every command for a slot it does not own.
+    fn redis_problems(&self, problems: &mut Vec<String>) {
+        let urls = self.redis_url.split(',').filter(|u| !u.trim().is_empty()).count();
+        if urls > 1 && !self.redis_cluster {
+            problems.push(format!(
+                "redis_url: {urls} URLs are the seed nodes of a Redis Cluster: set redis_cluster = true \
+                 (SWITCHBOARD_REDIS_CLUSTER=true), or give the one URL of a single server"
+            ));
+        }
     }
 
     /// Development or guessable credentials are refused anywhere but loopback.
@@ -143,5 +156,18 @@ mod tests {
         assert!(problems.iter().any(|p| p.ends_with("limits.idle_timeout: at most 30 days")), "{problems:?}");
         assert!(problems.iter().any(|p| p.starts_with("listen_backlog")), "{problems:?}");
         assert_eq!(open("a", "x").listen_backlog, 4096, "the default queue");
+    }
+
+    #[test]
+    fn several_redis_urls_without_cluster_mode_are_refused() {
+        let mut c = crate::connection::testing::default_config();
+        c.redis_url = "redis://a:7000, redis://b:7000,redis://c:7000".into();
+        let problems = c.problems();
+        assert!(problems.iter().any(|p| p.starts_with("redis_url: 3 URLs") && p.contains("SWITCHBOARD_REDIS_CLUSTER=true")));
+        c.redis_cluster = true;
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        c.redis_url = "redis://a:6379".into();
+        c.redis_cluster = false;
+        assert!(c.problems().is_empty());
     }
 }
