@@ -303,13 +303,37 @@ pub trait Presence: Send + Sync {
     async fn presence_expired(&self, limit: usize) -> Result<Vec<String>>;
 }
 
-/// The state of a node's subscriptions on the broker.
+/// What a node knows of its broker's health beyond "it answers": `/readyz` says the node is
+/// not ready while any part is false, and the metrics report each part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SubscriberHealth {
-    /// Every wanted topic is confirmed subscribed.
-    pub healthy: bool,
+pub struct BrokerHealth {
+    /// The last look at the broker (the probe's, every second) got an answer.
+    pub reachable: bool,
+    /// Every topic the node wants is confirmed subscribed (a node whose subscriptions were
+    /// lost delivers nothing, though its commands may work).
+    pub subscribed: bool,
     /// Times the subscriptions were lost since the node started.
-    pub losses: u64,
+    pub subscription_losses: u64,
+    /// The node's own probe message came back through its subscriptions lately: delivery
+    /// works end to end.
+    pub delivering: bool,
+    /// The server the node writes to says it is a master (not a replica, not a demoted
+    /// master that still answers).
+    pub writable: bool,
+    /// Times the node followed its master to another server (Sentinel failovers).
+    pub failovers: u64,
+}
+
+impl BrokerHealth {
+    /// Everything in order, as in process.
+    pub const HEALTHY: BrokerHealth = BrokerHealth {
+        reachable: true,
+        subscribed: true,
+        subscription_losses: 0,
+        delivering: true,
+        writable: true,
+        failovers: 0,
+    };
 }
 
 /// Everything a node needs from shared state, behind one object.
@@ -341,11 +365,10 @@ pub trait Broker: PubSub + KeyValue + Log + Leases + Presence {
     /// A short name for logs and metrics (`memory`, `redis`, `redis-cluster`).
     fn name(&self) -> &'static str;
 
-    /// Whether every topic this node subscribed to is subscribed now (a node whose
-    /// subscriptions were lost delivers nothing, though its commands may work): `/readyz`
-    /// and a metric report it. Always healthy in process.
-    fn subscriber_health(&self) -> SubscriberHealth {
-        SubscriberHealth { healthy: true, losses: 0 }
+    /// The broker's health as this node sees it (see [`BrokerHealth`]). Always healthy in
+    /// process.
+    fn health(&self) -> BrokerHealth {
+        BrokerHealth::HEALTHY
     }
 
     /// Now, in unix ms, by the clock log retention is measured with (injectable in the

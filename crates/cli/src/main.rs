@@ -308,11 +308,9 @@ fn serve(loaded: Loaded, process: Process) -> Result<()> {
                 switchboard_edge::server::serve_role(node, role, listener, shutdown_signal()).await?;
             }
             Process::Worker => {
-                let worker = retrying(
-                    || WorkerProcess::connect(cfg.clone()),
-                    |e| e.is_transient().then(|| e.to_string()),
-                )
-                .await?;
+                let worker =
+                    retrying(|| WorkerProcess::connect(cfg.clone()), |e| e.is_transient().then(|| e.to_string()))
+                        .await?;
                 print_worker_banner(&cfg, addr);
                 worker.serve(listener, shutdown_signal()).await?;
             }

@@ -299,6 +299,25 @@ async fn readyz_says_not_ready_while_the_subscriptions_are_lost_and_ready_once_d
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_says_not_ready_on_a_replica_that_answers_ping_and_ready_once_it_is_a_master() {
+    let master = RedisServer::start();
+    let replica = RedisServer::start();
+    replica.cli(&["REPLICAOF", "127.0.0.1", &master.port.to_string()]);
+    // A replica answers PING and takes subscriptions, but refuses every write.
+    let a = edge(&replica.url(), false);
+    wait_until("/readyz to say the server is read-only", || {
+        readyz(&a) == (503, json!({"status": "broker_read_only", "broker": "redis"}))
+    })
+    .await;
+    let check = |name: &str| a.metric(&format!("switchboard_readiness_check{{check=\"{name}\"}}"));
+    assert_eq!((check("writable"), check("broker"), check("subscriptions")), (0.0, 1.0, 1.0));
+    // Promoted (as a failover would), it is ready.
+    replica.cli(&["REPLICAOF", "NO", "ONE"]);
+    wait_until("/readyz to report ready", || readyz(&a).0 == 200).await;
+    assert_eq!(check("writable"), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_redis_cluster_killed_subscriber_connections_are_counted_and_restored_before_ready() {
     let cluster = RedisCluster::start(3);
     let (a, b) = (edge(&cluster.urls(), true), edge(&cluster.urls(), true));

@@ -10,6 +10,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use switchboard_testkit::fault_proxy::{FaultProxy, Mode};
+use switchboard_testkit::process::{http_request, NodeProcess};
 use switchboard_testkit::redis::{RedisCluster, RedisServer};
 use switchboard_testkit::traffic::Traffic;
 
@@ -23,6 +25,24 @@ const USERS: usize = 20;
 const PER_USER_RATE: f64 = 20.0;
 /// How long delivery may take to finish after the last fault.
 const SETTLE: Duration = Duration::from_secs(30);
+
+/// How long the readiness of a node may take to follow a fault or its end.
+const READINESS_BOUND: Duration = Duration::from_secs(30);
+
+/// `/readyz`'s status code.
+fn ready(node: &NodeProcess) -> u16 {
+    http_request(&node.addr, "GET", "/readyz", "", "").0
+}
+
+/// Waits until `/readyz` answers `ready` (true: 200) and returns how long that took.
+async fn readiness_becomes(node: &NodeProcess, want_ready: bool, what: &str) -> Duration {
+    let started = Instant::now();
+    while (ready(node) == 200) != want_ready {
+        assert!(started.elapsed() < READINESS_BOUND, "{what}: /readyz did not follow within {READINESS_BOUND:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    started.elapsed()
+}
 
 /// Writes one scenario's findings for the matrix report.
 fn report(id: &str, findings: Value) {
@@ -100,4 +120,33 @@ async fn f8_killed_subscriptions_lose_nothing_on_open_connections_redis_cluster(
     let cluster = RedisCluster::start(3);
     let masters: Vec<&RedisServer> = cluster.nodes.iter().collect();
     subscriptions_killed_under_load("F8-cluster", &cluster.urls(), true, &masters).await;
+}
+
+/// F9: the subscriber's socket goes silent (a proxy keeps it open and drops every byte; the
+/// command connection keeps working): the node says it is not ready within the probe's
+/// deadline, and once the route heals every persistent event published meanwhile reaches the
+/// open connections from the users' logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fault matrix: scripts/test.sh runs it"]
+async fn f9_a_silent_subscriber_connection_is_noticed_and_loses_nothing() {
+    let redis = RedisServer::start();
+    let proxy = FaultProxy::start(([127, 0, 0, 1], redis.port).into());
+    let _worker = node_with("worker", &redis.url(), false, &[]);
+    let edge = node_with("edge", &proxy.url(), false, &[]);
+    let edges = std::slice::from_ref(&edge.addr);
+    let traffic = Traffic::start("F9", USERS, edges, edges, PER_USER_RATE).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    proxy.set(Mode::BlackholeSubscribers);
+    let noticed = readiness_becomes(&edge, false, "F9 blackhole").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.heal();
+    let recovered = readiness_becomes(&edge, true, "F9 healed").await;
+    let extra = json!({
+        "not_ready_after_ms": noticed.as_millis() as u64,
+        "ready_after_heal_ms": recovered.as_millis() as u64,
+        "gap_filled_events": edge.metric("switchboard_gap_filled_events_total"),
+        "subscription_losses": edge.metric("switchboard_broker_subscription_losses_total"),
+    });
+    assert!(noticed < Duration::from_secs(7), "F9: the silent subscriber went unnoticed too long: {extra}");
+    finish("F9", "the subscriber's socket blackholed (open, silent) for ~6 s, then healed", traffic, extra).await;
 }

@@ -10,8 +10,10 @@
 //! - `fanout`: local topic registry, broker subscription sync, encode-once dispatch;
 //! - `publish`: the one way in for events (publish API and client sends);
 //! - `replay`, `quota`, `presence`, `membership`, `index`, `control`, `inbox`: replay on
-//!   connect, cluster-wide quotas, who is online, channel membership, connections by user,
-//!   cluster control messages, and routing of broker deliveries;
+//!   connect and gap-fill of open connections, cluster-wide quotas, who is online, channel
+//!   membership, connections by user, cluster control messages, and routing of broker
+//!   deliveries;
+//! - `readiness`: what "ready" means, check by check;
 //! - `http`: the routes; `node`: the composition root; `server`: roles, serving and draining.
 
 pub mod auth;
@@ -34,6 +36,7 @@ mod presence;
 mod publish;
 mod quota;
 mod reach;
+mod readiness;
 mod replay;
 pub mod server;
 mod session;

@@ -200,32 +200,56 @@ impl Metrics {
     }
 }
 
-/// Reports the broker's subscriber health when `/metrics` is scraped (read from the broker
-/// then, so no task has to copy it into a gauge).
-struct SubscriberHealthCollector {
+/// Reports the broker's health and the process's readiness when `/metrics` is scraped (read
+/// then, so no task has to copy them into gauges).
+struct BrokerHealthCollector {
     broker: switchboard_broker::SharedBroker,
+    draining: tokio_util::sync::CancellationToken,
     up: IntGauge,
     losses: IntCounter,
+    failovers: IntCounter,
+    ready: IntGaugeVec,
 }
 
-impl prometheus::core::Collector for SubscriberHealthCollector {
+impl prometheus::core::Collector for BrokerHealthCollector {
     fn desc(&self) -> Vec<&prometheus::core::Desc> {
-        self.up.desc().into_iter().chain(self.losses.desc()).collect()
+        let mut desc = self.up.desc();
+        desc.extend(self.losses.desc());
+        desc.extend(self.failovers.desc());
+        desc.extend(self.ready.desc());
+        desc
     }
 
     fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        let health = self.broker.subscriber_health();
-        self.up.set(i64::from(health.healthy));
-        // The counter mirrors the broker's own count, which only grows.
-        self.losses.inc_by(health.losses.saturating_sub(self.losses.get()));
-        self.up.collect().into_iter().chain(self.losses.collect()).collect()
+        let health = self.broker.health();
+        self.up.set(i64::from(health.subscribed));
+        // The counters mirror the broker's own counts, which only grow.
+        self.losses.inc_by(health.subscription_losses.saturating_sub(self.losses.get()));
+        self.failovers.inc_by(health.failovers.saturating_sub(self.failovers.get()));
+        let draining = self.draining.is_cancelled();
+        for check in crate::readiness::Check::ALL {
+            let passes = check.passes(draining, health.reachable, &health);
+            self.ready.with_label_values(&[check.name()]).set(i64::from(passes));
+        }
+        let mut families = self.up.collect();
+        families.extend(self.losses.collect());
+        families.extend(self.failovers.collect());
+        families.extend(self.ready.collect());
+        families
     }
 }
 
-/// Registers the broker's subscriber health in `registry`:
-/// `broker_subscriptions_up` (1 while every topic the node wants is subscribed) and
-/// `broker_subscription_losses_total`. Edges and workers both export it.
-pub fn register_subscriber_health(registry: &Registry, broker: switchboard_broker::SharedBroker) {
+/// Registers the broker's health and the readiness checks in `registry`:
+/// `broker_subscriptions_up` (1 while every topic the node wants is subscribed),
+/// `broker_subscription_losses_total`, `broker_failovers_total` (a Sentinel master followed
+/// to another server) and `readiness_check{check}` (1 while the check passes; `/readyz` is
+/// 200 only while all do). Edges and workers both export them; `draining` is cancelled when
+/// the process stops accepting.
+pub fn register_broker_health(
+    registry: &Registry,
+    broker: switchboard_broker::SharedBroker,
+    draining: tokio_util::sync::CancellationToken,
+) {
     let up = IntGauge::new(
         "broker_subscriptions_up",
         "1 while every broker subscription this node wants is confirmed; 0 while lost ones are restored",
@@ -234,6 +258,16 @@ pub fn register_subscriber_health(registry: &Registry, broker: switchboard_broke
     let losses =
         IntCounter::new("broker_subscription_losses_total", "Times this node's broker subscriptions were lost")
             .expect("valid metric definition");
+    let failovers = IntCounter::new(
+        "broker_failovers_total",
+        "Times this node followed its Redis master to another server (Sentinel failovers)",
+    )
+    .expect("valid metric definition");
+    let ready = IntGaugeVec::new(
+        Opts::new("readiness_check", "1 while the readiness check passes; /readyz answers 200 only while all do"),
+        &["check"],
+    )
+    .expect("valid metric definition");
     // Registered once per process (names unique), as every metric here.
-    let _ = registry.register(Box::new(SubscriberHealthCollector { broker, up, losses }));
+    let _ = registry.register(Box::new(BrokerHealthCollector { broker, draining, up, losses, failovers, ready }));
 }

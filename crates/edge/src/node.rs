@@ -104,7 +104,6 @@ impl Node {
 
     fn assemble(config: Config, core: Core, broker: SharedBroker, jwt: JwtVerifier) -> Arc<Node> {
         let Core { metrics, registry, inbox } = core;
-        crate::metrics::register_subscriber_health(metrics.registry(), broker.clone());
         let id = format!("node_{}", ulid::Ulid::new());
         let endpoints = config.endpoints.iter().cloned().map(|e| Arc::new(EndpointRuntime::new(e))).collect();
         let topics = Arc::new(TopicSync::new(broker.clone(), registry.clone()));
@@ -126,8 +125,9 @@ impl Node {
             metrics: metrics.clone(),
             total_per_user: config.max_connections_per_user,
         });
-        let conns = Arc::new(ConnContext::new(metrics, config.drain_window));
+        let conns = Arc::new(ConnContext::new(metrics.clone(), config.drain_window));
         inbox.set_connections(conns.clone());
+        crate::metrics::register_broker_health(metrics.registry(), broker.clone(), conns.draining.clone());
         Arc::new(Node {
             auth: Authenticator::new(
                 jwt,

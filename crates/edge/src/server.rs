@@ -134,12 +134,12 @@ impl WorkerProcess {
         let admission = Admission::new(&self.config, None)?;
         let registry = prometheus::Registry::new_custom(Some("switchboard".into()), None).unwrap_or_default();
         let metrics = WorkerMetrics::register(&registry);
-        crate::metrics::register_subscriber_health(&registry, self.broker.clone());
+        let draining = CancellationToken::new();
+        crate::metrics::register_broker_health(&registry, self.broker.clone(), draining.clone());
         let holder = format!("worker_{}", ulid::Ulid::new());
         let settings = self.config.persistence.worker_settings(holder);
         let stop = CancellationToken::new();
         let worker = tokio::spawn(switchboard_worker::run(self.broker.clone(), settings, metrics, stop.clone()));
-        let draining = CancellationToken::new();
         let metrics_token = crate::http::ops::metrics_token(&self.config);
         let ops = Ops { broker: self.broker, registry, draining: draining.clone(), metrics_token };
         let stop_accepting = draining.clone();

@@ -17,6 +17,7 @@ use tokio::sync::{Notify, OnceCell};
 use tokio::task::JoinHandle;
 
 use super::conn::Commands;
+use super::target::Target;
 use super::RedisSettings;
 use crate::LogId;
 
@@ -27,6 +28,7 @@ pub(super) const MAX_BLOCK: Duration = Duration::from_secs(30);
 /// The connections blocking reads use, made on first use (edges never read this way).
 pub(super) struct BlockingReads {
     settings: RedisSettings,
+    target: Arc<Target>,
     /// Single server: the one connection.
     single: OnceCell<Commands>,
     /// Cluster: each log's connection and the read in flight on it.
@@ -68,11 +70,12 @@ fn xread(reads: &[(String, Option<LogId>)], limit: usize, block: Option<Duration
 }
 
 impl BlockingReads {
-    pub(super) fn new(settings: &RedisSettings) -> Self {
+    pub(super) fn new(settings: &RedisSettings, target: Arc<Target>) -> Self {
         let mut settings = settings.clone();
         settings.command_timeout += MAX_BLOCK;
         BlockingReads {
             settings,
+            target,
             single: OnceCell::new(),
             per_log: Mutex::new(HashMap::new()),
             ended: Arc::new(Notify::new()),
@@ -87,7 +90,10 @@ impl BlockingReads {
         limit: usize,
         block: Option<Duration>,
     ) -> RedisResult<Value> {
-        let conn = self.single.get_or_try_init(|| Commands::connect(&self.settings, None::<NoPush>)).await?;
+        let conn = self
+            .single
+            .get_or_try_init(|| Commands::connect(&self.settings, &self.target, None::<NoPush>, None))
+            .await?;
         conn.query(&xread(reads, limit, block)).await
     }
 
@@ -109,7 +115,7 @@ impl BlockingReads {
             reads.iter().filter(|(log, _)| !per_log.contains_key(log)).map(|(log, _)| log.clone()).collect()
         };
         for log in missing {
-            let conn = Commands::connect(&self.settings, None::<NoPush>).await?;
+            let conn = Commands::connect(&self.settings, &self.target, None::<NoPush>, None).await?;
             self.per_log.lock().entry(log).or_insert(LogReader { conn, in_flight: None });
         }
         {
@@ -138,4 +144,4 @@ impl BlockingReads {
 }
 
 /// The push handler type of a connection without pushes.
-type NoPush = fn(redis::PushInfo) -> Result<(), redis::aio::SendError>;
+pub(super) type NoPush = fn(redis::PushInfo) -> Result<(), redis::aio::SendError>;

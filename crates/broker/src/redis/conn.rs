@@ -1,35 +1,42 @@
 //! One Redis connection handle over either a single server or a cluster, so the broker's
 //! operations are written once. Both kinds are multiplexed (concurrent calls share one
-//! socket per server and are pipelined) and reconnect on their own. Every socket has
+//! socket per server and are pipelined) and reconnect on their own; a single server's is a
+//! [`Link`], replaced when it misbehaves or its Sentinel master moves. Every socket has
 //! `TCP_NODELAY`: a command goes out when it is written, not when Nagle's algorithm lets it
 //! (the redis crate leaves it off by default).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{AsyncPushSender, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{AsyncPushSender, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::io::tcp::TcpSettings;
-use redis::{Cmd, FromRedisValue, IntoConnectionInfo, ProtocolVersion, RedisResult, ScriptInvocation, Value};
+use redis::{Cmd, FromRedisValue, ProtocolVersion, RedisResult, ScriptInvocation, Value};
 
+use super::link::{Link, OnReplaced};
+use super::target::Target;
 use super::RedisSettings;
 use crate::Topic;
 
 /// A command (or subscriber) connection.
 #[derive(Clone)]
 pub(super) enum Commands {
-    /// A single server, through a reconnecting connection manager.
-    Single(ConnectionManager),
+    /// A single server (or a Sentinel group's master), through a replaceable link.
+    Single(Arc<Link>),
     /// A Redis Cluster, routed by slot.
     Cluster(ClusterConnection),
 }
 
 impl Commands {
     /// Connects; with `push`, the connection is a subscriber whose messages go to `push` and
-    /// which resubscribes after every reconnect.
+    /// which resubscribes after every reconnect. A single server's connection goes to
+    /// `target`, and `on_replaced` hears when it was replaced by a new one.
     pub(super) async fn connect<P: AsyncPushSender>(
         settings: &RedisSettings,
+        target: &Arc<Target>,
         push: Option<P>,
+        on_replaced: Option<OnReplaced>,
     ) -> RedisResult<Commands> {
         let timeout = settings.command_timeout;
         let tcp = TcpSettings::default().set_nodelay(true);
@@ -47,10 +54,6 @@ impl Commands {
             }
             return Ok(Commands::Cluster(builder.build()?.get_async_connection().await?));
         }
-        let url = settings.urls.first().map(String::as_str).unwrap_or("redis://127.0.0.1:6379");
-        let info = url.into_connection_info()?;
-        let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
-        let client = redis::Client::open(info.set_redis_settings(resp3).set_tcp_settings(tcp))?;
         let mut config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
@@ -60,7 +63,15 @@ impl Commands {
         if let Some(push) = push {
             config = config.set_push_sender(push).set_automatic_resubscription();
         }
-        Ok(Commands::Single(client.get_connection_manager_with_config(config).await?))
+        Ok(Commands::Single(Link::connect(target.clone(), config, on_replaced).await?))
+    }
+
+    /// Replaces a single server's connection (its socket may have gone silent); a cluster
+    /// client manages its own.
+    pub(super) fn reconnect(&self) {
+        if let Commands::Single(link) = self {
+            link.reconnect();
+        }
     }
 
     /// Whether this is a cluster connection.
@@ -80,7 +91,11 @@ impl Commands {
     /// Runs one command.
     pub(super) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
         match self {
-            Commands::Single(c) => cmd.query_async(&mut c.clone()).await,
+            Commands::Single(link) => {
+                let result = cmd.query_async(&mut link.manager()).await;
+                link.check(&result);
+                result
+            }
             Commands::Cluster(c) => cmd.query_async(&mut c.clone()).await,
         }
     }
@@ -104,13 +119,18 @@ impl Commands {
             return Ok(Vec::new());
         }
         match self {
-            Commands::Single(c) => {
+            Commands::Single(link) => {
                 let mut pipe = redis::pipe();
                 pipe.ignore_errors();
                 for (_, cmd) in cmds {
                     pipe.add_command(cmd);
                 }
-                pipe.query_async(&mut c.clone()).await
+                let replies: RedisResult<Vec<Value>> = pipe.query_async(&mut link.manager()).await;
+                link.check(&replies);
+                if let Ok(replies) = &replies {
+                    link.check_replies(replies);
+                }
+                replies
             }
             Commands::Cluster(c) => {
                 // Group by key, remembering where each command's reply goes.
@@ -145,7 +165,11 @@ impl Commands {
     /// Runs a pipeline whose commands all touch one key.
     pub(super) async fn query_pipeline<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> RedisResult<T> {
         match self {
-            Commands::Single(c) => pipe.query_async(&mut c.clone()).await,
+            Commands::Single(link) => {
+                let result = pipe.query_async(&mut link.manager()).await;
+                link.check(&result);
+                result
+            }
             Commands::Cluster(c) => pipe.query_async(&mut c.clone()).await,
         }
     }
@@ -153,7 +177,11 @@ impl Commands {
     /// Runs a Lua script (`EVALSHA`, loading it on first use).
     pub(super) async fn invoke<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> RedisResult<T> {
         match self {
-            Commands::Single(c) => inv.invoke_async(&mut c.clone()).await,
+            Commands::Single(link) => {
+                let result = inv.invoke_async(&mut link.manager()).await;
+                link.check(&result);
+                result
+            }
             Commands::Cluster(c) => inv.invoke_async(&mut c.clone()).await,
         }
     }
@@ -161,7 +189,11 @@ impl Commands {
     /// Subscribes (sharded on a cluster).
     pub(super) async fn subscribe(&self, topics: &[Topic]) -> RedisResult<()> {
         match self {
-            Commands::Single(c) => c.clone().subscribe(names(topics)).await,
+            Commands::Single(link) => {
+                let result = link.manager().subscribe(names(topics)).await;
+                link.check(&result);
+                result
+            }
             Commands::Cluster(c) => per_topic(c, topics, |mut c, t| async move { c.ssubscribe(t).await }).await,
         }
     }
@@ -169,7 +201,11 @@ impl Commands {
     /// Unsubscribes (sharded on a cluster).
     pub(super) async fn unsubscribe(&self, topics: &[Topic]) -> RedisResult<()> {
         match self {
-            Commands::Single(c) => c.clone().unsubscribe(names(topics)).await,
+            Commands::Single(link) => {
+                let result = link.manager().unsubscribe(names(topics)).await;
+                link.check(&result);
+                result
+            }
             Commands::Cluster(c) => per_topic(c, topics, |mut c, t| async move { c.sunsubscribe(t).await }).await,
         }
     }

@@ -16,8 +16,11 @@
 mod blocking;
 mod conn;
 mod copies;
+mod link;
 mod presence;
+mod probe;
 mod resubscribe;
+mod target;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,12 +37,29 @@ use copies::CopyPipeline;
 /// How to reach Redis.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    /// One URL for a single server; the seed nodes for a cluster.
+    /// One URL for a single server; the seed nodes for a cluster; nothing with `sentinel`.
     pub urls: Vec<String>,
     /// Whether `urls` name a Redis Cluster.
     pub cluster: bool,
+    /// The master of a group that Redis Sentinel watches, instead of `urls`.
+    pub sentinel: Option<SentinelSettings>,
     /// Timeout of one command.
     pub command_timeout: Duration,
+}
+
+/// A Redis master found, and followed across failovers, through Redis Sentinel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelSettings {
+    /// The group's name at the sentinels (`mymaster`).
+    pub master: String,
+    /// The sentinels, `host:port` or `redis://[:password@]host:port` (a sentinel's own auth).
+    pub sentinels: Vec<String>,
+    /// The master's (and replicas') user, if ACLs are on.
+    pub username: Option<String>,
+    /// The master's (and replicas') password (`requirepass`), if any.
+    pub password: Option<String>,
+    /// The database number.
+    pub db: i64,
 }
 
 impl RedisSettings {
@@ -49,6 +69,17 @@ impl RedisSettings {
         RedisSettings {
             urls: redis_url.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
             cluster,
+            sentinel: None,
+            command_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The master of a Sentinel group.
+    pub fn sentinel(sentinel: SentinelSettings) -> Self {
+        RedisSettings {
+            urls: Vec::new(),
+            cluster: false,
+            sentinel: Some(sentinel),
             command_timeout: Duration::from_secs(5),
         }
     }
@@ -58,7 +89,14 @@ impl RedisSettings {
 pub struct RedisBroker {
     commands: Commands,
     subscriber: Commands,
+    /// Where a single server's connections go (followed across Sentinel failovers).
+    target: Arc<target::Target>,
+    /// Follows a Sentinel master (none for a fixed address).
+    _watch: Option<Keepalive>,
     _keepalive: Keepalive,
+    /// Probes delivery end to end and the server's role (see [`probe`]).
+    _prober: Keepalive,
+    probe: Arc<probe::Probe>,
     /// Restores subscriptions the connection loses (see [`resubscribe`]).
     _resubscriber: Keepalive,
     wanted: Arc<resubscribe::Wanted>,
@@ -116,7 +154,7 @@ async fn keep_subscriber_alive(subscriber: Commands, wanted: Arc<resubscribe::Wa
 /// A Redis Cluster node given as a single server answers commands for its own slots only: every
 /// other one fails (`MOVED`), and so would every client connect. Refused at the start instead.
 async fn refuse_a_cluster_node(commands: &Commands) -> Result<()> {
-    let info: String = commands.query(&redis::cmd("INFO").arg("cluster")).await.map_err(unavailable)?;
+    let info: String = commands.query(redis::cmd("INFO").arg("cluster")).await.map_err(unavailable)?;
     if info.lines().any(|l| l.trim() == "cluster_enabled:1") {
         return Err(BrokerError::Misconfigured(
             "the server is a Redis Cluster node (INFO cluster says cluster_enabled:1): set \
@@ -162,34 +200,48 @@ impl RedisBroker {
         let wanted = Arc::new(resubscribe::Wanted::default());
         let watch = wanted.clone();
         let delivery = sink.clone();
+        let probe = probe::Probe::new();
+        let probed = probe.clone();
         let push = move |info: redis::PushInfo| -> std::result::Result<(), redis::aio::SendError> {
             if matches!(info.kind, PushKind::Message | PushKind::SMessage) {
                 if let [Value::BulkString(topic), Value::BulkString(payload)] = &info.data[..] {
-                    delivery.deliver(&String::from_utf8_lossy(topic), Bytes::copy_from_slice(payload));
+                    if probe::Probe::owns(topic) {
+                        probed.seen(topic, payload);
+                    } else {
+                        delivery.deliver(&String::from_utf8_lossy(topic), Bytes::copy_from_slice(payload));
+                    }
                 }
             } else {
                 watch.on_push(&info);
             }
             Ok(())
         };
+        let target = target::Target::new(settings).map_err(|e| BrokerError::Misconfigured(e.to_string()))?;
         let commands =
-            Commands::connect(settings, None::<fn(redis::PushInfo) -> std::result::Result<(), redis::aio::SendError>>)
-                .await
-                .map_err(unavailable)?;
+            Commands::connect(settings, &target, None::<blocking::NoPush>, None).await.map_err(unavailable)?;
         if !settings.cluster {
             refuse_a_cluster_node(&commands).await?;
         }
-        let subscriber = Commands::connect(settings, Some(push)).await.map_err(unavailable)?;
+        // A new subscriber connection has no subscriptions: they are restored as after a loss.
+        let lost = wanted.clone();
+        let replaced: link::OnReplaced = Arc::new(move || lost.mark_lost());
+        let subscriber = Commands::connect(settings, &target, Some(push), Some(replaced)).await.map_err(unavailable)?;
         let keepalive = Keepalive(tokio::spawn(keep_subscriber_alive(subscriber.clone(), wanted.clone())));
+        let prober =
+            Keepalive(tokio::spawn(probe::run(probe.clone(), commands.clone(), subscriber.clone(), wanted.clone())));
         let resubscriber =
             Keepalive(tokio::spawn(resubscribe::keep_subscriptions(subscriber.clone(), wanted.clone(), sink)));
         Ok(RedisBroker {
             commands,
             subscriber,
+            _watch: target.watch().map(Keepalive),
             _keepalive: keepalive,
+            _prober: prober,
+            probe,
             _resubscriber: resubscriber,
             wanted,
-            blocking: blocking::BlockingReads::new(settings),
+            blocking: blocking::BlockingReads::new(settings, target.clone()),
+            target,
             clock: Arc::new(SystemClock),
             lease_acquire: Script::new(include_str!("scripts/lease_acquire.lua")),
             lease_renew: Script::new(include_str!("scripts/lease_renew.lua")),
@@ -620,8 +672,15 @@ impl Broker for RedisBroker {
         self.query::<Value>(&redis::cmd("PING")).await.map(|_| ())
     }
 
-    fn subscriber_health(&self) -> crate::SubscriberHealth {
-        self.wanted.health()
+    fn health(&self) -> crate::BrokerHealth {
+        crate::BrokerHealth {
+            reachable: self.probe.reachable(),
+            subscribed: self.wanted.healthy(),
+            subscription_losses: self.wanted.losses(),
+            delivering: self.probe.delivering(),
+            writable: self.probe.writable(),
+            failovers: self.target.moves(),
+        }
     }
 
     fn name(&self) -> &'static str {

@@ -119,12 +119,14 @@ impl Wanted {
         self.lost.notify_one();
     }
 
-    /// Whether every wanted topic is subscribed, and how often they were lost so far.
-    pub(super) fn health(&self) -> crate::SubscriberHealth {
-        crate::SubscriberHealth {
-            healthy: self.healthy.load(Ordering::Acquire),
-            losses: self.losses.load(Ordering::Relaxed),
-        }
+    /// Whether every wanted topic is subscribed.
+    pub(super) fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// How often the subscriptions were lost so far.
+    pub(super) fn losses(&self) -> u64 {
+        self.losses.load(Ordering::Relaxed)
     }
 
     fn snapshot(&self) -> Vec<Topic> {

@@ -163,7 +163,9 @@ mod tests {
         let mut c = crate::connection::testing::default_config();
         c.redis_url = "redis://a:7000, redis://b:7000,redis://c:7000".into();
         let problems = c.problems();
-        assert!(problems.iter().any(|p| p.starts_with("redis_url: 3 URLs") && p.contains("SWITCHBOARD_REDIS_CLUSTER=true")));
+        assert!(problems
+            .iter()
+            .any(|p| p.starts_with("redis_url: 3 URLs") && p.contains("SWITCHBOARD_REDIS_CLUSTER=true")));
         c.redis_cluster = true;
         assert!(c.problems().is_empty(), "{:?}", c.problems());
         c.redis_url = "redis://a:6379".into();

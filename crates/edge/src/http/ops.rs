@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ApiError;
 use crate::node::Node;
+use crate::readiness::{self, Check};
 
 /// What the operations endpoints look at, in any process role.
 #[derive(Clone)]
@@ -46,22 +47,24 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: the broker answers, every subscription the node wants is confirmed (else
-/// it would deliver nothing while it said it was ready), and the node is not draining.
+/// `GET /readyz`: 200 only while the process can do its job (see [`crate::readiness`]): not
+/// draining, the broker answers now, the server written to is a master, every subscription is
+/// confirmed and the node's delivery probe comes back. Else 503 with the first check that
+/// fails as `status`.
 pub async fn readyz(State(ops): State<Ops>) -> Response {
-    if ops.draining.is_cancelled() {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining"}))).into_response();
-    }
-    match ops.broker.ping().await {
-        Ok(()) if !ops.broker.subscriber_health().healthy => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "subscriptions_lost", "broker": ops.broker.name()})),
-        )
-            .into_response(),
-        Ok(()) => Json(json!({"status": "ready", "broker": ops.broker.name()})).into_response(),
-        Err(e) => {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "broker_unreachable", "error": e.to_string()})))
+    let draining = ops.draining.is_cancelled();
+    let ping = if draining { Ok(()) } else { ops.broker.ping().await };
+    let health = ops.broker.health();
+    let broker = ops.broker.name();
+    match readiness::failing(draining, ping.is_ok(), &health) {
+        None => Json(json!({"status": "ready", "broker": broker})).into_response(),
+        Some(Check::Broker) => {
+            let error = ping.err().map(|e| e.to_string()).unwrap_or_default();
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": Check::Broker.status(), "error": error})))
                 .into_response()
+        }
+        Some(check) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": check.status(), "broker": broker}))).into_response()
         }
     }
 }
