@@ -596,7 +596,10 @@ pub async fn fenced_leases_keep_a_stalled_holder_from_moving_the_cursor_back(fac
         let cursor = cursor.clone();
         async move { broker.get(&cursor).await.expect("get").map(|v| String::from_utf8_lossy(&v).into_owned()) }
     };
-    assert!(a.broker.commit_fenced(&fence, first, &cursor, &log, ids[1]).await.expect("commit"));
+    let fenced = |holder: &'static str, token: u64| -> crate::Fenced<'_> {
+        crate::Fenced { lease: &lease, fence: &fence, holder, token }
+    };
+    assert!(a.broker.commit_fenced(&fenced("a", first), &cursor, &log, ids[1]).await.expect("commit"));
     assert_eq!(position(&a).await, Some(ids[1].to_string()));
     let left = a.broker.read_after(&log, None, 10).await.expect("read");
     assert_eq!(left.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [ids[2]], "trimmed through the commit");
@@ -611,12 +614,19 @@ pub async fn fenced_leases_keep_a_stalled_holder_from_moving_the_cursor_back(fac
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(second > first, "a new holder gets a newer token");
-    assert!(b.broker.commit_fenced(&fence, second, &cursor, &log, ids[2]).await.expect("commit"));
+    assert!(b.broker.commit_fenced(&fenced("b", second), &cursor, &log, ids[2]).await.expect("commit"));
     // a resumes and tries to commit what it was doing: refused, nothing written.
-    assert!(!a.broker.commit_fenced(&fence, first, &cursor, &log, ids[0]).await.expect("commit"));
+    assert!(!a.broker.commit_fenced(&fenced("a", first), &cursor, &log, ids[0]).await.expect("commit"));
+    // Nor with b's token (as when a failover lost the increment and handed a's token out
+    // again): a is not the holder.
+    assert!(!a.broker.commit_fenced(&fenced("a", second), &cursor, &log, ids[0]).await.expect("commit"));
     assert_eq!(position(&b).await, Some(ids[2].to_string()));
     assert_eq!(a.broker.acquire_fenced(&lease, &fence, "a", short).await.expect("acquire"), None, "b holds it");
     // Even the holder cannot move the cursor back.
-    assert!(b.broker.commit_fenced(&fence, second, &cursor, &log, ids[0]).await.expect("commit"));
+    assert!(b.broker.commit_fenced(&fenced("b", second), &cursor, &log, ids[0]).await.expect("commit"));
     assert_eq!(position(&b).await, Some(ids[2].to_string()), "never backwards");
+    // A holder whose lease lapsed (nobody took it over) cannot commit either: it must take
+    // the lease again first.
+    assert!(b.broker.release(&lease, "b").await.expect("release"));
+    assert!(!b.broker.commit_fenced(&fenced("b", second), &cursor, &log, ids[2]).await.expect("commit"));
 }

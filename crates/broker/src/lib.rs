@@ -232,6 +232,19 @@ pub struct LeaseRequest {
     pub holder: String,
 }
 
+/// What a fenced commit is made under (see [`Leases::commit_fenced`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Fenced<'a> {
+    /// The single-holder lease.
+    pub lease: &'a str,
+    /// Where the lease's fencing token is kept.
+    pub fence: &'a str,
+    /// Who committed: must still hold the lease.
+    pub holder: &'a str,
+    /// The token the holder got when it took the lease: must still be the newest.
+    pub token: u64,
+}
+
 /// Counted leases: at most `limit` holders per key, each expiring unless renewed. Backs the
 /// cluster-wide connection quotas: a crashed node's holders expire on their own.
 #[async_trait]
@@ -268,12 +281,14 @@ pub trait Leases: Send + Sync {
     /// still holds the lease gets its token back). `None` when another holder has it.
     async fn acquire_fenced(&self, key: &str, fence: &str, holder: &str, ttl: Duration) -> Result<Option<u64>>;
 
-    /// A fenced commit of a consumer's progress: if `token` is still the newest token in
-    /// `fence`, moves `cursor` to `position` (never backwards) and trims `log` through it;
-    /// false, with nothing written, when the lease was taken over since. A holder that stalled
-    /// past its lease cannot move the cursor back. `fence`, `cursor` and `log` must share a
-    /// Redis Cluster hash tag.
-    async fn commit_fenced(&self, fence: &str, token: u64, cursor: &str, log: &str, position: LogId) -> Result<bool>;
+    /// A fenced commit of a consumer's progress: if `fenced.token` is still the newest token in
+    /// `fenced.fence` and `fenced.holder` still holds `fenced.lease`, moves `cursor` to
+    /// `position` (never backwards) and trims `log` through it; false, with nothing written,
+    /// when the lease was taken over or lapsed since. A holder that stalled past its lease
+    /// cannot move the cursor back, even when a failover lost the token's increment and the
+    /// next holder was handed the same token again. The keys must share a Redis Cluster hash
+    /// tag.
+    async fn commit_fenced(&self, fenced: &Fenced<'_>, cursor: &str, log: &str, position: LogId) -> Result<bool>;
 }
 
 /// Who is online: a user is online while at least one of their connections, anywhere in the

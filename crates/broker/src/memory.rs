@@ -18,7 +18,7 @@ use smallvec::SmallVec;
 
 use crate::clock::{Clock, SystemClock};
 use crate::expiring::{ExpiringMap, SweepSchedule};
-use crate::{Broker, DeliverySink, KeyValue, Leases, Log, LogId, Presence, PubSub, Result, Topic};
+use crate::{Broker, DeliverySink, Fenced, KeyValue, Leases, Log, LogId, Presence, PubSub, Result, Topic};
 
 type NodeId = u64;
 
@@ -505,8 +505,8 @@ impl Leases for MemoryBroker {
         Ok(Some(*token))
     }
 
-    async fn commit_fenced(&self, fence: &str, token: u64, cursor: &str, log: &str, position: LogId) -> Result<bool> {
-        Ok(self.commit_if_current(fence, token, cursor, log, position))
+    async fn commit_fenced(&self, fenced: &Fenced<'_>, cursor: &str, log: &str, position: LogId) -> Result<bool> {
+        Ok(self.commit_if_current(fenced, cursor, log, position))
     }
 
     async fn holders(&self, key: &str) -> Result<Vec<String>> {
@@ -537,13 +537,22 @@ impl Leases for MemoryBroker {
 
 impl MemoryBroker {
     /// The fenced part of [`Leases::commit_fenced`], under the fence lock.
-    fn commit_if_current(&self, fence: &str, token: u64, cursor: &str, log: &str, position: LogId) -> bool {
+    fn commit_if_current(&self, fenced: &Fenced<'_>, cursor: &str, log: &str, position: LogId) -> bool {
         let fences = self.hub.fences.lock();
-        if fences.get(fence).copied() != Some(token) {
+        if fences.get(fenced.fence).copied() != Some(fenced.token) {
+            return false;
+        }
+        let now = self.hub.clock.now_ms();
+        let holds = self
+            .hub
+            .leases
+            .lock()
+            .get(fenced.lease)
+            .is_some_and(|holders| holders.iter().any(|(h, exp)| &**h == fenced.holder && *exp > now));
+        if !holds {
             return false;
         }
         let mut keys = self.hub.keys.lock();
-        let now = self.hub.clock.now_ms();
         let current =
             self.hub.live_value(&mut keys, cursor).and_then(|b| std::str::from_utf8(&b).ok().and_then(LogId::parse));
         if current.is_none_or(|c| c < position) {

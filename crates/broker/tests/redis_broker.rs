@@ -54,3 +54,35 @@ async fn a_copy_that_redis_refuses_is_an_error_not_already_stored() {
     assert!(broker.append_with_id("events:alice", id, entry(), day, 10).await.expect("stored"));
     assert!(!broker.append_with_id("events:alice", id, entry(), day, 10).await.expect("already there"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_wait_for_their_replica_and_are_not_acknowledged_without_it() {
+    use switchboard_broker::{BrokerError, Log};
+    struct Nowhere;
+    impl DeliverySink for Nowhere {
+        fn deliver(&self, _: &str, _: bytes::Bytes) {}
+    }
+    let master = RedisServer::start();
+    let replica = RedisServer::start();
+    replica.cli(&["REPLICAOF", "127.0.0.1", &master.port.to_string()]);
+    let deadline = std::time::Instant::now() + switchboard_testkit::WAIT;
+    while !replica.cli(&["INFO", "replication"]).contains("master_link_status:up") {
+        assert!(std::time::Instant::now() < deadline, "the replica never synced");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let settings = RedisSettings::new(&master.url(), false).with_replicas_ack(1, std::time::Duration::from_millis(200));
+    let broker = RedisBroker::connect(&settings, Arc::new(Nowhere)).await.expect("connect");
+    let day = std::time::Duration::from_secs(86_400);
+    let entries = [("ingest:{s0}".to_owned(), bytes::Bytes::from_static(b"e1"))];
+    let ids = broker.append_many(&entries, day).await.expect("acknowledged once the replica has it");
+    let on_replica = replica.cli(&["XRANGE", "ingest:{s0}", "-", "+"]);
+    assert!(on_replica.contains(&ids[0].to_string()), "the replica has it already: {on_replica}");
+    // A replica that does not answer: the append is refused as not replicated, in bounded time.
+    replica.signal("STOP");
+    let started = std::time::Instant::now();
+    let refused = broker.append_many(&entries, day).await;
+    replica.signal("CONT");
+    assert!(matches!(refused, Err(BrokerError::NotReplicated { acked: 0, wanted: 1 })), "{refused:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "it waited {:?}", started.elapsed());
+    broker.append_many(&entries, day).await.expect("acknowledged again once the replica is back");
+}

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use switchboard_edge::config::{
-    AuthMethod, ClientPublishAudience, Config, JwtAlgorithm, Loaded, LogFormat, DEV_ADMIN_KEY,
+    AuthMethod, BrokerKind, ClientPublishAudience, Config, JwtAlgorithm, Loaded, LogFormat, DEV_ADMIN_KEY,
 };
 use switchboard_edge::server::{Role, WorkerProcess};
 use switchboard_edge::Node;
@@ -199,9 +199,13 @@ fn main() -> Result<()> {
             for warning in &loaded.warnings {
                 println!("warning: {warning}");
             }
-            let broker = if cfg.redis_url.is_empty() { "embedded" } else { "redis" };
+            let broker = match cfg.broker_kind() {
+                BrokerKind::Embedded => "embedded",
+                BrokerKind::RedisSentinel => "redis (sentinel)",
+                BrokerKind::Redis | BrokerKind::RedisCluster => "redis",
+            };
             println!("listen {}; broker: {broker}", cfg.listen);
-            if cfg.redis_url.is_empty() {
+            if cfg.broker_kind() == BrokerKind::Embedded {
                 println!("state in this process only (embedded broker): a restart loses keys, channels and logs");
             }
             for e in &cfg.endpoints {
@@ -275,8 +279,11 @@ fn init_tracing(cfg: &Config, process: Process) -> Result<Option<switchboard_tel
 
 /// Cluster roles share state through Redis only.
 fn clustered(loaded: Loaded, role: &str) -> Result<Loaded> {
-    if loaded.config.redis_url.is_empty() {
-        bail!("`{role}` needs Redis: set SWITCHBOARD_REDIS_URL (or redis_url in the config); `serve` runs without it");
+    if loaded.config.broker_kind() == BrokerKind::Embedded {
+        bail!(
+            "`{role}` needs Redis: set SWITCHBOARD_REDIS_URL (or redis_url in the config), or the sentinels \
+             (SWITCHBOARD_REDIS_SENTINELS, SWITCHBOARD_REDIS_SENTINEL_MASTER); `serve` runs without it"
+        );
     }
     Ok(loaded)
 }
@@ -362,11 +369,7 @@ fn channel_summary(e: &switchboard_edge::config::EndpointConfig) -> String {
 }
 
 fn broker_name(cfg: &Config) -> &'static str {
-    match (cfg.redis_url.is_empty(), cfg.redis_cluster) {
-        (true, _) => "embedded broker",
-        (false, false) => "Redis",
-        (false, true) => "Redis Cluster",
-    }
+    cfg.broker_kind().describe()
 }
 
 /// Prints a banner line; a closed stdout (a supervisor that does not read it) is no reason to
@@ -410,7 +413,7 @@ fn print_banner(cfg: &Config, addr: SocketAddr, role: Role) {
     for (e, url) in cfg.endpoints.iter().zip(&urls) {
         say!("  {url:<width$}  {:<6} {}", e.dialect.name(), channel_summary(e));
     }
-    if cfg.redis_url.is_empty() {
+    if cfg.broker_kind() == BrokerKind::Embedded {
         say!("state:         in this process only: a restart loses API keys, channels, memberships and replay");
         say!("               logs; set SWITCHBOARD_REDIS_URL for anything that must survive one");
     }

@@ -6,7 +6,7 @@
 use std::sync::{Arc, OnceLock};
 
 use switchboard_broker::memory::MemoryHub;
-use switchboard_broker::redis::{RedisBroker, RedisSettings};
+use switchboard_broker::redis::RedisBroker;
 use switchboard_broker::{BrokerError, DeliverySink, SharedBroker, Topic};
 use switchboard_protocol::keyspace::CONTROL_TOPIC;
 
@@ -66,14 +66,14 @@ impl Core {
     }
 }
 
-/// Connects to the broker the config names: Redis (single server or cluster) when
-/// `redis_url` is set, else a fresh in-process one. Its deliveries go to `sink`.
+/// Connects to the broker the config names: Redis (single server, cluster, or a Sentinel
+/// group's master) when one is configured, else a fresh in-process one. Its deliveries go to
+/// `sink`.
 pub async fn connect_broker(config: &Config, sink: Arc<dyn DeliverySink>) -> Result<SharedBroker, BrokerError> {
-    if config.redis_url.is_empty() {
-        return Ok(Arc::new(MemoryHub::new().node(sink)));
+    match config.redis_settings() {
+        None => Ok(Arc::new(MemoryHub::new().node(sink))),
+        Some(settings) => Ok(Arc::new(RedisBroker::connect(&settings, sink).await?)),
     }
-    let settings = RedisSettings::new(&config.redis_url, config.redis_cluster);
-    Ok(Arc::new(RedisBroker::connect(&settings, sink).await?))
 }
 
 impl Node {

@@ -1,7 +1,10 @@
-//! Real Redis servers for the tests: single servers and a local Redis Cluster, each on free
-//! loopback ports in a temporary directory, killed when dropped. `redis-server` must be
-//! installed (`scripts/test.sh` installs it); a missing binary fails the test loudly instead
-//! of skipping it.
+//! Real Redis servers for the tests: single servers, a local Redis Cluster and a Sentinel
+//! group, each on free loopback ports in a temporary directory, killed when dropped.
+//! `redis-server` must be installed (`scripts/test.sh` installs it); a missing binary fails
+//! the test loudly instead of skipping it.
+//!
+//! `SWITCHBOARD_TEST_SERVER=valkey` runs every one of them on Valkey instead
+//! (`valkey-server`, `valkey-cli`), so the same tests prove both servers.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -56,13 +59,58 @@ fn raw_command(port: u16, command: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
-/// One `redis-server` process.
+/// Which server the tests run: Redis, or Valkey with `SWITCHBOARD_TEST_SERVER=valkey`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// `redis-server`, `redis-cli`.
+    Redis,
+    /// `valkey-server`, `valkey-cli`.
+    Valkey,
+}
+
+impl Flavor {
+    /// The flavor this test run uses.
+    pub fn current() -> Flavor {
+        match std::env::var("SWITCHBOARD_TEST_SERVER").as_deref() {
+            Ok("valkey") => Flavor::Valkey,
+            _ => Flavor::Redis,
+        }
+    }
+
+    /// The server binary.
+    pub fn server(self) -> &'static str {
+        match self {
+            Flavor::Redis => "redis-server",
+            Flavor::Valkey => "valkey-server",
+        }
+    }
+
+    /// The command-line client.
+    pub fn cli(self) -> &'static str {
+        match self {
+            Flavor::Redis => "redis-cli",
+            Flavor::Valkey => "valkey-cli",
+        }
+    }
+
+    /// The name for reports (`redis`, `valkey`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavor::Redis => "redis",
+            Flavor::Valkey => "valkey",
+        }
+    }
+}
+
+/// One server process (`redis-server`, or `valkey-server`; a data node or a sentinel).
 pub struct RedisServer {
     /// Its port on 127.0.0.1.
     pub port: u16,
     dir: PathBuf,
     extra: Vec<String>,
     child: Option<Child>,
+    /// A sentinel's config file (sentinels need one, and rewrite it).
+    sentinel_conf: Option<PathBuf>,
 }
 
 impl RedisServer {
@@ -85,8 +133,13 @@ impl RedisServer {
         Self::start_with(free_port(), temp_dir("cluster"), extra)
     }
 
+    /// Starts a server whose extra arguments are `extra` (as `redis-server --<name> <value>`).
+    pub fn start_with_args(extra: &[&str]) -> RedisServer {
+        Self::start_with(free_port(), temp_dir("redis"), extra.iter().map(|a| a.to_string()).collect())
+    }
+
     fn start_with(port: u16, dir: PathBuf, extra: Vec<String>) -> RedisServer {
-        let mut server = RedisServer { port, dir, extra, child: None };
+        let mut server = RedisServer { port, dir, extra, child: None, sentinel_conf: None };
         for _ in 1..START_ATTEMPTS {
             if server.spawn_once() {
                 return server;
@@ -104,15 +157,21 @@ impl RedisServer {
 
     /// Starts the process and waits until it answers; false if it exited first.
     fn spawn_once(&mut self) -> bool {
-        let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        let flavor = Flavor::current();
+        let mut cmd = Command::new(flavor.server());
+        match &self.sentinel_conf {
+            Some(conf) => {
+                cmd.arg(conf).arg("--sentinel");
+            }
+            None => {
+                cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                    .arg("--dir")
+                    .arg(&self.dir);
+            }
+        }
+        cmd.args(&self.extra).stdout(Stdio::null()).stderr(Stdio::null());
         let child = cmd.spawn().unwrap_or_else(|e| {
-            panic!("cannot start redis-server ({e}); install it (scripts/test.sh does: apt-get install redis-server)")
+            panic!("cannot start {} ({e}); install it (scripts/test.sh does it with apt-get)", flavor.server())
         });
         let child = self.child.insert(child);
         let deadline = Instant::now() + START_TIMEOUT;
@@ -147,10 +206,36 @@ impl RedisServer {
         self.spawn();
     }
 
-    /// Runs a command with `redis-cli` and returns its output.
+    /// Starts it again after [`Self::kill`], on the same port, with `extra` arguments instead
+    /// of the ones it had (a killed master that comes back as a replica, say).
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.kill();
+        self.extra = extra.iter().map(|a| a.to_string()).collect();
+        self.spawn();
+    }
+
+    /// Sends the process a signal by name (`STOP`, `CONT`): a paused server keeps its sockets
+    /// open and answers nothing.
+    pub fn signal(&self, name: &str) {
+        let Some(child) = &self.child else { return };
+        let status =
+            Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Runs a command with the command-line client and returns its output.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out =
-            Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().expect("run redis-cli");
+        let cli = Flavor::current().cli();
+        let out = Command::new(cli)
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {cli}: {e}"));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
@@ -201,7 +286,7 @@ impl RedisCluster {
             })
             .collect();
         let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
-        let out = Command::new("redis-cli")
+        let out = Command::new(Flavor::current().cli())
             .args(["--cluster", "create"])
             .args(&addrs)
             .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
@@ -322,4 +407,143 @@ impl RedisCluster {
     pub fn urls(&self) -> String {
         self.nodes.iter().map(RedisServer::url).collect::<Vec<_>>().join(",")
     }
+}
+
+/// The name of the master every [`SentinelGroup`] watches.
+pub const SENTINEL_MASTER: &str = "mymaster";
+
+/// A Sentinel group: a master, its replicas and three sentinels (quorum 2) on loopback,
+/// with `down-after-milliseconds 1000` and `failover-timeout 3000`: a killed master is
+/// replaced within a few seconds. Killed when dropped.
+pub struct SentinelGroup {
+    /// The data nodes; the first one starts as the master.
+    pub servers: Vec<RedisServer>,
+    /// The three sentinels.
+    pub sentinels: Vec<RedisServer>,
+}
+
+impl SentinelGroup {
+    /// Starts a master with `replicas` replicas and three sentinels watching it, and waits
+    /// until the replicas are in sync and every sentinel knows the replicas and the other
+    /// sentinels (so that a failover can be authorized).
+    pub fn start(replicas: usize) -> SentinelGroup {
+        let node_args = |master: Option<u16>| {
+            let mut args = vec!["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"]
+                .into_iter()
+                .map(String::from)
+                .collect::<Vec<_>>();
+            if let Some(port) = master {
+                args.extend(["--replicaof".into(), "127.0.0.1".into(), port.to_string()]);
+            }
+            args
+        };
+        let master = RedisServer::start_with(free_port(), temp_dir("sentinel-node"), node_args(None));
+        let mut servers = vec![master];
+        for _ in 0..replicas {
+            let port = servers[0].port;
+            servers.push(RedisServer::start_with(free_port(), temp_dir("sentinel-node"), node_args(Some(port))));
+        }
+        let sentinels: Vec<RedisServer> = (0..3).map(|_| start_sentinel(servers[0].port)).collect();
+        let group = SentinelGroup { servers, sentinels };
+        group.await_settled(replicas);
+        group
+    }
+
+    /// The sentinels, `host:port` separated by commas, as `redis_sentinel.sentinels` takes them.
+    pub fn sentinel_addrs(&self) -> String {
+        self.sentinels.iter().map(RedisServer::addr).collect::<Vec<_>>().join(",")
+    }
+
+    /// The index of the data node the sentinels name as the master now (the first sentinel
+    /// that answers), if they name one of them.
+    pub fn master(&self) -> Option<usize> {
+        self.sentinels.iter().filter(|s| s.child.is_some()).find_map(|s| {
+            let reply = s.cli(&["SENTINEL", "get-master-addr-by-name", SENTINEL_MASTER]);
+            let port: u16 = reply.lines().nth(1)?.trim().parse().ok()?;
+            self.servers.iter().position(|n| n.port == port)
+        })
+    }
+
+    /// Waits until the sentinels name a master other than `old` and that node says it is one;
+    /// returns its index.
+    pub fn await_new_master(&self, old: usize) -> usize {
+        let deadline = Instant::now() + START_TIMEOUT * 2;
+        loop {
+            if let Some(new) = self.master().filter(|m| *m != old) {
+                if self.servers[new].cli(&["ROLE"]).starts_with("master") {
+                    return new;
+                }
+            }
+            assert!(Instant::now() < deadline, "the sentinels never promoted a replica of node {old}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Asks the sentinels for a failover (the master stays up and is demoted).
+    pub fn failover(&self) {
+        let reply = self.sentinels[0].cli(&["SENTINEL", "FAILOVER", SENTINEL_MASTER]);
+        assert!(reply.trim() == "OK", "SENTINEL FAILOVER answered {reply:?}");
+    }
+
+    /// Waits until every running replica is in sync with its master again (after a failover
+    /// the old master, once back, resyncs as a replica).
+    pub fn await_replicas_in_sync(&self) {
+        let deadline = Instant::now() + START_TIMEOUT * 2;
+        let running: Vec<&RedisServer> = self.servers.iter().filter(|n| n.child.is_some()).collect();
+        loop {
+            let masters: Vec<&&RedisServer> =
+                running.iter().filter(|n| n.cli(&["ROLE"]).starts_with("master")).collect();
+            let synced = masters.len() == 1 && {
+                let info = masters[0].cli(&["INFO", "replication"]);
+                let want = format!("connected_slaves:{}", running.len() - 1);
+                info.lines().any(|l| l.trim() == want)
+                    && running.iter().filter(|n| n.port != masters[0].port).all(|n| {
+                        let info = n.cli(&["INFO", "replication"]);
+                        info.contains("master_link_status:up")
+                            && info.contains(&format!("master_port:{}", masters[0].port))
+                    })
+            };
+            if synced {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the replicas never all synced with one master");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn await_settled(&self, replicas: usize) {
+        self.await_replicas_in_sync();
+        let deadline = Instant::now() + START_TIMEOUT * 2;
+        for s in &self.sentinels {
+            loop {
+                let known_replicas = s.cli(&["SENTINEL", "replicas", SENTINEL_MASTER]).matches("name").count();
+                let known_sentinels = s.cli(&["SENTINEL", "sentinels", SENTINEL_MASTER]).matches("name").count();
+                if known_replicas >= replicas && known_sentinels >= self.sentinels.len() - 1 {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the sentinels never learned about each other and the replicas");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// A sentinel watching the master on `master_port`.
+fn start_sentinel(master_port: u16) -> RedisServer {
+    for _ in 0..START_ATTEMPTS {
+        let (port, dir) = (free_port(), temp_dir("sentinel"));
+        let conf = dir.join("sentinel.conf");
+        let text = format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master_port} 2\n\
+             sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\nsentinel failover-timeout {SENTINEL_MASTER} 3000\n\
+             sentinel parallel-syncs {SENTINEL_MASTER} 1\n",
+            dir.display()
+        );
+        std::fs::write(&conf, text).expect("write the sentinel's config");
+        let mut sentinel = RedisServer { port, dir, extra: Vec::new(), child: None, sentinel_conf: Some(conf) };
+        if sentinel.spawn_once() {
+            return sentinel;
+        }
+    }
+    panic!("no sentinel could start");
 }

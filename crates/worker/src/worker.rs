@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use switchboard_broker::{BrokerError, LogId, SharedBroker};
+use switchboard_broker::{BrokerError, Fenced, LogId, SharedBroker};
 use switchboard_protocol::keyspace::{
     event_position, ingest_cursor, ingest_log, user_log, user_topic, worker_fence, worker_lease,
 };
@@ -265,7 +265,9 @@ impl Worker {
         // yet stored), if this worker still owns the shard: one that stalled past its lease while
         // another took over must not move the cursor back.
         let cursor_key = ingest_cursor(shard);
-        if !broker.commit_fenced(&worker_fence(shard), token, &cursor_key, &ingest_log(shard), last).await? {
+        let (lease, fence) = (worker_lease(shard), worker_fence(shard));
+        let fenced = Fenced { lease: &lease, fence: &fence, holder: &self.settings.holder, token };
+        if !broker.commit_fenced(&fenced, &cursor_key, &ingest_log(shard), last).await? {
             return Ok(None);
         }
         self.metrics.persisted.inc_by(entries.len() as u64);

@@ -115,22 +115,60 @@ impl Commands {
     /// [`Commands::query_all`] for callers that expect some commands to be refused: a refusal
     /// stays in its place among the replies (`Value::ServerError`) and the others still run.
     pub(super) async fn query_all_replies(&self, cmds: Vec<(String, Cmd)>) -> RedisResult<Vec<Value>> {
+        self.query_groups(cmds, None).await.map(|(replies, _)| replies)
+    }
+
+    /// [`Commands::query_all`] for writes that must reach `replicas` replicas before they are
+    /// acknowledged: each pipeline (one per key on a cluster, sent to that key's master) ends
+    /// with `WAIT replicas timeout`, which answers once the replicas have every write the
+    /// connection sent before it. Returns the replies and the fewest replicas any pipeline
+    /// reached. `WAIT` holds up its connection: use one that nothing else waits behind.
+    pub(super) async fn query_all_replicated(
+        &self,
+        cmds: Vec<(String, Cmd)>,
+        replicas: u32,
+        timeout: Duration,
+    ) -> RedisResult<(Vec<Value>, i64)> {
+        let wait = redis::cmd("WAIT").arg(replicas).arg(timeout.as_millis().max(1) as u64).clone();
+        let (replies, waits) = self.query_groups(cmds, Some(&wait)).await?;
+        if let Some(Value::ServerError(e)) = replies.iter().find(|v| matches!(v, Value::ServerError(_))) {
+            return Err(e.clone().into());
+        }
+        let mut fewest = i64::MAX;
+        for reply in waits {
+            fewest = fewest.min(redis::from_redis_value::<i64>(reply)?);
+        }
+        Ok((replies, if fewest == i64::MAX { 0 } else { fewest }))
+    }
+
+    /// Runs `cmds` as pipelines (one on a single server, one per key on a cluster), each
+    /// ended by `trailer` if given; refusals stay in place. The replies of `cmds` in their
+    /// order, and each pipeline's trailer reply.
+    async fn query_groups(
+        &self,
+        cmds: Vec<(String, Cmd)>,
+        trailer: Option<&Cmd>,
+    ) -> RedisResult<(Vec<Value>, Vec<Value>)> {
         if cmds.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         match self {
             Commands::Single(link) => {
+                let count = cmds.len();
                 let mut pipe = redis::pipe();
                 pipe.ignore_errors();
                 for (_, cmd) in cmds {
                     pipe.add_command(cmd);
                 }
+                if let Some(trailer) = trailer {
+                    pipe.add_command(trailer.clone());
+                }
                 let replies: RedisResult<Vec<Value>> = pipe.query_async(&mut link.manager()).await;
                 link.check(&replies);
-                if let Ok(replies) = &replies {
-                    link.check_replies(replies);
-                }
-                replies
+                let mut replies = replies?;
+                link.check_replies(&replies);
+                let trailers = replies.split_off(count.min(replies.len()));
+                Ok((replies, trailers))
             }
             Commands::Cluster(c) => {
                 // Group by key, remembering where each command's reply goes.
@@ -147,30 +185,27 @@ impl Commands {
                     groups[g].0.add_command(cmd);
                     groups[g].1.push(n);
                 }
+                if let Some(trailer) = trailer {
+                    // A command without a key: each pipeline goes where its first key lives.
+                    for (pipe, _) in &mut groups {
+                        pipe.add_command(trailer.clone());
+                    }
+                }
                 let calls = groups.iter().map(|(pipe, _)| {
                     let mut c = c.clone();
                     async move { pipe.query_async::<Vec<Value>>(&mut c).await }
                 });
                 let mut replies = vec![Value::Nil; count];
+                let mut trailers = Vec::new();
                 for (result, (_, slots)) in futures_util::future::join_all(calls).await.into_iter().zip(&groups) {
-                    for (value, n) in result?.into_iter().zip(slots) {
+                    let mut values = result?.into_iter();
+                    for (value, n) in values.by_ref().zip(slots) {
                         replies[*n] = value;
                     }
+                    trailers.extend(values);
                 }
-                Ok(replies)
+                Ok((replies, trailers))
             }
-        }
-    }
-
-    /// Runs a pipeline whose commands all touch one key.
-    pub(super) async fn query_pipeline<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> RedisResult<T> {
-        match self {
-            Commands::Single(link) => {
-                let result = pipe.query_async(&mut link.manager()).await;
-                link.check(&result);
-                result
-            }
-            Commands::Cluster(c) => pipe.query_async(&mut c.clone()).await,
         }
     }
 

@@ -30,7 +30,9 @@ use bytes::Bytes;
 use redis::{PushKind, Script, Value};
 
 use crate::clock::{Clock, SystemClock};
-use crate::{Broker, BrokerError, DeliverySink, KeyValue, LeaseRequest, Leases, Log, LogId, PubSub, Result, Topic};
+use crate::{
+    Broker, BrokerError, DeliverySink, Fenced, KeyValue, LeaseRequest, Leases, Log, LogId, PubSub, Result, Topic,
+};
 use conn::Commands;
 use copies::CopyPipeline;
 
@@ -45,6 +47,11 @@ pub struct RedisSettings {
     pub sentinel: Option<SentinelSettings>,
     /// Timeout of one command.
     pub command_timeout: Duration,
+    /// Replicas that must have a persistent event before its publish is acknowledged (0: the
+    /// master's answer is enough); see [`RedisSettings::with_replicas_ack`].
+    pub replicas_ack: u32,
+    /// How long an acknowledgement waits for those replicas.
+    pub ack_timeout: Duration,
 }
 
 /// A Redis master found, and followed across failovers, through Redis Sentinel.
@@ -71,23 +78,32 @@ impl RedisSettings {
             cluster,
             sentinel: None,
             command_timeout: Duration::from_secs(5),
+            replicas_ack: 0,
+            ack_timeout: Duration::from_millis(100),
         }
     }
 
     /// The master of a Sentinel group.
     pub fn sentinel(sentinel: SentinelSettings) -> Self {
-        RedisSettings {
-            urls: Vec::new(),
-            cluster: false,
-            sentinel: Some(sentinel),
-            command_timeout: Duration::from_secs(5),
-        }
+        RedisSettings { sentinel: Some(sentinel), ..RedisSettings::new("", false) }
+    }
+
+    /// Acknowledges appends to logs (persistent publishes) only once `replicas` replicas have
+    /// them, waiting at most `timeout` (`WAIT`, on a connection of its own): a failover then
+    /// loses no acknowledged event. Fewer in time is [`BrokerError::NotReplicated`].
+    pub fn with_replicas_ack(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.replicas_ack = replicas;
+        self.ack_timeout = timeout;
+        self
     }
 }
 
 /// A node's handle on Redis.
 pub struct RedisBroker {
     commands: Commands,
+    /// Where appends that wait for replicas go (`replicas_ack`): `WAIT` holds up its
+    /// connection, so it gets one of its own.
+    replicated: Option<Replicated>,
     subscriber: Commands,
     /// Where a single server's connections go (followed across Sentinel failovers).
     target: Arc<target::Target>,
@@ -109,6 +125,13 @@ pub struct RedisBroker {
     commit_fenced: Script,
     window_counter: Script,
     presence: presence::PresenceScripts,
+}
+
+/// The connection and the terms of replicated appends.
+struct Replicated {
+    commands: Commands,
+    replicas: u32,
+    timeout: Duration,
 }
 
 /// The members of a lease set whose expiry score is still ahead of the server's clock.
@@ -226,6 +249,16 @@ impl RedisBroker {
         let lost = wanted.clone();
         let replaced: link::OnReplaced = Arc::new(move || lost.mark_lost());
         let subscriber = Commands::connect(settings, &target, Some(push), Some(replaced)).await.map_err(unavailable)?;
+        let replicated = match settings.replicas_ack {
+            0 => None,
+            replicas => Some(Replicated {
+                commands: Commands::connect(settings, &target, None::<blocking::NoPush>, None)
+                    .await
+                    .map_err(unavailable)?,
+                replicas,
+                timeout: settings.ack_timeout,
+            }),
+        };
         let keepalive = Keepalive(tokio::spawn(keep_subscriber_alive(subscriber.clone(), wanted.clone())));
         let prober =
             Keepalive(tokio::spawn(probe::run(probe.clone(), commands.clone(), subscriber.clone(), wanted.clone())));
@@ -233,6 +266,7 @@ impl RedisBroker {
             Keepalive(tokio::spawn(resubscribe::keep_subscriptions(subscriber.clone(), wanted.clone(), sink)));
         Ok(RedisBroker {
             commands,
+            replicated,
             subscriber,
             _watch: target.watch().map(Keepalive),
             _keepalive: keepalive,
@@ -415,13 +449,8 @@ fn xread_reply(reply: Value, reads: &[(String, Option<LogId>)]) -> Result<Vec<Ve
 #[async_trait]
 impl Log for RedisBroker {
     async fn append(&self, log: &str, entry: Bytes, retention: Duration) -> Result<LogId> {
-        let min_ms = self.clock.now_ms().saturating_sub(retention.as_millis() as u64);
-        let mut pipe = redis::pipe();
-        pipe.cmd("XADD").arg(log).arg("MINID").arg(min_ms).arg("*").arg("d").arg(&entry[..]);
-        // A log nobody appends to for a whole retention period disappears.
-        pipe.cmd("PEXPIRE").arg(log).arg(retention.as_millis().max(1) as u64).ignore();
-        let (id,): (String,) = self.commands.query_pipeline(&pipe).await.map_err(unavailable)?;
-        parse_id(&id)
+        let ids = self.append_many(&[(log.to_owned(), entry)], retention).await?;
+        ids.first().copied().ok_or_else(|| BrokerError::Protocol("no id for an append".into()))
     }
 
     async fn append_many(&self, entries: &[(String, Bytes)], retention: Duration) -> Result<Vec<LogId>> {
@@ -441,7 +470,17 @@ impl Log for RedisBroker {
                 is_add.push(false);
             }
         }
-        let replies = self.commands.query_all(cmds).await.map_err(unavailable)?;
+        let replies = match &self.replicated {
+            None => self.commands.query_all(cmds).await.map_err(unavailable)?,
+            Some(r) => {
+                let (replies, acked) =
+                    r.commands.query_all_replicated(cmds, r.replicas, r.timeout).await.map_err(unavailable)?;
+                if acked < i64::from(r.replicas) {
+                    return Err(BrokerError::NotReplicated { acked: acked.max(0) as u32, wanted: r.replicas });
+                }
+                replies
+            }
+        };
         replies
             .iter()
             .zip(is_add)
@@ -620,10 +659,11 @@ impl Leases for RedisBroker {
         Ok((token > 0).then_some(token))
     }
 
-    async fn commit_fenced(&self, fence: &str, token: u64, cursor: &str, log: &str, position: LogId) -> Result<bool> {
+    async fn commit_fenced(&self, fenced: &Fenced<'_>, cursor: &str, log: &str, position: LogId) -> Result<bool> {
         let keep_from = LogId { ms: position.ms, seq: position.seq.saturating_add(1) };
         let mut inv = self.commit_fenced.prepare_invoke();
-        inv.key(fence).key(cursor).key(log).arg(token).arg(position.to_string()).arg(keep_from.to_string());
+        inv.key(fenced.fence).key(cursor).key(log).key(fenced.lease);
+        inv.arg(fenced.token).arg(position.to_string()).arg(keep_from.to_string()).arg(fenced.holder);
         let done: i64 = self.commands.invoke(&inv).await.map_err(unavailable)?;
         Ok(done == 1)
     }

@@ -11,11 +11,13 @@
 use super::ConfigError;
 
 /// Environment variables that name a key directly, as documented in the README.
-pub const ALIASES: [(&str, &str); 5] = [
+pub const ALIASES: [(&str, &str); 7] = [
     ("SWITCHBOARD_LOG", "log_level"),
     ("SWITCHBOARD_JWT_SECRET", "jwt.secret"),
     ("SWITCHBOARD_ADMIN_KEY", "admin_key"),
     ("SWITCHBOARD_REDIS_URL", "redis_url"),
+    ("SWITCHBOARD_REDIS_SENTINELS", "redis_sentinel.sentinels"),
+    ("SWITCHBOARD_REDIS_SENTINEL_MASTER", "redis_sentinel.master"),
     ("SWITCHBOARD_LISTEN", "listen"),
 ];
 
@@ -23,7 +25,8 @@ pub const ALIASES: [(&str, &str); 5] = [
 const NOT_KEYS: [&str; 1] = ["SWITCHBOARD_CONFIG"];
 
 /// Keys whose values are always strings, even when they look like numbers or booleans.
-const STRING_KEYS: [&str; 5] = ["listen", "redis_url", "admin_key", "secret", "log_level"];
+const STRING_KEYS: [&str; 8] =
+    ["listen", "redis_url", "admin_key", "secret", "log_level", "master", "username", "password"];
 
 /// Applies the `SWITCHBOARD_*` variables of `env` to `table`, in name order. `accepts` says
 /// whether a table is a valid config (the caller's schema); returns the warnings (unknown

@@ -10,6 +10,7 @@ pub mod endpoint;
 mod env;
 pub mod jwt;
 pub mod persistence;
+pub mod redis;
 mod validate;
 
 pub(crate) mod duration_str;
@@ -26,6 +27,7 @@ pub use endpoint::{
 pub use env::ALIASES as ENV_ALIASES;
 pub use jwt::{JwtAlgorithm, JwtConfig};
 pub use persistence::PersistenceConfig;
+pub use redis::{BrokerKind, SentinelConfig};
 pub use switchboard_protocol::token::{DEV_ADMIN_KEY, DEV_JWT_SECRET};
 pub use validate::RESERVED_PATHS;
 
@@ -46,6 +48,10 @@ pub struct Config {
     /// Whether `redis_url` names a Redis Cluster (sharded pub/sub, slot routing).
     #[serde(default)]
     pub redis_cluster: bool,
+    /// The master of a Redis Sentinel group, found and followed through the sentinels,
+    /// instead of `redis_url`.
+    #[serde(default)]
+    pub redis_sentinel: SentinelConfig,
     /// PEM certificate chain for TLS on the listener (`wss://`, `https://`), with `tls_key`;
     /// both empty: plain TCP (TLS ends at a proxy or ingress, if anywhere). Reloaded when the
     /// files change.

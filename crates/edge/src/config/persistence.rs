@@ -31,6 +31,16 @@ pub struct PersistenceConfig {
     /// `worker_lease` regardless.
     #[serde(default = "default_idle_poll", with = "duration_str")]
     pub idle_poll: Duration,
+    /// Replicas that must have a persistent event before `POST /v1/publish` acknowledges it
+    /// (`WAIT`; 0: the master's answer is enough). With 1 or more a failover to a replica
+    /// loses no acknowledged event; a publish whose replicas do not answer within
+    /// `ack_timeout` gets `503 not_replicated` (it may still appear; retrying with the same
+    /// `id` is safe).
+    #[serde(default)]
+    pub replicas_ack: u32,
+    /// How long an acknowledgement waits for `replicas_ack` replicas.
+    #[serde(default = "default_ack_timeout", with = "duration_str")]
+    pub ack_timeout: Duration,
 }
 
 impl Default for PersistenceConfig {
@@ -42,6 +52,8 @@ impl Default for PersistenceConfig {
             shards: default_shards(),
             worker_lease: default_worker_lease(),
             idle_poll: default_idle_poll(),
+            replicas_ack: 0,
+            ack_timeout: default_ack_timeout(),
         }
     }
 }
@@ -75,6 +87,12 @@ impl PersistenceConfig {
         if self.retention < Duration::from_secs(1) {
             problems.push("persistence.retention: must be at least 1s".to_string());
         }
+        if self.replicas_ack > 16 {
+            problems.push("persistence.replicas_ack: at most 16".to_string());
+        }
+        if self.ack_timeout < Duration::from_millis(1) || self.ack_timeout > Duration::from_secs(10) {
+            problems.push("persistence.ack_timeout: must be between 1ms and 10s".to_string());
+        }
     }
 }
 
@@ -95,4 +113,7 @@ fn default_worker_lease() -> Duration {
 }
 fn default_idle_poll() -> Duration {
     Duration::from_secs(1)
+}
+fn default_ack_timeout() -> Duration {
+    Duration::from_millis(100)
 }

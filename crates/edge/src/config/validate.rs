@@ -74,18 +74,6 @@ impl Config {
         problems
     }
 
-    /// Several seed URLs name a Redis Cluster: without `redis_cluster` the node would talk to
-    /// the first as a single server and fail every command for a slot it does not own.
-    fn redis_problems(&self, problems: &mut Vec<String>) {
-        let urls = self.redis_url.split(',').filter(|u| !u.trim().is_empty()).count();
-        if urls > 1 && !self.redis_cluster {
-            problems.push(format!(
-                "redis_url: {urls} URLs are the seed nodes of a Redis Cluster: set redis_cluster = true \
-                 (SWITCHBOARD_REDIS_CLUSTER=true), or give the one URL of a single server"
-            ));
-        }
-    }
-
     /// Development or guessable credentials are refused anywhere but loopback.
     fn credential_problems(&self, problems: &mut Vec<String>) {
         if is_loopback(self.listen) {

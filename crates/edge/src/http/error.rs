@@ -32,6 +32,19 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", format!("not accepted: {e}"))
     }
 
+    /// 503 for a publish the broker did not take (`broker_unavailable`), or took without the
+    /// replicas `persistence.replicas_ack` asks for (`not_replicated`: it may still appear).
+    pub fn publish_failed(e: &switchboard_broker::BrokerError) -> Self {
+        match e {
+            switchboard_broker::BrokerError::NotReplicated { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_replicated",
+                format!("{e}: the event may still be delivered; retrying with the same id is safe"),
+            ),
+            _ => Self::unavailable(e),
+        }
+    }
+
     /// The `error` field: a short category derived from the status.
     fn category(&self) -> &'static str {
         match self.status {

@@ -179,7 +179,7 @@ pub async fn publish(
             if keyed {
                 publisher.published_ids().abandon(&[&id]).await;
             }
-            return Err(ApiError::unavailable(e));
+            return Err(ApiError::publish_failed(&e));
         }
     };
     node.metrics().published.inc();
@@ -284,7 +284,7 @@ pub async fn publish_batch(
         Ok(positions) => positions,
         Err(e) => {
             publisher.published_ids().abandon(&fresh).await;
-            return Err(ApiError::unavailable(e));
+            return Err(ApiError::publish_failed(&e));
         }
     };
     let mut duplicates = Vec::new();

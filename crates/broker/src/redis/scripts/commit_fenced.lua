@@ -1,9 +1,18 @@
--- Fenced commit of a consumer's progress: if the fencing token in KEYS[1] is still ARGV[1],
--- moves the cursor KEYS[2] to position ARGV[2] ("ms-seq") unless it is already there or later,
--- and trims the stream KEYS[3] to the entries from ARGV[3] on (the id right after ARGV[2]).
--- Returns 1, or 0 with nothing written when the lease was taken over since (a holder that
--- stalled past its lease cannot move the cursor back). The keys share a hash tag.
+-- Fenced commit of a consumer's progress: if the fencing token in KEYS[1] is still ARGV[1]
+-- and ARGV[4] still holds the lease KEYS[4] (sorted set holder -> expiry ms, Redis server
+-- clock), moves the cursor KEYS[2] to position ARGV[2] ("ms-seq") unless it is already there
+-- or later, and trims the stream KEYS[3] to the entries from ARGV[3] on (the id right after
+-- ARGV[2]). Returns 1, or 0 with nothing written when the lease was taken over or lapsed since
+-- (a holder that stalled past its lease cannot move the cursor back; checking the holder too
+-- keeps it out when a failover lost the token's INCR and the next holder got the same token).
+-- The keys share a hash tag.
 if tonumber(redis.call('GET', KEYS[1]) or '0') ~= tonumber(ARGV[1]) then
+  return 0
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local expiry = redis.call('ZSCORE', KEYS[4], ARGV[4])
+if not expiry or tonumber(expiry) <= now then
   return 0
 end
 local function parse(id)
