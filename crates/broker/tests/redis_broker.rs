@@ -86,3 +86,21 @@ async fn appends_wait_for_their_replica_and_are_not_acknowledged_without_it() {
     assert!(started.elapsed() < std::time::Duration::from_secs(3), "it waited {:?}", started.elapsed());
     broker.append_many(&entries, day).await.expect("acknowledged again once the replica is back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_appends_wait_for_the_replica_of_their_slots_master() {
+    use switchboard_broker::Log;
+    struct Nowhere;
+    impl DeliverySink for Nowhere {
+        fn deliver(&self, _: &str, _: bytes::Bytes) {}
+    }
+    let cluster = RedisCluster::start_with_replicas(3, 1);
+    let settings =
+        RedisSettings::new(&cluster.urls(), true).with_replicas_ack(1, std::time::Duration::from_millis(500));
+    let broker = RedisBroker::connect(&settings, Arc::new(Nowhere)).await.expect("connect");
+    let day = std::time::Duration::from_secs(86_400);
+    let entries: Vec<(String, bytes::Bytes)> =
+        (0..4).map(|s| (format!("ingest:{{s{s}}}"), bytes::Bytes::from_static(b"e"))).collect();
+    let ids = broker.append_many(&entries, day).await.expect("acknowledged once each shard's replica has it");
+    assert_eq!(ids.len(), 4);
+}

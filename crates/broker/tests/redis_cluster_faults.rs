@@ -138,3 +138,93 @@ async fn sharded_subscriptions_survive_a_master_failing_over_to_its_replica() {
     s.every_topic_delivers("after the failover").await;
     drop(s.subscriber);
 }
+
+/// Every command path, over and over, while the slot of its keys moves to another master with
+/// the keys in it (`ASK` while they migrate, `TRYAGAIN` for scripts whose keys are split,
+/// `MOVED` after): ingest appends, copies into a user's log (a pipeline that keeps refusals in
+/// place), the index, publishes, quota leases, a fenced commit, reads and a single-use ticket.
+/// Not one call may fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_path_follows_a_slot_that_moves_with_its_keys() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use switchboard_broker::{Broker, Fenced, KeyValue, Leases, Log, LogId};
+    let s = setup(3, 0, 1).await;
+    let broker = Arc::new(s.publisher);
+    // Everything hash-tagged `{m}`: one slot, moved below.
+    let (ingest, user_log, lease, fence, cursor) =
+        ("ingest:{m}", "events:{m}", "worker-lease:{m}", "worker-fence:{m}", "ingest-cursor:{m}");
+    let day = Duration::from_secs(86_400);
+    let token =
+        broker.acquire_fenced(lease, fence, "w", Duration::from_secs(600)).await.expect("acquire").expect("free");
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+    let runner = {
+        let (broker, stop, errors) = (broker.clone(), stop.clone(), errors.clone());
+        tokio::spawn(async move {
+            let mut n: u64 = 0;
+            let failed = |what: &str, e: &dyn std::fmt::Display| errors.lock().push(format!("{what}: {e}"));
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let entry = Bytes::from(format!("e{n}"));
+                let ids = match broker.append_many(&[(ingest.to_owned(), entry.clone())], day).await {
+                    Ok(ids) => ids,
+                    Err(e) => {
+                        failed("append", &e);
+                        continue;
+                    }
+                };
+                let copies = [(user_log.to_owned(), ids[0], entry.clone())];
+                let index = [(format!("event-pos:{{m}}:{n}"), Bytes::from(ids[0].to_string()))];
+                let live = [("c:{m}".to_owned(), entry.clone())];
+                if let Err(e) = broker.store_and_publish(&copies, &index, day, 100, &live).await {
+                    failed("store_and_publish", &e);
+                }
+                if let Err(e) = broker.newest_ids(&[user_log.to_owned()]).await {
+                    failed("newest_ids", &e);
+                }
+                if let Err(e) = broker.read_after(user_log, None, 5).await {
+                    failed("read_after", &e);
+                }
+                let quota = [("quota:{m}:total".to_owned(), 1000u32), ("quota:{m}:/ws".to_owned(), 1000)];
+                match broker.try_acquire_all(&quota, &format!("conn{n}"), Duration::from_secs(60)).await {
+                    Ok(_) => {
+                        if let Err(e) = broker.release("quota:{m}:total", &format!("conn{n}")).await {
+                            failed("release", &e);
+                        }
+                    }
+                    Err(e) => failed("try_acquire_all", &e),
+                }
+                let fenced = Fenced { lease, fence, holder: "w", token };
+                if let Err(e) = broker.commit_fenced(&fenced, cursor, ingest, LogId { ms: ids[0].ms, seq: 0 }).await {
+                    failed("commit_fenced", &e);
+                }
+                let ticket = format!("ticket:{{m}}:{n}");
+                if let Err(e) = broker.set(&ticket, Bytes::from_static(b"t"), Some(day)).await {
+                    failed("set", &e);
+                }
+                if let Err(e) = broker.take(&ticket).await {
+                    failed("take", &e);
+                }
+            }
+            n
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let slot = s.cluster.slot_of("{m}");
+    let mut moved = 0;
+    for _ in 0..2 {
+        let to = (s.cluster.owner_of(slot) + 1) % 3;
+        moved += s.cluster.migrate_slot_with_keys(slot, to);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let rounds = runner.await.expect("the runner");
+    let errors = errors.lock().clone();
+    assert!(moved >= 5 && rounds > 10, "the fault did not bite: {moved} keys moved in {rounds} rounds");
+    assert!(
+        errors.is_empty(),
+        "{} failed calls in {rounds} rounds, e.g. {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+}

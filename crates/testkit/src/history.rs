@@ -152,10 +152,39 @@ impl History {
         inner.publishes.iter().filter(|(id, p)| owed(c, p) && !got.contains(id.as_str())).count()
     }
 
+    /// The ids of events acknowledged between `from` and `to` (for a scenario that knows which
+    /// acknowledgements a fault may take back).
+    pub fn acked_between(&self, from: Instant, to: Instant) -> HashSet<String> {
+        let inner = self.inner.lock();
+        inner
+            .publishes
+            .iter()
+            .filter(|(_, p)| p.outcome == Outcome::Ok && p.acked_at >= from && p.acked_at <= to)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// Acknowledged events not yet delivered to every client that must get them.
     pub fn missing_anywhere(&self) -> usize {
-        let clients: Vec<String> = self.inner.lock().clients.keys().cloned().collect();
-        clients.iter().map(|c| self.missing(c)).sum()
+        self.missing_except(&HashSet::new())
+    }
+
+    /// [`History::missing_anywhere`], not counting the events in `allowed` (those a scenario
+    /// knows its fault may take back).
+    pub fn missing_except(&self, allowed: &HashSet<String>) -> usize {
+        let inner = self.inner.lock();
+        inner
+            .clients
+            .values()
+            .map(|c| {
+                let got: HashSet<&str> = c.received.iter().map(|(id, _)| id.as_str()).collect();
+                inner
+                    .publishes
+                    .iter()
+                    .filter(|(id, p)| owed(c, p) && !got.contains(id.as_str()) && !allowed.contains(id.as_str()))
+                    .count()
+            })
+            .sum()
     }
 
     /// Checks the history.

@@ -397,6 +397,68 @@ impl RedisCluster {
         }
     }
 
+    /// Moves `slot` and every key in it to master `to` while clients keep using them, as
+    /// `redis-cli --cluster reshard` does: the target imports, the owner migrates, the keys go
+    /// over with `MIGRATE` (commands on them meanwhile get `ASK`, and `TRYAGAIN` for several
+    /// keys split between the two), then every master is told the new owner. Returns how many
+    /// keys moved.
+    pub fn migrate_slot_with_keys(&self, slot: u16, to: usize) -> usize {
+        let from = self.owner_of(slot);
+        let (from_id, to_id) = (self.id_of(from), self.id_of(to));
+        let slot_text = slot.to_string();
+        self.nodes[to].cli(&["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &from_id]);
+        self.nodes[from].cli(&["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &to_id]);
+        let mut moved = 0;
+        loop {
+            let keys = self.nodes[from].cli(&["CLUSTER", "GETKEYSINSLOT", &slot_text, "100"]);
+            let keys: Vec<&str> = keys.lines().map(str::trim).filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let port = self.nodes[to].port.to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            args.extend(keys.iter().copied());
+            let out = self.nodes[from].cli(&args);
+            assert!(out.contains("OK") || out.contains("NOKEY"), "MIGRATE answered {out:?}");
+            moved += keys.len();
+        }
+        let masters: Vec<&RedisServer> =
+            self.nodes.iter().filter(|n| n.child.is_some() && n.cli(&["ROLE"]).starts_with("master")).collect();
+        for node in [&self.nodes[to], &self.nodes[from]].into_iter().chain(masters) {
+            node.cli(&["CLUSTER", "SETSLOT", &slot_text, "NODE", &to_id]);
+        }
+        let deadline = Instant::now() + START_TIMEOUT;
+        while self.try_owner_of(slot) != Some(to) {
+            assert!(Instant::now() < deadline, "the cluster never agreed that slot {slot} moved");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        moved
+    }
+
+    /// The index of a running replica of master `master`, if it has one.
+    pub fn replica_of(&self, master: usize) -> Option<usize> {
+        let id = self.id_of(master);
+        let nodes = self.any_running().cli(&["CLUSTER", "NODES"]);
+        nodes.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 4 || !fields[2].contains("slave") || fields[3] != id || fields[2].contains("fail") {
+                return None;
+            }
+            let port: u16 = fields[1].split('@').next()?.rsplit(':').next()?.parse().ok()?;
+            self.nodes.iter().position(|n| n.port == port && n.child.is_some())
+        })
+    }
+
+    /// Waits until node `node` is a master serving `slot` in every running node's view.
+    pub fn await_owner(&self, slot: u16, node: usize) {
+        let deadline = Instant::now() + START_TIMEOUT * 2;
+        while self.try_owner_of(slot) != Some(node) {
+            assert!(Instant::now() < deadline, "node {node} never took slot {slot} over");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.await_ok();
+    }
+
     /// Drops every pub/sub client connection of node `node` (`CLIENT KILL TYPE pubsub`).
     pub fn kill_pubsub_clients(&self, node: usize) -> u64 {
         let out = self.nodes[node].cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
@@ -427,11 +489,20 @@ impl SentinelGroup {
     /// until the replicas are in sync and every sentinel knows the replicas and the other
     /// sentinels (so that a failover can be authorized).
     pub fn start(replicas: usize) -> SentinelGroup {
+        Self::start_with(replicas, &[])
+    }
+
+    /// [`SentinelGroup::start`] with `extra` arguments for every data node
+    /// (`--min-replicas-to-write 1`, say).
+    pub fn start_with(replicas: usize, extra: &[&str]) -> SentinelGroup {
         let node_args = |master: Option<u16>| {
-            let mut args = vec!["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"]
-                .into_iter()
-                .map(String::from)
-                .collect::<Vec<_>>();
+            // An append-only file, so a replica killed and started again keeps what it had.
+            let mut args =
+                vec!["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0", "--appendonly", "yes"]
+                    .into_iter()
+                    .chain(extra.iter().copied())
+                    .map(String::from)
+                    .collect::<Vec<_>>();
             if let Some(port) = master {
                 args.extend(["--replicaof".into(), "127.0.0.1".into(), port.to_string()]);
             }
@@ -474,9 +545,31 @@ impl SentinelGroup {
                     return new;
                 }
             }
-            assert!(Instant::now() < deadline, "the sentinels never promoted a replica of node {old}");
+            if Instant::now() >= deadline {
+                let roles: Vec<String> = self.servers.iter().map(|n| n.cli(&["ROLE"]).replace('\n', " ")).collect();
+                let view = self.sentinels[0].cli(&["SENTINEL", "master", SENTINEL_MASTER]).replace('\n', " ");
+                panic!(
+                    "the sentinels never promoted a replica of node {old}: roles {roles:?}; a sentinel's view: {view}"
+                );
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Makes replica `replica` lag: stopped (SIGSTOP), it takes nothing the master writes
+    /// from now on, and acknowledges nothing.
+    pub fn lag(&self, replica: usize) {
+        self.servers[replica].signal("STOP");
+    }
+
+    /// Ends a [`SentinelGroup::lag`] the way a crash would: the stopped replica is killed and
+    /// started again from its append-only file, with only what it had taken before it
+    /// stopped. (Resuming it would not do: what the master sent meanwhile waits in the
+    /// kernel's buffers and reaches it, even after the master died.)
+    pub fn crash_lagging(&mut self, replica: usize) {
+        let node = &mut self.servers[replica];
+        node.kill();
+        node.spawn();
     }
 
     /// Asks the sentinels for a failover (the master stays up and is demoted).
@@ -497,11 +590,10 @@ impl SentinelGroup {
                 let info = masters[0].cli(&["INFO", "replication"]);
                 let want = format!("connected_slaves:{}", running.len() - 1);
                 info.lines().any(|l| l.trim() == want)
-                    && running.iter().filter(|n| n.port != masters[0].port).all(|n| {
-                        let info = n.cli(&["INFO", "replication"]);
-                        info.contains("master_link_status:up")
-                            && info.contains(&format!("master_port:{}", masters[0].port))
-                    })
+                    && running
+                        .iter()
+                        .filter(|n| n.port != masters[0].port)
+                        .all(|n| n.cli(&["INFO", "replication"]).contains("master_link_status:up"))
             };
             if synced {
                 return;

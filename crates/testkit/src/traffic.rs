@@ -27,7 +27,12 @@ pub struct Traffic {
     readers: Vec<JoinHandle<()>>,
     /// Connections that ended while the traffic ran (each one a broken promise of "open").
     closed: Arc<AtomicU64>,
+    /// The first answers that were not 200 (status and body), for the report.
+    refusals: Arc<parking_lot::Mutex<Vec<String>>>,
 }
+
+/// Refusals kept for the report.
+const REFUSALS_KEPT: usize = 20;
 
 impl Traffic {
     /// Connects one client per user (`users` of them, named `user-<n>` after `prefix`) to
@@ -84,6 +89,7 @@ impl Traffic {
                 closed.fetch_add(1, Ordering::Relaxed);
             }));
         }
+        let refusals: Arc<parking_lot::Mutex<Vec<String>>> = Arc::default();
         let http = reqwest::Client::builder().timeout(PUBLISH_TIMEOUT).build().expect("an HTTP client");
         let interval = Duration::from_secs_f64(1.0 / per_user_rate.max(0.1));
         let publishers = names
@@ -92,6 +98,7 @@ impl Traffic {
             .map(|(n, user)| {
                 let url = format!("http://{}/v1/publish", publish_to[n % publish_to.len()]);
                 let (http, history, stop, user) = (http.clone(), history.clone(), stop.clone(), user.clone());
+                let refusals = refusals.clone();
                 tokio::spawn(async move {
                     let mut ticks = tokio::time::interval(interval);
                     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -102,19 +109,29 @@ impl Traffic {
                         let id = format!("{user}-{seq}");
                         let body = json!({"id": id, "user": user, "type": "notification", "payload": {"seq": seq}});
                         let sent = http.post(&url).bearer_auth(ADMIN).json(&body).send().await;
-                        let outcome = match sent {
-                            Ok(r) if r.status() == 200 => Outcome::Ok,
-                            // A 503 may come after the append was sent: it may still appear.
-                            Ok(r) if r.status().is_server_error() || r.status() == 409 => Outcome::Info,
-                            Ok(_) => Outcome::Fail,
-                            Err(_) => Outcome::Info,
+                        let (outcome, refusal) = match sent {
+                            Ok(r) if r.status() == 200 => (Outcome::Ok, None),
+                            Ok(r) => {
+                                let status = r.status();
+                                let text = r.text().await.unwrap_or_default();
+                                // A 503 may come after the append was sent: it may still appear.
+                                let info = status.is_server_error() || status == 409;
+                                (if info { Outcome::Info } else { Outcome::Fail }, Some(format!("{status}: {text}")))
+                            }
+                            Err(e) => (Outcome::Info, Some(format!("no answer: {e}"))),
                         };
+                        if let Some(refusal) = refusal {
+                            let mut kept = refusals.lock();
+                            if kept.len() < REFUSALS_KEPT {
+                                kept.push(refusal);
+                            }
+                        }
                         history.published(&user, &id, seq, outcome);
                     }
                 })
             })
             .collect();
-        Traffic { history, stop, publishers, readers, closed }
+        Traffic { history, stop, publishers, readers, closed, refusals }
     }
 
     /// Stops publishing (each publisher after its publish in flight).
@@ -128,14 +145,25 @@ impl Traffic {
     /// Waits until every acknowledged event reached every client that must get it, or `bound`
     /// passed; returns how many were still missing.
     pub async fn await_delivered(&self, bound: Duration) -> usize {
+        self.await_delivered_except(&Default::default(), bound).await
+    }
+
+    /// [`Traffic::await_delivered`], not waiting for the events in `allowed` (those the fault
+    /// may take back).
+    pub async fn await_delivered_except(&self, allowed: &std::collections::HashSet<String>, bound: Duration) -> usize {
         let deadline = tokio::time::Instant::now() + bound;
         loop {
-            let missing = self.history.missing_anywhere();
+            let missing = self.history.missing_except(allowed);
             if missing == 0 || tokio::time::Instant::now() >= deadline {
                 return missing;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The first answers that were not 200 (status and body).
+    pub fn refusals(&self) -> Vec<String> {
+        self.refusals.lock().clone()
     }
 
     /// Connections that ended while the traffic ran.

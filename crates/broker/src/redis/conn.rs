@@ -193,16 +193,37 @@ impl Commands {
                 }
                 let calls = groups.iter().map(|(pipe, _)| {
                     let mut c = c.clone();
-                    async move { pipe.query_async::<Vec<Value>>(&mut c).await }
+                    async move {
+                        let mut values = match pipe.query_async::<Vec<Value>>(&mut c).await {
+                            Ok(values) => values,
+                            // The whole pipeline sent elsewhere (the client gave up following
+                            // it): each command is redone on its own.
+                            Err(e) if e.code().is_some_and(redirects) => {
+                                let Some(refused) = e.clone().into_server_errors().and_then(|r| r.first().cloned())
+                                else {
+                                    return Err(e);
+                                };
+                                vec![Value::ServerError(refused.1); pipe.cmd_iter().count()]
+                            }
+                            Err(e) => return Err(e),
+                        };
+                        let redirected = follow_redirects(&mut c, pipe, &mut values).await?;
+                        RedisResult::Ok((values, redirected))
+                    }
                 });
                 let mut replies = vec![Value::Nil; count];
                 let mut trailers = Vec::new();
                 for (result, (_, slots)) in futures_util::future::join_all(calls).await.into_iter().zip(&groups) {
-                    let mut values = result?.into_iter();
-                    for (value, n) in values.by_ref().zip(slots) {
+                    let (values, redirected) = result?;
+                    let mut values = values.into_iter();
+                    // `slots` first: zip stops at the end of it without taking the trailer's
+                    // reply from `values`.
+                    for (n, value) in slots.iter().zip(values.by_ref()) {
                         replies[*n] = value;
                     }
-                    trailers.extend(values);
+                    // A command redone on another node is not covered by the trailer (a
+                    // `WAIT`) that ran on the first one.
+                    trailers.extend(values.map(|v| if redirected { Value::Int(0) } else { v }));
                 }
                 Ok((replies, trailers))
             }
@@ -244,6 +265,54 @@ impl Commands {
             Commands::Cluster(c) => per_topic(c, topics, |mut c, t| async move { c.sunsubscribe(t).await }).await,
         }
     }
+}
+
+/// Redoes, one by one and in their order, the commands of a cluster pipeline that a node sent
+/// elsewhere (`MOVED`, `ASK` while its slot migrates, `TRYAGAIN` for keys split between the
+/// two nodes, `CLUSTERDOWN` while a failover settles). A pipeline that keeps refusals in
+/// place returns those as replies instead of following them; a single command is routed and
+/// redirected, and retried, by the cluster client. A refusal on the redo stays in place too.
+/// True if any command was redone.
+async fn follow_redirects(
+    c: &mut ClusterConnection,
+    pipe: &redis::Pipeline,
+    values: &mut [Value],
+) -> RedisResult<bool> {
+    let mut redone = false;
+    for (cmd, value) in pipe.cmd_iter().zip(values.iter_mut()) {
+        let Value::ServerError(e) = value else { continue };
+        if !redirects(e.code()) {
+            continue;
+        }
+        redone = true;
+        let mut wait = REDIRECT_RETRY;
+        *value = loop {
+            match cmd.query_async::<Value>(c).await {
+                Ok(v) => break v,
+                // While a slot changes hands the nodes may disagree a moment longer than the
+                // client's own retries last.
+                Err(e) if e.code().is_some_and(redirects) && wait <= MAX_REDIRECT_RETRY => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(e) => match e.clone().into_server_errors() {
+                    Some(refused) if !refused.is_empty() => break Value::ServerError(refused[0].1.clone()),
+                    _ => return Err(e),
+                },
+            }
+        };
+    }
+    Ok(redone)
+}
+
+/// First wait before a command that was redirected again is redone; it doubles up to
+/// [`MAX_REDIRECT_RETRY`] (about 1.5 s in all).
+const REDIRECT_RETRY: Duration = Duration::from_millis(50);
+const MAX_REDIRECT_RETRY: Duration = Duration::from_millis(800);
+
+/// Whether a cluster node's refusal means "ask another node, or again shortly".
+fn redirects(code: &str) -> bool {
+    matches!(code, "MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN")
 }
 
 /// Sharded (un)subscriptions are per slot: one call per topic, all concurrently.

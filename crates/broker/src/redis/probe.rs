@@ -178,20 +178,24 @@ pub(super) async fn run(probe: Arc<Probe>, commands: Commands, subscriber: Comma
     }
 }
 
-/// Publishes the next probe on every probe topic. One that cannot even be published counts
-/// as out: delivery is not working either way.
+/// Publishes the next probe on every probe topic. A probe counts as out once Redis took it:
+/// a publish held up by the server (`CLIENT PAUSE`) is a slow server, not lost delivery, and
+/// one refused means the broker is unreachable, which readiness reports on its own.
 async fn send_probes(probe: &Probe, commands: &Commands) {
     let seq = probe.next.fetch_add(1, Ordering::Relaxed);
     let names: Vec<Topic> = probe.topics.lock().iter().map(|t| t.name.clone()).collect();
-    let now = Instant::now();
-    for t in probe.topics.lock().iter_mut() {
-        t.sent(seq, now);
-    }
     let publishes = names.iter().map(|name| {
         let cmd = redis::cmd(commands.publish_command()).arg(&**name).arg(seq.to_string()).clone();
-        async move { commands.query::<Value>(&cmd).await }
+        async move { (name, commands.query::<Value>(&cmd).await.is_ok()) }
     });
-    futures_util::future::join_all(publishes).await;
+    for (name, taken) in futures_util::future::join_all(publishes).await {
+        if taken {
+            let now = Instant::now();
+            if let Some(t) = probe.topics.lock().iter_mut().find(|t| t.name == *name) {
+                t.sent(seq, now);
+            }
+        }
+    }
 }
 
 /// The probe topics: one on a single server; one per master on a cluster, each in a slot that
