@@ -62,13 +62,26 @@ impl Setup {
             if missing.is_empty() {
                 return;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{round}: {} of {} topics deliver nothing, e.g. {:?}",
-                missing.len(),
-                self.topics.len(),
-                &missing[..missing.len().min(3)]
-            );
+            if tokio::time::Instant::now() >= deadline {
+                // Where the first missing topic stands, for the failure message.
+                use switchboard_broker::Broker;
+                let t = &missing[0];
+                let owner = self.cluster.try_owner_of(self.cluster.slot_of(t));
+                let subscribers: Vec<String> = self
+                    .cluster
+                    .nodes
+                    .iter()
+                    .map(|n| n.cli(&["PUBSUB", "SHARDNUMSUB", t]).replace('\n', " "))
+                    .collect();
+                panic!(
+                    "{round}: {} of {} topics deliver nothing, e.g. {:?}; {t}'s owner {owner:?}, subscribers per node \
+                     {subscribers:?}, the subscriber's health {:?}",
+                    missing.len(),
+                    self.topics.len(),
+                    &missing[..missing.len().min(3)],
+                    self.subscriber.health()
+                );
+            }
             for topic in &missing {
                 // A publish may fail while the cluster heals; the next round tries again.
                 let _ = self.publisher.publish(topic, message.clone()).await;

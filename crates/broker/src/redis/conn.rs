@@ -14,7 +14,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::io::tcp::TcpSettings;
 use redis::{Cmd, FromRedisValue, ProtocolVersion, RedisResult, ScriptInvocation, Value};
 
-use super::link::{Link, OnReplaced};
+use super::link::{ClusterLink, Link, OnReplaced};
 use super::target::Target;
 use super::RedisSettings;
 use crate::Topic;
@@ -24,8 +24,8 @@ use crate::Topic;
 pub(super) enum Commands {
     /// A single server (or a Sentinel group's master), through a replaceable link.
     Single(Arc<Link>),
-    /// A Redis Cluster, routed by slot.
-    Cluster(ClusterConnection),
+    /// A Redis Cluster, routed by slot, through a connection that can be made anew.
+    Cluster(Arc<ClusterLink>),
 }
 
 impl Commands {
@@ -52,7 +52,7 @@ impl Commands {
             if let Some(push) = push {
                 builder = builder.push_sender(push);
             }
-            return Ok(Commands::Cluster(builder.build()?.get_async_connection().await?));
+            return Ok(Commands::Cluster(ClusterLink::connect(builder.build()?).await?));
         }
         let mut config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -66,11 +66,12 @@ impl Commands {
         Ok(Commands::Single(Link::connect(target.clone(), config, on_replaced).await?))
     }
 
-    /// Replaces a single server's connection (its socket may have gone silent); a cluster
-    /// client manages its own.
+    /// Replaces the connection: a single server's (its socket may have gone silent), or a
+    /// cluster's, which then learns the topology afresh from the seeds.
     pub(super) fn reconnect(&self) {
-        if let Commands::Single(link) = self {
-            link.reconnect();
+        match self {
+            Commands::Single(link) => link.reconnect(),
+            Commands::Cluster(link) => link.reconnect(),
         }
     }
 
@@ -96,7 +97,7 @@ impl Commands {
                 link.check(&result);
                 result
             }
-            Commands::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+            Commands::Cluster(link) => cmd.query_async(&mut link.connection()).await,
         }
     }
 
@@ -170,7 +171,8 @@ impl Commands {
                 let trailers = replies.split_off(count.min(replies.len()));
                 Ok((replies, trailers))
             }
-            Commands::Cluster(c) => {
+            Commands::Cluster(link) => {
+                let c = &link.connection();
                 // Group by key, remembering where each command's reply goes.
                 let count = cmds.len();
                 let mut groups: Vec<(redis::Pipeline, Vec<usize>)> = Vec::new();
@@ -238,7 +240,7 @@ impl Commands {
                 link.check(&result);
                 result
             }
-            Commands::Cluster(c) => inv.invoke_async(&mut c.clone()).await,
+            Commands::Cluster(link) => inv.invoke_async(&mut link.connection()).await,
         }
     }
 
@@ -250,7 +252,9 @@ impl Commands {
                 link.check(&result);
                 result
             }
-            Commands::Cluster(c) => per_topic(c, topics, |mut c, t| async move { c.ssubscribe(t).await }).await,
+            Commands::Cluster(link) => {
+                per_topic(&link.connection(), topics, |mut c, t| async move { c.ssubscribe(t).await }).await
+            }
         }
     }
 
@@ -262,7 +266,9 @@ impl Commands {
                 link.check(&result);
                 result
             }
-            Commands::Cluster(c) => per_topic(c, topics, |mut c, t| async move { c.sunsubscribe(t).await }).await,
+            Commands::Cluster(link) => {
+                per_topic(&link.connection(), topics, |mut c, t| async move { c.sunsubscribe(t).await }).await
+            }
         }
     }
 }

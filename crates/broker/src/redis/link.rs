@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 use redis::{RedisError, RedisResult, Value};
 
 use super::target::Target;
@@ -168,6 +170,46 @@ async fn open(target: &Target, config: &ConnectionManagerConfig) -> RedisResult<
     let (info, generation) = target.address().await?;
     let manager = redis::Client::open(info)?.get_connection_manager_with_config(config.clone()).await?;
     Ok((manager, generation))
+}
+
+/// A Redis Cluster connection that can be made anew. The cluster client learns a new slot
+/// owner from `MOVED`, but a connection whose commands only ever meet a dead master (a
+/// subscriber resubscribing to the slots of a master that failed) can keep dialling it
+/// long after its replica took over. A new connection asks the seeds for the topology.
+pub(super) struct ClusterLink {
+    client: ClusterClient,
+    current: RwLock<ClusterConnection>,
+    replacing: AtomicBool,
+}
+
+impl ClusterLink {
+    /// Connects through `client` (failing if no seed answers now).
+    pub(super) async fn connect(client: ClusterClient) -> RedisResult<Arc<ClusterLink>> {
+        let current = RwLock::new(client.get_async_connection().await?);
+        Ok(Arc::new(ClusterLink { client, current, replacing: AtomicBool::new(false) }))
+    }
+
+    /// The connection to use now.
+    pub(super) fn connection(&self) -> ClusterConnection {
+        self.current.read().clone()
+    }
+
+    /// Makes a new connection in the background (one at a time; at most one every
+    /// [`MAX_RETRY`]); commands use the old one until it is there.
+    pub(super) fn reconnect(self: &Arc<Self>) {
+        if self.replacing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let link = self.clone();
+        tokio::spawn(async move {
+            match link.client.get_async_connection().await {
+                Ok(connection) => *link.current.write() = connection,
+                Err(e) => tracing::warn!(error = %e, "could not connect to the Redis Cluster anew yet"),
+            }
+            tokio::time::sleep(MAX_RETRY).await;
+            link.replacing.store(false, Ordering::Release);
+        });
+    }
 }
 
 #[cfg(test)]

@@ -172,6 +172,10 @@ async fn restore(subscriber: &Commands, wanted: &Wanted, sink: &dyn DeliverySink
             return;
         }
         tracing::warn!(failed, "some Redis subscriptions could not be restored yet; retrying");
+        // The connection itself may be what fails them (a cluster connection still dialling a
+        // master that failed over, a silent socket): the next attempt goes over a new one.
+        // It has no subscriptions: the round after it subscribes to everything anyway.
+        subscriber.reconnect();
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
