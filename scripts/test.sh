@@ -20,6 +20,30 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
   fi
 fi
 
+# Valkey runs the broker suites and part of the fault matrix a second time (Valkey 8 beside
+# Redis 7). Debian 12 ships it in bookworm-backports; later releases in main.
+if ! command -v valkey-server >/dev/null || ! command -v valkey-cli >/dev/null; then
+  if command -v apt-get >/dev/null; then
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+    target=""
+    if [ "$codename" = bookworm ]; then
+      say "installing valkey-server (apt-get, from bookworm-backports)"
+      printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+        | $SUDO tee /etc/apt/sources.list.d/switchboard-bookworm-backports.sources >/dev/null
+      target="-t bookworm-backports"
+    else
+      say "installing valkey-server (apt-get)"
+    fi
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $target valkey-server valkey-tools valkey-sentinel >/dev/null
+    # The package starts a system service on 6379; the tests use their own servers.
+    ($SUDO systemctl stop valkey-server 2>/dev/null || $SUDO service valkey-server stop 2>/dev/null) || true
+  else
+    echo "error: the tests need valkey-server and valkey-cli (Valkey >= 8); install them with your package manager" >&2
+    exit 1
+  fi
+fi
+
 # The local-cluster test runs scripts/cluster.sh: nginx as the load balancer, curl for readiness.
 missing=""
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$missing nginx"
@@ -112,6 +136,19 @@ fi
 
 say "cargo test --workspace"
 cargo test --workspace --locked "$@"
+
+# The fault matrix (crates/cli/tests/faults.rs, ../shared/design/ha.md): the real binaries on
+# real Redis under live traffic through Sentinel failovers, stalls, pauses, lost
+# subscriptions, cluster failovers and slots moved with their keys, one at a time (~3 min),
+# then the broker suites and F1, F8, F12 again on Valkey (~3 min). Each scenario's findings
+# are in target/tmp/fault-matrix/, gathered in target/fault-matrix.json.
+rm -rf target/tmp/fault-matrix
+say "fault matrix on Redis $(redis-server --version | sed -n 's/.* v=\([0-9.]*\).*/\1/p')"
+cargo test --locked -p switchboard --test faults -- --ignored --test-threads 1
+say "Valkey $(valkey-server --version | sed -n 's/.* v=\([0-9.]*\).*/\1/p'): the broker suites, then the fault matrix's F1, F8, F12"
+SWITCHBOARD_TEST_SERVER=valkey cargo test --locked -p switchboard-broker --test redis_broker --test redis_sentinel --test redis_cluster_faults
+SWITCHBOARD_TEST_SERVER=valkey cargo test --locked -p switchboard --test faults -- --ignored --test-threads 1 f1_ f8_ f12_
+python3 scripts/fault_report.py target/tmp/fault-matrix target/fault-matrix.json
 
 say "browser: the playground and seed 004's client in headless Chromium"
 cargo build --locked --quiet --bin switchboard

@@ -157,7 +157,9 @@ async fn traffic_on(id: &str, edge: &NodeProcess) -> Traffic {
 /// (asynchronous replication), and the test checks nothing else went.
 async fn sentinel_master_killed(id: &str, replicas_ack: u32) {
     let id = scenario(id);
-    let group = SentinelGroup::start(1);
+    // Two replicas: after the failover one is left to acknowledge (with one, `replicas_ack =
+    // 1` refuses every publish until the old master is back).
+    let group = SentinelGroup::start(2);
     let (_worker, edge) = nodes("", false, &sentinel_env(&group, replicas_ack));
     let traffic = traffic_on(&id, &edge).await;
     let mut group = group;
@@ -208,7 +210,7 @@ async fn f1_without_replicas_ack_only_the_last_acknowledgements_can_go() {
 #[ignore = "fault matrix: scripts/test.sh runs it"]
 async fn f2_a_coordinated_failover_loses_nothing_and_the_node_follows() {
     let id = scenario("F2");
-    let group = SentinelGroup::start(1);
+    let group = SentinelGroup::start(2);
     let (_worker, edge) = nodes("", false, &sentinel_env(&group, 1));
     let traffic = traffic_on(&id, &edge).await;
     let old = group.master().expect("a master");
@@ -248,7 +250,7 @@ async fn f2_a_coordinated_failover_loses_nothing_and_the_node_follows() {
 #[ignore = "fault matrix: scripts/test.sh runs it"]
 async fn f4_a_stale_master_that_returns_gets_no_writes() {
     let id = scenario("F4");
-    let mut group = SentinelGroup::start(1);
+    let mut group = SentinelGroup::start(2);
     let (_worker, edge) = nodes("", false, &sentinel_env(&group, 1));
     let traffic = traffic_on(&id, &edge).await;
     let old = group.master().expect("a master");
@@ -339,7 +341,7 @@ async fn f5_without_replicas_ack_the_check_finds_what_the_lagging_replica_lacked
 #[ignore = "fault matrix: scripts/test.sh runs it"]
 async fn f6_a_zombie_master_takes_no_acknowledged_event_with_it() {
     let id = scenario("F6");
-    let group = SentinelGroup::start_with(1, &["--min-replicas-to-write", "1", "--min-replicas-max-lag", "1"]);
+    let group = SentinelGroup::start_with(2, &["--min-replicas-to-write", "1", "--min-replicas-max-lag", "1"]);
     let (_worker, edge) = nodes("", false, &sentinel_env(&group, 1));
     let traffic = traffic_on(&id, &edge).await;
     let old = group.master().expect("a master");

@@ -119,8 +119,8 @@ impl Commands {
         self.query_groups(cmds, None).await.map(|(replies, _)| replies)
     }
 
-    /// [`Commands::query_all`] for writes that must reach `replicas` replicas before they are
-    /// acknowledged: each pipeline (one per key on a cluster, sent to that key's master) ends
+    /// [`Commands::query_all_replies`] (refusals in place) for writes that must reach
+    /// `replicas` replicas before they are acknowledged: each pipeline (one per key on a cluster, sent to that key's master) ends
     /// with `WAIT replicas timeout`, which answers once the replicas have every write the
     /// connection sent before it. Returns the replies and the fewest replicas any pipeline
     /// reached. `WAIT` holds up its connection: use one that nothing else waits behind.
@@ -132,9 +132,6 @@ impl Commands {
     ) -> RedisResult<(Vec<Value>, i64)> {
         let wait = redis::cmd("WAIT").arg(replicas).arg(timeout.as_millis().max(1) as u64).clone();
         let (replies, waits) = self.query_groups(cmds, Some(&wait)).await?;
-        if let Some(Value::ServerError(e)) = replies.iter().find(|v| matches!(v, Value::ServerError(_))) {
-            return Err(e.clone().into());
-        }
         let mut fewest = i64::MAX;
         for reply in waits {
             fewest = fewest.min(redis::from_redis_value::<i64>(reply)?);

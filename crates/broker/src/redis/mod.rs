@@ -19,6 +19,7 @@ mod copies;
 mod link;
 mod presence;
 mod probe;
+mod replicated;
 mod resubscribe;
 mod target;
 
@@ -127,11 +128,10 @@ pub struct RedisBroker {
     presence: presence::PresenceScripts,
 }
 
-/// The connection and the terms of replicated appends.
+/// The writer and the terms of replicated appends.
 struct Replicated {
-    commands: Commands,
+    writer: replicated::ReplicatedWriter,
     replicas: u32,
-    timeout: Duration,
 }
 
 /// The members of a lease set whose expiry score is still ahead of the server's clock.
@@ -251,13 +251,12 @@ impl RedisBroker {
         let subscriber = Commands::connect(settings, &target, Some(push), Some(replaced)).await.map_err(unavailable)?;
         let replicated = match settings.replicas_ack {
             0 => None,
-            replicas => Some(Replicated {
-                commands: Commands::connect(settings, &target, None::<blocking::NoPush>, None)
-                    .await
-                    .map_err(unavailable)?,
-                replicas,
-                timeout: settings.ack_timeout,
-            }),
+            replicas => {
+                let connection =
+                    Commands::connect(settings, &target, None::<blocking::NoPush>, None).await.map_err(unavailable)?;
+                let writer = replicated::ReplicatedWriter::start(connection, replicas, settings.ack_timeout);
+                Some(Replicated { writer, replicas })
+            }
         };
         let keepalive = Keepalive(tokio::spawn(keep_subscriber_alive(subscriber.clone(), wanted.clone())));
         let prober =
@@ -473,8 +472,10 @@ impl Log for RedisBroker {
         let replies = match &self.replicated {
             None => self.commands.query_all(cmds).await.map_err(unavailable)?,
             Some(r) => {
-                let (replies, acked) =
-                    r.commands.query_all_replicated(cmds, r.replicas, r.timeout).await.map_err(unavailable)?;
+                let (replies, acked) = r.writer.write(cmds).await.map_err(unavailable)?;
+                if let Some(Value::ServerError(e)) = replies.iter().find(|v| matches!(v, Value::ServerError(_))) {
+                    return Err(unavailable(e.clone().into()));
+                }
                 if acked < i64::from(r.replicas) {
                     return Err(BrokerError::NotReplicated { acked: acked.max(0) as u32, wanted: r.replicas });
                 }
