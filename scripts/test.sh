@@ -144,10 +144,11 @@ cargo test --workspace --locked "$@"
 # are in target/tmp/fault-matrix/, gathered in target/fault-matrix.json.
 rm -rf target/tmp/fault-matrix
 say "fault matrix on Redis $(redis-server --version | sed -n 's/.* v=\([0-9.]*\).*/\1/p')"
-cargo test --locked -p switchboard --test faults -- --ignored --test-threads 1
+# (`--workspace`, as above: the same features, so nothing is compiled again.)
+cargo test --workspace --locked --test faults -- --ignored --test-threads 1
 say "Valkey $(valkey-server --version | sed -n 's/.* v=\([0-9.]*\).*/\1/p'): the broker suites, then the fault matrix's F1, F8, F12"
-SWITCHBOARD_TEST_SERVER=valkey cargo test --locked -p switchboard-broker --test redis_broker --test redis_sentinel --test redis_cluster_faults
-SWITCHBOARD_TEST_SERVER=valkey cargo test --locked -p switchboard --test faults -- --ignored --test-threads 1 f1_ f8_ f12_
+SWITCHBOARD_TEST_SERVER=valkey cargo test --workspace --locked --test redis_broker --test redis_sentinel --test redis_cluster_faults
+SWITCHBOARD_TEST_SERVER=valkey cargo test --workspace --locked --test faults -- --ignored --test-threads 1 f1_ f8_ f12_
 python3 scripts/fault_report.py target/tmp/fault-matrix target/fault-matrix.json
 
 say "browser: the playground and seed 004's client in headless Chromium"

@@ -152,7 +152,7 @@ def self_signed_pair() -> dict[str, str]:
 
 
 def check_binary_accepts(binary: str, docs: list[dict], config_text: str | None, what: str) -> None:
-    secrets = {"jwt-secret": "j" * 48, "admin-key": "a" * 48}
+    secrets = {"jwt-secret": "j" * 48, "admin-key": "a" * 48, "redis-password": "r" * 24}
     for role in ["edge", "worker"]:
         env = env_of(docs, role, secrets)
         if "SWITCHBOARD_TLS_CERT" in env:
@@ -183,13 +183,32 @@ def main() -> None:
         fail(f"helm lint --strict: {problems}")
 
     cluster_values = yaml.safe_load((CHART / "ci" / "cluster-values.yaml").read_text())
+    sentinel_values = yaml.safe_load((CHART / "ci" / "sentinel-values.yaml").read_text())
     tls_values = {**BASE, "tls": {"secretName": "switchboard-tls"}, "metrics": {"serviceMonitor": {"enabled": True}}}
-    for what, values in [("default values", BASE), ("ci/cluster-values.yaml", cluster_values), ("tls values", tls_values)]:
+    value_sets = [
+        ("default values", BASE),
+        ("ci/cluster-values.yaml", cluster_values),
+        ("ci/sentinel-values.yaml", sentinel_values),
+        ("tls values", tls_values),
+    ]
+    for what, values in value_sets:
         docs = render(values)
         validate(docs, what)
         check_operations(docs, values, what)
         check_binary_accepts(binary, docs, values.get("config"), what)
         print(f"helm chart: {what}: {len(docs)} manifests valid for Kubernetes {KUBE_VERSION}")
+
+    # Sentinel: the edges and workers find the master through the sentinels, never through a
+    # URL (a Service in front of a replicated Redis reaches replicas at random).
+    docs = render(sentinel_values)
+    for role in ["edge", "worker"]:
+        env = env_of(docs, role, {"jwt-secret": "j" * 48, "admin-key": "a" * 48, "redis-password": "r" * 24})
+        if "SWITCHBOARD_REDIS_URL" in env:
+            fail(f"ci/sentinel-values.yaml: the {role} pod gets a Redis URL beside the sentinels")
+        want = {"SWITCHBOARD_REDIS_SENTINELS": "redis:26379", "SWITCHBOARD_REDIS_SENTINEL_MASTER": "mymaster",
+                "SWITCHBOARD_REDIS_SENTINEL__PASSWORD": "r" * 24, "SWITCHBOARD_PERSISTENCE__REPLICAS_ACK": "1"}
+        if any(env.get(k) != v for k, v in want.items()):
+            fail(f"ci/sentinel-values.yaml: the {role} pod's Sentinel settings: {env}")
 
     # The cluster values switch on the optional resources.
     docs = render(cluster_values)
@@ -246,6 +265,10 @@ def main() -> None:
         ({**BASE, "auth": {"jwtSecret": "short"}}, "jwtSecret"),
         ({**BASE, "edgee": {}}, "edgee"),
         ({}, "redis.url is required"),
+        ({**BASE, "redis": {"url": "redis://redis:6379", "sentinel": {"masterSet": "mymaster", "hosts": ["r:26379"]}}},
+         "not both"),
+        ({"redis": {"sentinel": {"masterSet": "mymaster"}}}, "redis.sentinel.hosts is required"),
+        ({**BASE, "redis": {"url": "redis://redis:6379", "replicasAck": -1}}, "replicasAck"),
         ({**BASE, "edge": {"terminationGracePeriodSeconds": 20}}, "terminationGracePeriodSeconds"),
     ]
     for values, named in refused:

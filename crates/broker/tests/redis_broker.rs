@@ -81,9 +81,17 @@ async fn appends_wait_for_their_replica_and_are_not_acknowledged_without_it() {
     replica.signal("STOP");
     let started = std::time::Instant::now();
     let refused = broker.append_many(&entries, day).await;
+    // So is every other write someone relies on: a single-use ticket taken, a revocation set.
+    use switchboard_broker::KeyValue;
+    let taken = broker.take("ticket:t1").await;
+    let set = broker.set("revoked:s1", bytes::Bytes::from_static(b"1"), None).await;
     replica.signal("CONT");
     assert!(matches!(refused, Err(BrokerError::NotReplicated { acked: 0, wanted: 1 })), "{refused:?}");
+    assert!(matches!(taken, Err(BrokerError::NotReplicated { .. })), "{taken:?}");
+    assert!(matches!(set, Err(BrokerError::NotReplicated { .. })), "{set:?}");
     assert!(started.elapsed() < std::time::Duration::from_secs(3), "it waited {:?}", started.elapsed());
+    // Refused for lack of a replica, not lost: the write is on the master.
+    assert_eq!(master.cli(&["GET", "revoked:s1"]).trim(), "1");
     broker.append_many(&entries, day).await.expect("acknowledged again once the replica is back");
 }
 

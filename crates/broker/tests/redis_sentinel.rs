@@ -34,9 +34,11 @@ impl NodeFactory for Sentinel {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_broker_passes_the_behavioural_suite_through_sentinel() {
+async fn redis_broker_passes_the_behavioural_suite_through_sentinel_with_replicated_writes() {
     let group = SentinelGroup::start(1);
-    conformance::run_all(&Sentinel(settings(&group))).await;
+    // Every acknowledged write (appends, keys, members, taken tickets) waits for the replica.
+    let settings = settings(&group).with_replicas_ack(1, Duration::from_millis(500));
+    conformance::run_all(&Sentinel(settings)).await;
 }
 
 /// What a subscriber received.

@@ -86,6 +86,23 @@ the probes, the config mount.
       value: {{ $root.Values.drainWindow | quote }}
     - name: SWITCHBOARD_REDIS_CLUSTER
       value: {{ $root.Values.redis.cluster | quote }}
+    {{- $sentinel := $root.Values.redis.sentinel }}
+    {{- if $sentinel.masterSet }}
+    {{- if or $root.Values.redis.url $root.Values.redis.existingSecret $root.Values.redis.cluster }}
+    {{- fail "redis.sentinel: give the sentinels or redis.url (and redis.cluster), not both" }}
+    {{- end }}
+    - name: SWITCHBOARD_REDIS_SENTINEL_MASTER
+      value: {{ $sentinel.masterSet | quote }}
+    - name: SWITCHBOARD_REDIS_SENTINELS
+      value: {{ required "redis.sentinel.hosts is required with redis.sentinel.masterSet: the sentinels' host:port" ($sentinel.hosts | join ",") | quote }}
+    {{- with $sentinel.existingSecret }}
+    - name: SWITCHBOARD_REDIS_SENTINEL__PASSWORD
+      valueFrom:
+        secretKeyRef:
+          name: {{ . }}
+          key: {{ $sentinel.existingSecretPasswordKey }}
+    {{- end }}
+    {{- else }}
     - name: SWITCHBOARD_REDIS_URL
       {{- if $root.Values.redis.existingSecret }}
       valueFrom:
@@ -93,8 +110,13 @@ the probes, the config mount.
           name: {{ $root.Values.redis.existingSecret }}
           key: {{ $root.Values.redis.existingSecretKey }}
       {{- else }}
-      value: {{ required "redis.url is required: redis://host:6379, or a comma-separated seed list with redis.cluster=true (or redis.existingSecret)" $root.Values.redis.url | quote }}
+      value: {{ required "redis.url is required: redis://host:6379, or a comma-separated seed list with redis.cluster=true (or redis.existingSecret, or redis.sentinel)" $root.Values.redis.url | quote }}
       {{- end }}
+    {{- end }}
+    - name: SWITCHBOARD_PERSISTENCE__REPLICAS_ACK
+      value: {{ $root.Values.redis.replicasAck | quote }}
+    - name: SWITCHBOARD_PERSISTENCE__ACK_TIMEOUT
+      value: {{ $root.Values.redis.ackTimeout | quote }}
     - name: SWITCHBOARD_JWT_SECRET
       valueFrom:
         secretKeyRef:

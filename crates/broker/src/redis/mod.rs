@@ -289,6 +289,33 @@ impl RedisBroker {
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
         self.commands.query(cmd).await.map_err(unavailable)
     }
+
+    /// Runs a write the caller acknowledges to someone (a key, a member, a ticket taken): with
+    /// `replicas_ack`, through the replicated writer, so a failover cannot take it back (a
+    /// consumed single-use ticket coming back, a revocation undone); else as any command.
+    async fn write<T: redis::FromRedisValue>(&self, key: &str, cmd: redis::Cmd) -> Result<T> {
+        if self.replicated.is_none() {
+            return self.query(&cmd).await;
+        }
+        let reply = self.write_all(vec![(key.to_owned(), cmd)]).await?.pop().unwrap_or(Value::Nil);
+        redis::from_redis_value(reply).map_err(|e| BrokerError::Protocol(e.to_string()))
+    }
+
+    /// [`RedisBroker::write`] for several commands (each with its key), in one round trip;
+    /// any refusal fails the call.
+    async fn write_all(&self, cmds: Vec<(String, redis::Cmd)>) -> Result<Vec<Value>> {
+        let Some(r) = &self.replicated else {
+            return self.commands.query_all(cmds).await.map_err(unavailable);
+        };
+        let (replies, acked) = r.writer.write(cmds).await.map_err(unavailable)?;
+        if let Some(Value::ServerError(e)) = replies.iter().find(|v| matches!(v, Value::ServerError(_))) {
+            return Err(unavailable(e.clone().into()));
+        }
+        if acked < i64::from(r.replicas) {
+            return Err(BrokerError::NotReplicated { acked: acked.max(0) as u32, wanted: r.replicas });
+        }
+        Ok(replies)
+    }
 }
 
 #[async_trait]
@@ -331,7 +358,7 @@ impl KeyValue for RedisBroker {
         if let Some(ttl) = ttl {
             cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
         }
-        self.query::<Value>(&cmd).await.map(|_| ())
+        self.write::<Value>(key, cmd).await.map(|_| ())
     }
 
     async fn set_if_absent(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<bool> {
@@ -340,7 +367,7 @@ impl KeyValue for RedisBroker {
         if let Some(ttl) = ttl {
             cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
         }
-        let stored: Option<String> = self.query(&cmd).await?;
+        let stored: Option<String> = self.write(key, cmd).await?;
         Ok(stored.is_some())
     }
 
@@ -363,7 +390,7 @@ impl KeyValue for RedisBroker {
                 (key.clone(), cmd)
             })
             .collect();
-        self.commands.query_all(cmds).await.map(|_| ()).map_err(unavailable)
+        self.write_all(cmds).await.map(|_| ())
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
@@ -372,22 +399,22 @@ impl KeyValue for RedisBroker {
     }
 
     async fn take(&self, key: &str) -> Result<Option<Bytes>> {
-        let v: Option<Vec<u8>> = self.query(redis::cmd("GETDEL").arg(key)).await?;
+        let v: Option<Vec<u8>> = self.write(key, redis::cmd("GETDEL").arg(key).clone()).await?;
         Ok(v.map(Bytes::from))
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
-        let n: u64 = self.query(redis::cmd("DEL").arg(key)).await?;
+        let n: u64 = self.write(key, redis::cmd("DEL").arg(key).clone()).await?;
         Ok(n > 0)
     }
 
     async fn set_add(&self, key: &str, member: &str) -> Result<bool> {
-        let n: u64 = self.query(redis::cmd("SADD").arg(key).arg(member)).await?;
+        let n: u64 = self.write(key, redis::cmd("SADD").arg(key).arg(member).clone()).await?;
         Ok(n > 0)
     }
 
     async fn set_remove(&self, key: &str, member: &str) -> Result<bool> {
-        let n: u64 = self.query(redis::cmd("SREM").arg(key).arg(member)).await?;
+        let n: u64 = self.write(key, redis::cmd("SREM").arg(key).arg(member).clone()).await?;
         Ok(n > 0)
     }
 
@@ -469,19 +496,7 @@ impl Log for RedisBroker {
                 is_add.push(false);
             }
         }
-        let replies = match &self.replicated {
-            None => self.commands.query_all(cmds).await.map_err(unavailable)?,
-            Some(r) => {
-                let (replies, acked) = r.writer.write(cmds).await.map_err(unavailable)?;
-                if let Some(Value::ServerError(e)) = replies.iter().find(|v| matches!(v, Value::ServerError(_))) {
-                    return Err(unavailable(e.clone().into()));
-                }
-                if acked < i64::from(r.replicas) {
-                    return Err(BrokerError::NotReplicated { acked: acked.max(0) as u32, wanted: r.replicas });
-                }
-                replies
-            }
-        };
+        let replies = self.write_all(cmds).await?;
         replies
             .iter()
             .zip(is_add)

@@ -32,7 +32,8 @@ pub struct PersistenceConfig {
     #[serde(default = "default_idle_poll", with = "duration_str")]
     pub idle_poll: Duration,
     /// Replicas that must have a persistent event before `POST /v1/publish` acknowledges it
-    /// (`WAIT`; 0: the master's answer is enough). With 1 or more a failover to a replica
+    /// (`WAIT`; 0: the master's answer is enough), and any other write the API acknowledges
+    /// (tickets taken, revocations, keys, members). With 1 or more a failover to a replica
     /// loses no acknowledged event; a publish whose replicas do not answer within
     /// `ack_timeout` gets `503 not_replicated` (it may still appear; retrying with the same
     /// `id` is safe).
