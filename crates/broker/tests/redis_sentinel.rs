@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use switchboard_broker::conformance::{self, NodeFactory};
 use switchboard_broker::redis::{RedisBroker, RedisSettings, SentinelSettings};
 use switchboard_broker::{Broker, DeliverySink, KeyValue, PubSub, SharedBroker, Topic};
-use switchboard_testkit::redis::{SentinelGroup, SENTINEL_MASTER};
+use switchboard_testkit::sentinel::{SentinelGroup, SENTINEL_MASTER};
 use switchboard_testkit::WAIT;
 
 fn settings(group: &SentinelGroup) -> RedisSettings {

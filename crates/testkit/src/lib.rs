@@ -23,6 +23,7 @@ pub mod history;
 pub mod process;
 pub mod raw;
 pub mod redis;
+pub mod sentinel;
 pub mod tls;
 pub mod traffic;
 

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod matrix;
+
 use std::time::{Duration, Instant};
 
 use switchboard_testkit::process::NodeProcess;
