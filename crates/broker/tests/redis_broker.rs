@@ -33,13 +33,11 @@ async fn redis_broker_passes_the_behavioural_suite_on_a_redis_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_that_redis_refuses_is_an_error_not_already_stored() {
     use switchboard_broker::{Broker, Log, LogId};
-    struct Nowhere;
-    impl DeliverySink for Nowhere {
-        fn deliver(&self, _: &str, _: bytes::Bytes) {}
-    }
     let server = RedisServer::start();
     let broker =
-        RedisBroker::connect(&RedisSettings::new(&server.url(), false), Arc::new(Nowhere)).await.expect("connect");
+        RedisBroker::connect(&RedisSettings::new(&server.url(), false), Arc::new(switchboard_testkit::NoDeliveries))
+            .await
+            .expect("connect");
     let day = std::time::Duration::from_secs(86_400);
     let id = LogId { ms: 1_770_552_000_000, seq: 1 };
     let entry = || bytes::Bytes::from_static(b"event");
@@ -58,10 +56,6 @@ async fn a_copy_that_redis_refuses_is_an_error_not_already_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_wait_for_their_replica_and_are_not_acknowledged_without_it() {
     use switchboard_broker::{BrokerError, Log};
-    struct Nowhere;
-    impl DeliverySink for Nowhere {
-        fn deliver(&self, _: &str, _: bytes::Bytes) {}
-    }
     let master = RedisServer::start();
     let replica = RedisServer::start();
     replica.cli(&["REPLICAOF", "127.0.0.1", &master.port.to_string()]);
@@ -71,7 +65,7 @@ async fn appends_wait_for_their_replica_and_are_not_acknowledged_without_it() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let settings = RedisSettings::new(&master.url(), false).with_replicas_ack(1, std::time::Duration::from_millis(200));
-    let broker = RedisBroker::connect(&settings, Arc::new(Nowhere)).await.expect("connect");
+    let broker = RedisBroker::connect(&settings, Arc::new(switchboard_testkit::NoDeliveries)).await.expect("connect");
     let day = std::time::Duration::from_secs(86_400);
     let entries = [("ingest:{s0}".to_owned(), bytes::Bytes::from_static(b"e1"))];
     let ids = broker.append_many(&entries, day).await.expect("acknowledged once the replica has it");
@@ -98,14 +92,10 @@ async fn appends_wait_for_their_replica_and_are_not_acknowledged_without_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_cluster_appends_wait_for_the_replica_of_their_slots_master() {
     use switchboard_broker::Log;
-    struct Nowhere;
-    impl DeliverySink for Nowhere {
-        fn deliver(&self, _: &str, _: bytes::Bytes) {}
-    }
     let cluster = RedisCluster::start_with_replicas(3, 1);
     let settings =
         RedisSettings::new(&cluster.urls(), true).with_replicas_ack(1, std::time::Duration::from_millis(500));
-    let broker = RedisBroker::connect(&settings, Arc::new(Nowhere)).await.expect("connect");
+    let broker = RedisBroker::connect(&settings, Arc::new(switchboard_testkit::NoDeliveries)).await.expect("connect");
     let day = std::time::Duration::from_secs(86_400);
     let entries: Vec<(String, bytes::Bytes)> =
         (0..4).map(|s| (format!("ingest:{{s{s}}}"), bytes::Bytes::from_static(b"e"))).collect();

@@ -29,6 +29,14 @@ pub mod traffic;
 
 pub use tokio_tungstenite::tungstenite;
 
+/// A broker delivery sink that drops every message: for tests that use a broker's commands
+/// and never subscribe.
+pub struct NoDeliveries;
+
+impl switchboard_broker::DeliverySink for NoDeliveries {
+    fn deliver(&self, _: &str, _: bytes::Bytes) {}
+}
+
 /// Bound on every wait in the tests.
 pub const WAIT: Duration = Duration::from_secs(10);
 /// The JWT secret of test nodes.
