@@ -6,6 +6,16 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n== %s\n' "$*"; }
 
+# Disk: the test build is ~2 GB (30-odd test binaries, each linking everything). Without
+# debug info or incremental state it stays there; with the dev profile's line tables it is
+# ~2.6 GB, with full debug info far more (it once filled a CI machine's disk). Panics still
+# say file and line; backtraces name functions.
+export CARGO_INCREMENTAL=0 CARGO_PROFILE_DEV_DEBUG=false CARGO_PROFILE_DEV_STRIP=debuginfo
+free_kb=$(df -Pk . | awk 'NR==2 {print $4}')
+if [ -n "$free_kb" ] && [ "$free_kb" -lt 4000000 ]; then
+  echo "warning: only $((free_kb / 1024)) MB free here; the test build and its Redis data need ~3 GB" >&2
+fi
+
 # The broker and cluster tests start real Redis servers and a local Redis Cluster.
 if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
   if command -v apt-get >/dev/null; then
