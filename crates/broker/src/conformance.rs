@@ -150,6 +150,12 @@ pub async fn unsubscribe_stops_delivery(factory: &dyn NodeFactory) {
     a.await_live(&p.broker, &marker).await;
     a.broker.unsubscribe(&topics(&[&topic])).await.expect("unsubscribe");
     a.broker.unsubscribe(&topics(&[&topic])).await.expect("unsubscribe twice is fine");
+    // A node subscribed to nothing else (on a cluster: nothing else on that topic's node).
+    let lone = TestNode::new(factory).await;
+    let only = unique("only");
+    lone.broker.subscribe(&topics(&[&only])).await.expect("subscribe");
+    lone.broker.unsubscribe(&topics(&[&only])).await.expect("unsubscribe the only topic");
+    lone.broker.unsubscribe(&topics(&[&only])).await.expect("unsubscribe it again");
     // Give a network broker the time to apply the unsubscribe: a marker round trip on the same
     // subscriber connection orders it.
     a.expect_only_marker(&p.broker, &marker).await;

@@ -259,14 +259,27 @@ impl Commands {
     pub(super) async fn unsubscribe(&self, topics: &[Topic]) -> RedisResult<()> {
         match self {
             Commands::Single(link) => {
-                let result = link.manager().unsubscribe(names(topics)).await;
+                let result = not_subscribed_is_done(link.manager().unsubscribe(names(topics)).await);
                 link.check(&result);
                 result
             }
             Commands::Cluster(link) => {
-                per_topic(&link.connection(), topics, |mut c, t| async move { c.sunsubscribe(t).await }).await
+                per_topic(&link.connection(), topics, |mut c, t| async move {
+                    not_subscribed_is_done(c.sunsubscribe(t).await)
+                })
+                .await
             }
         }
+    }
+}
+
+/// Valkey 8 refuses an unsubscribe on a connection that is subscribed to nothing (`NoSub`;
+/// Redis answers it): on a cluster that is any node the other topics are not on. Either way
+/// the topic is not subscribed, which is what was asked.
+fn not_subscribed_is_done(result: RedisResult<()>) -> RedisResult<()> {
+    match result {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoSub) => Ok(()),
+        other => other,
     }
 }
 
