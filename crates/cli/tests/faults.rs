@@ -33,7 +33,7 @@ async fn sentinel_master_killed(id: &str, replicas_ack: u32) {
     // Two replicas: after the failover one is left to acknowledge (with one, `replicas_ack =
     // 1` refuses every publish until the old master is back).
     let group = SentinelGroup::start(2);
-    let (_worker, edge) = nodes("", false, &sentinel_env(&group, replicas_ack));
+    let (_worker, edge) = nodes(&id, "", false, &sentinel_env(&group, replicas_ack));
     let traffic = traffic_on(&id, &edge).await;
     let mut group = group;
     let old = group.master().expect("a master");
@@ -86,7 +86,7 @@ async fn f1_without_replicas_ack_only_the_last_acknowledgements_can_go() {
 async fn f2_a_coordinated_failover_loses_nothing_and_the_node_follows() {
     let id = scenario("F2");
     let group = SentinelGroup::start(2);
-    let (_worker, edge) = nodes("", false, &sentinel_env(&group, 1));
+    let (_worker, edge) = nodes(&id, "", false, &sentinel_env(&group, 1));
     let traffic = traffic_on(&id, &edge).await;
     let old = group.master().expect("a master");
     let started = Instant::now();
@@ -126,7 +126,7 @@ async fn f2_a_coordinated_failover_loses_nothing_and_the_node_follows() {
 async fn f4_a_stale_master_that_returns_gets_no_writes() {
     let id = scenario("F4");
     let mut group = SentinelGroup::start(2);
-    let (_worker, edge) = nodes("", false, &sentinel_env(&group, 1));
+    let (_worker, edge) = nodes(&id, "", false, &sentinel_env(&group, 1));
     let traffic = traffic_on(&id, &edge).await;
     let old = group.master().expect("a master");
     group.servers[old].kill();
@@ -155,7 +155,7 @@ async fn f4_a_stale_master_that_returns_gets_no_writes() {
 async fn replica_lag_then_crash(id: &str, replicas_ack: u32) {
     let id = scenario(id);
     let mut group = SentinelGroup::start(1);
-    let (worker, edge) = nodes("", false, &sentinel_env(&group, replicas_ack));
+    let (worker, edge) = nodes(&id, "", false, &sentinel_env(&group, replicas_ack));
     let traffic = traffic_on(&id, &edge).await;
     let old = group.master().expect("a master");
     let replica = 1 - old;
@@ -217,7 +217,7 @@ async fn f5_without_replicas_ack_the_check_finds_what_the_lagging_replica_lacked
 async fn f6_a_zombie_master_takes_no_acknowledged_event_with_it() {
     let id = scenario("F6");
     let group = SentinelGroup::start_with(2, &["--min-replicas-to-write", "1", "--min-replicas-max-lag", "1"]);
-    let (_worker, edge) = nodes("", false, &sentinel_env(&group, 1));
+    let (_worker, edge) = nodes(&id, "", false, &sentinel_env(&group, 1));
     let traffic = traffic_on(&id, &edge).await;
     let old = group.master().expect("a master");
     let stopped = Instant::now();
@@ -244,7 +244,8 @@ async fn f6_a_zombie_master_takes_no_acknowledged_event_with_it() {
 /// persistent traffic: open connections get everything from the users' logs.
 async fn subscriptions_killed_under_load(id: &str, redis_url: &str, cluster: bool, masters: &[&RedisServer]) {
     let id = scenario(id);
-    let (_worker, edge) = nodes(redis_url, cluster, &[("SWITCHBOARD_PERSISTENCE__REPLAY_LIMIT".into(), "100".into())]);
+    let (_worker, edge) =
+        nodes(&id, redis_url, cluster, &[("SWITCHBOARD_PERSISTENCE__REPLAY_LIMIT".into(), "100".into())]);
     let traffic = traffic_on(&id, &edge).await;
     let mut killed = 0;
     for _ in 0..5 {
@@ -319,7 +320,7 @@ async fn f9_a_silent_subscriber_connection_is_noticed_and_loses_nothing() {
 async fn f10_a_write_pause_delays_but_refuses_and_loses_nothing() {
     let id = scenario("F10");
     let redis = RedisServer::start();
-    let (_worker, edge) = nodes(&redis.url(), false, &[]);
+    let (_worker, edge) = nodes(&id, &redis.url(), false, &[]);
     let traffic = traffic_on(&id, &edge).await;
     redis.cli(&["CLIENT", "PAUSE", "3000", "WRITE"]);
     let paused = Instant::now();
@@ -345,7 +346,7 @@ async fn f10_a_write_pause_delays_but_refuses_and_loses_nothing() {
 async fn f11_a_server_that_stalls_past_the_command_timeout_loses_nothing_acknowledged() {
     let id = scenario("F11");
     let redis = RedisServer::start_with_args(&["--enable-debug-command", "local"]);
-    let (_worker, edge) = nodes(&redis.url(), false, &[]);
+    let (_worker, edge) = nodes(&id, &redis.url(), false, &[]);
     let traffic = traffic_on(&id, &edge).await;
     let port = redis.port;
     let sleeper = std::thread::spawn(move || {
@@ -376,7 +377,7 @@ async fn f12_cluster_failovers_lose_nothing_acknowledged() {
     let id = scenario("F12");
     let cluster = RedisCluster::start_with_replicas(3, 1);
     let env = [("SWITCHBOARD_PERSISTENCE__REPLICAS_ACK".to_owned(), "1".to_owned())];
-    let (_worker, edge) = nodes(&cluster.urls(), true, &env);
+    let (_worker, edge) = nodes(&id, &cluster.urls(), true, &env);
     let traffic = traffic_on(&id, &edge).await;
     let slot = cluster.slot_of("ingest:{s0}");
     let master = cluster.owner_of(slot);
@@ -411,7 +412,7 @@ async fn f12_cluster_failovers_lose_nothing_acknowledged() {
 async fn f13_slots_that_move_with_their_keys_under_load_refuse_and_lose_nothing() {
     let id = scenario("F13");
     let cluster = RedisCluster::start(3);
-    let (_worker, edge) = nodes(&cluster.urls(), true, &[]);
+    let (_worker, edge) = nodes(&id, &cluster.urls(), true, &[]);
     let traffic = traffic_on(&id, &edge).await;
     let user = format!("{id}-user-0");
     let names =

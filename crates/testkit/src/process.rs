@@ -20,12 +20,24 @@ impl NodeProcess {
     /// Runs `bin args... --listen 127.0.0.1:0` with `env` (and no inherited Switchboard
     /// credentials), and waits for its banner.
     pub fn start(bin: &str, args: &[&str], env: &[(&str, &str)]) -> NodeProcess {
+        NodeProcess::start_logged(bin, args, env, None)
+    }
+
+    /// [`NodeProcess::start`], with the process's log (stderr) written to `log` when given:
+    /// what a failed fault scenario leaves to read.
+    pub fn start_logged(bin: &str, args: &[&str], env: &[(&str, &str)], log: Option<&std::path::Path>) -> NodeProcess {
+        let stderr = match log {
+            Some(path) => {
+                Stdio::from(std::fs::File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display())))
+            }
+            None => Stdio::null(),
+        };
         let mut cmd = Command::new(bin);
         cmd.args(args).args(["--listen", "127.0.0.1:0"]);
         for var in ["SWITCHBOARD_JWT_SECRET", "SWITCHBOARD_ADMIN_KEY", "SWITCHBOARD_CONFIG", "SWITCHBOARD_REDIS_URL"] {
             cmd.env_remove(var);
         }
-        cmd.envs(env.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::null());
+        cmd.envs(env.iter().copied()).stdout(Stdio::piped()).stderr(stderr);
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {bin}: {e}"));
         let stdout = child.stdout.take().expect("stdout");
         // Read the banner on a thread so that a process that never prints it fails the test

@@ -11,7 +11,7 @@ use switchboard_testkit::redis::Flavor;
 use switchboard_testkit::sentinel::{SentinelGroup, SENTINEL_MASTER};
 use switchboard_testkit::traffic::Traffic;
 
-use super::node_with;
+use super::node_logged;
 
 /// Users (one connection and one publisher each) in every scenario.
 pub const USERS: usize = 20;
@@ -49,10 +49,16 @@ pub fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }
 
-/// Writes one scenario's findings for the matrix report.
-pub fn report(id: &str, findings: Value) {
+/// Where the scenarios' findings and the nodes' logs go: `target/tmp/fault-matrix`.
+fn report_dir() -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fault-matrix");
     std::fs::create_dir_all(&dir).expect("create the report directory");
+    dir
+}
+
+/// Writes one scenario's findings for the matrix report.
+pub fn report(id: &str, findings: Value) {
+    let dir = report_dir();
     let text = serde_json::to_string_pretty(&findings).expect("JSON");
     std::fs::write(dir.join(format!("{id}.json")), text).expect("write the report");
 }
@@ -111,10 +117,16 @@ pub async fn finish(id: &str, fault: &str, mut traffic: Traffic, promise: Promis
     findings
 }
 
-/// A worker and an edge with `env` over the tests' defaults.
-pub fn nodes(redis_url: &str, cluster: bool, env: &[(String, String)]) -> (NodeProcess, NodeProcess) {
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    (node_with("worker", redis_url, cluster, &env), node_with("edge", redis_url, cluster, &env))
+/// Scenario `id`'s worker and edge with `env` over the tests' defaults, their logs (at
+/// `debug` for the broker and the worker) in `target/tmp/fault-matrix/<id>-<role>.log`.
+pub fn nodes(id: &str, redis_url: &str, cluster: bool, env: &[(String, String)]) -> (NodeProcess, NodeProcess) {
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.push(("SWITCHBOARD_LOG", "info,switchboard_broker=debug,switchboard_worker=debug"));
+    let log = |role: &str| report_dir().join(format!("{id}-{role}.log"));
+    (
+        node_logged("worker", redis_url, cluster, &env, Some(&log("worker"))),
+        node_logged("edge", redis_url, cluster, &env, Some(&log("edge"))),
+    )
 }
 
 /// The settings of nodes on `group` through its sentinels, acknowledging persistent events

@@ -20,6 +20,17 @@ pub fn node(role: &str, redis_url: &str, cluster: bool) -> NodeProcess {
 
 /// A node with `extra` settings over the tests' defaults.
 pub fn node_with(role: &str, redis_url: &str, cluster: bool, extra: &[(&str, &str)]) -> NodeProcess {
+    node_logged(role, redis_url, cluster, extra, None)
+}
+
+/// [`node_with`], its log written to `log` when given.
+pub fn node_logged(
+    role: &str,
+    redis_url: &str,
+    cluster: bool,
+    extra: &[(&str, &str)],
+    log: Option<&std::path::Path>,
+) -> NodeProcess {
     let cluster = if cluster { "true" } else { "false" };
     let mut env = vec![
         ("SWITCHBOARD_REDIS_URL", redis_url),
@@ -33,7 +44,7 @@ pub fn node_with(role: &str, redis_url: &str, cluster: bool, extra: &[(&str, &st
     ];
     env.retain(|(k, _)| !extra.iter().any(|(x, _)| x == k));
     env.extend_from_slice(extra);
-    NodeProcess::start(BIN, &[role], &env)
+    NodeProcess::start_logged(BIN, &[role], &env, log)
 }
 
 /// An edge.
