@@ -106,6 +106,29 @@ pub trait KeyValue: Send + Sync {
     /// Removes a member from a set; true if it was there.
     async fn set_remove(&self, key: &str, member: &str) -> Result<bool>;
 
+    /// [`KeyValue::set`] for state whose loss in a failover costs nothing but a repeat (a
+    /// saved replay position, a publish's stored answer): it never waits for replicas
+    /// (`persistence.replicas_ack`), which only the writes acknowledged to someone need.
+    async fn set_lossy(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<()> {
+        self.set(key, value, ttl).await
+    }
+
+    /// [`KeyValue::set_many`] that may be lost in a failover, as [`KeyValue::set_lossy`].
+    async fn set_many_lossy(&self, entries: &[(String, Bytes)], ttl: Option<Duration>) -> Result<()> {
+        self.set_many(entries, ttl).await
+    }
+
+    /// [`KeyValue::set_if_absent`] that may be lost in a failover (a throttle, a publish's
+    /// claim on its id), as [`KeyValue::set_lossy`].
+    async fn set_if_absent_lossy(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<bool> {
+        self.set_if_absent(key, value, ttl).await
+    }
+
+    /// [`KeyValue::delete`] that may be lost in a failover, as [`KeyValue::set_lossy`].
+    async fn delete_lossy(&self, key: &str) -> Result<bool> {
+        self.delete(key).await
+    }
+
     /// Whether `member` is in the set.
     async fn set_contains(&self, key: &str, member: &str) -> Result<bool>;
 

@@ -79,7 +79,13 @@ async fn appends_wait_for_their_replica_and_are_not_acknowledged_without_it() {
     use switchboard_broker::KeyValue;
     let taken = broker.take("ticket:t1").await;
     let set = broker.set("revoked:s1", bytes::Bytes::from_static(b"1"), None).await;
+    // What may be lost in a failover does not wait (through the replicated writer it would
+    // be refused like the others): a throttle, a saved position.
+    let throttle = broker.set_if_absent_lossy("typing:u1", bytes::Bytes::from_static(b"1"), None).await;
+    let position = broker.set_lossy("cursor:u1", bytes::Bytes::from_static(b"7"), None).await;
     replica.signal("CONT");
+    assert!(matches!(throttle, Ok(true)), "{throttle:?}");
+    assert!(position.is_ok(), "{position:?}");
     assert!(matches!(refused, Err(BrokerError::NotReplicated { acked: 0, wanted: 1 })), "{refused:?}");
     assert!(matches!(taken, Err(BrokerError::NotReplicated { .. })), "{taken:?}");
     assert!(matches!(set, Err(BrokerError::NotReplicated { .. })), "{set:?}");

@@ -7,7 +7,9 @@
 //! duplicate; one that finds the claim while the first is still running is told to retry
 //! (`409`); a publish that failed gives its claim up so the retry can go ahead. If the node
 //! dies between publishing and storing the answer, the claim's lease runs out and a retry
-//! publishes again: at least once, never silently lost.
+//! publishes again: at least once, never silently lost. For the same reason claims and
+//! answers never wait for replicas (`persistence.replicas_ack`): a failover that loses one
+//! costs a repeat, never an event.
 
 use std::time::Duration;
 
@@ -53,7 +55,7 @@ impl PublishedIds {
 
     async fn claim_one(&self, id: &str) -> Result<Claim, BrokerError> {
         let key = published_id(id);
-        if self.broker.set_if_absent(&key, Bytes::from_static(PENDING), Some(PENDING_LEASE)).await? {
+        if self.broker.set_if_absent_lossy(&key, Bytes::from_static(PENDING), Some(PENDING_LEASE)).await? {
             return Ok(Claim::Fresh);
         }
         Ok(match self.broker.get(&key).await? {
@@ -69,14 +71,14 @@ impl PublishedIds {
     pub async fn complete(&self, answers: &[(&str, &Value)]) -> Result<(), BrokerError> {
         let entries: Vec<(String, Bytes)> =
             answers.iter().map(|(id, answer)| (published_id(id), Bytes::from(answer.to_string()))).collect();
-        self.broker.set_many(&entries, Some(self.window)).await
+        self.broker.set_many_lossy(&entries, Some(self.window)).await
     }
 
     /// Gives claims up after a publish that failed, so a retry is not refused (best effort:
     /// if the broker is gone, the claims' short lease frees them).
     pub async fn abandon(&self, ids: &[&str]) {
         for id in ids {
-            if let Err(e) = self.broker.delete(&published_id(id)).await {
+            if let Err(e) = self.broker.delete_lossy(&published_id(id)).await {
                 tracing::debug!(error = %e, id, "could not release a publish claim; its lease will");
                 return;
             }

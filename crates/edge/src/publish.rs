@@ -305,7 +305,8 @@ impl PublishService {
         }
         if ephemeral {
             let key = typing_throttle(sender, &channel);
-            let fresh = self.broker.set_if_absent(&key, Bytes::from_static(b"1"), Some(rules.typing_interval)).await;
+            let fresh =
+                self.broker.set_if_absent_lossy(&key, Bytes::from_static(b"1"), Some(rules.typing_interval)).await;
             if !fresh.map_err(unavailable("typing throttle"))? {
                 return Ok(());
             }

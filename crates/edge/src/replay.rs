@@ -172,7 +172,7 @@ impl Replayer {
     pub async fn save_cursor(&self, conn: &ConnHandle, user: &str, started_at: LogId) {
         let last = conn.last_written().map_or(started_at, |w| w.max(started_at));
         let key = delivery_cursor(conn.endpoint.path(), user);
-        if let Err(e) = self.broker.set(&key, Bytes::from(last.to_string()), Some(self.retention)).await {
+        if let Err(e) = self.broker.set_lossy(&key, Bytes::from(last.to_string()), Some(self.retention)).await {
             tracing::warn!(error = %e, "could not save the replay cursor; the next connection may get duplicates");
         }
     }

@@ -97,7 +97,11 @@ impl Commands {
                 link.check(&result);
                 result
             }
-            Commands::Cluster(link) => cmd.query_async(&mut link.connection()).await,
+            Commands::Cluster(link) => {
+                let result = cmd.query_async(&mut link.connection()).await;
+                link.check(&result);
+                result
+            }
         }
     }
 
@@ -116,7 +120,7 @@ impl Commands {
     /// [`Commands::query_all`] for callers that expect some commands to be refused: a refusal
     /// stays in its place among the replies (`Value::ServerError`) and the others still run.
     pub(super) async fn query_all_replies(&self, cmds: Vec<(String, Cmd)>) -> RedisResult<Vec<Value>> {
-        self.query_groups(cmds, None).await.map(|(replies, _)| replies)
+        self.query_groups(cmds, None).await.map(|(replies, ..)| replies)
     }
 
     /// [`Commands::query_all_replies`] (refusals in place) for writes that must reach
@@ -131,27 +135,35 @@ impl Commands {
         timeout: Duration,
     ) -> RedisResult<(Vec<Value>, i64)> {
         let wait = redis::cmd("WAIT").arg(replicas).arg(timeout.as_millis().max(1) as u64).clone();
-        let (replies, waits) = self.query_groups(cmds, Some(&wait)).await?;
+        let (replies, waits, ran_on) = self.query_groups(cmds, Some(&wait)).await?;
         let mut fewest = i64::MAX;
         for reply in waits {
             fewest = fewest.min(redis::from_redis_value::<i64>(reply)?);
         }
-        Ok((replies, if fewest == i64::MAX { 0 } else { fewest }))
+        let acked = if fewest == i64::MAX { 0 } else { fewest };
+        // Through Sentinel: a server that is no longer the master may still confirm (a zombie).
+        if let (Commands::Single(link), Some(addr)) = (self, ran_on) {
+            if acked >= i64::from(replicas) && !link.still_master(&addr).await {
+                return Ok((replies, 0));
+            }
+        }
+        Ok((replies, acked))
     }
 
     /// Runs `cmds` as pipelines (one on a single server, one per key on a cluster), each
     /// ended by `trailer` if given; refusals stay in place. The replies of `cmds` in their
-    /// order, and each pipeline's trailer reply.
+    /// order, each pipeline's trailer reply, and (single server) the server they ran on.
     async fn query_groups(
         &self,
         cmds: Vec<(String, Cmd)>,
         trailer: Option<&Cmd>,
-    ) -> RedisResult<(Vec<Value>, Vec<Value>)> {
+    ) -> RedisResult<(Vec<Value>, Vec<Value>, Option<String>)> {
         if cmds.is_empty() {
-            return Ok((Vec::new(), Vec::new()));
+            return Ok((Vec::new(), Vec::new(), None));
         }
         match self {
             Commands::Single(link) => {
+                let (mut manager, addr) = link.manager_at();
                 let count = cmds.len();
                 let mut pipe = redis::pipe();
                 pipe.ignore_errors();
@@ -161,12 +173,12 @@ impl Commands {
                 if let Some(trailer) = trailer {
                     pipe.add_command(trailer.clone());
                 }
-                let replies: RedisResult<Vec<Value>> = pipe.query_async(&mut link.manager()).await;
+                let replies: RedisResult<Vec<Value>> = pipe.query_async(&mut manager).await;
                 link.check(&replies);
                 let mut replies = replies?;
                 link.check_replies(&replies);
                 let trailers = replies.split_off(count.min(replies.len()));
-                Ok((replies, trailers))
+                Ok((replies, trailers, Some(addr)))
             }
             Commands::Cluster(link) => {
                 let c = &link.connection();
@@ -213,6 +225,7 @@ impl Commands {
                 let mut replies = vec![Value::Nil; count];
                 let mut trailers = Vec::new();
                 for (result, (_, slots)) in futures_util::future::join_all(calls).await.into_iter().zip(&groups) {
+                    link.check(&result);
                     let (values, redirected) = result?;
                     let mut values = values.into_iter();
                     // `slots` first: zip stops at the end of it without taking the trailer's
@@ -224,7 +237,7 @@ impl Commands {
                     // `WAIT`) that ran on the first one.
                     trailers.extend(values.map(|v| if redirected { Value::Int(0) } else { v }));
                 }
-                Ok((replies, trailers))
+                Ok((replies, trailers, None))
             }
         }
     }
@@ -237,7 +250,11 @@ impl Commands {
                 link.check(&result);
                 result
             }
-            Commands::Cluster(link) => inv.invoke_async(&mut link.connection()).await,
+            Commands::Cluster(link) => {
+                let result = inv.invoke_async(&mut link.connection()).await;
+                link.check(&result);
+                result
+            }
         }
     }
 

@@ -50,6 +50,8 @@ struct Current {
     manager: ConnectionManager,
     /// The target's generation it was made for.
     target_generation: u64,
+    /// The server it goes to (`host:port`).
+    addr: String,
 }
 
 /// Why an error means the connection (or its server) should be given up.
@@ -69,11 +71,11 @@ impl Link {
         config: ConnectionManagerConfig,
         on_replaced: Option<OnReplaced>,
     ) -> RedisResult<Arc<Link>> {
-        let (manager, target_generation) = open(&target, &config).await?;
+        let current = open(&target, &config).await?;
         Ok(Arc::new(Link {
             target,
             config,
-            current: RwLock::new(Current { manager, target_generation }),
+            current: RwLock::new(current),
             replacing: AtomicBool::new(false),
             broken: AtomicBool::new(false),
             on_replaced,
@@ -83,11 +85,22 @@ impl Link {
     /// The connection to use now; when the target moved, a replacement is started (this
     /// call still gets the old connection).
     pub(super) fn manager(self: &Arc<Self>) -> ConnectionManager {
+        self.manager_at().0
+    }
+
+    /// [`Link::manager`], and the server it goes to (`host:port`).
+    pub(super) fn manager_at(self: &Arc<Self>) -> (ConnectionManager, String) {
         let current = self.current.read();
         if current.target_generation != self.target.generation() {
             self.replace_soon();
         }
-        current.manager.clone()
+        (current.manager.clone(), current.addr.clone())
+    }
+
+    /// Whether the sentinels still name `addr` the master (always, for a fixed server): see
+    /// [`super::witnesses`].
+    pub(super) async fn still_master(&self, addr: &str) -> bool {
+        self.target.still_master(addr).await
     }
 
     /// Looks at a command's outcome: an error that says the connection or its server is no
@@ -139,8 +152,8 @@ impl Link {
                     break;
                 }
                 match open(&link.target, &link.config).await {
-                    Ok((manager, target_generation)) => {
-                        *link.current.write() = Current { manager, target_generation };
+                    Ok(current) => {
+                        *link.current.write() = current;
                         if let Some(replaced) = &link.on_replaced {
                             replaced();
                         }
@@ -165,11 +178,12 @@ impl Link {
     }
 }
 
-/// A connection manager to where `target` is now, and the generation that was.
-async fn open(target: &Target, config: &ConnectionManagerConfig) -> RedisResult<(ConnectionManager, u64)> {
-    let (info, generation) = target.address().await?;
+/// A connection manager to where `target` is now, for the generation that was.
+async fn open(target: &Target, config: &ConnectionManagerConfig) -> RedisResult<Current> {
+    let (info, target_generation) = target.address().await?;
+    let addr = info.addr().to_string();
     let manager = redis::Client::open(info)?.get_connection_manager_with_config(config.clone()).await?;
-    Ok((manager, generation))
+    Ok(Current { manager, target_generation, addr })
 }
 
 /// A Redis Cluster connection that can be made anew. The cluster client learns a new slot
@@ -192,6 +206,18 @@ impl ClusterLink {
     /// The connection to use now.
     pub(super) fn connection(&self) -> ClusterConnection {
         self.current.read().clone()
+    }
+
+    /// Looks at a command's outcome: one that timed out or lost its connection makes a new
+    /// cluster connection. The client's own recovery can stall after a failover (a slot
+    /// refresh that never ends, every command timing out after it, for good).
+    pub(super) fn check<T>(self: &Arc<Self>, result: &RedisResult<T>) {
+        if let Err(e) = result {
+            if e.is_timeout() || e.is_io_error() || e.kind() == redis::ErrorKind::ClusterConnectionNotFound {
+                tracing::debug!(error = %e, "a Redis Cluster command failed; connecting anew");
+                self.reconnect();
+            }
+        }
     }
 
     /// Makes a new connection in the background (one at a time; at most one every

@@ -82,7 +82,7 @@ impl Log for RedisBroker {
                 is_add.push(false);
             }
         }
-        let replies = self.write_all(cmds).await?;
+        let replies = self.write_all(super::Ack::Replicas, cmds).await?;
         replies
             .iter()
             .zip(is_add)

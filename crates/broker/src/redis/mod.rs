@@ -23,6 +23,7 @@ mod probe;
 mod replicated;
 mod resubscribe;
 mod target;
+mod witnesses;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -289,21 +290,22 @@ impl RedisBroker {
         self.commands.query(cmd).await.map_err(unavailable)
     }
 
-    /// Runs a write the caller acknowledges to someone (a key, a member, a ticket taken): with
-    /// `replicas_ack`, through the replicated writer, so a failover cannot take it back (a
-    /// consumed single-use ticket coming back, a revocation undone); else as any command.
-    async fn write<T: redis::FromRedisValue>(&self, key: &str, cmd: redis::Cmd) -> Result<T> {
-        if self.replicated.is_none() {
+    /// Runs a write: one the caller acknowledges to someone (a key, a member, a ticket taken)
+    /// goes, with `replicas_ack`, through the replicated writer, so a failover cannot take it
+    /// back (a consumed single-use ticket coming back, a revocation undone); a lossy one, or
+    /// any without `replicas_ack`, as any command.
+    async fn write<T: redis::FromRedisValue>(&self, ack: Ack, key: &str, cmd: redis::Cmd) -> Result<T> {
+        if self.replicated.is_none() || ack == Ack::Master {
             return self.query(&cmd).await;
         }
-        let reply = self.write_all(vec![(key.to_owned(), cmd)]).await?.pop().unwrap_or(Value::Nil);
+        let reply = self.write_all(ack, vec![(key.to_owned(), cmd)]).await?.pop().unwrap_or(Value::Nil);
         redis::from_redis_value(reply).map_err(|e| BrokerError::Protocol(e.to_string()))
     }
 
     /// [`RedisBroker::write`] for several commands (each with its key), in one round trip;
     /// any refusal fails the call.
-    async fn write_all(&self, cmds: Vec<(String, redis::Cmd)>) -> Result<Vec<Value>> {
-        let Some(r) = &self.replicated else {
+    async fn write_all(&self, ack: Ack, cmds: Vec<(String, redis::Cmd)>) -> Result<Vec<Value>> {
+        let (Some(r), Ack::Replicas) = (&self.replicated, ack) else {
             return self.commands.query_all(cmds).await.map_err(unavailable);
         };
         let (replies, acked) = r.writer.write(cmds).await.map_err(unavailable)?;
@@ -349,25 +351,65 @@ impl PubSub for RedisBroker {
     }
 }
 
+/// Who must have a write before it counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ack {
+    /// The master (and, with `replicas_ack`, that many replicas).
+    Replicas,
+    /// The master alone, whatever `replicas_ack` says: state whose loss costs a repeat.
+    Master,
+}
+
+/// `SET key value [NX] [PX ttl]`.
+fn set_cmd(key: &str, value: &[u8], if_absent: bool, ttl: Option<Duration>) -> redis::Cmd {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(key).arg(value);
+    if if_absent {
+        cmd.arg("NX");
+    }
+    if let Some(ttl) = ttl {
+        cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
+    }
+    cmd
+}
+
+impl RedisBroker {
+    async fn set_acked(&self, ack: Ack, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        self.write::<Value>(ack, key, set_cmd(key, value, false, ttl)).await.map(|_| ())
+    }
+
+    async fn set_if_absent_acked(&self, ack: Ack, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        let stored: Option<String> = self.write(ack, key, set_cmd(key, value, true, ttl)).await?;
+        Ok(stored.is_some())
+    }
+
+    async fn set_many_acked(&self, ack: Ack, entries: &[(String, Bytes)], ttl: Option<Duration>) -> Result<()> {
+        let cmds = entries.iter().map(|(key, value)| (key.clone(), set_cmd(key, value, false, ttl))).collect();
+        self.write_all(ack, cmds).await.map(|_| ())
+    }
+
+    async fn delete_acked(&self, ack: Ack, key: &str) -> Result<bool> {
+        let n: u64 = self.write(ack, key, redis::cmd("DEL").arg(key).clone()).await?;
+        Ok(n > 0)
+    }
+}
+
 #[async_trait]
 impl KeyValue for RedisBroker {
     async fn set(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<()> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(key).arg(&value[..]);
-        if let Some(ttl) = ttl {
-            cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
-        }
-        self.write::<Value>(key, cmd).await.map(|_| ())
+        self.set_acked(Ack::Replicas, key, &value, ttl).await
+    }
+
+    async fn set_lossy(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<()> {
+        self.set_acked(Ack::Master, key, &value, ttl).await
     }
 
     async fn set_if_absent(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<bool> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(key).arg(&value[..]).arg("NX");
-        if let Some(ttl) = ttl {
-            cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
-        }
-        let stored: Option<String> = self.write(key, cmd).await?;
-        Ok(stored.is_some())
+        self.set_if_absent_acked(Ack::Replicas, key, &value, ttl).await
+    }
+
+    async fn set_if_absent_lossy(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<bool> {
+        self.set_if_absent_acked(Ack::Master, key, &value, ttl).await
     }
 
     async fn incr_in_window(&self, key: &str, window: Duration) -> Result<u64> {
@@ -378,18 +420,11 @@ impl KeyValue for RedisBroker {
     }
 
     async fn set_many(&self, entries: &[(String, Bytes)], ttl: Option<Duration>) -> Result<()> {
-        let cmds: Vec<(String, redis::Cmd)> = entries
-            .iter()
-            .map(|(key, value)| {
-                let mut cmd = redis::cmd("SET");
-                cmd.arg(key).arg(&value[..]);
-                if let Some(ttl) = ttl {
-                    cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
-                }
-                (key.clone(), cmd)
-            })
-            .collect();
-        self.write_all(cmds).await.map(|_| ())
+        self.set_many_acked(Ack::Replicas, entries, ttl).await
+    }
+
+    async fn set_many_lossy(&self, entries: &[(String, Bytes)], ttl: Option<Duration>) -> Result<()> {
+        self.set_many_acked(Ack::Master, entries, ttl).await
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
@@ -398,22 +433,25 @@ impl KeyValue for RedisBroker {
     }
 
     async fn take(&self, key: &str) -> Result<Option<Bytes>> {
-        let v: Option<Vec<u8>> = self.write(key, redis::cmd("GETDEL").arg(key).clone()).await?;
+        let v: Option<Vec<u8>> = self.write(Ack::Replicas, key, redis::cmd("GETDEL").arg(key).clone()).await?;
         Ok(v.map(Bytes::from))
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
-        let n: u64 = self.write(key, redis::cmd("DEL").arg(key).clone()).await?;
-        Ok(n > 0)
+        self.delete_acked(Ack::Replicas, key).await
+    }
+
+    async fn delete_lossy(&self, key: &str) -> Result<bool> {
+        self.delete_acked(Ack::Master, key).await
     }
 
     async fn set_add(&self, key: &str, member: &str) -> Result<bool> {
-        let n: u64 = self.write(key, redis::cmd("SADD").arg(key).arg(member).clone()).await?;
+        let n: u64 = self.write(Ack::Replicas, key, redis::cmd("SADD").arg(key).arg(member).clone()).await?;
         Ok(n > 0)
     }
 
     async fn set_remove(&self, key: &str, member: &str) -> Result<bool> {
-        let n: u64 = self.write(key, redis::cmd("SREM").arg(key).arg(member).clone()).await?;
+        let n: u64 = self.write(Ack::Replicas, key, redis::cmd("SREM").arg(key).arg(member).clone()).await?;
         Ok(n > 0)
     }
 

@@ -42,11 +42,14 @@ struct ProbeTopic {
     name: Topic,
     /// The oldest probe not back yet: its number and when it went out.
     pending: Option<(u64, Instant)>,
+    /// The newest probe back: one can come back before its publish is answered (the
+    /// subscriber connection is another socket), and must not count as out afterwards.
+    newest_seen: Option<u64>,
 }
 
 impl ProbeTopic {
     fn new(name: String) -> ProbeTopic {
-        ProbeTopic { name: Topic::from(name), pending: None }
+        ProbeTopic { name: Topic::from(name), pending: None, newest_seen: None }
     }
 
     /// Whether its oldest probe still out has time to come back.
@@ -56,11 +59,14 @@ impl ProbeTopic {
 
     /// Probe `seq` went out.
     fn sent(&mut self, seq: u64, now: Instant) {
-        self.pending.get_or_insert((seq, now));
+        if self.newest_seen.is_none_or(|seen| seen < seq) {
+            self.pending.get_or_insert((seq, now));
+        }
     }
 
     /// Probe `seq` came back: it and every earlier one are accounted for.
     fn seen(&mut self, seq: u64) {
+        self.newest_seen = Some(self.newest_seen.map_or(seq, |seen| seen.max(seq)));
         if self.pending.is_some_and(|(oldest, _)| seq >= oldest) {
             self.pending = None;
         }
@@ -322,5 +328,18 @@ mod tests {
         assert!(!t.delivering(now + DEADLINE), "an older probe is no answer");
         t.seen(4);
         assert!(t.delivering(now + DEADLINE * 2));
+    }
+
+    #[test]
+    fn a_probe_back_before_its_publish_was_answered_is_not_out() {
+        // Otherwise it stays "out" until the next one is back, and a loop held up past the
+        // deadline (behind a paused write on the same connection) finds it late.
+        let now = Instant::now();
+        let mut t = ProbeTopic::new("sys:probe:x".into());
+        t.seen(7);
+        t.sent(7, now);
+        assert!(t.delivering(now + DEADLINE * 2));
+        t.sent(8, now);
+        assert!(!t.delivering(now + DEADLINE), "a newer one still counts");
     }
 }

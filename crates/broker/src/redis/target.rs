@@ -23,6 +23,7 @@ use redis::io::tcp::TcpSettings;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{ConnectionInfo, IntoConnectionInfo, ProtocolVersion, RedisConnectionInfo, RedisResult};
 
+use super::witnesses::Witnesses;
 use super::RedisSettings;
 
 /// How often the sentinels are asked where the master is, events or not.
@@ -59,6 +60,8 @@ struct SentinelPlace {
     /// How a connection to a data node is made (RESP3, TCP_NODELAY, auth).
     node: RedisConnectionInfo,
     tcp: TcpSettings,
+    /// The sentinels asked after each replicated write.
+    witnesses: Witnesses,
 }
 
 impl Target {
@@ -97,6 +100,7 @@ impl Target {
                     SentinelServerType::Master,
                 )?;
                 Place::Sentinel(Box::new(SentinelPlace {
+                    witnesses: Witnesses::new(&sentinel.master, &sentinels),
                     master: sentinel.master.clone(),
                     client: tokio::sync::Mutex::new(client),
                     sentinels,
@@ -122,6 +126,17 @@ impl Target {
     /// The current generation: links made for an older one reconnect.
     pub(super) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether the sentinels still name `addr` (`host:port`) the master; always, for a fixed
+    /// server. A no also starts a new look for the master.
+    pub(super) async fn still_master(self: &Arc<Self>, addr: &str) -> bool {
+        let Place::Sentinel(s) = &self.place else { return true };
+        let confirmed = s.witnesses.still_master(addr).await;
+        if !confirmed {
+            self.distrust();
+        }
+        confirmed
     }
 
     /// Failovers followed so far (lookups that found the master somewhere else).
