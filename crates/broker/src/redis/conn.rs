@@ -157,7 +157,7 @@ impl Commands {
         &self,
         cmds: Vec<(String, Cmd)>,
         trailer: Option<&Cmd>,
-    ) -> RedisResult<(Vec<Value>, Vec<Value>, Option<String>)> {
+    ) -> RedisResult<(Vec<Value>, Vec<Value>, Option<std::sync::Arc<str>>)> {
         if cmds.is_empty() {
             return Ok((Vec::new(), Vec::new(), None));
         }

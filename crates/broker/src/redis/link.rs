@@ -50,8 +50,8 @@ struct Current {
     manager: ConnectionManager,
     /// The target's generation it was made for.
     target_generation: u64,
-    /// The server it goes to (`host:port`).
-    addr: String,
+    /// The server it goes to (`host:port`; shared, so a caller's copy costs no allocation).
+    addr: Arc<str>,
 }
 
 /// Why an error means the connection (or its server) should be given up.
@@ -85,16 +85,22 @@ impl Link {
     /// The connection to use now; when the target moved, a replacement is started (this
     /// call still gets the old connection).
     pub(super) fn manager(self: &Arc<Self>) -> ConnectionManager {
-        self.manager_at().0
+        self.current().manager.clone()
     }
 
     /// [`Link::manager`], and the server it goes to (`host:port`).
-    pub(super) fn manager_at(self: &Arc<Self>) -> (ConnectionManager, String) {
+    pub(super) fn manager_at(self: &Arc<Self>) -> (ConnectionManager, Arc<str>) {
+        let current = self.current();
+        (current.manager.clone(), current.addr.clone())
+    }
+
+    /// The connection in use; when the target moved, a replacement is started.
+    fn current(self: &Arc<Self>) -> parking_lot::RwLockReadGuard<'_, Current> {
         let current = self.current.read();
         if current.target_generation != self.target.generation() {
             self.replace_soon();
         }
-        (current.manager.clone(), current.addr.clone())
+        current
     }
 
     /// Whether the sentinels still name `addr` the master (always, for a fixed server): see
@@ -181,7 +187,7 @@ impl Link {
 /// A connection manager to where `target` is now, for the generation that was.
 async fn open(target: &Target, config: &ConnectionManagerConfig) -> RedisResult<Current> {
     let (info, target_generation) = target.address().await?;
-    let addr = info.addr().to_string();
+    let addr: Arc<str> = info.addr().to_string().into();
     let manager = redis::Client::open(info)?.get_connection_manager_with_config(config.clone()).await?;
     Ok(Current { manager, target_generation, addr })
 }
